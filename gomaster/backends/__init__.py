@@ -1,0 +1,142 @@
+"""Backends: one module per store, chosen by URL scheme and imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import cast
+
+from returns.io import IOResult, IOSuccess
+from returns.result import Failure, Result, Success
+
+from gomaster.backends.base import LockBackend
+from gomaster.backends.url import BackendURL, parse_url, redact
+from gomaster.core.errors import BackendError
+from gomaster.core.record import LockRecord, MalformedRecord, Observation
+
+__all__ = [
+    "ENV_BACKEND",
+    "LockBackend",
+    "connect",
+    "default_backend",
+    "default_sqlite_path",
+    "force_release",
+    "parse_backend",
+    "redact",
+    "resolve_backend",
+]
+
+ENV_BACKEND = "GOMASTER_BACKEND"
+
+#: scheme -> (module, extra that installs its driver)
+_SCHEMES: dict[str, tuple[str, str | None]] = {
+    "memory": ("gomaster.backends.memory", None),
+    "sqlite": ("gomaster.backends.sqlite", None),
+    "mysql": ("gomaster.backends.mysql", "mysql"),
+    "mariadb": ("gomaster.backends.mysql", "mysql"),
+    "mongodb": ("gomaster.backends.mongodb", "mongodb"),
+    "mongodb+srv": ("gomaster.backends.mongodb", "mongodb"),
+    "postgresql": ("gomaster.backends.postgresql", "postgresql"),
+    "postgres": ("gomaster.backends.postgresql", "postgresql"),
+    "redis": ("gomaster.backends.redis", "redis"),
+    "rediss": ("gomaster.backends.redis", "redis"),
+}
+
+_log = logging.getLogger("gomaster")
+
+
+def parse_backend(url: str) -> Result[LockBackend, str]:
+    """Pick the backend module for ``url``'s scheme and let it validate the rest.
+
+    The message of a ``Failure`` says what to fix and never contains the password.
+    """
+    parsed = parse_url(url)
+    if isinstance(parsed, Failure):
+        return Failure(parsed.failure())
+    backend_url = parsed.unwrap()
+    if backend_url.scheme == "memory":
+        from gomaster.backends.memory import MemoryBackend
+
+        return Success(MemoryBackend(label=backend_url.redacted))
+    known = _SCHEMES.get(backend_url.scheme)
+    if known is None:
+        schemes = ", ".join(sorted({s for s in _SCHEMES if s != "memory"}))
+        return Failure(
+            f"unknown backend scheme {backend_url.scheme!r} in {backend_url.redacted}; use one of {schemes}"
+        )
+    module_name, extra = known
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        hint = f"; install it with: pip install 'gomaster[{extra}]'" if extra else ""
+        return Failure(f"the {backend_url.scheme} backend needs {exc.name}{hint}")
+    from_url = cast(Callable[[BackendURL], Result[LockBackend, str]], module.from_url)
+    return from_url(backend_url)
+
+
+def connect(url: str) -> LockBackend:
+    """The backend for ``url``, e.g. ``sqlite:////var/tmp/locks.db`` or ``mysql://u:p@h/db``.
+
+    Raises ``ValueError`` naming the problem for a URL that cannot work. No connection is made
+    yet: backends connect lazily in the process that uses them.
+    """
+    parsed = parse_backend(url)
+    if isinstance(parsed, Failure):
+        raise ValueError(parsed.failure())
+    return parsed.unwrap()
+
+
+def default_sqlite_path() -> str:
+    """Where the embedded default lives: one file per user in the system temp directory."""
+    return os.path.join(tempfile.gettempdir(), f"gomaster-{os.getuid()}.db")
+
+
+def default_backend() -> LockBackend:
+    """``$GOMASTER_BACKEND`` if set, else the per-user SQLite file (with a warning)."""
+    configured = os.environ.get(ENV_BACKEND)
+    if configured:
+        return connect(configured)
+    path = default_sqlite_path()
+    _log.warning(
+        "no backend given: using SQLite file %s, which only processes on this machine share; "
+        "set %s or pass backend= to elect across machines",
+        path,
+        ENV_BACKEND,
+    )
+    return connect(f"sqlite:///{path}")
+
+
+def resolve_backend(backend: LockBackend | str | None) -> LockBackend:
+    """Turn what a user passed as ``backend=`` into a backend object (raising on bad input)."""
+    if backend is None:
+        return default_backend()
+    if isinstance(backend, str):
+        return connect(backend)
+    if isinstance(backend, LockBackend):
+        return backend
+    raise TypeError(f"backend must be a URL string or a backend object, not {type(backend).__name__}")
+
+
+def force_release(
+    backend: LockBackend, name: str, timeout: float
+) -> IOResult[LockRecord | None, BackendError]:
+    """The operator's release: free ``name`` from whoever holds it now, keeping the token.
+
+    Returns the record as it was, or None when nobody held it. It is a compare-and-set on the
+    holder and token just observed, so it never frees a lease granted after that look. The
+    holder's next renewal then fails, so it demotes itself.
+    """
+
+    def release_holder(seen: Observation) -> IOResult[LockRecord | None, BackendError]:
+        record = seen.record
+        if record is None or record.released:
+            return IOSuccess(None)
+        return backend.release(record, timeout).map(lambda done: record if done else None)
+
+    def as_backend_error(error: BackendError | MalformedRecord) -> BackendError:
+        return error if isinstance(error, BackendError) else BackendError(backend.url, str(error))
+
+    return backend.observe(name, timeout).alt(as_backend_error).bind(release_holder)

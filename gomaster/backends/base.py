@@ -1,0 +1,89 @@
+"""The contract every lock backend satisfies, and the small checks they share."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, runtime_checkable
+
+from returns.io import IOResult
+from returns.result import Failure, Result, Success
+
+from gomaster.core.decide import Claim
+from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.record import LockRecord, MalformedRecord, Observation
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@runtime_checkable
+class LockBackend(Protocol):
+    """A store for lock records that does each step as one atomic statement on its own clock.
+
+    Every method takes a ``timeout`` in seconds and returns within it (plus a small constant),
+    turning every driver exception into a ``Failure``. Objects are picklable configuration: they
+    connect lazily, in the process that uses them, and never share a connection across processes.
+    """
+
+    @property
+    def url(self) -> str:
+        """The backend's URL with any password replaced by ``***``."""
+        ...
+
+    @property
+    def notifies(self) -> bool:
+        """True when ``wait_for_release`` is woken by the backend rather than just sleeping."""
+        ...
+
+    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
+        """Read the record (None if absent) and the backend's clock in one statement."""
+        ...
+
+    def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
+        """Take the lease if the row still equals ``claim.expected`` and is free by backend time."""
+        ...
+
+    def renew(
+        self, record: LockRecord, ttl: float, timeout: float
+    ) -> IOResult[LockRecord, Lost | BackendError]:
+        """Extend our unexpired lease to backend now + ttl; ``Lost`` if it is not ours any more."""
+        ...
+
+    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Mark the lease released if it is still exactly ``record``'s holder and token.
+
+        The token stays. True when this call released it; False when it was no longer that
+        holder's, which leaves the row untouched.
+        """
+        ...
+
+    def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
+        """Block up to ``timeout`` for a release notice; True if one came. Polling backends sleep."""
+        ...
+
+    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
+        """Every lock name the backend has a record for."""
+        ...
+
+    def close(self) -> None:
+        """Drop this process's connection; the object stays usable and reconnects on demand."""
+        ...
+
+
+def check_identifier(kind: str, value: str) -> Result[str, str]:
+    """Accept a table, collection or key-prefix name that is safe to splice into a statement."""
+    if _IDENTIFIER.match(value):
+        return Success(value)
+    return Failure(
+        f"{kind} name {value!r} is not allowed: use letters, digits and underscores, "
+        "starting with a letter or underscore, at most 63 characters"
+    )
+
+
+def timeout_error(url: str, step: str, timeout: float) -> BackendError:
+    """The error for a step that did not finish in time."""
+    return BackendError(url, f"{step} did not finish within {timeout:.3f} s")
+
+
+def unexpected(url: str, problem: MalformedRecord | str) -> BackendError:
+    """The error for an answer the backend should never give."""
+    return BackendError(url, str(problem))

@@ -1,0 +1,77 @@
+"""Backend URLs: parsed once, with the password kept out of every printed form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from returns.result import Failure, Result, Success
+
+REDACTED = "***"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendURL:
+    """A parsed backend URL. ``str()`` and ``repr()`` never show the password."""
+
+    scheme: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    path: str = ""
+    query: tuple[tuple[str, str], ...] = ()
+    raw: str = field(default="", repr=False)
+
+    @property
+    def redacted(self) -> str:
+        """The URL as a user may see it in logs, status and errors."""
+        auth = ""
+        if self.username is not None:
+            auth = self.username + (f":{REDACTED}" if self.password is not None else "") + "@"
+        host = self.host or ""
+        port = f":{self.port}" if self.port is not None else ""
+        query = "&".join(f"{k}={v}" for k, v in self.query)
+        return f"{self.scheme}://{auth}{host}{port}{self.path}" + (f"?{query}" if query else "")
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        """The last value given for query parameter ``key``."""
+        for k, v in reversed(self.query):
+            if k == key:
+                return v
+        return default
+
+    def options_except(self, *keys: str) -> dict[str, str]:
+        """Query parameters other than ``keys``: what goes on to the driver."""
+        return {k: v for k, v in self.query if k not in keys}
+
+    def __str__(self) -> str:
+        return self.redacted
+
+
+def redact(url: str) -> str:
+    """Best-effort redaction of a URL that may not even parse."""
+    return parse_url(url).map(lambda parsed: parsed.redacted).value_or("<unparseable backend URL>")
+
+
+def parse_url(url: str) -> Result[BackendURL, str]:
+    """Split a backend URL into its parts, or say what is wrong with it (never echoing a password)."""
+    if not isinstance(url, str) or "://" not in url:
+        return Failure("a backend URL looks like scheme://..., for example sqlite:///var/tmp/locks.db")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return Failure(f"cannot parse backend URL: {exc}")
+    return Success(
+        BackendURL(
+            scheme=parts.scheme.lower(),
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname,
+            port=port,
+            path=parts.path,
+            query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+            raw=url,
+        )
+    )

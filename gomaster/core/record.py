@@ -1,0 +1,138 @@
+"""The lock record, one read of the backend, and who a node is: plain values, no behaviour."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from returns.result import Failure, Result, Success
+
+#: Lock names travel into table rows, channel names and keys; keep them printable and bounded.
+MAX_NAME_LENGTH = 200
+_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockRecord:
+    """The lease for one lock name as the backend stores it.
+
+    Times are the backend's clock in epoch seconds. ``holder == ""`` means released; the token
+    stays, so the next acquisition still gets ``token + 1``.
+    """
+
+    name: str
+    holder: str
+    version: str
+    token: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float
+    host: str
+    pid: int
+
+    @property
+    def released(self) -> bool:
+        """True when nobody holds the lease (it was released, or never held)."""
+        return self.holder == ""
+
+    def live_at(self, server_now: float) -> bool:
+        """True when a holder has the lease at ``server_now`` by the backend's clock."""
+        return not self.released and self.expires_at > server_now
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One read of the backend: the record (None if it never existed) and the backend's clock."""
+
+    record: LockRecord | None
+    server_now: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeIdentity:
+    """Who is contending: ``node_id`` is fresh per start, so a restarted process is a new node."""
+
+    node_id: str
+    host: str
+    pid: int
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRecord:
+    """A row read back from the backend that does not form a valid :class:`LockRecord`."""
+
+    name: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"lock record {self.name!r} is malformed: {self.problem}"
+
+
+def check_name(name: object) -> Result[str, str]:
+    """Accept a lock name that every backend can store, or say why not."""
+    if not isinstance(name, str):
+        return Failure(f"lock name must be a string, got {type(name).__name__}")
+    if not name:
+        return Failure("lock name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        return Failure(f"lock name is longer than {MAX_NAME_LENGTH} characters")
+    if _NAME_FORBIDDEN.search(name):
+        return Failure("lock name must not contain control characters")
+    return Success(name)
+
+
+def _text(fields: Mapping[str, object], key: str) -> str:
+    value = fields.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is {type(value).__name__}, not text")
+    return value
+
+
+def _integer(fields: Mapping[str, object], key: str) -> int:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} is {value!r}, not an integer")
+    return value
+
+
+def _seconds(fields: Mapping[str, object], key: str) -> float:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is {value!r}, not a time")
+    if not math.isfinite(value):
+        raise TypeError(f"{key} is not finite")
+    return float(value)
+
+
+#: Tokens are stored in signed 64-bit columns everywhere.
+MAX_TOKEN = 2**63 - 1
+
+
+def parse_record(name: str, fields: Mapping[str, object]) -> Result[LockRecord, MalformedRecord]:
+    """Build a record from backend fields, turning any corruption into a ``Failure``.
+
+    Backends call this on every row they read so that a hand-edited or damaged row can never
+    crash the election loop: it becomes a value the elector can report and wait out.
+    """
+    try:
+        record = LockRecord(
+            name=name,
+            holder=_text(fields, "holder"),
+            version=_text(fields, "version"),
+            token=_integer(fields, "token"),
+            acquired_at=_seconds(fields, "acquired_at"),
+            renewed_at=_seconds(fields, "renewed_at"),
+            expires_at=_seconds(fields, "expires_at"),
+            host=_text(fields, "host"),
+            pid=_integer(fields, "pid"),
+        )
+    except TypeError as exc:
+        return Failure(MalformedRecord(name, str(exc)))
+    if not 0 <= record.token < MAX_TOKEN:
+        return Failure(MalformedRecord(name, f"token {record.token} is out of range"))
+    return Success(record)

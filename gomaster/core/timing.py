@@ -1,0 +1,134 @@
+"""Lease timings and the rules that make mutual exclusion hold."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from returns.result import Failure, Result, Success
+
+#: Drift is a fraction; past one half, "rate" stops meaning anything useful.
+MAX_DRIFT_LIMIT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class TimingError:
+    """The rule an impossible timing combination breaks, in words a user can act on."""
+
+    rule: str
+
+    def __str__(self) -> str:
+        return self.rule
+
+
+def _violation(
+    ttl: float, heartbeat: float, renew_deadline: float, retry: float, grace: float, max_drift: float
+) -> str | None:
+    """Return the first rule broken, or None. Order: well-formed numbers, then the safety rules."""
+    values = {
+        "ttl": ttl,
+        "heartbeat": heartbeat,
+        "renew_deadline": renew_deadline,
+        "retry": retry,
+        "grace": grace,
+    }
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"{field} must be a finite number of seconds, got {value!r}"
+        if value <= 0:
+            return f"{field} must be positive, got {value!r}"
+    if isinstance(max_drift, bool) or not isinstance(max_drift, int | float):
+        return f"max_drift must be a number, got {max_drift!r}"
+    if not 0 <= max_drift < MAX_DRIFT_LIMIT:
+        return f"max_drift must be in [0, {MAX_DRIFT_LIMIT}), got {max_drift!r}"
+    if heartbeat >= renew_deadline:
+        return (
+            f"heartbeat < renew_deadline is required (got heartbeat={heartbeat}, "
+            f"renew_deadline={renew_deadline}): the leader must get more than one renewal "
+            "attempt before it gives up"
+        )
+    usable = ttl * (1 - max_drift)
+    if renew_deadline + grace >= usable:
+        return (
+            f"renew_deadline + grace < ttl * (1 - max_drift) is required (got "
+            f"{renew_deadline} + {grace} >= {usable:.6g}): the old master's work must be "
+            "stopped before any other node can see the lease expire"
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    """How long a lease lasts and how the leader and followers pace themselves (seconds).
+
+    The defaults follow client-go's 15/10/2 proportions scaled to a 5 s lease: renewing every
+    second leaves two spare attempts before the renew deadline, and the deadline plus one second
+    of grace still ends the old master's work about a second before the lease can expire.
+    """
+
+    ttl: float = 5.0
+    heartbeat: float = 1.0
+    renew_deadline: float = 3.0
+    retry: float = 1.0
+    grace: float = 1.0
+    max_drift: float = 0.01
+
+    def __post_init__(self) -> None:
+        problem = _violation(
+            self.ttl, self.heartbeat, self.renew_deadline, self.retry, self.grace, self.max_drift
+        )
+        if problem is not None:
+            raise ValueError(f"impossible Timing: {problem}")
+
+    @classmethod
+    def from_ttl(cls, ttl: float) -> Timing:
+        """Scale every duration of the defaults in proportion to ``ttl`` (drift stays)."""
+        default = cls()
+        scale = ttl / default.ttl
+        return cls(
+            ttl=ttl,
+            heartbeat=default.heartbeat * scale,
+            renew_deadline=default.renew_deadline * scale,
+            retry=default.retry * scale,
+            grace=default.grace * scale,
+            max_drift=default.max_drift,
+        )
+
+    @property
+    def safety_margin(self) -> float:
+        """How long a process may freeze, or a backend clock step, without risking two masters."""
+        return self.ttl * (1 - self.max_drift) - self.renew_deadline - self.grace
+
+    def replace(self, **changes: float) -> Timing:
+        """A copy with some fields changed, validated like any new Timing."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"unknown Timing fields: {', '.join(sorted(unknown))}")
+        values.update(changes)
+        return Timing(**values)
+
+
+def validate_timing(
+    *,
+    ttl: float = 5.0,
+    heartbeat: float = 1.0,
+    renew_deadline: float = 3.0,
+    retry: float = 1.0,
+    grace: float = 1.0,
+    max_drift: float = 0.01,
+) -> Result[Timing, TimingError]:
+    """The same verdict as constructing :class:`Timing`, as a value instead of an exception."""
+    problem = _violation(ttl, heartbeat, renew_deadline, retry, grace, max_drift)
+    if problem is not None:
+        return Failure(TimingError(problem))
+    return Success(
+        Timing(
+            ttl=ttl,
+            heartbeat=heartbeat,
+            renew_deadline=renew_deadline,
+            retry=retry,
+            grace=grace,
+            max_drift=max_drift,
+        )
+    )
