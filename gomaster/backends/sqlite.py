@@ -11,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +29,8 @@ DEFAULT_TABLE = "gomaster_lock"
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 COLUMNS = "holder, version, token, acquired_at, renewed_at, expires_at, host, pid"
 _MS = 1000
+_SETUP_PAUSE = 0.005
+_SETUP_PAUSE_MAX = 0.1
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
 
 
@@ -91,13 +94,28 @@ class SQLiteBackend:
 
     def _connection(self, timeout: float) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_schema(self._table))
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid = self._open(timeout), os.getpid()
         self._conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * _MS))}")
         return self._conn
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        """Connect and prepare the file. Switching a new file to WAL can answer "locked" without
+        waiting on the busy handler when many processes start at once, so setup is retried."""
+        deadline = time.monotonic() + timeout
+        pause = _SETUP_PAUSE
+        while True:
+            conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_schema(self._table))
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+                if time.monotonic() + pause >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, _SETUP_PAUSE_MAX)
 
     def _run(
         self, sql: str, params: tuple[object, ...], timeout: float

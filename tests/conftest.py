@@ -1,0 +1,3 @@
+"""Test-wide plugins: throwaway servers for the backends that need one."""
+
+pytest_plugins = ["tests.servers.mysql", "tests.servers.mongodb"]

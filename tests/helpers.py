@@ -1,0 +1,53 @@
+"""Small helpers shared by the test packages: unwrapping I/O results and making identities."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import TypeVar
+
+from returns.io import IOResult
+from returns.result import Failure, Result, Success
+from returns.unsafe import unsafe_perform_io
+
+from gomaster.core.record import NodeIdentity
+
+T = TypeVar("T")
+E = TypeVar("E")
+
+
+def result(io: IOResult[T, E]) -> Result[T, E]:
+    """The plain Result inside an IOResult, for assertions."""
+    return unsafe_perform_io(io)
+
+
+def ok(io: IOResult[T, E]) -> T:
+    """The success value, failing the test with the error otherwise."""
+    outcome = result(io)
+    if isinstance(outcome, Failure):
+        raise AssertionError(f"expected success, got {outcome.failure()!r}")
+    value: T = outcome.unwrap()
+    return value
+
+
+def err(io: IOResult[T, E]) -> E:
+    """The failure value, failing the test if the step succeeded."""
+    outcome = result(io)
+    if isinstance(outcome, Success):
+        raise AssertionError(f"expected failure, got {outcome.unwrap()!r}")
+    error: E = outcome.failure()
+    return error
+
+
+def identity(version: str = "") -> NodeIdentity:
+    """A fresh node, as a new process start would be."""
+    return NodeIdentity(node_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), version=version)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
