@@ -9,9 +9,9 @@ from typing import TypeVar
 
 from returns.io import IOResult
 from returns.result import Failure, Result, Success
-from returns.unsafe import unsafe_perform_io
 
 from gomaster.core.record import NodeIdentity
+from gomaster.runtime._io import performed
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -19,7 +19,7 @@ E = TypeVar("E")
 
 def result(io: IOResult[T, E]) -> Result[T, E]:
     """The plain Result inside an IOResult, for assertions."""
-    return unsafe_perform_io(io)
+    return performed(io)
 
 
 def ok(io: IOResult[T, E]) -> T:

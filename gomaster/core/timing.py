@@ -21,6 +21,20 @@ class TimingError:
         return self.rule
 
 
+def _finite_number(value: object) -> bool:
+    """True for an int or float that is a real number a float can hold (not bool, nan or inf).
+
+    An int too large for a float is refused here rather than left to raise ``OverflowError``
+    later, so that :func:`validate_timing` answers with a value for every input.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _violation(
     ttl: float, heartbeat: float, renew_deadline: float, retry: float, grace: float, max_drift: float
 ) -> str | None:
@@ -33,7 +47,7 @@ def _violation(
         "grace": grace,
     }
     for field, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if not _finite_number(value):
             return f"{field} must be a finite number of seconds, got {value!r}"
         if value <= 0:
             return f"{field} must be positive, got {value!r}"
@@ -84,13 +98,18 @@ class Timing:
     def from_ttl(cls, ttl: float) -> Timing:
         """Scale every duration of the defaults in proportion to ``ttl`` (drift stays)."""
         default = cls()
-        scale = ttl / default.ttl
+
+        def scaled(seconds: float) -> float:
+            # Multiply before dividing: ``3.0 * 2.0 / 5.0`` is exactly the float 1.2, while
+            # ``3.0 * (2.0 / 5.0)`` is 1.2000000000000002.
+            return seconds * ttl / default.ttl
+
         return cls(
             ttl=ttl,
-            heartbeat=default.heartbeat * scale,
-            renew_deadline=default.renew_deadline * scale,
-            retry=default.retry * scale,
-            grace=default.grace * scale,
+            heartbeat=scaled(default.heartbeat),
+            renew_deadline=scaled(default.renew_deadline),
+            retry=scaled(default.retry),
+            grace=scaled(default.grace),
             max_drift=default.max_drift,
         )
 

@@ -1,0 +1,75 @@
+"""The typed status snapshot that ``Master.status()`` and ``gomaster status`` report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from gomaster.core.record import LockRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """Who is master of ``name`` as this node last saw it, with times by the backend's clock.
+
+    ``expires_in`` and ``renewed_ago`` are seconds relative to the backend's clock at the moment
+    the snapshot was taken. ``holder`` is "" when the lock is free or released.
+    """
+
+    name: str
+    node_id: str
+    is_master: bool
+    backend: str
+    holder: str = ""
+    version: str = ""
+    host: str = ""
+    pid: int = 0
+    token: int = 0
+    since: float | None = None
+    renewed_at: float | None = None
+    expires_at: float | None = None
+    expires_in: float | None = None
+    renewed_ago: float | None = None
+    error: str | None = None
+
+    @property
+    def has_master(self) -> bool:
+        """True when some node held a live lease at the snapshot."""
+        return bool(self.holder) and (self.expires_in or 0.0) > 0
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain fields, for JSON output."""
+        fields = asdict(self)
+        fields["has_master"] = self.has_master
+        return fields
+
+
+def status_from_record(
+    *,
+    name: str,
+    node_id: str,
+    is_master: bool,
+    backend: str,
+    record: LockRecord | None,
+    server_now: float | None,
+    error: str | None = None,
+) -> Status:
+    """Build a snapshot from the last record seen and the backend's clock at that moment."""
+    if record is None or server_now is None:
+        return Status(name=name, node_id=node_id, is_master=is_master, backend=backend, error=error)
+    return Status(
+        name=name,
+        node_id=node_id,
+        is_master=is_master,
+        backend=backend,
+        holder=record.holder,
+        version=record.version,
+        host=record.host,
+        pid=record.pid,
+        token=record.token,
+        since=record.acquired_at,
+        renewed_at=record.renewed_at,
+        expires_at=record.expires_at,
+        expires_in=max(0.0, record.expires_at - server_now) if record.holder else 0.0,
+        renewed_ago=max(0.0, server_now - record.renewed_at),
+        error=error,
+    )

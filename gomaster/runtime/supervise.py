@@ -1,0 +1,79 @@
+"""``supervise(targets)``: make this process the supervisor of master-only work."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+
+import dill
+
+from gomaster.backends import LockBackend, resolve_backend
+from gomaster.core.election import Config
+from gomaster.core.record import NodeIdentity, check_name
+from gomaster.core.timing import Timing
+from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+from gomaster.runtime.worker import Target
+
+
+def new_identity(version: str) -> NodeIdentity:
+    """A node identity that is fresh for every start, so a restarted process is a new node."""
+    return NodeIdentity(node_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), version=version)
+
+
+def check_targets(targets: Callable[..., object] | Sequence[Callable[..., object]]) -> list[Target]:
+    """Accept one callable or a sequence of them; each must survive the trip to a worker."""
+    listed: list[Callable[..., object]] = [targets] if callable(targets) else list(targets)
+    if not listed:
+        raise ValueError("supervise() needs at least one target")
+    for index, target in enumerate(listed):
+        if not callable(target):
+            raise TypeError(f"target {index} is {type(target).__name__}, not a callable taking a Leadership")
+        try:
+            dill.dumps(target, recurse=True)
+        except Exception as exc:
+            raise TypeError(
+                f"target {index} ({getattr(target, '__name__', target)!r}) cannot be sent to a worker "
+                f"process: {type(exc).__name__}: {exc}"
+            ) from exc
+    return listed
+
+
+def check_config(name: str, timing: Timing | None, version: str) -> tuple[str, Timing]:
+    """Validate the lock name, timing and version up front, with errors that say what to fix."""
+    checked = check_name(name)
+    if not isinstance(checked.value_or(None), str):
+        raise ValueError(checked.failure())
+    if timing is None:
+        timing = Timing()
+    if not isinstance(timing, Timing):
+        raise TypeError(f"timing must be a gomaster.Timing, not {type(timing).__name__}")
+    if not isinstance(version, str):
+        raise TypeError(f"version must be a string, not {type(version).__name__}")
+    return name, timing
+
+
+def supervise(
+    targets: Callable[..., object] | Sequence[Callable[..., object]],
+    *,
+    backend: LockBackend | str | None = None,
+    name: str = "default",
+    timing: Timing | None = None,
+    version: str = "",
+    max_failures: int | None = None,
+) -> None:
+    """Run ``targets`` in worker processes only while this process is master of ``name``.
+
+    Blocks until SIGTERM or SIGINT, then stops the work, releases the lock so another node takes
+    over at once, and returns. Each target is called with a :class:`gomaster.Leadership` in its
+    own process (spawned, so the calling module needs an ``if __name__ == "__main__":`` guard).
+    A target that raises or exits non-zero is restarted with backoff while this node stays
+    master; after ``max_failures`` failures in a row (if set) this node resigns. A target that
+    returns normally is done until the next tenure.
+    """
+    checked = check_targets(targets)
+    name, timing = check_config(name, timing, version)
+    store = resolve_backend(backend)
+    config = Config(name=name, me=new_identity(version), timing=timing)
+    Supervisor(checked, store, config, SupervisorOptions(max_failures=max_failures)).run()

@@ -1,0 +1,498 @@
+"""The supervisor: runs the elector and turns mastership into worker processes, arbiter-style.
+
+Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
+queue and reconciles the workers that should exist with those that do. Workers are spawned in
+advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
+winning. On demotion every running worker's group gets SIGTERM at once and SIGKILL when
+``grace`` runs out; the elector releases the lease only after they are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, TypeAlias
+
+import multiprocess
+from multiprocess.connection import wait as wait_ready
+
+from gomaster.backends.base import LockBackend
+from gomaster.core.election import Config
+from gomaster.core.events import Announcement, Demoted, Elected, Renewed, Shutdown, ToWorker
+from gomaster.runtime.clock import boottime
+from gomaster.runtime.elector import Elector
+from gomaster.runtime.lease import SharedLease
+from gomaster.runtime.status import Status, status_from_record
+from gomaster.runtime.worker import Target, TargetFailed, TargetStarted, WorkerLog, WorkerSpec, worker_main
+
+#: First restart delay after a target fails; doubles per failure in a row up to the maximum.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+#: A target that ran this long before failing starts its failure count afresh.
+BACKOFF_RESET_AFTER = 30.0
+#: Extra time the elector waits for the supervisor to confirm the work stopped.
+STOP_ACK_SLACK = 1.0
+#: The main loop wakes at least this often even when nothing happens.
+IDLE_WAKE = 0.5
+
+_log = logging.getLogger("gomaster")
+
+
+# ---- what reaches the main loop ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Signalled:
+    signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Announced:
+    event: Elected | Demoted
+    ack: threading.Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ElectorDone:
+    pass
+
+
+_Queued: TypeAlias = _Signalled | _Announced | _ElectorDone
+
+
+@dataclass(slots=True)
+class _Worker:
+    process: Any
+    conn: Any
+    token: int | None = None
+    started_at: float = 0.0
+    stopping_since: float | None = None
+    killed: bool = False
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    label: str
+    target: Target
+    worker: _Worker | None = None
+    done_token: int | None = None
+    failures: int = 0
+    restart_at: float = 0.0
+    history: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SupervisorOptions:
+    """Policy knobs of the supervisor, with defaults fit for most services."""
+
+    max_failures: int | None = None
+    log_level: int = logging.INFO
+    on_event: Callable[[Announcement], None] | None = None
+    on_demoted: Target | None = None
+    on_failure: Callable[[str], None] | None = None
+
+
+def backoff(failures: int) -> float:
+    """Restart delay after ``failures`` failures in a row: 0.1 s doubling to 10 s."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * float(2 ** max(0, failures - 1)))
+
+
+def kill_group(pid: int, sig: int) -> None:
+    """Signal a worker's whole process group (falling back to the worker if it has none yet)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+class Supervisor:
+    """Owns the elector thread and one worker per target; ``run`` blocks until stopped."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        backend: LockBackend,
+        config: Config,
+        options: SupervisorOptions | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        self._options = options if options is not None else SupervisorOptions()
+        self._config = config
+        self._backend = backend
+        self._context = multiprocess.get_context("spawn")
+        self._lease = SharedLease(self._context)
+        names = (
+            labels
+            if labels is not None
+            else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(targets)]
+        )
+        self._slots = [_Slot(i, names[i], t) for i, t in enumerate(targets)]
+        stop_hook = self._options.on_demoted
+        self._cleanup = _Slot(-1, "stop_hook", stop_hook) if stop_hook is not None else None
+        self._cleanup_due: Elected | None = None
+        self._queue: queue.Queue[_Queued] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._elector = Elector(backend, config, self._on_announcement)
+        self._leader_token: int | None = None
+        self._elected: Elected | None = None
+        self._acks: list[threading.Event] = []
+        self._stopping = False
+        self._elector_done = False
+        self._watched: dict[Any, Callable[[Any], None]] = {}
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def elector(self) -> Elector:
+        """The elector, for status and resign."""
+        return self._elector
+
+    def status(self) -> Status:
+        """What this node knows about the lock right now."""
+        seen = self._elector.status()
+        server_now = seen.server_now
+        if server_now is not None and seen.seen_at is not None:
+            server_now += boottime() - seen.seen_at
+        return status_from_record(
+            name=self._config.name,
+            node_id=self._config.me.node_id,
+            is_master=seen.role == "leader",
+            backend=self._backend.url,
+            record=seen.record,
+            server_now=server_now,
+            error=seen.error,
+        )
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop (safe from any thread or a signal handler)."""
+        self._enqueue(_Signalled(signal.SIGTERM))
+
+    def watch(self, waitable: Any, handler: Callable[[Any], None]) -> None:
+        """Also wait on ``waitable`` in the main loop and call ``handler(waitable)`` when ready."""
+        self._watched[waitable] = handler
+
+    def unwatch(self, waitable: Any) -> None:
+        """Stop waiting on ``waitable``."""
+        self._watched.pop(waitable, None)
+
+    def run(self) -> None:
+        """Elect, supervise, and return after a graceful stop (SIGTERM, SIGINT or request)."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        thread = threading.Thread(target=self._run_elector, name="gomaster-elector", daemon=True)
+        thread.start()
+        try:
+            self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._shutdown_workers()
+            thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
+            self._backend.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- inputs from other threads ------------------------------------------------------
+
+    def _enqueue(self, item: _Queued) -> None:
+        self._queue.put(item)
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._enqueue(_Signalled(signum))
+
+    def _run_elector(self) -> None:
+        try:
+            self._elector.run()
+        finally:
+            self._enqueue(_ElectorDone())
+
+    def _on_announcement(self, event: Announcement) -> None:
+        """Runs on the elector thread. Demotion blocks until the work has stopped."""
+        if self._options.on_event is not None:
+            with contextlib.suppress(Exception):
+                self._options.on_event(event)
+        match event:
+            case Renewed(token=token, deadline=deadline):
+                self._lease.publish(token, deadline)
+            case Elected(token=token, deadline=deadline):
+                self._lease.publish(token, deadline)
+                self._enqueue(_Announced(event, None))
+            case Demoted():
+                self._lease.revoke()
+                ack = threading.Event()
+                self._enqueue(_Announced(event, ack))
+                stages = 2 if self._cleanup is not None else 1
+                ack.wait(stages * self._config.timing.grace + STOP_ACK_SLACK)
+
+    # -- the main loop ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._reconcile()
+        while True:
+            waitables: list[Any] = [self._wake_r, *self._watched]
+            for slot in self._every_slot():
+                if slot.worker is not None:
+                    waitables += [slot.worker.conn, slot.worker.process.sentinel]
+            ready = wait_ready(waitables, timeout=self._next_timer())
+            for item in ready:
+                if item == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                elif item in self._watched:
+                    self._watched[item](item)
+            self._read_workers(ready)
+            self._drain_queue()
+            self._reap()
+            self._enforce_grace()
+            self._reconcile()
+            self._run_stop_hook()
+            self._confirm_stops()
+            if self._stopping and self._elector_done and not self._running():
+                return
+
+    def _next_timer(self) -> float:
+        now = boottime()
+        timers = [now + IDLE_WAKE]
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is not None and worker.stopping_since is not None and not worker.killed:
+                timers.append(worker.stopping_since + self._config.timing.grace)
+            if self._leader_token is not None and worker is None:
+                timers.append(slot.restart_at)
+        return max(0.0, min(timers) - now)
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            match item:
+                case _Signalled(signum=signum):
+                    if not self._stopping:
+                        _log.info(
+                            "signal %s: stopping workers, releasing the lock", signal.Signals(signum).name
+                        )
+                        self._stopping = True
+                        self._elector.stop()
+                case _ElectorDone():
+                    self._elector_done = True
+                    self._stopping = True
+                case _Announced(event=Elected() as elected):
+                    self._elected = elected
+                    self._leader_token = elected.token
+                    for slot in self._slots:
+                        slot.failures, slot.restart_at = 0, 0.0
+                    _log.info(
+                        "elected master of %r with token %d",
+                        self._config.name,
+                        elected.token,
+                        extra={"lock": self._config.name, "token": elected.token},
+                    )
+                case _Announced(event=Demoted() as demoted, ack=ack):
+                    self._leader_token = None
+                    _log.warning(
+                        "demoted from master of %r (token %d): %s",
+                        self._config.name,
+                        demoted.token,
+                        demoted.reason,
+                        extra={"lock": self._config.name, "token": demoted.token},
+                    )
+                    for slot in self._slots:
+                        if slot.worker is not None and slot.worker.token is not None:
+                            self._stop_worker(slot.worker, demoted)
+                    if self._cleanup is not None and self._elected is not None:
+                        self._cleanup_due = self._elected
+                    if ack is not None:
+                        self._acks.append(ack)
+
+    def _every_slot(self) -> list[_Slot]:
+        return [*self._slots, self._cleanup] if self._cleanup is not None else self._slots
+
+    def _read_workers(self, ready: list[Any]) -> None:
+        for slot in self._every_slot():
+            worker = slot.worker
+            if worker is None or worker.conn not in ready:
+                continue
+            with contextlib.suppress(EOFError, OSError):
+                while worker.conn.poll():
+                    self._on_worker_message(slot, worker.conn.recv())
+
+    def _on_worker_message(self, slot: _Slot, message: object) -> None:
+        match message:
+            case WorkerLog(logger=name, level=level, message=text):
+                logging.getLogger(name).log(level, "%s", text)
+            case TargetStarted(token=token):
+                _log.debug("target %s started under token %d", slot.label, token)
+            case TargetFailed(token=token, error=error):
+                _log.error("target %s raised under token %d:\n%s", slot.label, token, error.rstrip())
+                self._report_failure(f"{slot.label} raised under token {token}:\n{error.rstrip()}")
+            case _:
+                pass
+
+    def _report_failure(self, text: str) -> None:
+        if self._options.on_failure is not None:
+            with contextlib.suppress(Exception):
+                self._options.on_failure(text)
+
+    def _reap(self) -> None:
+        now = boottime()
+        for slot in self._every_slot():
+            worker = slot.worker
+            if worker is None or worker.process.is_alive():
+                continue
+            worker.process.join(0)
+            code = worker.process.exitcode
+            with contextlib.suppress(OSError):
+                worker.conn.close()
+            slot.worker = None
+            if slot is self._cleanup:
+                if code != 0:
+                    self._report_failure(f"stop_hook exited with {code}")
+                continue
+            if worker.token is None or worker.stopping_since is not None:
+                if worker.token is None and not self._stopping:
+                    _log.warning("idle worker for %s exited with %s; replacing it", slot.label, code)
+                continue
+            if code == 0:
+                slot.done_token = worker.token
+                _log.info("target %s finished under token %d", slot.label, worker.token)
+                continue
+            if now - worker.started_at > BACKOFF_RESET_AFTER:
+                slot.failures = 0
+            slot.failures += 1
+            slot.restart_at = now + backoff(slot.failures)
+            self._report_failure(f"{slot.label} exited with {code} under token {worker.token}")
+            _log.error(
+                "target %s exited with %s under token %d (%d in a row); restarting in %.1f s",
+                slot.label,
+                code,
+                worker.token,
+                slot.failures,
+                slot.restart_at - now,
+            )
+            limit = self._options.max_failures
+            if limit is not None and slot.failures >= limit and self._leader_token == worker.token:
+                _log.error(
+                    "target %s failed %d times in a row: resigning mastership", slot.label, slot.failures
+                )
+                self._elector.resign()
+
+    def _enforce_grace(self) -> None:
+        now = boottime()
+        for slot in self._every_slot():
+            worker = slot.worker
+            if worker is None or worker.stopping_since is None or worker.killed:
+                continue
+            if now >= worker.stopping_since + self._config.timing.grace:
+                kill_group(worker.process.pid, signal.SIGKILL)
+                worker.killed = True
+
+    def _reconcile(self) -> None:
+        """Make the workers match the role: warm ones waiting as follower, targets as leader."""
+        now = boottime()
+        for slot in self._slots:
+            if self._stopping:
+                continue
+            token = self._leader_token
+            wanted_now = token is not None and slot.done_token != token and now >= slot.restart_at
+            if slot.worker is None and (token is None or wanted_now):
+                slot.worker = self._spawn(slot)
+            worker = slot.worker
+            if worker is not None and worker.token is None and wanted_now and self._elected is not None:
+                self._send(worker, self._elected)
+                worker.token = token
+                worker.started_at = now
+
+    def _run_stop_hook(self) -> None:
+        """After a tenure's work is gone, run the stop hook once in a worker of its own."""
+        cleanup, due = self._cleanup, self._cleanup_due
+        if cleanup is None or due is None or self._running():
+            return
+        self._cleanup_due = None
+        worker = self._spawn(cleanup, watch_deadline=False)
+        self._send(worker, due)
+        worker.token = due.token
+        worker.stopping_since = boottime()
+        cleanup.worker = worker
+
+    def _confirm_stops(self) -> None:
+        cleaning = self._cleanup is not None and (
+            self._cleanup.worker is not None or self._cleanup_due is not None
+        )
+        if self._acks and not self._running() and not cleaning:
+            for ack in self._acks:
+                ack.set()
+            self._acks.clear()
+
+    def _running(self) -> bool:
+        return any(s.worker is not None and s.worker.token is not None for s in self._slots)
+
+    # -- worker processes ---------------------------------------------------------------
+
+    def _spawn(self, slot: _Slot, *, watch_deadline: bool = True) -> _Worker:
+        parent_end, child_end = self._context.Pipe()
+        spec = WorkerSpec(
+            index=slot.index,
+            label=slot.label,
+            target=slot.target,
+            supervisor_pid=os.getpid(),
+            grace=self._config.timing.grace,
+            log_level=self._options.log_level,
+            watch_deadline=watch_deadline,
+        )
+        process = self._context.Process(
+            target=worker_main, args=(child_end, spec, self._lease), name=f"gomaster-worker-{slot.label}"
+        )
+        process.start()
+        child_end.close()
+        with contextlib.suppress(OSError):
+            os.setpgid(process.pid, process.pid)
+        return _Worker(process=process, conn=parent_end)
+
+    def _send(self, worker: _Worker, message: ToWorker) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            worker.conn.send(message)
+
+    def _stop_worker(self, worker: _Worker, why: Demoted | Shutdown) -> None:
+        if worker.stopping_since is not None:
+            return
+        worker.stopping_since = boottime()
+        self._send(worker, why)
+        kill_group(worker.process.pid, signal.SIGTERM)
+
+    def _shutdown_workers(self) -> None:
+        """Leaving: end every worker, running or warm, and wait for them within grace."""
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is None:
+                continue
+            if worker.token is not None:
+                self._stop_worker(worker, Shutdown())
+            else:
+                self._send(worker, Shutdown())
+        deadline = boottime() + self._config.timing.grace
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is None:
+                continue
+            worker.process.join(max(0.0, deadline - boottime()))
+            if worker.process.is_alive():
+                kill_group(worker.process.pid, signal.SIGKILL)
+                worker.process.join(1.0)
+            slot.worker = None
