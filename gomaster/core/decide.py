@@ -136,15 +136,19 @@ def check_clock(
 ) -> Result[ClockSample, ClockStep]:
     """Compare backend time against local elapsed time between two reads.
 
-    The backend read its clock somewhere inside each round trip, and its rate differs from ours
-    by at most ``max_drift``; anything outside that window by more than the safety margin is a
-    step of the backend's clock, which breaks the lease arithmetic, so the caller demotes.
+    The backend read its clock somewhere inside each round trip, so between the two reads our
+    clock advanced by some ``local`` in ``[elapsed - before.rtt, elapsed + after.rtt]``. Our rate
+    is within ``max_drift`` of the backend's, so the backend advanced ``local / rate`` with
+    ``rate`` in ``[1 - max_drift, 1 + max_drift]``: dividing (not multiplying) keeps the window
+    exact however long ``elapsed`` is. Anything outside that window by more than the safety
+    margin is a step of the backend's clock, which breaks the lease arithmetic, so the caller
+    demotes.
     """
     if before is None or after.sent_at <= before.sent_at:
         return Success(after)
     elapsed = after.sent_at - before.sent_at
-    lowest = (elapsed - before.rtt) * (1 - timing.max_drift)
-    highest = (elapsed + after.rtt) * (1 + timing.max_drift)
+    lowest = (elapsed - before.rtt) / (1 + timing.max_drift)
+    highest = (elapsed + after.rtt) / (1 - timing.max_drift)
     advanced = after.server - before.server
     if advanced > highest + timing.safety_margin:
         return Failure(ClockStep(advanced - highest))

@@ -1,0 +1,902 @@
+"""MySQL and MariaDB: the lock record is a row of a table, judged by the server's clock.
+
+Every step is ONE autocommit statement (observe is one SELECT), so a node that freezes between
+steps never holds a transaction, a row lock or a metadata lock open. The clock is
+``UTC_TIMESTAMP(6)``, which does not depend on the session or server time zone, and the times
+are ``DATETIME(6)`` columns, which MySQL never converts between zones. Python turns them into
+epoch seconds by treating them as UTC.
+
+Reading back what a claim or renewal wrote
+------------------------------------------
+MySQL has no ``UPDATE ... RETURNING`` (MariaDB only has it for INSERT and DELETE), yet the
+caller needs the times the server wrote. Claims and renewals are therefore sent as one
+multi-statement query: the write, then ``SELECT`` of the row ``WHERE name AND holder AND
+token`` are ours. That is one round trip, and each statement still commits on its own. The
+read-back is safe because, once the write has matched one row, that row carries our holder and
+our fresh token: no other node can change it until the lease expires (a ttl away), and only our
+own renewals (serialised by this object's lock) or an operator's release could touch it first.
+If an operator released it in between, the SELECT finds nothing and the step reports a
+``Conflict``/``Lost``, which is the truth by then. The connection is opened with
+``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated identifiers
+and every value is a bound parameter. Observe, release and names are single statements.
+
+Row counts come from ``CLIENT.FOUND_ROWS`` (matched rows, not changed rows), and claims use
+``UPDATE ... WHERE`` (or a plain ``INSERT`` whose duplicate-key error means ``Conflict``),
+never ``INSERT ... ON DUPLICATE KEY UPDATE``, whose row count is ambiguous.
+
+Timeouts
+--------
+Every call gets a deadline. The connection (a small PyMySQL subclass) re-arms the socket
+timeout to what is left of that deadline before each packet it reads or writes, and connecting
+uses what is left as ``connect_timeout``, so a call against a frozen server returns within its
+timeout plus a millisecond or so. After a timeout, or any other driver error, the connection is
+dropped (its protocol state is unknown) and the next call reconnects. Before reusing an idle
+connection the backend checks that the server has not closed it (a restart, ``wait_timeout``):
+that costs one ``poll`` and lets the first call after a server restart succeed. Host name
+resolution is the one part a socket timeout does not bound; use an IP address or a local
+resolver where that matters.
+
+Names are stored as ``VARBINARY``: binary comparison is exact, whereas even ``utf8mb4_bin`` is
+a PAD SPACE collation in which ``'a'`` and ``'a '`` are the same key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import select
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pymysql
+from pymysql.constants import CLIENT, CR, ER
+from pymysql.protocol import MysqlPacket
+from returns.io import IOFailure, IOResult, IOSuccess
+from returns.result import Failure, Result, Success
+
+from gomaster.backends.base import check_identifier, timeout_error
+from gomaster.backends.url import REDACTED, BackendURL, parse_url
+from gomaster.core.decide import Claim
+from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
+
+__all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
+
+DEFAULT_TABLE = "gomaster_lock"
+DEFAULT_DATABASE = "gomaster"
+DEFAULT_PORT = 3306
+DEFAULT_HOST = "localhost"
+#: Upper bound on one connection attempt; a call's own timeout lowers it further.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Pause between attempts of the first connect when ``connect_retries`` asks for retries.
+DEFAULT_CONNECT_WAIT = 1.0
+#: Strict mode turns truncation of holder/version/host into an error instead of a silent change.
+SQL_MODE = "TRADITIONAL"
+#: Socket timeout used once the deadline has passed: enough to drain bytes already received.
+_MIN_SOCKET_TIMEOUT = 0.001
+#: How long ``close()`` lets the polite goodbye (COM_QUIT) take.
+_CLOSE_TIMEOUT = 0.5
+_MICROSECONDS = 1_000_000
+_MAX_PORT = 65535
+_CLIENT_FLAGS = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
+_SCHEMES = ("mysql", "mariadb")
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
+
+NOW = "UTC_TIMESTAMP(6)"
+FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
+COLUMNS = ", ".join(FIELDS)
+#: Column -> the data types it may have. Times must be DATETIME: TIMESTAMP converts by time zone.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "name": ("varbinary", "varchar", "binary", "char"),
+    "holder": ("varbinary", "varchar", "binary", "char"),
+    "version": ("varchar", "varbinary", "char", "binary", "text", "tinytext", "mediumtext", "longtext"),
+    "token": ("bigint",),
+    "acquired_at": ("datetime",),
+    "renewed_at": ("datetime",),
+    "expires_at": ("datetime",),
+    "host": ("varchar", "varbinary", "char", "binary", "text", "tinytext", "mediumtext", "longtext"),
+    "pid": ("bigint", "int", "mediumint"),
+}
+
+_T = TypeVar("_T")
+_Refusal = TypeVar("_Refusal", Conflict, Lost)
+_Row = tuple[object, ...]
+
+
+def schema(table: str) -> str:
+    """The lock table's DDL (``table`` must already be a checked identifier).
+
+    ``name`` holds up to 200 characters of UTF-8 (800 bytes), within InnoDB's 3072-byte key limit.
+    """
+    text = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+    return f"""CREATE TABLE IF NOT EXISTS `{table}` (
+    name        VARBINARY(800) NOT NULL PRIMARY KEY,
+    holder      VARBINARY(255) NOT NULL,
+    version     {text},
+    token       BIGINT NOT NULL,
+    acquired_at DATETIME(6) NOT NULL,
+    renewed_at  DATETIME(6) NOT NULL,
+    expires_at  DATETIME(6) NOT NULL,
+    host        {text},
+    pid         BIGINT NOT NULL
+) ENGINE=InnoDB"""
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _text_option(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _SettingError(f"option {key} must be text, not {type(value).__name__}")
+    return value
+
+
+def _bool_option(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise _SettingError(f"option {key}={value!r} is not a boolean; use true or false")
+
+
+def _seconds_option(key: str, value: object) -> float:
+    try:
+        seconds = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else -1
+    except ValueError:
+        seconds = -1
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds")
+    return seconds
+
+
+def _count_option(key: str, value: object) -> int:
+    try:
+        count = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else -1
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise _SettingError(f"option {key}={value!r} must be a whole number, 0 or more")
+    return count
+
+
+#: Query parameters passed on to PyMySQL, with how to read each from a URL.
+DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
+    "charset": _text_option,
+    "unix_socket": _text_option,
+    "bind_address": _text_option,
+    "program_name": _text_option,
+    "server_public_key": _text_option,
+    "ssl_ca": _text_option,
+    "ssl_cert": _text_option,
+    "ssl_key": _text_option,
+    "ssl_key_password": _text_option,
+    "ssl_verify_cert": _bool_option,
+    "ssl_verify_identity": _bool_option,
+    "ssl_disabled": _bool_option,
+}
+#: gomaster's own query parameters.
+OWN_OPTIONS = ("table", "create_db", "connect_timeout", "connect_retries", "connect_wait")
+#: Driver options this backend sets per call itself.
+_MANAGED = {
+    "read_timeout": "every call's own timeout bounds reads",
+    "write_timeout": "every call's own timeout bounds writes",
+    "autocommit": "every step is one autocommit statement",
+    "client_flag": "the backend needs exactly FOUND_ROWS and MULTI_STATEMENTS",
+}
+
+
+class _SettingError(ValueError):
+    """A configuration value that cannot work; its message says what to write instead."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Settings:
+    """Everything a backend needs to connect: plain, picklable, and never printed with its password."""
+
+    scheme: str = "mysql"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str = DEFAULT_DATABASE
+    table: str = DEFAULT_TABLE
+    create_db: bool = False
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    connect_retries: int = 0
+    connect_wait: float = DEFAULT_CONNECT_WAIT
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def where(self) -> str:
+        """``host:port`` for messages (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def redacted_url(self) -> str:
+        """The settings as a URL a user may see: password and password-like options as ``***``."""
+        auth = ""
+        if self.user is not None:
+            auth = quote(self.user, safe="") + (f":{REDACTED}" if self.password else "") + "@"
+        query: list[tuple[str, object]] = []
+        if self.table != DEFAULT_TABLE:
+            query.append(("table", self.table))
+        if self.create_db:
+            query.append(("create_db", "true"))
+        if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
+            query.append(("connect_timeout", self.connect_timeout))
+        if self.connect_retries:
+            query += [("connect_retries", self.connect_retries), ("connect_wait", self.connect_wait)]
+        query += [(k, REDACTED if "password" in k else v) for k, v in self.options]
+        tail = "&".join(f"{k}={quote(str(v), safe='/:')}" for k, v in query)
+        return f"{self.scheme}://{auth}{self.where}/{quote(self.database)}" + (f"?{tail}" if tail else "")
+
+
+_GO_DSN = re.compile(
+    r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?(?:tcp)?\((?P<host>[^()]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
+)
+#: Parameters of a go-sql-driver DSN that mean nothing here (per-call timeouts replace them).
+_GO_IGNORED = ("parseTime", "loc", "readTimeout", "writeTimeout")
+_GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def _parse_dsn(dsn: str) -> BackendURL:
+    """A ``mysql://`` URL, or go-master's base DSN in go-sql-driver form ``user:pass@tcp(host:port)/db``."""
+    if "://" in dsn:
+        parsed = parse_url(dsn)
+        if isinstance(parsed, Failure):
+            raise _SettingError(parsed.failure())
+        url = parsed.unwrap()
+        if url.scheme not in _SCHEMES:
+            raise _SettingError(f"dsn must be a mysql:// or mariadb:// URL, not {url.scheme}://")
+        return url
+    match = _GO_DSN.match(dsn)
+    if match is None:
+        raise _SettingError(
+            "dsn must look like mysql://user:pass@host:3306/db or user:pass@tcp(host:3306)/db"
+        )
+    host, _, port_text = match["host"].rpartition(":") if ":" in match["host"] else (match["host"], "", "")
+    query: list[tuple[str, str]] = []
+    for pair in (match["q"] or "").split("&"):
+        key, _, value = pair.partition("=")
+        if not key or key in _GO_IGNORED:
+            continue
+        duration = _GO_DURATION.match(value)
+        if key == "timeout" and duration is not None:
+            query.append(("connect_timeout", str(float(duration[1]) * _GO_UNITS[duration[2]])))
+        else:
+            query.append((key, value))
+    return BackendURL(
+        scheme="mysql",
+        username=match["user"] or None,
+        password=match["password"],
+        host=host or None,
+        port=_count_option("port", port_text) if port_text else None,
+        path="/" + match["db"],
+        query=tuple(query),
+    )
+
+
+def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
+    """Merge a URL with keyword overrides into checked settings, or raise ``_SettingError``."""
+    parts: dict[str, object] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "database": url.path.removeprefix("/") or None,
+    }
+    options: dict[str, object] = dict(url.query)
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in parts:
+            parts[key] = value
+        else:
+            options[key] = value
+    database = parts["database"] or DEFAULT_DATABASE
+    if not isinstance(database, str) or not 0 < len(database) <= 64 or re.search(r"[`/\\.\x00]", database):
+        raise _SettingError(f"database name {database!r} is not allowed: at most 64 characters, no ` / \\ .")
+    table = _text_option("table", options.pop("table", DEFAULT_TABLE) or DEFAULT_TABLE)
+    checked = check_identifier("table", table)
+    if isinstance(checked, Failure):
+        raise _SettingError(checked.failure())
+    port = _count_option("port", parts["port"] or DEFAULT_PORT)
+    if port > _MAX_PORT:
+        raise _SettingError(f"port {port} is out of range")
+    settings = _Settings(
+        scheme=url.scheme if url.scheme in _SCHEMES else "mysql",
+        host=_text_option("host", parts["host"] or DEFAULT_HOST),
+        port=port,
+        user=None if parts["user"] is None else _text_option("user", parts["user"]),
+        password=None if parts["password"] is None else _text_option("password", parts["password"]),
+        database=database,
+        table=table,
+        create_db=_bool_option("create_db", options.pop("create_db", False)),
+        connect_timeout=_seconds_option(
+            "connect_timeout", options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        ),
+        connect_retries=_count_option("connect_retries", options.pop("connect_retries", 0)),
+        connect_wait=_seconds_option("connect_wait", options.pop("connect_wait", DEFAULT_CONNECT_WAIT)),
+    )
+    driver: list[tuple[str, object]] = []
+    for key, value in options.items():
+        if key in _MANAGED:
+            raise _SettingError(f"option {key} cannot be set: {_MANAGED[key]}")
+        reader = DRIVER_OPTIONS.get(key)
+        if reader is None:
+            known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS))
+            raise _SettingError(f"unknown MySQL option {key!r}; known options: {known}")
+        driver.append((key, reader(key, value)))
+    return replace(settings, options=tuple(driver))
+
+
+# -- the connection --------------------------------------------------------------------------
+
+
+class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+    """A PyMySQL connection whose every socket read and write ends by one deadline.
+
+    PyMySQL applies ``_read_timeout``/``_write_timeout`` per socket operation; re-arming them to
+    the time left before each packet turns that into a bound on the whole call. Every use of the
+    driver's private API is kept inside this class.
+    """
+
+    deadline: float = math.inf
+
+    def _left(self) -> float:
+        return max(self.deadline - time.monotonic(), _MIN_SOCKET_TIMEOUT)
+
+    def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
+        self._read_timeout = self._left()
+        return super()._read_packet(packet_type)
+
+    def _write_bytes(self, data: bytes) -> None:
+        self._write_timeout = self._left()
+        super()._write_bytes(data)
+
+    def begin_call(self, deadline: float) -> None:
+        """Bound everything until the next ``begin_call`` by ``deadline`` (a monotonic time)."""
+        self.deadline = deadline
+        self.connect_timeout = self._left()
+
+    def closed_by_server(self) -> bool:
+        """True when an idle connection has something to read: only EOF or an error can be there.
+
+        A server that restarted or hit ``wait_timeout`` closes its end; checking first means the
+        statement is never sent down a dead connection, so no step has to be retried blindly.
+        """
+        sock = self._sock
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+
+    def discard(self) -> None:
+        """Close the socket without a goodbye: after an error the protocol state is unknown."""
+        self._force_close()
+
+
+def _epoch(value: datetime) -> float:
+    """A DATETIME the server wrote from ``UTC_TIMESTAMP`` as epoch seconds."""
+    return (value - _EPOCH) / _SECOND
+
+
+def _plain(value: object) -> object:
+    """A driver value as ``parse_record`` expects it; anything odd passes through to be refused there."""
+    if isinstance(value, datetime):
+        return _epoch(value)
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def _record(name: str, row: Sequence[object]) -> Result[LockRecord, MalformedRecord]:
+    return parse_record(name, {key: _plain(value) for key, value in zip(FIELDS, row, strict=True)})
+
+
+def _schema_problem(found: Mapping[str, str], table: str, database: str) -> str | None:
+    """Why an existing table cannot hold lock records, or None when its columns fit."""
+    if not found:
+        return (
+            f"lock table `{database}`.`{table}` does not exist and this user may not create it; "
+            f"grant CREATE, or create it once as: {' '.join(schema(table).split())}"
+        )
+    missing = [column for column in REQUIRED_COLUMNS if column not in found]
+    if missing:
+        return (
+            f"table `{database}`.`{table}` is not a gomaster lock table: it lacks the columns "
+            f"{', '.join(missing)}; use another ?table= or create it as: {' '.join(schema(table).split())}"
+        )
+    wrong = [
+        f"{column} is {found[column]}, expected {' or '.join(kinds)}"
+        for column, kinds in REQUIRED_COLUMNS.items()
+        if found[column] not in kinds
+    ]
+    if wrong:
+        return f"table `{database}`.`{table}` has columns of the wrong type: {'; '.join(wrong)}"
+    return None
+
+
+class _SetupError(Exception):
+    """The server answered, but the database or lock table cannot be used as configured."""
+
+
+def _error_number(exc: BaseException) -> int | None:
+    code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
+    return code if isinstance(code, int) else None
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[MySQLBackend] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for backend in list(_LIVE):
+        backend._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class MySQLBackend:
+    """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
+
+    Build it from a URL with :func:`from_url` (``connect("mysql://...")``) or with keywords, as
+    go-master's MySQL options: ``user``, ``password``, ``host``, ``port``, ``database``,
+    ``table``, ``create_db``, a base ``dsn`` instead of the parts, ``connect_timeout``,
+    ``connect_retries``/``connect_wait`` for the first connect, and PyMySQL options such as
+    ``ssl_ca``. Bad settings raise ``ValueError`` here, so a typo fails at start-up, not at the
+    first election. One connection per process, used under a lock by one thread at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
+        table: str | None = None,
+        create_db: bool | None = None,
+        connect_timeout: float | None = None,
+        connect_retries: int | None = None,
+        connect_wait: float | None = None,
+        **driver_options: object,
+    ) -> None:
+        given = {
+            "user": user,
+            "password": password,
+            "host": host,
+            "port": port,
+            "database": database,
+            "table": table,
+            "create_db": create_db,
+            "connect_timeout": connect_timeout,
+            "connect_retries": connect_retries,
+            "connect_wait": connect_wait,
+            **driver_options,
+        }
+        try:
+            base = _parse_dsn(dsn) if dsn is not None else BackendURL(scheme="mysql")
+            settings = _settings(base, given)
+        except _SettingError as exc:
+            raise ValueError(str(exc)) from None
+        self._setup(settings)
+
+    @classmethod
+    def _of(cls, settings: _Settings) -> MySQLBackend:
+        backend = cls.__new__(cls)
+        backend._setup(settings)
+        return backend
+
+    def _setup(self, settings: _Settings) -> None:
+        self._settings = settings
+        self._url = settings.redacted_url
+        self._conn: _Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._connected_once = False
+        _LIVE.add(self)
+
+    def __getstate__(self) -> _Settings:
+        return self._settings
+
+    def __setstate__(self, state: _Settings) -> None:
+        self._setup(state)
+
+    def __repr__(self) -> str:
+        return f"MySQLBackend({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The configuration as a URL, with the password (and password-like options) as ``***``."""
+        return self._url
+
+    @property
+    def table(self) -> str:
+        """The lock table's name."""
+        return self._settings.table
+
+    @property
+    def database(self) -> str:
+        """The database that holds the lock table."""
+        return self._settings.database
+
+    @property
+    def notifies(self) -> bool:
+        """MySQL cannot notify: followers poll."""
+        return False
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _forget(self) -> None:
+        """In a new process: let go of the parent's connection without closing it under the parent.
+
+        PyMySQL's finaliser only closes this process's copy of the socket, without a goodbye,
+        so the parent's session is untouched.
+        """
+        self._conn = None
+        self._pid = os.getpid()
+        self._connected_once = False
+
+    def _after_fork(self) -> None:
+        """In a forked child, where only the forking thread survives: a lock another thread held
+        in the parent would stay locked forever, so the child gets a fresh one."""
+        self._lock = threading.Lock()
+        self._forget()
+
+    def _run(self, step: str, timeout: float, work: Callable[[_Connection], _T]) -> Result[_T, BackendError]:
+        """Do ``work`` on this process's connection within ``timeout``; the one place driver errors
+        become ``BackendError``. Any failure drops the connection, so the next call reconnects."""
+        deadline = time.monotonic() + timeout
+        lock = self._lock
+        if not lock.acquire(timeout=max(timeout, 0.0)):
+            return Failure(timeout_error(self.url, f"{step} (waiting for another thread's call)", timeout))
+        try:
+            conn = self._connection(deadline)
+            return Success(work(conn))
+        except (pymysql.MySQLError, OSError, UnicodeError, _SetupError) as exc:
+            self._drop()
+            return Failure(BackendError(self.url, self._explain(step, exc, timeout, deadline)))
+        except BaseException:
+            self._drop()
+            raise
+        finally:
+            lock.release()
+
+    def _connection(self, deadline: float) -> _Connection:
+        if self._pid != os.getpid():
+            self._forget()
+        conn = self._conn
+        if conn is not None and conn.closed_by_server():
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._open(deadline)
+            self._conn, self._connected_once = conn, True
+        conn.begin_call(deadline)
+        return conn
+
+    def _open(self, deadline: float) -> _Connection:
+        """Connect, retrying refused connections ``connect_retries`` times on the first connect only."""
+        settings = self._settings
+        retries = 0 if self._connected_once else settings.connect_retries
+        while True:
+            try:
+                return self._open_once(deadline)
+            except pymysql.OperationalError as exc:
+                transient = _error_number(exc) in (CR.CR_CONN_HOST_ERROR, ER.CON_COUNT_ERROR)
+                if not transient or retries <= 0 or time.monotonic() + settings.connect_wait >= deadline:
+                    raise
+                retries -= 1
+                time.sleep(settings.connect_wait)
+
+    def _new_connection(self, deadline: float, database: str | None) -> _Connection:
+        settings = self._settings
+        conn = _Connection(
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            password=settings.password or "",
+            database=database,
+            charset="utf8mb4",
+            client_flag=_CLIENT_FLAGS,
+            autocommit=True,
+            sql_mode=SQL_MODE,
+            connect_timeout=settings.connect_timeout,
+            defer_connect=True,
+            **dict(settings.options),
+        )
+        conn.begin_call(deadline)
+        conn.connect_timeout = min(conn.connect_timeout, settings.connect_timeout)
+        conn.connect()
+        return conn
+
+    def _open_once(self, deadline: float) -> _Connection:
+        settings = self._settings
+        try:
+            conn = self._new_connection(deadline, settings.database)
+        except pymysql.OperationalError as exc:
+            if _error_number(exc) != ER.BAD_DB_ERROR:
+                raise
+            if not settings.create_db:
+                raise _SetupError(
+                    f"database {settings.database!r} does not exist on {settings.where}; "
+                    "add ?create_db=true (create_db=True) or create it"
+                ) from None
+            conn = self._new_connection(deadline, None)
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
+                conn.select_db(settings.database)
+            except BaseException:
+                conn.discard()
+                raise
+        try:
+            self._prepare_table(conn)
+        except BaseException:
+            conn.discard()
+            raise
+        return conn
+
+    def _prepare_table(self, conn: _Connection) -> None:
+        """Create the table if absent, then check its columns.
+
+        A user without CREATE privilege is fine as long as the table exists, so a denied CREATE
+        is tolerated and the column check decides.
+        """
+        table = self._settings.table
+        with conn.cursor() as cursor:
+            try:
+                cursor.execute(schema(table))
+            except pymysql.MySQLError as exc:
+                if _error_number(exc) != ER.TABLEACCESS_DENIED_ERROR:
+                    raise
+            cursor.execute(
+                "SELECT LOWER(column_name), LOWER(data_type) FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                (table,),
+            )
+            found = {str(column): str(kind) for column, kind in cursor.fetchall()}
+        problem = _schema_problem(found, table, self._settings.database)
+        if problem is not None:
+            raise _SetupError(problem)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.discard()
+        self._conn = None
+
+    def _explain(self, step: str, exc: BaseException, timeout: float, deadline: float) -> str:
+        """What went wrong, naming the server and the cause, and never the password."""
+        settings = self._settings
+        where = settings.where
+        code = _error_number(exc)
+        cause = exc.args[1] if isinstance(exc, pymysql.MySQLError) and len(exc.args) > 1 else exc
+        original = getattr(exc, "original_exception", None) or exc.__context__
+        if isinstance(exc, _SetupError):
+            message = str(exc)
+        elif isinstance(original, socket.gaierror):
+            message = f"cannot resolve host {settings.host!r} ({original}); check the host name"
+        elif (
+            isinstance(exc, TimeoutError)
+            or isinstance(original, TimeoutError)
+            or time.monotonic() >= deadline
+        ):
+            message = (
+                f"{timeout_error(self.url, step, timeout).message} on {where}; the connection was dropped"
+            )
+        elif code == ER.ACCESS_DENIED_ERROR:
+            message = f"access denied on {where}: check the user name and password ({cause})"
+        elif code == ER.DBACCESS_DENIED_ERROR:
+            message = f"access denied on {where}: grant this user database {settings.database!r} ({cause})"
+        elif code == ER.TABLEACCESS_DENIED_ERROR:
+            message = (
+                f"{step} denied on {where}: the user needs SELECT, INSERT and UPDATE on "
+                f"`{settings.database}`.`{settings.table}` ({cause})"
+            )
+        elif code == CR.CR_CONN_HOST_ERROR:
+            message = f"cannot connect to {where}: {cause}"
+        elif code in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR):
+            message = f"lost the connection to {where} during {step}: {cause}"
+        else:
+            label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
+            message = f"{step} failed on {where}: {label}: {cause}"
+        if settings.password:
+            message = message.replace(settings.password, REDACTED)
+        return message
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
+        """One SELECT returning the row (if any) and the server's clock at the same moment."""
+        sql = (
+            f"SELECT n.now, t.name IS NOT NULL, {', '.join('t.' + c for c in FIELDS)} "
+            f"FROM (SELECT {NOW} AS now) AS n LEFT JOIN `{self._settings.table}` AS t ON t.name = %s"
+        )
+        rows = self._run("observe", timeout, lambda conn: _query(conn, sql, (name,)))
+        if isinstance(rows, Failure):
+            return IOFailure(rows.failure())
+        now, found, *fields = rows.unwrap()[0]
+        if not isinstance(now, datetime):
+            return IOFailure(BackendError(self.url, f"server clock returned {now!r}"))
+        server_now = _epoch(now)
+        if not found:
+            return IOSuccess(Observation(None, server_now))
+        return IOResult.from_result(_record(name, fields).map(lambda record: Observation(record, server_now)))
+
+    def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
+        """INSERT when absent, else UPDATE only the exact expected row once it is free by server time."""
+        me = claim.node
+        table = self._settings.table
+        ttl = round(claim.ttl * _MICROSECONDS)
+        if claim.expected is None:
+            write = (
+                f"INSERT INTO `{table}` (name, {COLUMNS}) VALUES "
+                f"(%s, %s, %s, %s, {NOW}, {NOW}, {NOW} + INTERVAL %s MICROSECOND, %s, %s)"
+            )
+            params: tuple[object, ...] = (
+                claim.name,
+                me.node_id,
+                me.version,
+                claim.token,
+                ttl,
+                me.host,
+                me.pid,
+            )
+        else:
+            write = (
+                f"UPDATE `{table}` SET holder = %s, version = %s, token = %s, acquired_at = {NOW}, "
+                f"renewed_at = {NOW}, expires_at = {NOW} + INTERVAL %s MICROSECOND, host = %s, pid = %s "
+                f"WHERE name = %s AND token = %s AND holder = %s AND (holder = '' OR expires_at <= {NOW})"
+            )
+            expected = claim.expected
+            params = (me.node_id, me.version, claim.token, ttl, me.host, me.pid)
+            params += (claim.name, expected.token, expected.holder)
+        mine = (claim.name, me.node_id, claim.token)
+        return self._write_and_read(
+            "claim", claim.name, write, params, mine, timeout, missing=Conflict(claim.name)
+        )
+
+    def renew(
+        self, record: LockRecord, ttl: float, timeout: float
+    ) -> IOResult[LockRecord, Lost | BackendError]:
+        """Extend only our own, still-live lease, in one round trip."""
+        write = (
+            f"UPDATE `{self._settings.table}` SET renewed_at = {NOW}, "
+            f"expires_at = {NOW} + INTERVAL %s MICROSECOND "
+            f"WHERE name = %s AND holder = %s AND token = %s AND expires_at > {NOW}"
+        )
+        mine = (record.name, record.holder, record.token)
+        params = (round(ttl * _MICROSECONDS), *mine)
+        return self._write_and_read("renew", record.name, write, params, mine, timeout, missing=Lost(record))
+
+    def _write_and_read(
+        self,
+        step: str,
+        name: str,
+        write: str,
+        params: tuple[object, ...],
+        mine: tuple[str, str, int],
+        timeout: float,
+        *,
+        missing: _Refusal,
+    ) -> IOResult[LockRecord, _Refusal | BackendError]:
+        """The write and the read-back of our row as one multi-statement query (see the module doc)."""
+        read = (
+            f"SELECT {COLUMNS} FROM `{self._settings.table}` WHERE name = %s AND holder = %s AND token = %s"
+        )
+        sql = f"{write}; {read}"
+        rows = self._run(step, timeout, lambda conn: _write_then_select(conn, sql, (*params, *mine)))
+        if isinstance(rows, Failure):
+            return IOFailure(rows.failure())
+        found = rows.unwrap()
+        if not found:
+            return IOFailure(missing)
+        parsed = _record(name, found[0])
+        if isinstance(parsed, Failure):
+            return IOFailure(BackendError(self.url, str(parsed.failure())))
+        return IOSuccess(parsed.unwrap())
+
+    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Mark the lease released if it is still exactly this holder's; the token stays."""
+        sql = (
+            f"UPDATE `{self._settings.table}` SET holder = '', expires_at = LEAST(expires_at, {NOW}) "
+            "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
+        )
+        params = (record.name, record.holder, record.token)
+        changed = self._run("release", timeout, lambda conn: _execute(conn, sql, params))
+        return IOResult.from_result(changed).map(lambda count: count == 1)
+
+    def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
+        """MySQL has no notifications: report at once that none came, and let the elector poll."""
+        return IOSuccess(False)
+
+    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
+        """Every lock name in the table."""
+        sql = f"SELECT name FROM `{self._settings.table}` ORDER BY name"
+        rows = self._run("names", timeout, lambda conn: _query(conn, sql, ()))
+        return IOResult.from_result(rows).map(lambda found: [_name(row[0]) for row in found])
+
+    def close(self) -> None:
+        """Say goodbye on this process's connection; the object reconnects if used again."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.begin_call(time.monotonic() + _CLOSE_TIMEOUT)
+                with contextlib.suppress(pymysql.MySQLError, OSError):
+                    conn.close()
+
+
+def _query(conn: _Connection, sql: str, params: tuple[object, ...]) -> list[_Row]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def _execute(conn: _Connection, sql: str, params: tuple[object, ...]) -> int:
+    with conn.cursor() as cursor:
+        count: int = cursor.execute(sql, params)
+        return count
+
+
+def _write_then_select(conn: _Connection, sql: str, params: tuple[object, ...]) -> list[_Row]:
+    """Rows of the read-back when the write matched exactly one row, else none.
+
+    A duplicate key on the INSERT of a first claim is the expected losing answer, not an error:
+    the server stopped at it, so the connection is still in a clean state and is kept.
+    """
+    with conn.cursor() as cursor:
+        try:
+            matched = cursor.execute(sql, params)
+        except pymysql.IntegrityError as exc:
+            if _error_number(exc) == ER.DUP_ENTRY:
+                return []
+            raise
+        cursor.nextset()
+        rows = list(cursor.fetchall())
+    return rows if matched == 1 else []
+
+
+def _name(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
+    """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
+
+    ``table``, ``create_db``, ``connect_timeout``, ``connect_retries`` and ``connect_wait`` are
+    gomaster's; other parameters (``ssl_ca``, ``charset``, ...) go to PyMySQL. Nothing connects
+    yet. The message of a ``Failure`` says what to change and never contains the password.
+    """
+    if url.scheme not in _SCHEMES:
+        return Failure(f"not a MySQL URL: {url.redacted}")
+    try:
+        return Success(MySQLBackend._of(_settings(url, {})))
+    except _SettingError as exc:
+        return Failure(f"{exc} (in {url.redacted})")

@@ -1,0 +1,82 @@
+"""A node of a test cluster: ``python -m tests.runtime.node --backend URL --log FILE ...``.
+
+Its target is the independent witness of mastership: it appends JSON lines to ``--log`` with
+the shared ``CLOCK_MONOTONIC`` (one machine, one clock): ``start`` when it begins, ``alive``
+marks while it runs, and ``child`` with the PID of a subprocess it started. Tests read only this
+log, never the election's own announcements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gomaster
+from gomaster import Leadership, Timing
+
+MARK_INTERVAL = 0.02
+
+
+def _append(log: Path, **fields: object) -> None:
+    line = json.dumps({**fields, "pid": os.getpid(), "t": time.monotonic()}) + "\n"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leadership], None]:
+    """The master work, with a failure mode chosen by the test."""
+
+    def work(leadership: Leadership) -> None:
+        _append(log, event="start", token=leadership.token, node=node, valid=leadership.valid())
+        if child:
+            sub = subprocess.Popen(["sleep", "1000"])
+            _append(log, event="child", token=leadership.token, node=node, child=sub.pid)
+        if mode == "raise":
+            time.sleep(0.2)
+            raise RuntimeError("target failed on purpose")
+        if mode == "exit":
+            time.sleep(0.2)
+            os._exit(3)
+        if mode == "return":
+            _append(log, event="done", token=leadership.token, node=node)
+            return
+        while True:
+            _append(log, event="alive", token=leadership.token, node=node)
+            time.sleep(MARK_INTERVAL)
+
+    return work
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--name", default="test")
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--mode", choices=["run", "raise", "exit", "return"], default="run")
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--node", default="")
+    args = parser.parse_args()
+    node = args.node or str(os.getpid())
+    _append(args.log, event="node", node=node, supervisor=os.getpid())
+    gomaster.supervise(
+        make_target(args.log, args.mode, args.child, node),
+        backend=args.backend,
+        name=args.name,
+        timing=Timing.from_ttl(args.ttl),
+    )
+    _append(args.log, event="exit", node=node)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
