@@ -63,6 +63,8 @@ SCHEMES = ("mongodb", "mongodb+srv")
 _MS = 1000
 #: pymongo.timeout(0) would fail before sending anything; a caller with no time left gets this.
 _MIN_CALL_TIMEOUT = 0.001
+#: Socket timeouts overflow on an infinite budget; no step needs more than a day.
+_MAX_CALL_TIMEOUT = 86400.0
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
 _NOW = {"$toLong": "$$NOW"}
 _TIME_FIELDS = ("acquired_at", "renewed_at", "expires_at")
@@ -217,6 +219,13 @@ def _lease_fields(claim: Claim) -> dict[str, object]:
     }
 
 
+def _budget(timeout: float) -> float:
+    """The caller's timeout as pymongo can take it (NaN and negatives become the minimum)."""
+    if not timeout > _MIN_CALL_TIMEOUT:
+        return _MIN_CALL_TIMEOUT
+    return min(timeout, _MAX_CALL_TIMEOUT)
+
+
 def _milliseconds(seconds: float) -> Int64:
     return Int64(round(seconds * _MS))
 
@@ -343,11 +352,11 @@ class MongoBackend:
     ) -> Result[T, BackendError]:
         """The one place where driver exceptions become ``BackendError`` values."""
         try:
-            with pymongo.timeout(max(timeout, _MIN_CALL_TIMEOUT)):
+            with pymongo.timeout(_budget(timeout)):
                 return Success(operation(self._collection()))
         except PyMongoError as exc:
             return Failure(self._error(step, timeout, exc, timed_out=exc.timeout))
-        except BSONError as exc:
+        except (BSONError, UnicodeEncodeError) as exc:  # a value BSON cannot carry, e.g. a lone surrogate
             return Failure(self._error(step, timeout, exc, timed_out=False))
 
     def _error(self, step: str, timeout: float, exc: Exception, *, timed_out: bool) -> BackendError:

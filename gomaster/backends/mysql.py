@@ -616,19 +616,19 @@ class MySQLBackend:
 
     def _new_connection(self, deadline: float, database: str | None) -> _Connection:
         settings = self._settings
+        options: dict[str, object] = {"charset": "utf8mb4", **dict(settings.options)}
         conn = _Connection(
             host=settings.host,
             port=settings.port,
             user=settings.user,
             password=settings.password or "",
             database=database,
-            charset="utf8mb4",
             client_flag=_CLIENT_FLAGS,
             autocommit=True,
             sql_mode=SQL_MODE,
             connect_timeout=settings.connect_timeout,
             defer_connect=True,
-            **dict(settings.options),
+            **options,
         )
         conn.begin_call(deadline)
         conn.connect_timeout = min(conn.connect_timeout, settings.connect_timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gomaster import history
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL = 0.005
@@ -92,10 +95,8 @@ class Cluster:
 
 def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a PID this test started, ignoring one that is already gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def alive(pid: int) -> bool:
@@ -118,15 +119,5 @@ def wait_gone(pids: list[int], timeout: float) -> float:
 
 
 def overlaps(events: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """Pairs of tokens whose work was witnessed at overlapping times (start to last mark)."""
-    spans: dict[int, list[float]] = {}
-    for event in events:
-        if event["event"] in ("start", "alive", "child", "done"):
-            span = spans.setdefault(int(event["token"]), [event["t"], event["t"]])
-            span[0], span[1] = min(span[0], event["t"]), max(span[1], event["t"])
-    found = []
-    ordered = sorted(spans.items(), key=lambda item: item[1][0])
-    for (token_a, (_, end_a)), (token_b, (start_b, _)) in zip(ordered, ordered[1:], strict=False):
-        if start_b < end_a:
-            found.append((token_a, token_b))
-    return found
+    """Pairs of tokens (older, newer) whose witnessed work overlapped in time."""
+    return [(o.older, o.newer) for o in history.overlaps(history.tenures(events))]

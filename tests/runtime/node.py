@@ -9,7 +9,6 @@ log, never the election's own announcements.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,27 +18,19 @@ from pathlib import Path
 
 import gomaster
 from gomaster import Leadership, Timing
+from gomaster.history import append_mark
 
 MARK_INTERVAL = 0.02
-
-
-def _append(log: Path, **fields: object) -> None:
-    line = json.dumps({**fields, "pid": os.getpid(), "t": time.monotonic()}) + "\n"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leadership], None]:
     """The master work, with a failure mode chosen by the test."""
 
     def work(leadership: Leadership) -> None:
-        _append(log, event="start", token=leadership.token, node=node, valid=leadership.valid())
+        append_mark(log, "start", token=leadership.token, node=node, valid=leadership.valid())
         if child:
             sub = subprocess.Popen(["sleep", "1000"])
-            _append(log, event="child", token=leadership.token, node=node, child=sub.pid)
+            append_mark(log, "child", token=leadership.token, node=node, child=sub.pid)
         if mode == "raise":
             time.sleep(0.2)
             raise RuntimeError("target failed on purpose")
@@ -47,10 +38,10 @@ def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leade
             time.sleep(0.2)
             os._exit(3)
         if mode == "return":
-            _append(log, event="done", token=leadership.token, node=node)
+            append_mark(log, "done", token=leadership.token, node=node)
             return
         while True:
-            _append(log, event="alive", token=leadership.token, node=node)
+            append_mark(log, "alive", token=leadership.token, node=node)
             time.sleep(MARK_INTERVAL)
 
     return work
@@ -67,14 +58,14 @@ def main() -> None:
     parser.add_argument("--node", default="")
     args = parser.parse_args()
     node = args.node or str(os.getpid())
-    _append(args.log, event="node", node=node, supervisor=os.getpid())
+    append_mark(args.log, "node", node=node, supervisor=os.getpid())
     gomaster.supervise(
         make_target(args.log, args.mode, args.child, node),
         backend=args.backend,
         name=args.name,
         timing=Timing.from_ttl(args.ttl),
     )
-    _append(args.log, event="exit", node=node)
+    append_mark(args.log, "exit", node=node)
     sys.exit(0)
 
 

@@ -1,0 +1,106 @@
+"""Bad input is refused before any process starts, with an error that names the problem."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import multiprocess
+import pytest
+
+import gomaster
+from gomaster import Leadership, Timing
+from gomaster.backends import connect
+from gomaster.core.election import Config
+from gomaster.runtime.elector import Elector
+from tests.helpers import identity
+
+
+def _noop(_leadership: Leadership) -> None:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def no_process_started() -> object:
+    before = set(multiprocess.active_children())
+    yield None
+    assert set(multiprocess.active_children()) == before
+
+
+def test_an_unknown_url_scheme_is_refused_naming_the_scheme() -> None:
+    with pytest.raises(ValueError, match=r"unknown backend scheme 'cassandra'.*sqlite"):
+        gomaster.supervise(_noop, backend="cassandra://db/x")
+
+
+def test_a_url_without_a_scheme_is_refused_with_an_example() -> None:
+    with pytest.raises(ValueError, match=r"scheme://"):
+        gomaster.supervise(_noop, backend="/tmp/locks.db")
+
+
+def test_an_unwritable_sqlite_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"does not exist"):
+        gomaster.supervise(_noop, backend=f"sqlite:///{tmp_path / 'missing' / 'locks.db'}")
+    with pytest.raises(ValueError, match=r"is a directory"):
+        connect(f"sqlite:///{tmp_path}")
+
+
+def test_an_impossible_timing_names_the_rule_it_breaks() -> None:
+    with pytest.raises(ValueError, match=r"heartbeat < renew_deadline"):
+        Timing(heartbeat=3.0, renew_deadline=3.0)
+    with pytest.raises(ValueError, match=r"renew_deadline \+ grace < ttl"):
+        Timing(ttl=3.0)
+    with pytest.raises(ValueError, match=r"ttl must be positive"):
+        Timing.from_ttl(-1.0)
+
+
+def test_a_target_that_is_not_callable_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"target 1 is int"):
+        gomaster.supervise([_noop, 42], backend="memory://")  # type: ignore[list-item]
+
+
+def test_a_target_that_cannot_reach_a_worker_is_refused() -> None:
+    pending = (n for n in range(3))
+    with pytest.raises(TypeError, match=r"cannot be sent to a worker"):
+        gomaster.supervise(lambda _lead: next(pending), backend="memory://")
+
+
+def test_no_targets_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"at least one target"):
+        gomaster.supervise([], backend="memory://")
+
+
+def test_a_bad_lock_name_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"lock name"):
+        gomaster.supervise(_noop, backend="memory://", name="")
+
+
+def test_a_malformed_row_is_a_failure_and_the_election_carries_on(tmp_path: Path) -> None:
+    path = tmp_path / "locks.db"
+    backend = connect(f"sqlite:///{path}")
+    backend.names(1.0)  # creates the table
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO gomaster_lock VALUES ('broken', 'x', '', 'not-a-number', 0, 0, 9e18, 'h', 1)"
+        )
+    timing = Timing.from_ttl(1.0)
+    events: list[object] = []
+    elector = Elector(backend, Config(name="broken", me=identity(), timing=timing), events.append)
+    thread = threading.Thread(target=elector.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while elector.status().error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "malformed" in (elector.status().error or "")
+    assert thread.is_alive()
+    assert elector.status().role == "follower"
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE gomaster_lock SET token = 7, holder = '', expires_at = 0 WHERE name = 'broken'")
+    while elector.status().role != "leader" and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    assert elector.status().role == "leader"
+    assert elector.status().token == 8
+    elector.stop()
+    thread.join(5)
+    assert not thread.is_alive()

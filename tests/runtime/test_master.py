@@ -1,0 +1,190 @@
+"""The go-master-compatible ``Master`` facade, with real supervisor and worker processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gomaster import HookError, Master, Timing
+
+TIMING = Timing.from_ttl(1.0)
+WAIT = 15.0
+
+
+def _wait(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def _note(path: Path, text: str) -> None:
+    with path.open("a") as out:
+        out.write(f"{text} {time.monotonic()}\n")
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'locks.db'}"
+
+
+@pytest.fixture
+def masters() -> Iterator[list[Master]]:
+    made: list[Master] = []
+    yield made
+    for master in made:
+        master.stop(timeout=10)
+
+
+def test_start_hook_runs_on_the_master_and_stop_hook_after_it_on_stop(
+    url: str, tmp_path: Path, masters: list[Master]
+) -> None:
+    notes = tmp_path / "hooks.txt"
+    master = Master(
+        url,
+        name="hooks",
+        start_hook=lambda: _note(notes, "start"),
+        stop_hook=lambda: _note(notes, "stop"),
+        timing=TIMING,
+    )
+    masters.append(master)
+    assert master.id == ""
+    master.start()
+    assert len(master.id) == 32
+    _wait(master.is_master)
+    _wait(lambda: _lines(notes) == ["start"])
+    status = master.status()
+    assert status.is_master and status.holder == master.id and status.token == 1
+    assert status.expires_in is not None and 0 < status.expires_in <= TIMING.ttl
+    master.stop(timeout=10)
+    assert _lines(notes) == ["start", "stop"]
+    assert not master.is_master()
+
+
+def test_stop_hook_never_starts_before_a_slow_start_hook_has_been_killed(
+    url: str, tmp_path: Path, masters: list[Master]
+) -> None:
+    notes = tmp_path / "hooks.txt"
+
+    def slow_start() -> None:
+        _note(notes, "start")
+        time.sleep(60)
+        _note(notes, "start-returned")
+
+    master = Master(url, name="slow", start_hook=slow_start, stop_hook=lambda: _note(notes, "stop"), timing=TIMING)
+    masters.append(master)
+    master.start()
+    _wait(lambda: _lines(notes) == ["start"])
+    master.stop(timeout=10)
+    assert _lines(notes) == ["start", "stop"]
+
+
+def test_a_raising_start_hook_is_reported_to_on_error_and_the_node_stays_master(
+    url: str, masters: list[Master]
+) -> None:
+    errors: list[Exception] = []
+
+    def broken() -> None:
+        raise ValueError("hook broke")
+
+    master = Master(url, name="broken", start_hook=broken, timing=TIMING, on_error=errors.append)
+    masters.append(master)
+    master.start()
+    _wait(lambda: len(errors) >= 2)
+    assert all(isinstance(e, HookError) for e in errors)
+    assert "hook broke" in str(errors[0])
+    assert master.is_master()
+    assert master.status().token == 1
+
+
+def test_stop_works_on_a_node_that_is_not_master(url: str, masters: list[Master]) -> None:
+    leader = Master(url, name="shared", timing=TIMING)
+    follower = Master(url, name="shared", timing=TIMING)
+    masters += [leader, follower]
+    leader.start()
+    _wait(leader.is_master)
+    follower.start()
+    time.sleep(0.5)
+    assert not follower.is_master()
+    started = time.monotonic()
+    follower.stop(timeout=10)
+    assert time.monotonic() - started < 5
+    assert leader.is_master()
+
+
+def test_stopping_the_master_hands_over_to_the_follower(url: str, masters: list[Master]) -> None:
+    first = Master(url, name="handover", timing=TIMING)
+    second = Master(url, name="handover", timing=TIMING)
+    masters += [first, second]
+    first.start()
+    _wait(first.is_master)
+    second.start()
+    time.sleep(0.3)
+    first.stop(timeout=10)
+    _wait(second.is_master, timeout=TIMING.retry + 2.0)
+    assert second.status().token == 2
+
+
+def test_resign_hands_mastership_to_another_node(url: str, masters: list[Master]) -> None:
+    first = Master(url, name="resign", timing=TIMING)
+    second = Master(url, name="resign", timing=TIMING)
+    masters += [first, second]
+    first.start()
+    _wait(first.is_master)
+    second.start()
+    time.sleep(0.3)
+    first.resign()
+    _wait(second.is_master, timeout=TIMING.retry + 2.0)
+    assert not first.is_master()
+
+
+def test_calling_start_twice_is_an_error(url: str, masters: list[Master]) -> None:
+    master = Master(url, name="twice", timing=TIMING)
+    masters.append(master)
+    master.start()
+    with pytest.raises(RuntimeError, match="already"):
+        master.start()
+
+
+def test_status_before_start_says_to_start_first(url: str) -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        Master(url).status()
+
+
+def test_the_supervisor_outlives_the_thread_that_started_it(url: str, masters: list[Master]) -> None:
+    master = Master(url, name="thread", timing=TIMING)
+    masters.append(master)
+    starter = threading.Thread(target=master.start)
+    starter.start()
+    starter.join()
+    _wait(master.is_master)
+    time.sleep(TIMING.ttl)
+    assert master.is_master()
+    assert master.status().token == 1
+
+
+def test_a_memory_backend_cannot_be_sent_to_the_supervisor_process() -> None:
+    master = Master("memory://", timing=TIMING)
+    with pytest.raises(TypeError, match="sqlite"):
+        master.start()
+
+
+def test_each_start_gets_a_fresh_id(url: str) -> None:
+    ids = set()
+    for _ in range(2):
+        master = Master(url, name=f"fresh-{os.getpid()}", timing=TIMING)
+        master.start()
+        ids.add(master.id)
+        master.stop(timeout=10)
+    assert len(ids) == 2
