@@ -1,28 +1,317 @@
-"""The ``gomaster`` command: ``demo`` now; ``run``, ``status`` and ``release`` build on the library."""
+"""The ``gomaster`` command: ``run``, ``status``, ``release`` and ``demo``.
+
+Every option can also come from the environment (``GOMASTER_BACKEND``, ``GOMASTER_NAME``,
+``GOMASTER_TTL``, ...), which keeps passwords out of ``ps``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NoReturn
 
-from gomaster.demo import demo_command
+from returns.result import Failure
 
-USAGE = """usage: gomaster {demo} ...
+from gomaster.backends import ENV_BACKEND, LockBackend, force_release, parse_backend
+from gomaster.core.record import check_name
+from gomaster.core.timing import Timing
+from gomaster.runner import EXIT_DEMOTED, RunOptions, find_command, run_command
+from gomaster.runtime._io import performed
+from gomaster.runtime.status import Status, status_from_record
 
-  demo      run several nodes on a temporary SQLite file and kill the master now and then
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+EXIT_NO_MASTER = 3
+DEFAULT_TIMEOUT = 5.0
+
+EXIT_CODES = f"""exit codes:
+  run      CMD's own status (128+N if CMD died of signal N); {EXIT_DEMOTED} with --once when the
+           node lost mastership while CMD ran; 127 when CMD does not exist; 2 for usage errors
+  status   {EXIT_OK} a live master exists, {EXIT_NO_MASTER} none does,
+           {EXIT_UNREACHABLE} the backend cannot be reached, {EXIT_USAGE} usage error
+  release  {EXIT_OK} done (or nothing to release), {EXIT_UNREACHABLE} the backend cannot be reached,
+           {EXIT_USAGE} usage error
+"""
+
+EXAMPLES = """examples:
+  export GOMASTER_BACKEND='mysql://app:secret@db:3306/app'
+  gomaster run --name cron -- ./nightly-report.sh          # only one replica runs it
+  gomaster run --name migrate --once -- alembic upgrade head
+  gomaster status --name cron --json                       # readiness / health check
+  gomaster release --name cron                              # force a handover
+  gomaster demo --duration 30
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``gomaster run: error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _env(key: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"GOMASTER_{key}", default)
+
+
+def _env_float(key: str) -> float | None:
+    value = _env(key)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        _fail_usage(f"GOMASTER_{key}={value!r} is not a number of seconds")
+
+
+def _fail_usage(message: str) -> NoReturn:
+    print(f"gomaster: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _common(parser: argparse.ArgumentParser, *, name_required: bool = False) -> None:
+    parser.add_argument(
+        "--backend",
+        default=_env("BACKEND"),
+        help=f"backend URL (env {ENV_BACKEND}); default: the local SQLite file",
+    )
+    parser.add_argument(
+        "--name",
+        default=_env("NAME", None if name_required else "default"),
+        help="lock name (env GOMASTER_NAME)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=_env_float("TIMEOUT") or DEFAULT_TIMEOUT,
+        help="seconds per backend call",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with examples and exit codes in ``--help``."""
+    parser = _Parser(
+        prog="gomaster",
+        description="Run master-only work on exactly one node, through a lease in a backend you have.",
+        epilog=EXAMPLES + "\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="run CMD only while this node is master",
+        usage="gomaster run [options] -- CMD [ARGS...]",
+        epilog=EXAMPLES + "\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(run)
+    run.add_argument(
+        "--ttl", type=float, default=_env_float("TTL"), help="lease ttl; derives the other timings"
+    )
+    for field in ("heartbeat", "renew-deadline", "retry", "grace"):
+        run.add_argument(f"--{field}", type=float, default=_env_float(field.upper().replace("-", "_")))
+    run.add_argument("--once", action="store_true", default=_env("ONCE", "") in ("1", "true", "yes"))
+    run.add_argument(
+        "--restart",
+        choices=["on-failure", "always", "never"],
+        default=_env("RESTART", "on-failure"),
+        help="what to do when CMD exits (default on-failure)",
+    )
+    run.add_argument("--app-version", default=_env("VERSION", ""), help="this node's application version")
+
+    status = commands.add_parser("status", help="show who is master", epilog=EXIT_CODES)
+    _common(status)
+    status.add_argument("--all", action="store_true", help="every lock name in the backend")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    release = commands.add_parser(
+        "release", help="force-release a lock (its token is kept)", epilog=EXIT_CODES
+    )
+    _common(release, name_required=True)
+
+    demo = commands.add_parser(
+        "demo", help="several local nodes on SQLite; the master is killed now and then"
+    )
+    demo.add_argument("--duration", type=float, default=30.0)
+    demo.add_argument("--nodes", type=int, default=3)
+    demo.add_argument("--ttl", type=float, default=2.0)
+    demo.add_argument("--kill-every", type=float, default=5.0)
+    return parser
+
+
+def _backend(url: str | None) -> LockBackend:
+    if not url:
+        from gomaster.backends import default_backend
+
+        return default_backend()
+    parsed = parse_backend(url)
+    if isinstance(parsed, Failure):
+        _fail_usage(str(parsed.failure()))
+    backend: LockBackend = parsed.unwrap()
+    return backend
+
+
+def _timing(args: argparse.Namespace) -> Timing:
+    try:
+        base = Timing.from_ttl(args.ttl) if args.ttl is not None else Timing()
+        changes = {
+            key: value
+            for key, value in (
+                ("heartbeat", args.heartbeat),
+                ("renew_deadline", args.renew_deadline),
+                ("retry", args.retry),
+                ("grace", args.grace),
+            )
+            if value is not None
+        }
+        return base.replace(**changes) if changes else base
+    except ValueError as exc:
+        _fail_usage(str(exc))
+
+
+def _check_name(name: str | None) -> str:
+    if name is None:
+        _fail_usage("--name is required (or set GOMASTER_NAME)")
+    checked = check_name(name)
+    if isinstance(checked, Failure):
+        _fail_usage(str(checked.failure()))
+    return name
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" not in argv:
+        _fail_usage("run needs -- before the command, e.g. gomaster run --name cron -- ./job.sh")
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def _cmd_run(args: argparse.Namespace, command: list[str]) -> int:
+    problem = find_command(command)
+    if problem is not None:
+        print(f"gomaster run: error: {problem}", file=sys.stderr)
+        return 127 if command else EXIT_USAGE
+    name = _check_name(args.name)
+    timing = _timing(args)
+    backend = _backend(args.backend)
+    options = RunOptions(restart=args.restart, once=args.once)
+    return run_command(
+        command, backend=backend, name=name, timing=timing, version=args.app_version, options=options
+    )
+
+
+def _snapshot(backend: LockBackend, name: str, timeout: float) -> Status | str:
+    match performed(backend.observe(name, timeout)):
+        case Failure(problem):
+            return str(problem)
+        case outcome:
+            seen = outcome.unwrap()
+    return status_from_record(
+        name=name,
+        node_id="",
+        is_master=False,
+        backend=backend.url,
+        record=seen.record,
+        server_now=seen.server_now,
+    )
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _describe(status: Status) -> str:
+    if not status.holder:
+        state = "released" if status.token else "never held"
+        return f"{status.name}: no master ({state}, last token {status.token})"
+    if not status.has_master:
+        return f"{status.name}: no master (lease of {status.holder} expired, token {status.token})"
+    return "\n".join(
+        [
+            f"{status.name}: master {status.holder}",
+            f"  host        {status.host} (pid {status.pid})",
+            f"  version     {status.version or '-'}",
+            f"  token       {status.token}",
+            f"  since       {_when(status.since)}",
+            f"  renewed     {status.renewed_ago or 0.0:.3f} s ago",
+            f"  expires in  {status.expires_in or 0.0:.3f} s",
+        ]
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    backend = _backend(args.backend)
+    if args.all:
+        listed = performed(backend.names(args.timeout))
+        if isinstance(listed, Failure):
+            print(f"gomaster status: cannot reach {backend.url}: {listed.failure()}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        names: list[str] = listed.unwrap()
+    else:
+        names = [_check_name(args.name)]
+    snapshots: list[Status] = []
+    for name in names:
+        snapshot = _snapshot(backend, name, args.timeout)
+        if isinstance(snapshot, str):
+            print(f"gomaster status: cannot reach {backend.url}: {snapshot}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        snapshots.append(snapshot)
+    if args.json:
+        payload: object = [s.as_dict() for s in snapshots] if args.all else snapshots[0].as_dict()
+        print(json.dumps(payload, indent=2))
+    else:
+        print("\n".join(_describe(s) for s in snapshots) if snapshots else "no locks")
+    return EXIT_OK if any(s.has_master for s in snapshots) else EXIT_NO_MASTER
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    backend = _backend(args.backend)
+    name = _check_name(args.name)
+    outcome = performed(force_release(backend, name, args.timeout))
+    if isinstance(outcome, Failure):
+        print(f"gomaster release: cannot reach {backend.url}: {outcome.failure()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    released = outcome.unwrap()
+    if released is None:
+        print(f"{name}: nobody held it; nothing released")
+    else:
+        where = f"host {released.host}, pid {released.pid}, token {released.token}"
+        print(f"{name}: released {released.holder} ({where})")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
-    if command == "demo":
-        return demo_command(rest)
-    print(f"gomaster: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
+    raw = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="gomaster: %(levelname)s %(message)s")
+    parser = build_parser()
+    command: list[str] = []
+    if raw[:1] == ["run"] and not ({"-h", "--help"} & set(raw) and "--" not in raw):
+        raw, command = _split_command(raw)
+    args = parser.parse_args(raw)
+    match args.command:
+        case "run":
+            return _cmd_run(args, command)
+        case "status":
+            return _cmd_status(args)
+        case "release":
+            return _cmd_release(args)
+        case "demo":
+            from gomaster.demo import run_demo
+
+            return run_demo(
+                duration=args.duration, nodes=args.nodes, ttl=args.ttl, kill_every=args.kill_every
+            )
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

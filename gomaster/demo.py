@@ -160,23 +160,5 @@ def run_demo(
         return 0 if not clashes else 1
 
 
-def demo_command(argv: list[str]) -> int:
-    """``gomaster demo`` arguments."""
-    parser = argparse.ArgumentParser(
-        prog="gomaster demo", description="Elect one master among local nodes, killing it now and then."
-    )
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
-    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    parser.add_argument("--ttl", type=float, default=2.0, help="lease ttl in seconds (default 2)")
-    parser.add_argument(
-        "--kill-every", type=float, default=5.0, help="mean seconds between kills (default 5)"
-    )
-    args = parser.parse_args(argv)
-    return run_demo(duration=args.duration, nodes=args.nodes, ttl=args.ttl, kill_every=args.kill_every)
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["node"]:
-        node_main(sys.argv[2:])
-    else:
-        sys.exit(demo_command(sys.argv[1:]))
+    node_main(sys.argv[2:] if sys.argv[1:2] == ["node"] else sys.argv[1:])

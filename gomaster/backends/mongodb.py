@@ -180,12 +180,12 @@ def _check_config(config: _Config) -> Result[_Config, str]:
         try:
             # Only warns about a bad option inside a URI; asked this way, it raises.
             split_options(f"{key}={_quote_option(value)}", validate=True, warn=False)
-        except (PyMongoError, ValueError, TypeError) as exc:
+        except (PyMongoError, ValueError, TypeError, OSError) as exc:
             shown = REDACTED if _secret(key) else value
             return Failure(f"bad MongoDB option {key}={shown!r}: {_scrub(str(exc), secrets)}")
     try:
         MongoClient[Document](config.connection_string(), connect=False, **config.client_arguments()).close()
-    except (PyMongoError, ValueError, TypeError) as exc:
+    except (PyMongoError, ValueError, TypeError, OSError) as exc:
         return Failure(f"bad MongoDB configuration in {config.redacted()}: {_scrub(str(exc), secrets)}")
     return Success(config)
 
@@ -200,7 +200,7 @@ def _fields(document: Mapping[str, Any]) -> dict[str, object]:
     return fields
 
 
-def _literal(value: str | int) -> dict[str, object]:
+def _literal(value: str) -> dict[str, object]:
     """Values in a pipeline ``$set`` are expressions: keep a holder named ``$x`` plain text."""
     return {"$literal": value}
 
@@ -295,6 +295,7 @@ class MongoBackend:
         self._url = config.redacted()
         self._secrets = config.secrets()
         self._client: MongoClient[Document] | None = None
+        self._locks: Collection[Document] | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -336,16 +337,16 @@ class MongoBackend:
         sockets) and a new one made, so no connection is ever shared across processes.
         """
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
+            if self._locks is None or self._pid != os.getpid():
                 config = self._config
                 self._client = MongoClient(
                     config.connection_string(), connect=False, **config.client_arguments()
                 )
+                self._locks = self._client[config.lock_database].get_collection(
+                    config.collection, read_preference=ReadPreference.PRIMARY
+                )
                 self._pid = os.getpid()
-            client = self._client
-        return client[self._config.lock_database].get_collection(
-            self._config.collection, read_preference=ReadPreference.PRIMARY
-        )
+            return self._locks
 
     def _run(
         self, step: str, timeout: float, operation: Callable[[Collection[Document]], T]
@@ -496,7 +497,7 @@ class MongoBackend:
     def close(self) -> None:
         """Close this process's client; the next call makes a new one."""
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._locks = self._client, None, None
             mine = self._pid == os.getpid()
         if client is not None and mine:
             client.close()
@@ -512,9 +513,10 @@ def _option_text(value: object) -> str:
 def from_url(url: BackendURL) -> Result[MongoBackend, str]:
     """``mongodb://user:pass@host:port/db?collection=masterlock&<pymongo options>``.
 
-    ``collection`` is ours; every other query option goes to ``MongoClient``. The database
-    defaults to ``gomaster`` and, as in any MongoDB URL, is also where credentials are checked
-    unless ``authSource`` says otherwise.
+    ``collection`` is ours; every other query option goes to ``MongoClient``. The locks live in
+    the URL's database (``gomaster`` when it names none). As in any MongoDB URL, credentials are
+    checked in that database, or in ``admin`` when the URL names none, unless ``authSource``
+    says otherwise.
     """
     netloc = urlsplit(url.raw).netloc if url.raw else ""
     hostlist = netloc.rpartition("@")[2]

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pymysql
+from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, CR, ER
 from pymysql.protocol import MysqlPacket
 from returns.io import IOFailure, IOResult, IOSuccess
@@ -87,6 +88,8 @@ _MIN_SOCKET_TIMEOUT = 0.001
 _CLOSE_TIMEOUT = 0.5
 _MICROSECONDS = 1_000_000
 _MAX_PORT = 65535
+#: PyMySQL refuses a connect timeout over a year; no wait here needs more.
+_MAX_SECONDS = 365 * 24 * 3600.0
 _CLIENT_FLAGS = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
 _SCHEMES = ("mysql", "mariadb")
 _EPOCH = datetime(1970, 1, 1)
@@ -158,8 +161,8 @@ def _seconds_option(key: str, value: object) -> float:
         seconds = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else -1
     except ValueError:
         seconds = -1
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds")
+    if not 0 < seconds <= _MAX_SECONDS:
+        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds, at most a year")
     return seconds
 
 
@@ -173,9 +176,18 @@ def _count_option(key: str, value: object) -> int:
     return count
 
 
+def _charset_option(key: str, value: object) -> str:
+    name = _text_option(key, value)
+    try:
+        charset_by_name(name)
+    except KeyError:
+        raise _SettingError(f"option {key}={name!r} is not a character set PyMySQL knows") from None
+    return name
+
+
 #: Query parameters passed on to PyMySQL, with how to read each from a URL.
 DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
-    "charset": _text_option,
+    "charset": _charset_option,
     "unix_socket": _text_option,
     "bind_address": _text_option,
     "program_name": _text_option,
@@ -358,8 +370,12 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     """
 
     deadline: float = math.inf
+    connect_cap: float = DEFAULT_CONNECT_TIMEOUT
 
-    def _left(self) -> float:
+    def _left(self) -> float | None:
+        """Seconds until the deadline for a socket timeout (None: no deadline, block)."""
+        if self.deadline == math.inf:
+            return None
         return max(self.deadline - time.monotonic(), _MIN_SOCKET_TIMEOUT)
 
     def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
@@ -373,7 +389,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     def begin_call(self, deadline: float) -> None:
         """Bound everything until the next ``begin_call`` by ``deadline`` (a monotonic time)."""
         self.deadline = deadline
-        self.connect_timeout = self._left()
+        left = self._left()
+        self.connect_timeout = self.connect_cap if left is None else min(left, self.connect_cap)
 
     def closed_by_server(self) -> bool:
         """True when an idle connection has something to read: only EOF or an error can be there.
@@ -573,7 +590,7 @@ class MySQLBackend:
         become ``BackendError``. Any failure drops the connection, so the next call reconnects."""
         deadline = time.monotonic() + timeout
         lock = self._lock
-        if not lock.acquire(timeout=max(timeout, 0.0)):
+        if not lock.acquire(timeout=max(timeout, 0.0) if deadline < math.inf else -1):
             return Failure(timeout_error(self.url, f"{step} (waiting for another thread's call)", timeout))
         try:
             conn = self._connection(deadline)
@@ -630,8 +647,8 @@ class MySQLBackend:
             defer_connect=True,
             **options,
         )
+        conn.connect_cap = settings.connect_timeout
         conn.begin_call(deadline)
-        conn.connect_timeout = min(conn.connect_timeout, settings.connect_timeout)
         conn.connect()
         return conn
 

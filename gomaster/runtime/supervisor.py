@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import multiprocess
 from multiprocess.connection import wait as wait_ready
@@ -66,6 +66,15 @@ class _ElectorDone:
 
 _Queued: TypeAlias = _Signalled | _Announced | _ElectorDone
 
+#: What to do when a target's worker exits by itself: run it again (with backoff), consider it
+#: done for this tenure, or stop this node (releasing the lock).
+Verdict: TypeAlias = Literal["restart", "done", "stop"]
+
+
+def default_verdict(code: int) -> Verdict:
+    """Exit 0 means done; anything else (an exception, a crash, a signal) means restart."""
+    return "done" if code == 0 else "restart"
+
 
 @dataclass(slots=True)
 class _Worker:
@@ -98,6 +107,7 @@ class SupervisorOptions:
     on_event: Callable[[Announcement], None] | None = None
     on_demoted: Target | None = None
     on_failure: Callable[[str], None] | None = None
+    on_exit: Callable[[int], Verdict] | None = None
 
 
 def backoff(failures: int) -> float:
@@ -152,6 +162,8 @@ class Supervisor:
         self._acks: list[threading.Event] = []
         self._stopping = False
         self._elector_done = False
+        #: Exit status of the last target run that ended (a negative number is a signal).
+        self.exit_code: int | None = None
         self._watched: dict[Any, Callable[[Any], None]] = {}
 
     # -- public -------------------------------------------------------------------------
@@ -265,6 +277,10 @@ class Supervisor:
             if self._stopping and self._elector_done and not self._running():
                 return
 
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        self._elector.stop()
+
     def _next_timer(self) -> float:
         now = boottime()
         timers = [now + IDLE_WAKE]
@@ -365,13 +381,18 @@ class Supervisor:
                 if code != 0:
                     self._report_failure(f"stop_hook exited with {code}")
                 continue
+            if worker.token is not None:
+                self.exit_code = code
             if worker.token is None or worker.stopping_since is not None:
                 if worker.token is None and not self._stopping:
                     _log.warning("idle worker for %s exited with %s; replacing it", slot.label, code)
                 continue
-            if code == 0:
+            verdict = (self._options.on_exit or default_verdict)(code)
+            if verdict != "restart":
                 slot.done_token = worker.token
-                _log.info("target %s finished under token %d", slot.label, worker.token)
+                _log.info("target %s finished under token %d with %s", slot.label, worker.token, code)
+                if verdict == "stop" and not self._stopping:
+                    self._begin_stop()
                 continue
             if now - worker.started_at > BACKOFF_RESET_AFTER:
                 slot.failures = 0

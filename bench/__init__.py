@@ -1,0 +1,1 @@
+"""Benchmarks: run with ``make bench``; they report ratios measured in one run, not pass/fail."""

@@ -1,0 +1,138 @@
+"""``gomaster run -- CMD``: a shell command as master work, with restart policies and ``--once``.
+
+CMD runs inside a worker process, so it sits in the worker's process group: demotion signals
+the whole group, which reaches CMD and anything CMD started. The worker itself waits for CMD
+and exits with CMD's status, which is how the status reaches the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from gomaster.backends import LockBackend
+from gomaster.core.election import Config
+from gomaster.core.events import Announcement, Demoted
+from gomaster.core.timing import Timing
+from gomaster.runtime.lease import Leadership
+from gomaster.runtime.supervise import new_identity
+from gomaster.runtime.supervisor import Supervisor, SupervisorOptions, Verdict
+
+Restart: TypeAlias = Literal["on-failure", "always", "never"]
+
+#: ``--once`` exit status when the node lost mastership while CMD ran (EX_TEMPFAIL: try again).
+EXIT_DEMOTED = 75
+#: Exit status when CMD cannot be found, as in the shell.
+EXIT_NOT_FOUND = 127
+#: Exit status when CMD exists but cannot be executed, as in the shell.
+EXIT_NOT_EXECUTABLE = 126
+SIGNAL_BASE = 128
+
+
+def shell_status(code: int | None) -> int:
+    """A process exit code as a shell reports it: 128 + N for death by signal N."""
+    if code is None:
+        return 0
+    return SIGNAL_BASE - code if code < 0 else code
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """A real handler (not SIG_IGN), so CMD, which is exec'd, gets default signal handling."""
+
+
+def command_target(command: Sequence[str], name: str) -> Callable[[Leadership], None]:
+    """The worker-side target: run CMD with the tenure in its environment, exit with its status."""
+    argv = list(command)
+
+    def run_command(leadership: Leadership) -> None:
+        # The worker outlives SIGTERM to collect CMD's status; CMD itself gets the signal.
+        signal.signal(signal.SIGTERM, _ignore)
+        env = {
+            **os.environ,
+            "GOMASTER_TOKEN": str(leadership.token),
+            "GOMASTER_NODE_ID": leadership.node_id,
+            "GOMASTER_NAME": name,
+        }
+        env.pop("GOMASTER_BACKEND", None)
+        try:
+            process = subprocess.Popen(argv, env=env)
+        except FileNotFoundError:
+            os._exit(EXIT_NOT_FOUND)
+        except PermissionError:
+            os._exit(EXIT_NOT_EXECUTABLE)
+        os._exit(shell_status(process.wait()))
+
+    return run_command
+
+
+def find_command(command: Sequence[str]) -> str | None:
+    """Why CMD cannot run here, or None. Checked before joining the election."""
+    if not command:
+        return "missing command: give it after --, e.g. gomaster run -- ./migrate.sh"
+    program = command[0]
+    if os.sep in program:
+        if not os.path.exists(program):
+            return f"command not found: {program}"
+        if not os.access(program, os.X_OK):
+            return f"command is not executable: {program}"
+        return None
+    if shutil.which(program) is None:
+        return f"command not found: {program} (not on PATH)"
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """How ``gomaster run`` treats CMD."""
+
+    restart: Restart = "on-failure"
+    once: bool = False
+
+
+def _verdict(options: RunOptions) -> Callable[[int], Verdict]:
+    def decide(code: int) -> Verdict:
+        if options.once or options.restart == "never":
+            return "stop"
+        if options.restart == "always":
+            return "restart"
+        return "stop" if code == 0 else "restart"
+
+    return decide
+
+
+def run_command(
+    command: Sequence[str],
+    *,
+    backend: LockBackend,
+    name: str,
+    timing: Timing,
+    version: str,
+    options: RunOptions,
+) -> int:
+    """Run CMD while master, per ``options``; returns the exit status for ``gomaster run``."""
+    demoted_while_running: list[Demoted] = []
+    supervisors: list[Supervisor] = []
+
+    def on_event(event: Announcement) -> None:
+        # Losing mastership mid-run ends a --once node: its CMD was killed and must not rerun.
+        if options.once and isinstance(event, Demoted) and event.reason != "stopped":
+            demoted_while_running.append(event)
+            supervisors[0].request_stop()
+
+    supervisor = Supervisor(
+        [command_target(command, name)],
+        backend,
+        Config(name=name, me=new_identity(version), timing=timing),
+        SupervisorOptions(on_exit=_verdict(options), on_event=on_event),
+        labels=[os.path.basename(command[0])],
+    )
+    supervisors.append(supervisor)
+    supervisor.run()
+    if demoted_while_running:
+        return EXIT_DEMOTED
+    return shell_status(supervisor.exit_code)
