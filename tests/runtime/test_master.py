@@ -82,7 +82,8 @@ def test_stop_hook_never_starts_before_a_slow_start_hook_has_been_killed(
         time.sleep(60)
         _note(notes, "start-returned")
 
-    master = Master(url, name="slow", start_hook=slow_start, stop_hook=lambda: _note(notes, "stop"), timing=TIMING)
+    stop = lambda: _note(notes, "stop")  # noqa: E731
+    master = Master(url, name="slow", start_hook=slow_start, stop_hook=stop, timing=TIMING)
     masters.append(master)
     master.start()
     _wait(lambda: _lines(notes) == ["start"])
