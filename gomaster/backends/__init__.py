@@ -123,18 +123,19 @@ def resolve_backend(backend: LockBackend | str | None) -> LockBackend:
 def force_release(
     backend: LockBackend, name: str, timeout: float
 ) -> IOResult[LockRecord | None, BackendError]:
-    """The operator's release: free ``name`` from whoever holds it now, keeping the token.
+    """The operator's release: take ``name`` from whoever holds it now, keeping the token.
 
     Returns the record as it was, or None when nobody held it. It is a compare-and-set on the
-    holder and token just observed, so it never frees a lease granted after that look. The
-    holder's next renewal then fails, so it demotes itself.
+    holder and token just observed, so it never touches a lease granted after that look. The
+    holder's next renewal fails, so it demotes itself; the lease stays unclaimable until its
+    current expiry, so the successor never overlaps the old holder's work.
     """
 
     def release_holder(seen: Observation) -> IOResult[LockRecord | None, BackendError]:
         record = seen.record
         if record is None or record.released:
             return IOSuccess(None)
-        return backend.release(record, timeout).map(lambda done: record if done else None)
+        return backend.revoke(record, timeout).map(lambda done: record if done else None)
 
     def as_backend_error(error: BackendError | MalformedRecord) -> BackendError:
         return error if isinstance(error, BackendError) else BackendError(backend.url, str(error))

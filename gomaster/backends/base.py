@@ -56,6 +56,12 @@ class LockBackend(Protocol):
         """
         ...
 
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """The operator's release: clear the holder if it is still ``record``'s, keeping the token
+        AND the expiry. The holder's next renewal fails so it demotes, and nobody can claim before
+        the lease expires, by which time the holder's deadline has stopped its work."""
+        ...
+
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` for a release notice; True if one came. Polling backends sleep."""
         ...

@@ -47,7 +47,7 @@ def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Confl
         current is None
         or current.token != expected.token
         or current.holder != expected.holder
-        or current.live_at(now)
+        or not current.claimable_at(now)
         or claim.token != current.token + 1
     ):
         return Failure(Conflict(claim.name))
@@ -78,6 +78,19 @@ def release_in(table: Table, record: LockRecord, now: float) -> LockRecord | Non
     ):
         return None
     return replace(current, holder="", expires_at=min(current.expires_at, now))
+
+
+def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
+    """The operator's revoke: the holder loses the lease (its renewals fail) but the expiry
+    stays, so no successor can claim it before the holder's own deadline has stopped its work."""
+    current = table.get(record.name)
+    if (
+        current is None
+        or current.released
+        or (current.holder, current.token) != (record.holder, record.token)
+    ):
+        return None
+    return replace(current, holder="")
 
 
 @dataclass(slots=True)
@@ -153,6 +166,15 @@ class MemoryBackend:
             self._store.records[record.name] = released
             self._store.releases += 1
             self._store.lock.notify_all()
+            return IOSuccess(True)
+
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Take the lease from its holder, keeping token and expiry."""
+        with self._store.lock:
+            revoked = revoke_in(self._store.records, record)
+            if revoked is None:
+                return IOSuccess(False)
+            self._store.records[record.name] = revoked
             return IOSuccess(True)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:

@@ -403,8 +403,8 @@ class MongoBackend:
 
         A new name is an upsert whose filter never matches a stored document, so it can only
         insert; losing a race to create it is a duplicate ``_id`` (code 11000), a ``Conflict``.
-        A takeover matches only the observed holder and token and only while the lease is
-        released or expired by the server's clock, so of all contenders for token ``t + 1``
+        A takeover matches only the observed holder and token and only once the lease has
+        expired by the server's clock (a release expires it at once), so of all contenders for token ``t + 1``
         exactly one finds the document still at ``t``.
         """
         expected = claim.expected
@@ -417,7 +417,7 @@ class MongoBackend:
                 "_id": claim.name,
                 "holder": expected.holder,
                 "token": expected.token,
-                "$expr": {"$or": [{"$eq": ["$holder", ""]}, {"$lte": [{"$toLong": "$expires_at"}, _NOW]}]},
+                "$expr": {"$lte": [{"$toLong": "$expires_at"}, _NOW]},
             }
         pipeline = [{"$set": _lease_fields(claim)}]
 
@@ -479,6 +479,18 @@ class MongoBackend:
         }
         pipeline = [{"$set": {"holder": "", "expires_at": {"$min": [{"$toLong": "$expires_at"}, _NOW]}}}]
         answer = self._run("release", timeout, lambda coll: coll.update_one(query, pipeline).matched_count)
+        return IOResult.from_result(answer).map(lambda matched: matched == 1)
+
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Clear the holder, keeping token and expiry (see ``LockBackend.revoke``)."""
+        query: Document = {
+            "_id": record.name,
+            "token": record.token,
+            "holder": {"$eq": record.holder, "$ne": ""},
+        }
+        answer = self._run(
+            "revoke", timeout, lambda coll: coll.update_one(query, {"$set": {"holder": ""}}).matched_count
+        )
         return IOResult.from_result(answer).map(lambda matched: matched == 1)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:

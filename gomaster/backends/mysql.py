@@ -18,7 +18,7 @@ own renewals (serialised by this object's lock) or an operator's release could t
 If an operator released it in between, the SELECT finds nothing and the step reports a
 ``Conflict``/``Lost``, which is the truth by then. The connection is opened with
 ``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated identifiers
-and every value is a bound parameter. Observe, release and names are single statements.
+and every value is a bound parameter. Observe, release, revoke and names are single statements.
 
 Row counts come from ``CLIENT.FOUND_ROWS`` (matched rows, not changed rows), and claims use
 ``UPDATE ... WHERE`` (or a plain ``INSERT`` whose duplicate-key error means ``Conflict``),
@@ -766,7 +766,8 @@ class MySQLBackend:
         return IOResult.from_result(_record(name, fields).map(lambda record: Observation(record, server_now)))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """INSERT when absent, else UPDATE only the exact expected row once it is free by server time."""
+        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
+        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
         me = claim.node
         table = self._settings.table
         ttl = round(claim.ttl * _MICROSECONDS)
@@ -788,7 +789,7 @@ class MySQLBackend:
             write = (
                 f"UPDATE `{table}` SET holder = %s, version = %s, token = %s, acquired_at = {NOW}, "
                 f"renewed_at = {NOW}, expires_at = {NOW} + INTERVAL %s MICROSECOND, host = %s, pid = %s "
-                f"WHERE name = %s AND token = %s AND holder = %s AND (holder = '' OR expires_at <= {NOW})"
+                f"WHERE name = %s AND token = %s AND holder = %s AND expires_at <= {NOW}"
             )
             expected = claim.expected
             params = (me.node_id, me.version, claim.token, ttl, me.host, me.pid)
@@ -846,6 +847,17 @@ class MySQLBackend:
         )
         params = (record.name, record.holder, record.token)
         changed = self._run("release", timeout, lambda conn: _execute(conn, sql, params))
+        return IOResult.from_result(changed).map(lambda count: count == 1)
+
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """The operator's release: clear the holder if it is still ``record``'s, keeping token and
+        expiry, so nobody claims before the holder's own deadline has stopped its work."""
+        sql = (
+            f"UPDATE `{self._settings.table}` SET holder = '' "
+            "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
+        )
+        params = (record.name, record.holder, record.token)
+        changed = self._run("revoke", timeout, lambda conn: _execute(conn, sql, params))
         return IOResult.from_result(changed).map(lambda count: count == 1)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:

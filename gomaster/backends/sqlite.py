@@ -176,7 +176,7 @@ class SQLiteBackend:
             sql = (
                 f"UPDATE {self._table} SET holder = ?, version = ?, token = ?, acquired_at = {NOW}, "
                 f"renewed_at = {NOW}, expires_at = {NOW} + ?, host = ?, pid = ? "
-                f"WHERE name = ? AND token = ? AND holder = ? AND (holder = '' OR expires_at <= {NOW}) "
+                f"WHERE name = ? AND token = ? AND holder = ? AND expires_at <= {NOW} "
                 f"RETURNING {COLUMNS}"
             )
             params = (
@@ -221,6 +221,15 @@ class SQLiteBackend:
         """Mark the lease released if it is still exactly this holder's; the token stays."""
         sql = (
             f"UPDATE {self._table} SET holder = '', expires_at = MIN(expires_at, {NOW}) "
+            "WHERE name = ? AND holder = ? AND token = ? AND holder <> '' RETURNING token"
+        )
+        rows = self._run(sql, (record.name, record.holder, record.token), timeout)
+        return IOResult.from_result(rows).map(bool)
+
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Clear the holder, keeping token and expiry (see ``LockBackend.revoke``)."""
+        sql = (
+            f"UPDATE {self._table} SET holder = '' "
             "WHERE name = ? AND holder = ? AND token = ? AND holder <> '' RETURNING token"
         )
         rows = self._run(sql, (record.name, record.holder, record.token), timeout)

@@ -57,7 +57,7 @@ def plan_acquire(seen: Observation, name: str, me: NodeIdentity, timing: Timing)
     record = seen.record
     if record is None:
         return Success(Claim.first(name, me, timing.ttl))
-    if not record.live_at(seen.server_now):
+    if record.claimable_at(seen.server_now):
         return Success(Claim.after(record, me, timing.ttl))
     return Failure(Held(record, wait=record.expires_at - seen.server_now))
 

@@ -41,6 +41,15 @@ class LockRecord:
         """True when a holder has the lease at ``server_now`` by the backend's clock."""
         return not self.released and self.expires_at > server_now
 
+    def claimable_at(self, server_now: float) -> bool:
+        """True once the lease has expired by the backend's clock.
+
+        Expiry alone decides, not the holder: a graceful release sets ``expires_at`` to the
+        backend's now, so it is claimable at once, while an operator's revoke keeps the expiry,
+        so a holder that has not yet noticed is never overlapped by its successor.
+        """
+        return self.expires_at <= server_now
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:

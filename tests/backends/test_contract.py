@@ -158,11 +158,22 @@ def test_renew_after_a_release_is_lost(backend: LockBackend, lock_name: str) -> 
     assert isinstance(err(backend.renew(record, TTL, TIMEOUT)), Lost)
 
 
-def test_force_release_frees_the_holder_and_its_renewal_fails(backend: LockBackend, lock_name: str) -> None:
-    record = _acquire(backend, lock_name, identity())
+def test_force_release_takes_the_lease_from_its_holder_but_nobody_claims_before_expiry(
+    backend: LockBackend, lock_name: str
+) -> None:
+    record = _acquire(backend, lock_name, identity(), ttl=SHORT_TTL)
     assert ok(force_release(backend, lock_name, TIMEOUT)) == record
     assert isinstance(err(backend.renew(record, TTL, TIMEOUT)), Lost)
     assert ok(force_release(backend, lock_name, TIMEOUT)) is None
+    seen = ok(backend.observe(lock_name, TIMEOUT))
+    assert seen.record is not None and seen.record.released and seen.record.token == record.token
+    # The holder may still be working until its own deadline: the expiry is kept.
+    early = plan_acquire(seen, lock_name, identity(), _short())
+    assert isinstance(early, Failure)
+    forced = Claim.after(seen.record, identity(), TTL)
+    if seen.server_now < record.expires_at - 0.05:
+        assert isinstance(err(backend.claim(forced, TIMEOUT)), Conflict)
+    time.sleep(SHORT_TTL + 0.1)
     assert _acquire(backend, lock_name, identity()).token == record.token + 1
 
 
