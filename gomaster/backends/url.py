@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from returns.result import Failure, Result, Success
 
 REDACTED = "***"
+#: Query options whose values are credentials (matched case-insensitively, as substrings).
+_SECRET_OPTIONS = ("password", "secret", "authmechanismproperties", "token", "passphrase")
+
+
+def _secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_OPTIONS)
+
+
+def _query(raw: str) -> tuple[tuple[str, str], ...]:
+    """Split a query string keeping ``+`` as it is (driver options are not form data)."""
+    pairs = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        pairs.append((unquote(key), unquote(value)))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +49,7 @@ class BackendURL:
             auth = self.username + (f":{REDACTED}" if self.password is not None else "") + "@"
         host = self.host or ""
         port = f":{self.port}" if self.port is not None else ""
-        query = "&".join(f"{k}={v}" for k, v in self.query)
+        query = "&".join(f"{k}={REDACTED if _secret(k) else v}" for k, v in self.query)
         return f"{self.scheme}://{auth}{host}{port}{self.path}" + (f"?{query}" if query else "")
 
     def option(self, key: str, default: str | None = None) -> str | None:
@@ -60,7 +78,11 @@ def parse_url(url: str) -> Result[BackendURL, str]:
         return Failure("a backend URL looks like scheme://..., for example sqlite:///var/tmp/locks.db")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        hosts = parts.netloc.rpartition("@")[2]
+        if "," in hosts:  # a MongoDB seed list: host:port,host:port
+            host, port = hosts, None
+        else:
+            host, port = parts.hostname, parts.port
     except ValueError as exc:
         return Failure(f"cannot parse backend URL: {exc}")
     return Success(
@@ -68,10 +90,10 @@ def parse_url(url: str) -> Result[BackendURL, str]:
             scheme=parts.scheme.lower(),
             username=unquote(parts.username) if parts.username is not None else None,
             password=unquote(parts.password) if parts.password is not None else None,
-            host=parts.hostname,
+            host=host,
             port=port,
             path=parts.path,
-            query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+            query=_query(parts.query),
             raw=url,
         )
     )

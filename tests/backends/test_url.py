@@ -1,0 +1,62 @@
+"""Backend URLs: parsing, options, and redaction of every credential."""
+
+from __future__ import annotations
+
+import pytest
+from returns.result import Failure, Success
+
+from gomaster.backends import connect, parse_backend
+from gomaster.backends.url import parse_url, redact
+
+
+def test_the_password_is_redacted_everywhere() -> None:
+    parsed = parse_url("mysql://app:s3cret@db:3306/app?table=locks").unwrap()
+    assert parsed.password == "s3cret"
+    assert "s3cret" not in parsed.redacted
+    assert "s3cret" not in repr(parsed)
+    assert "s3cret" not in str(parsed)
+    assert parsed.redacted == "mysql://app:***@db:3306/app?table=locks"
+
+
+def test_secret_query_options_are_redacted() -> None:
+    url = "mongodb://h/db?tlsCertificateKeyFilePassword=pw1&authMechanismProperties=AWS_SESSION_TOKEN:tok&w=1"
+    shown = redact(url)
+    assert "pw1" not in shown and "tok" not in shown
+    assert "w=1" in shown
+
+
+def test_a_mongodb_seed_list_parses() -> None:
+    parsed = parse_url("mongodb://u:p@a:1,b:2/db?replicaSet=rs").unwrap()
+    assert parsed.host == "a:1,b:2"
+    assert parsed.port is None
+    assert parsed.option("replicaSet") == "rs"
+
+
+def test_plus_signs_in_options_are_kept() -> None:
+    assert parse_url("redis://h/0?prefix=a+b").unwrap().option("prefix") == "a+b"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "scheme://"),
+        ("mysql://h:notaport/db", "cannot parse"),
+        ("cassandra://h/db", "unknown backend scheme"),
+        ("sqlite:///x.db?table=bad;name", "not allowed"),
+        ("sqlite://host/x.db", "no host"),
+    ],
+)
+def test_bad_urls_fail_with_a_message_that_says_what_to_fix(url: str, message: str) -> None:
+    outcome = parse_backend(url)
+    assert isinstance(outcome, Failure)
+    assert message in outcome.failure()
+    with pytest.raises(ValueError, match=message):
+        connect(url)
+
+
+def test_sqlite_urls_follow_the_sqlalchemy_convention(tmp_path: object) -> None:
+    relative = parse_backend("sqlite:///locks.db")
+    assert isinstance(relative, Success)
+    assert relative.unwrap().url == "sqlite:///locks.db"
+    absolute = connect("sqlite:////tmp/gomaster-url-test.db")
+    assert absolute.url == "sqlite:////tmp/gomaster-url-test.db"
