@@ -142,3 +142,29 @@ def test_a_target_that_returns_is_done_and_not_restarted(cluster: Cluster) -> No
     time.sleep(2 * TTL)
     assert len(cluster.starts()) == 1
     assert [e["event"] for e in cluster.events() if e["event"] == "done"] == ["done"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
+        pytest.param("mongodb", marks=pytest.mark.mongodb, id="mongodb"),
+    ],
+)
+def test_sigkill_failover_on_every_backend_has_no_overlap_and_takes_at_most_ttl_plus_1s(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'locks.db'}" if kind == "sqlite" else request.getfixturevalue(f"{kind}_url")
+    cluster = Cluster(backend=url, log=tmp_path / "witness.jsonl", ttl=TTL, name=f"e2e-{tmp_path.name}")
+    try:
+        first, follower = _two_nodes_first_master(cluster, "--child")
+        killed_at = time.monotonic()
+        os.kill(cluster.supervisor_of("a"), signal.SIGKILL)
+        wait_gone([first["pid"]], timeout=1.0)
+        second = cluster.wait_for("a new master", _start_of(2), TTL + 2.0)
+        assert second["node"] == follower
+        assert second["t"] - killed_at <= TTL + 1.0
+        assert overlaps(cluster.events()) == []
+    finally:
+        cluster.stop_all()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from gomaster import HookError, Master, Timing
+from gomaster.backends import connect
+from tests.helpers import ok
+from tests.runtime.cluster import ROOT, wait_gone
 
 TIMING = Timing.from_ttl(1.0)
 WAIT = 15.0
@@ -189,3 +195,64 @@ def test_each_start_gets_a_fresh_id(url: str) -> None:
         ids.add(master.id)
         master.stop(timeout=10)
     assert len(ids) == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().split(") ")[-1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, IndexError):
+                continue
+    return found
+
+
+def _app(url: str, name: str, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime.app", url, name, mode],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_when_the_application_dies_its_supervisor_stops_the_hooks_and_releases_the_lock(url: str) -> None:
+    app = _app(url, "orphan", "master")
+    try:
+        assert app.stdout is not None
+        assert app.stdout.readline().strip() == "ready"
+        tree = [pid for child in _children(app.pid) for pid in [child, *_children(child)]]
+        assert len(tree) >= 2, "expected a supervisor and its worker below the application"
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait(5)
+        wait_gone(tree, timeout=TIMING.grace + 3.0)
+        seen = ok(connect(url).observe("orphan", 5.0))
+        assert seen.record is not None
+        assert seen.record.released, "the supervisor did not release the lock when its application died"
+    finally:
+        if app.poll() is None:
+            app.kill()
+
+
+def test_logs_from_a_target_reach_the_supervisors_logging(url: str) -> None:
+    app = _app(url, "logging", "log")
+    try:
+        deadline = time.monotonic() + WAIT
+        assert app.stderr is not None
+        lines = []
+        while time.monotonic() < deadline:
+            line = app.stderr.readline()
+            lines.append(line)
+            if "hello from the target" in line:
+                break
+        assert any(line.startswith("app.target WARNING hello from the target, token 1") for line in lines), (
+            lines
+        )
+    finally:
+        app.terminate()
+        app.wait(10)
