@@ -14,9 +14,9 @@ multi-statement query: the write, then ``SELECT`` of the row ``WHERE name AND ho
 token`` are ours. That is one round trip, and each statement still commits on its own. The
 read-back is safe because, once the write has matched one row, that row carries our holder and
 our fresh token: no other node can change it until the lease expires (a ttl away), and only our
-own renewals (serialised by this object's lock) or an operator's release could touch it first.
-If an operator released it in between, the SELECT finds nothing and the step reports a
-``Conflict``/``Lost``, which is the truth by then. The connection is opened with
+own renewals (serialised by this object's lock) or an operator's release or revoke could
+touch it first. If an operator cleared the holder in between, the SELECT finds nothing and the
+step reports a ``Conflict``/``Lost``, which is the truth by then. The connection is opened with
 ``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated identifiers
 and every value is a bound parameter. Observe, release, revoke and names are single statements.
 

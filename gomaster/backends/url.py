@@ -79,9 +79,9 @@ def parse_url(url: str) -> Result[BackendURL, str]:
     try:
         parts = urlsplit(url)
         hosts = parts.netloc.rpartition("@")[2]
-        if "," in hosts:  # a MongoDB seed list: host:port,host:port
-            host, port = hosts, None
-        else:
+        host: str | None = hosts
+        port: int | None = None
+        if "," not in hosts:  # a MongoDB seed list (host:port,host:port) keeps its ports in host
             host, port = parts.hostname, parts.port
     except ValueError as exc:
         return Failure(f"cannot parse backend URL: {exc}")
