@@ -1,6 +1,6 @@
 """Pure-core throughput: ``plan_acquire`` calls and election steps per second.
 
-    python -m bench.core_throughput [--seconds 1.0]
+python -m bench.core_throughput [--seconds 1.0]
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ def measure(seconds: float) -> dict[str, float]:
     """Calls per second of the two hot pure functions."""
     me = NodeIdentity(node_id="me", host="h", pid=1)
     held = LockRecord(
-        name="n", holder="other", version="", token=7, acquired_at=0.0, renewed_at=0.0, expires_at=10.0, host="h", pid=2
+        name="n",
+        holder="other",
+        version="",
+        token=7,
+        acquired_at=0.0,
+        renewed_at=0.0,
+        expires_at=10.0,
+        host="h",
+        pid=2,
     )
     seen = Observation(held, 5.0)
     timing = Timing()

@@ -49,8 +49,11 @@ def node_main(argv: list[str]) -> None:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--node", required=True)
     parser.add_argument("--ttl", type=float, required=True)
+    parser.add_argument("--name", default="demo")
     args = parser.parse_args(argv)
-    supervise(_work(args.log, args.node), backend=args.backend, name="demo", timing=Timing.from_ttl(args.ttl))
+    supervise(
+        _work(args.log, args.node), backend=args.backend, name=args.name, timing=Timing.from_ttl(args.ttl)
+    )
 
 
 @dataclass

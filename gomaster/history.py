@@ -20,7 +20,8 @@ MARKS = ("start", "alive", "stop")
 
 def append_mark(log: Path, event: str, **fields: object) -> None:
     """Append one JSON line atomically (a single ``write`` on an ``O_APPEND`` file)."""
-    line = json.dumps({"event": event, **fields, "pid": os.getpid(), "t": time.monotonic()}) + "\n"
+    stamp = {"pid": os.getpid(), "t": time.monotonic(), "wall": time.time()}
+    line = json.dumps({"event": event, **fields, **stamp}) + "\n"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())

@@ -16,7 +16,7 @@ import pytest
 from gomaster.backends import LockBackend, connect
 from gomaster.backends.memory import MemoryBackend, MemoryStore
 
-SERVER_BACKENDS: list[str] = ["mysql", "mongodb"]
+SERVER_BACKENDS: list[str] = ["mysql", "mongodb", "postgresql", "redis"]
 
 
 @dataclass(frozen=True)
