@@ -42,7 +42,7 @@ from gomaster.core.election import (
     initial,
     step,
 )
-from gomaster.core.errors import BackendError
+from gomaster.core.errors import BackendError, Lost
 from gomaster.core.events import Announcement
 from gomaster.core.record import LockRecord
 from gomaster.runtime._io import performed
@@ -57,6 +57,33 @@ RELEASE_SLACK = 1.0
 
 Role: TypeAlias = Literal["follower", "leader", "stopped"]
 Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
+
+
+@dataclass(frozen=True, slots=True)
+class RenewOutcome:
+    """One renewal's round trip, and why it failed if it did (for metrics)."""
+
+    latency: float
+    ok: bool
+    reason: Literal["lost", "unavailable"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """This node became ``role`` (with ``token`` when leader)."""
+
+    role: Role
+    token: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HolderChanged:
+    """The holder this node sees changed (``record`` None: no record yet)."""
+
+    record: LockRecord | None
+
+
+Watched: TypeAlias = RenewOutcome | RoleChanged | HolderChanged
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +119,7 @@ class Elector:
         *,
         clock: Callable[[], float] = boottime,
         logger: logging.Logger | None = None,
+        watch: Callable[[Watched], None] | None = None,
     ) -> None:
         self._backend = backend
         self._config = config
@@ -105,6 +133,8 @@ class Elector:
             role="follower", token=None, record=None, server_now=None, seen_at=None, error=None
         )
         self._status_lock = threading.Lock()
+        self._watch = watch
+        self._holder: tuple[str, int] | None = None
         self.done = threading.Event()
 
     @property
@@ -175,8 +205,20 @@ class Elector:
 
     # -- status -------------------------------------------------------------------------
 
+    def _tell(self, observation: Watched) -> None:
+        """Hand an observation to the watcher (metrics, on_new_leader); it must never hurt us."""
+        if self._watch is None:
+            return
+        try:
+            self._watch(observation)
+        except Exception:
+            self._log.exception("observer of lock %r raised", self._config.name)
+
     def _set_state(self, state: State) -> None:
         self._state = state
+        if _role(state) != self._status.role:
+            token = state.lease.record.token if isinstance(state, Leader) else None
+            self._tell(RoleChanged(_role(state), token))
         with self._status_lock:
             token = state.lease.record.token if isinstance(state, Leader) else None
             old = self._status
@@ -205,6 +247,16 @@ class Elector:
                 error = str(problem)
             case _:
                 return
+        if isinstance(event, RenewResult):
+            reason: Literal["lost", "unavailable"] | None = None
+            if error is not None:
+                reason = "lost" if isinstance(event.outcome.failure(), Lost) else "unavailable"
+            self._tell(RenewOutcome(event.now - event.sent_at, error is None, reason))
+        if record is not None or error is None:
+            holder = (record.holder, record.token) if record is not None and not record.released else None
+            if holder != self._holder:
+                self._holder = holder
+                self._tell(HolderChanged(record))
         with self._status_lock:
             old = self._status
             if error is not None:

@@ -15,19 +15,23 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import multiprocess
 
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected
-from gomaster.core.record import NodeIdentity
+from gomaster.core.record import LockRecord, NodeIdentity
 from gomaster.core.timing import Timing
+from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.status import Status
-from gomaster.runtime.supervise import check_config, check_targets
+from gomaster.runtime.supervise import check_config, check_targets, watcher
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+
+if TYPE_CHECKING:
+    from gomaster.metrics import Metrics
 
 _log = logging.getLogger("gomaster")
 _PR_SET_PDEATHSIG = 1
@@ -120,6 +124,7 @@ def _supervisor_main(
         on_event=on_event,
         on_demoted=_run_start_hook(stop_hook) if stop_hook is not None else None,
         on_failure=lambda text: send(_Failed(text)),
+        watch=send,
     )
     me = NodeIdentity(node_id=node_id, host=os.uname().nodename, pid=os.getpid(), version=version)
     supervisor = Supervisor(
@@ -154,7 +159,8 @@ class Master:
     ``start()`` spawns a supervisor process and returns. The start hook runs in a worker process
     when this node becomes master; the stop hook runs when it stops being master, never before
     the start hook has returned or been killed. ``stop()`` stops a node whether or not it is
-    master. Errors from hooks reach ``on_error`` and the ``gomaster`` logger.
+    master. Errors from hooks reach ``on_error`` and the ``gomaster`` logger. ``metrics`` and
+    ``on_new_leader`` observe the election from this (the application's) process.
     """
 
     def __init__(
@@ -167,6 +173,8 @@ class Master:
         timing: Timing | None = None,
         version: str = "",
         on_error: Callable[[Exception], None] | None = None,
+        metrics: Metrics | None = None,
+        on_new_leader: Callable[[LockRecord | None], None] | None = None,
     ) -> None:
         self._name, self._timing = check_config(name, timing, version)
         hooks = [h for h in (start_hook, stop_hook) if h is not None]
@@ -176,6 +184,7 @@ class Master:
         self._hooks = (start_hook, stop_hook)
         self._version = version
         self._on_error = on_error
+        self._watch = watcher(metrics, on_new_leader)
         self._id = ""
         self._conn: Any = None
         self._process: Any = None
@@ -246,6 +255,12 @@ class Master:
                 with self._answered:
                     self._answers[seq] = status
                     self._answered.notify_all()
+            case RenewOutcome() | RoleChanged() | HolderChanged() as seen:
+                if self._watch is not None:
+                    try:
+                        self._watch(seen)
+                    except Exception:
+                        _log.exception("metrics or on_new_leader raised")
             case _Failed(text=text):
                 _log.error("hook failed: %s", text)
                 if self._on_error is not None:

@@ -6,14 +6,19 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import dill
 
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
-from gomaster.core.record import NodeIdentity, check_name
+from gomaster.core.record import LockRecord, NodeIdentity, check_name
 from gomaster.core.timing import Timing
+from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+
+if TYPE_CHECKING:
+    from gomaster.metrics import Metrics
 from gomaster.runtime.worker import Target
 
 
@@ -54,6 +59,22 @@ def check_config(name: str, timing: Timing | None, version: str) -> tuple[str, T
     return name, timing
 
 
+def watcher(
+    metrics: Metrics | None, on_new_leader: Callable[[LockRecord | None], None] | None
+) -> Callable[[Watched], None] | None:
+    """One observer feeding the metrics and calling ``on_new_leader`` when the holder changes."""
+    if metrics is None and on_new_leader is None:
+        return None
+
+    def watch(seen: Watched) -> None:
+        if metrics is not None:
+            metrics.observe(seen)
+        if on_new_leader is not None and isinstance(seen, HolderChanged):
+            on_new_leader(seen.record)
+
+    return watch
+
+
 def supervise(
     targets: Callable[..., object] | Sequence[Callable[..., object]],
     *,
@@ -62,6 +83,8 @@ def supervise(
     timing: Timing | None = None,
     version: str = "",
     max_failures: int | None = None,
+    metrics: Metrics | None = None,
+    on_new_leader: Callable[[LockRecord | None], None] | None = None,
 ) -> None:
     """Run ``targets`` in worker processes only while this process is master of ``name``.
 
@@ -70,10 +93,13 @@ def supervise(
     own process (spawned, so the calling module needs an ``if __name__ == "__main__":`` guard).
     A target that raises or exits non-zero is restarted with backoff while this node stays
     master; after ``max_failures`` failures in a row (if set) this node resigns. A target that
-    returns normally is done until the next tenure.
+    returns normally is done until the next tenure. ``metrics`` (see :mod:`gomaster.metrics`)
+    and ``on_new_leader`` (called on this thread's elector with the record whenever the holder
+    this node sees changes, on masters and followers alike) are optional observers.
     """
     checked = check_targets(targets)
     name, timing = check_config(name, timing, version)
     store = resolve_backend(backend)
     config = Config(name=name, me=new_identity(version), timing=timing)
-    Supervisor(checked, store, config, SupervisorOptions(max_failures=max_failures)).run()
+    options = SupervisorOptions(max_failures=max_failures, watch=watcher(metrics, on_new_leader))
+    Supervisor(checked, store, config, options).run()

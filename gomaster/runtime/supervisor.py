@@ -27,7 +27,7 @@ from gomaster.backends.base import LockBackend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected, Renewed, Shutdown, ToWorker
 from gomaster.runtime.clock import boottime
-from gomaster.runtime.elector import Elector
+from gomaster.runtime.elector import Elector, Watched
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.worker import Target, TargetFailed, TargetStarted, WorkerLog, WorkerSpec, worker_main
@@ -108,6 +108,7 @@ class SupervisorOptions:
     on_demoted: Target | None = None
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
+    watch: Callable[[Watched], None] | None = None
 
 
 def backoff(failures: int) -> float:
@@ -156,7 +157,7 @@ class Supervisor:
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._elector = Elector(backend, config, self._on_announcement)
+        self._elector = Elector(backend, config, self._on_announcement, watch=self._options.watch)
         self._leader_token: int | None = None
         self._elected: Elected | None = None
         self._acks: list[threading.Event] = []

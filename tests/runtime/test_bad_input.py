@@ -104,3 +104,24 @@ def test_a_malformed_row_is_a_failure_and_the_election_carries_on(tmp_path: Path
     elector.stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_password_never_reaches_logs_repr_or_status(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "pa55-w0rd-secret"
+    backend = connect(f"mysql://app:{secret}@127.0.0.1:1/db?connect_timeout=1")
+    assert secret not in repr(backend) and secret not in backend.url
+    timing = Timing.from_ttl(1.0)
+    elector = Elector(backend, Config(name="secret", me=identity(), timing=timing), lambda _event: None)
+    thread = threading.Thread(target=elector.run, daemon=True)
+    with caplog.at_level("WARNING", logger="gomaster"):
+        thread.start()
+        deadline = time.monotonic() + 10
+        while elector.status().error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        elector.stop()
+        thread.join(10)
+    status = elector.status()
+    assert status.error is not None and "***" in status.error
+    assert secret not in repr(status)
+    assert caplog.records, "the failure should have been logged"
+    assert all(secret not in record.getMessage() for record in caplog.records)
