@@ -22,6 +22,7 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions, Verdict
+from gomaster.runtime.worker import exit_ending_group
 
 Restart: TypeAlias = Literal["on-failure", "always", "never"]
 
@@ -62,10 +63,10 @@ def command_target(command: Sequence[str], name: str) -> Callable[[Leadership], 
         try:
             process = subprocess.Popen(argv, env=env)
         except FileNotFoundError:
-            os._exit(EXIT_NOT_FOUND)
+            exit_ending_group(EXIT_NOT_FOUND)
         except PermissionError:
-            os._exit(EXIT_NOT_EXECUTABLE)
-        os._exit(shell_status(process.wait()))
+            exit_ending_group(EXIT_NOT_EXECUTABLE)
+        exit_ending_group(shell_status(process.wait()))
 
     return run_command
 

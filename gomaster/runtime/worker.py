@@ -19,7 +19,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from gomaster.core.events import Demoted, Elected, Shutdown, ToWorker
 from gomaster.runtime.clock import boottime
@@ -102,7 +102,7 @@ def _kill_group(sig: int) -> None:
         os.killpg(os.getpgid(0), sig)
 
 
-def _exit_ending_group(code: int) -> None:
+def exit_ending_group(code: int) -> NoReturn:
     """Exit, first asking whatever the target left running in our group to stop too."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -203,16 +203,18 @@ def worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
     if elected is None:
         sys.exit(0)
     leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, lease)
-    # Restore default SIGTERM so demotion ends the target unless it installs its own handler.
+    # Default SIGTERM ends the target on demotion unless it installs its own handler; SIGINT,
+    # ignored while idle, is restored because ignored signals stay ignored across exec.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if spec.watch_deadline:
         watchdog.running(elected.token)
     watchdog.send(TargetStarted(elected.token))
     try:
         spec.target(leadership)
     except SystemExit as exc:
-        _exit_ending_group(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        exit_ending_group(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
     except BaseException:
         watchdog.send(TargetFailed(elected.token, traceback.format_exc()))
-        _exit_ending_group(EXIT_TARGET_RAISED)
-    _exit_ending_group(0)
+        exit_ending_group(EXIT_TARGET_RAISED)
+    exit_ending_group(0)
