@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo clean venv
+.PHONY: test lint typecheck pytest demo docs dist clean venv
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,all]'
+	$(BIN)/python -m pip install -q -e '.[dev,all,docs]'
 	touch $(STAMP)
 
 test: lint typecheck pytest
@@ -27,6 +27,13 @@ pytest: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gomaster demo
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache

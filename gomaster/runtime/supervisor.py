@@ -212,6 +212,7 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._elector.stop()  # a no-op after a normal stop; after a crash it releases the lock
             self._shutdown_workers()
             thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
             self._backend.close()

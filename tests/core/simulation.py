@@ -18,9 +18,11 @@ and no real clock, so a seed replays exactly. The model:
 - **Faults** come in windows: crashes (the work stops at once, the node never speaks again and
   comes back later as a new node id), freezes (the node processes nothing, while its work is
   assumed to keep running until the node has run again and acted on its deadline), long or lost
-  messages, and every node's clock drifting by up to ``drift``. After each window the faults
-  stop and the simulation checks that a leader appears within :meth:`Scenario.liveness_bound`,
-  then asks the leader to stop gracefully and checks the handover within
+  messages, network blips (one host's messages all lost or slow for a while), store errors
+  (some after the statement took effect), and every node's clock drifting by up to ``drift``.
+  After each window the faults stop, sometimes with one last crash of the leader, and the
+  simulation checks that a leader appears within :meth:`Scenario.liveness_bound`, then asks
+  the leader to stop gracefully and checks the handover within
   :meth:`Scenario.handover_bound`.
 
 :func:`run` returns a :class:`Report` whose checks are plain functions of the recorded tenures
@@ -31,6 +33,7 @@ so they can be tried on hand-made histories too.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -47,7 +50,6 @@ from gomaster.core.election import (
     ClaimResult,
     Command,
     Config,
-    Follower,
     Input,
     Leader,
     Notified,
@@ -97,8 +99,10 @@ _EXTREME_RATE_CHANCE = 2 / 3
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Scenario:
-    """The knobs of one simulated cluster. Durations are seconds, rates are per ttl.
+    """The knobs of one simulated cluster.
 
+    Durations are seconds; ``*_chance`` is per message (or per stop, or per quiet spell);
+    ``*_per_ttl`` is how many such faults the whole cluster suffers per ttl of a fault window.
     ``drift`` defaults to ``timing.max_drift``; ``freeze_max`` defaults to just under
     ``timing.safety_margin``. A node is never frozen again less than one ttl after its last
     freeze ended, so no lease ever sees two freezes: the guarantee's "frozen longer than the
@@ -118,6 +122,7 @@ class Scenario:
     sigkill_chance: float = 0.3
     crashes_per_ttl: float = 0.2
     freezes_per_ttl: float = 0.5
+    blips_per_ttl: float = 0.3
     freeze_max: float | None = None
     downtime_max_ttls: float = 2.0
     fault_window_ttls: float = 10.0
@@ -149,22 +154,27 @@ class Scenario:
     def liveness_bound(self) -> float:
         """How long after the faults have settled a leader's work is running, at the latest.
 
-        Count from the quiet instant Q: the last fault is over, every message sent during the
-        faults has arrived, and every request sent then has been answered or timed out.
+        Count from the quiet instant Q: the last fault is over (the last crash may be of the
+        leader, at Q itself), every message sent during the faults has arrived, and every
+        request sent then has been answered or timed out. Every crashed node has restarted, so
+        some follower other than the last holder is running and polling.
 
-        1. The lease can only be stretched past Q by a renewal sent around Q; so unless a
-           node keeps leading (then we are done), the record is free by ``Q + ttl`` plus one
-           round trip.
-        2. Every follower looks again at most ``retry`` (local, so ``retry / (1 - drift)`` real)
-           after each answer, so one of them sees the free record within that plus a round
-           trip.
-        3. Its claim takes one and a half round trips, and a claim that loses its
-           compare-and-set to a late release costs one more look and claim, two round trips.
+        1. If some node keeps leading past Q, its work runs (that is the goal). Otherwise the
+           last renewal of the lease lands at most one round trip after Q (sent just before
+           Q by a leader that then misses its deadline), so the record is free by
+           ``Q + ttl + 1 round trip`` by the store's clock, which is real time.
+        2. A follower looks again at most ``retry`` (local, so ``retry / (1 - drift)`` real)
+           after each answer, and each look lands one round trip after the previous one
+           answered; so a look lands on the free record within ``retry / (1 - drift)`` plus
+           one round trip.
+        3. The answer, the claim and its answer take one and a half round trips; a claim that
+           loses its compare-and-set to the old holder's late release costs one more look and
+           claim, two round trips; the claim that wins is answered long before its deadline.
         4. The work starts within ``start_delay_max`` of ``Elected``.
 
-        That is ``ttl + retry / (1 - drift) + 6 round trips + start_delay_max``: the "ttl +
-        heartbeat + max reply delay" of the design, spelled out (``retry == heartbeat`` in
-        the default proportions).
+        Adding up: ``ttl + retry / (1 - drift) + 5.5 round trips + start_delay_max``, rounded
+        to 6 round trips. It is the design's "ttl + heartbeat + max reply delay" spelled out
+        (``retry == heartbeat`` in the default proportions).
         """
         round_trip = 2 * self.delay_max
         return (
@@ -255,7 +265,7 @@ def token_order_problems(tenures: Iterable[Tenure]) -> list[str]:
     return [
         f"{later.node_id} started at {later.start:.6f} with token {later.token}, not above "
         f"token {earlier.token} of {earlier.node_id} which started at {earlier.start:.6f}"
-        for earlier, later in zip(ordered, ordered[1:], strict=False)
+        for earlier, later in itertools.pairwise(ordered)
         if later.token <= earlier.token
     ]
 
@@ -566,12 +576,15 @@ class Simulation:
                 "graceful stops",
                 "final crashes",
                 "errors",
+                "blips",
             ),
             0,
         )
         self.window = 0
         self.faulty = False
         self.last_thaw = 0.0
+        self.last_blip = 0.0
+        self.blip_until = [0.0] * scenario.nodes
         for slot in range(scenario.nodes):
             self.nodes.append(self._spawn(slot, 0))
         self._at(0.0, _WindowStart())
@@ -606,9 +619,18 @@ class Simulation:
         self._at(self.now, _Wake(slot, incarnation, node.generation))
         return node
 
-    def _delay(self) -> float | None:
-        """A one-way delay, or None when the message is lost."""
+    def _delay(self, slot: int) -> float | None:
+        """A one-way delay to or from ``slot``'s host, or None when the message is lost.
+
+        While that host's network blips, every message is either lost or slow.
+        """
         scenario = self.scenario
+        if self.now < self.blip_until[slot]:
+            if self.random.random() < 1 / 2:
+                self._count("losses")
+                return None
+            self._count("long delays")
+            return self.random.uniform(scenario.delay_max, scenario.long_delay_max)
         if self.faulty:
             if self.random.random() < scenario.loss_chance:
                 self._count("losses")
@@ -734,12 +756,12 @@ class Simulation:
         request = self._sequence
         node.pending[request] = _Pending(sent_at, _failure(_KINDS[type(command)], sent_at, "timed out"))
         self._at(node.clock.real(sent_at + command.timeout), _Timeout(node.slot, node.incarnation, request))
-        delay = self._delay()
+        delay = self._delay(node.slot)
         if delay is not None:
             self._at(self.now + delay, _Arrive(node.slot, node.incarnation, request, command, sent_at))
 
     def _send_release(self, node: _Node, command: SendRelease) -> None:
-        delay = self._delay()
+        delay = self._delay(node.slot)
         if delay is not None:
             self._at(self.now + delay, _Arrive(node.slot, node.incarnation, 0, command, 0.0))
 
@@ -822,7 +844,7 @@ class Simulation:
             if applied is None:
                 return
             answer = applied
-        delay = self._delay()
+        delay = self._delay(event.slot)
         if delay is not None:
             self._at(now + delay, _Reply(event.slot, event.incarnation, event.request, answer))
 
@@ -853,7 +875,7 @@ class Simulation:
     def _notify_all(self) -> None:
         for node in self.nodes:
             if node.alive:
-                delay = self._delay()
+                delay = self._delay(node.slot)
                 if delay is not None:
                     self._at(self.now + delay, _Notify(node.slot, node.incarnation))
 
@@ -867,7 +889,10 @@ class Simulation:
         self._next_fault()
 
     def _next_fault(self) -> None:
-        rate = (self.scenario.crashes_per_ttl + self.scenario.freezes_per_ttl) / self.timing.ttl
+        scenario = self.scenario
+        rate = (
+            scenario.crashes_per_ttl + scenario.freezes_per_ttl + scenario.blips_per_ttl
+        ) / self.timing.ttl
         if rate > 0:
             self._at(self.now + self.random.expovariate(rate), _Fault(self.window))
 
@@ -885,13 +910,25 @@ class Simulation:
             target: _Node | None = leader
         else:
             target = self.random.choice(alive) if alive else None
-        total = scenario.crashes_per_ttl + scenario.freezes_per_ttl
+        pick = self.random.random() * (
+            scenario.crashes_per_ttl + scenario.freezes_per_ttl + scenario.blips_per_ttl
+        )
         if target is not None:
-            if self.random.random() * total < scenario.crashes_per_ttl:
+            if pick < scenario.crashes_per_ttl:
                 self._crash(target)
-            elif self.now >= target.thawed_at + self.timing.ttl:
-                self._freeze(target)
+            elif pick < scenario.crashes_per_ttl + scenario.freezes_per_ttl:
+                if self.now >= target.thawed_at + self.timing.ttl:
+                    self._freeze(target)
+            else:
+                self._blip(target)
         self._next_fault()
+
+    def _blip(self, node: _Node) -> None:
+        """The node's network loses or delays everything for up to one ttl."""
+        self._count("blips")
+        end = self.now + self.random.uniform(0, self.timing.ttl)
+        self.blip_until[node.slot] = max(self.blip_until[node.slot], end)
+        self.last_blip = max(self.last_blip, end)
 
     def _crash(self, node: _Node) -> None:
         """Kill the node: its work dies with it, and its messages on the wire still arrive."""
@@ -928,7 +965,7 @@ class Simulation:
         for node in self.nodes:
             if not node.alive:
                 self.nodes[node.slot] = self._spawn(node.slot, node.incarnation + 1)
-        quiet = max(self.now + self.scenario.quiet_after(), self.last_thaw)
+        quiet = max(max(self.now, self.last_blip) + self.scenario.quiet_after(), self.last_thaw)
         self._at(quiet, _Settled(window))
 
     def _settled(self, window: int) -> None:
@@ -994,7 +1031,8 @@ class Simulation:
             if not covering:
                 problems.append(
                     f"no leader's work was running at {check.due:.6f}, "
-                    f"{self.scenario.liveness_bound():.3f} s after the faults settled at {check.quiet_from:.6f}"
+                    f"{self.scenario.liveness_bound():.3f} s after the faults settled "
+                    f"at {check.quiet_from:.6f}"
                 )
                 continue
             tenure = covering[0]
@@ -1033,3 +1071,32 @@ class Simulation:
 def run(seed: int, steps: int, scenario: Scenario | None = None) -> Report:
     """Simulate ``steps`` events of a cluster from ``seed`` and check what happened."""
     return Simulation(seed, Scenario() if scenario is None else scenario).run(steps)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run seeds from the command line (``python -m tests.core.simulation --help``).
+
+    Prints one summary per seed and every problem found; exits 1 if any run broke a guarantee.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.core.simulation", description=main.__doc__)
+    parser.add_argument("--seeds", type=int, default=4, help="how many seeds, from --first (default 4)")
+    parser.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="events per seed (default 10^6)")
+    parser.add_argument("--notify", action="store_true", help="the store notifies releases")
+    options = parser.parse_args(argv)
+    scenario = Scenario(notify=options.notify)
+    failed = False
+    for seed in range(options.first, options.first + options.seeds):
+        report = run(seed, options.steps, scenario)
+        print(report.summary())
+        problems = [*report.safety_problems(), *map(str, report.overlaps), *report.liveness]
+        for problem in problems:
+            print(f"  {problem}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
