@@ -53,11 +53,18 @@ class Config:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Follower:
-    """Not master. Looks at the lock at ``next_attempt`` (local clock) unless a request is out."""
+    """Not master. Looks at the lock at ``next_attempt`` (local clock) unless a request is out.
+
+    ``recheck``: a release notice came while a look was out, so look again at once even if
+    that look saw the lock held. ``stopping``: a stop came while a claim was out; the node
+    stops when the answer arrives, releasing the lease if the claim won.
+    """
 
     next_attempt: float
     inflight: Request | None = None
     clock: ClockSample | None = None
+    recheck: bool = False
+    stopping: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +232,8 @@ def _demote(config: Config, leader: Leader, now: float, reason: DemotionReason, 
     retry_at = now + (config.timing.ttl if reason == "resigned" else config.timing.retry)
     follower = Follower(next_attempt=retry_at, inflight=leader.inflight, clock=leader.clock)
     commands: list[Command] = [Announce(Demoted(token=token, reason=reason))]
+    # A release may queue behind a renewal still out: it is a compare-and-set on our token, so
+    # it frees the lease early if that renewal went through, and does nothing otherwise.
     if release:
         commands.append(SendRelease(leader.lease.record, timeout=config.timing.renew_deadline))
     commands.append(WaitUntil(retry_at))
@@ -235,7 +244,7 @@ def _leader_due(config: Config, leader: Leader, now: float) -> Step:
     """The leader at ``now``: demote past the deadline, renew when due, else sleep."""
     lease = leader.lease
     if now >= lease.deadline:
-        return _demote(config, leader, now, "deadline", release=leader.inflight is None)
+        return _demote(config, leader, now, "deadline", release=True)
     if leader.inflight is None and now >= lease.next_renew:
         sending = replace(leader, inflight="renew")
         remaining = lease.deadline - now
@@ -301,12 +310,24 @@ def _follower_due(config: Config, follower: Follower, now: float) -> Step:
 def _follow(config: Config, follower: Follower, event: Input) -> Step:
     timing = config.timing
     match event:
+        case StopRequested(now=now) if follower.inflight == "claim":
+            return replace(follower, stopping=True), (WaitUntil(now + timing.renew_deadline),)
         case StopRequested():
             return Stopped(), ()
+        case ClaimResult(outcome=outcome) if follower.stopping:
+            match outcome:
+                case Success(record):
+                    return Stopped(), (SendRelease(record, timeout=timing.renew_deadline),)
+            return Stopped(), ()
+        case Tick(now=now) if follower.stopping:
+            if follower.inflight is None:
+                return Stopped(), ()
+            return follower, (WaitUntil(now + timing.renew_deadline),)
         case ResignRequested(now=now):
             return _follower_due(config, replace(follower, next_attempt=now + timing.ttl), now)
         case Notified(now=now):
-            return _follower_due(config, replace(follower, next_attempt=now), now)
+            recheck = follower.inflight is not None
+            return _follower_due(config, replace(follower, next_attempt=now, recheck=recheck), now)
         case Observed(outcome=outcome, sent_at=sent_at, now=now) if follower.inflight == "observe":
             follower = replace(follower, inflight=None)
             match outcome:
@@ -321,8 +342,9 @@ def _follow(config: Config, follower: Follower, event: Input) -> Step:
                                 WaitUntil(now + timing.retry),
                             )
                         case Failure(held):
-                            wake = follower_wake(held, now, timing)
-                            return _follower_due(config, replace(follower, next_attempt=wake), now)
+                            wake = now if follower.recheck else follower_wake(held, now, timing)
+                            follower = replace(follower, next_attempt=wake, recheck=False)
+                            return _follower_due(config, follower, now)
                 case Failure(error):
                     follower = replace(follower, next_attempt=now + timing.retry)
                     state, commands = _follower_due(config, follower, now)

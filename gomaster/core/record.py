@@ -113,9 +113,13 @@ def _seconds(fields: Mapping[str, object], key: str) -> float:
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{key} is {value!r}, not a time")
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise TypeError(f"{key} is too large to be a time") from None
+    if not math.isfinite(seconds):
         raise TypeError(f"{key} is not finite")
-    return float(value)
+    return seconds
 
 
 #: Tokens are stored in signed 64-bit columns everywhere.
