@@ -129,6 +129,10 @@ class Scenario:
     leader_bias: float = 0.5
     final_crash_chance: float = 0.5
     notify: bool = False
+    #: Step the store's clock forward by this much at the start of every fault window (0: never).
+    #: A step beyond the safety margin breaks guarantee 1's second assumption; the run shows the
+    #: elector detecting it (``clock steps detected``) and demoting.
+    clock_step: float = 0.0
 
     @property
     def clock_drift(self) -> float:
@@ -577,9 +581,12 @@ class Simulation:
                 "final crashes",
                 "errors",
                 "blips",
+                "clock steps",
+                "clock steps detected",
             ),
             0,
         )
+        self.store_offset = 0.0
         self.window = 0
         self.faulty = False
         self.last_thaw = 0.0
@@ -739,8 +746,10 @@ class Simulation:
                         return
                 case Announce(event=Renewed()):
                     self._count("renewals")
-                case Warn():
+                case Warn(message=message):
                     self._count("warnings")
+                    if "clock stepped" in message:
+                        self._count("clock steps detected")
                 case WaitUntil(at=at):
                     node.generation += 1
                     self._at(node.clock.real(at), _Wake(node.slot, node.incarnation, node.generation))
@@ -849,8 +858,11 @@ class Simulation:
             self._at(now + delay, _Reply(event.slot, event.incarnation, event.request, answer))
 
     def _apply(self, command: _Request, sent_at: float) -> Callable[[float], Input] | None:
-        """One atomic statement on the table at the current real time; None for a release."""
-        now = self.now
+        """One atomic statement on the table at the store's time; None for a release.
+
+        The store's clock is real time plus any steps the scenario injected.
+        """
+        now = self.now + self.store_offset
         match command:
             case Observe(name=name):
                 return partial(Observed, Success(Observation(self.table.get(name), now)), sent_at)
@@ -884,6 +896,9 @@ class Simulation:
     def _window_start(self) -> None:
         self.window += 1
         self.faulty = True
+        if self.scenario.clock_step and self.window > 1:
+            self.store_offset += self.scenario.clock_step
+            self._count("clock steps")
         end = self.now + self.scenario.fault_window_ttls * self.timing.ttl
         self._at(end, _WindowEnd(self.window))
         self._next_fault()
@@ -1085,8 +1100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="events per seed (default 10^6)")
     parser.add_argument("--notify", action="store_true", help="the store notifies releases")
+    parser.add_argument(
+        "--clock-step",
+        type=float,
+        default=0.0,
+        help="step the store clock forward by this much per fault window",
+    )
     options = parser.parse_args(argv)
-    scenario = Scenario(notify=options.notify)
+    scenario = Scenario(notify=options.notify, clock_step=options.clock_step)
     failed = False
     for seed in range(options.first, options.first + options.seeds):
         report = run(seed, options.steps, scenario)

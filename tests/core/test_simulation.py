@@ -193,3 +193,15 @@ def test_overlap_checks_on_hand_made_histories() -> None:
     assert unexplained_overlaps([Overlap(old, new)], someone_else, grace), "another node's freeze excused it"
     stale_token = Overlap(replace(old, token=9), new)
     assert unexplained_overlaps([stale_token], excused, grace), "old work with a newer token was excused"
+
+
+def test_a_backend_clock_step_beyond_the_margin_is_detected_by_the_leaders() -> None:
+    timing = simulation.DEFAULT_TIMING
+    scenario = simulation.Scenario(clock_step=timing.safety_margin * 1.6)
+    report = simulation.run(3, 30_000, scenario)
+    assert report.counts["clock steps"] > 0
+    detected = report.counts["clock steps detected"]
+    assert detected >= report.counts["clock steps"] // 2, (
+        f"only {detected} of {report.counts['clock steps']} detected"
+    )
+    assert not report.token_order and not report.machine
