@@ -1104,7 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clock-step",
         type=float,
         default=0.0,
-        help="step the store clock forward by this much per fault window",
+        help="store clock step per fault window",
     )
     options = parser.parse_args(argv)
     scenario = Scenario(notify=options.notify, clock_step=options.clock_step)
