@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo docs dist clean venv
+.PHONY: test lint typecheck pytest demo docs dist clean venv chaos
 
 venv: $(STAMP)
 
@@ -45,3 +45,12 @@ sim: $(STAMP)
 	$(BIN)/python -m tests.core.simulation --seeds 2 --steps 1000000
 	$(BIN)/python -m tests.core.simulation --seeds 2 --steps 1000000 --notify
 	-$(BIN)/python -m tests.core.simulation --seeds 1 --steps 200000 --clock-step 0.6 | head -1
+
+# Fault injection on every backend with real servers and real processes (tests/chaos): writes
+# docs/reliability.md and fails when any guarantee broke. About 1.5-2.5 s per fault per group.
+CHAOS_BACKENDS ?= sqlite,mysql,mongodb,postgresql,redis
+CHAOS_FAULTS ?= 1000
+CHAOS_GROUPS ?= 3
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --backends $(CHAOS_BACKENDS) --faults $(CHAOS_FAULTS) \
+		--groups $(CHAOS_GROUPS) --out docs/reliability.md

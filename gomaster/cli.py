@@ -18,6 +18,7 @@ from typing import NoReturn
 from returns.result import Failure
 
 from gomaster.backends import ENV_BACKEND, LockBackend, force_release, parse_backend
+from gomaster.core.errors import BackendError
 from gomaster.core.record import check_name
 from gomaster.core.timing import Timing
 from gomaster.runner import EXIT_DEMOTED, RunOptions, find_command, run_command
@@ -76,7 +77,7 @@ def _fail_usage(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def _common(parser: argparse.ArgumentParser, *, name_required: bool = False) -> None:
+def _common(parser: argparse.ArgumentParser, *, name_required: bool = False, timeout: bool = True) -> None:
     parser.add_argument(
         "--backend",
         default=_env("BACKEND"),
@@ -87,12 +88,13 @@ def _common(parser: argparse.ArgumentParser, *, name_required: bool = False) -> 
         default=_env("NAME", None if name_required else "default"),
         help="lock name (env GOMASTER_NAME)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=_env_float("TIMEOUT") or DEFAULT_TIMEOUT,
-        help="seconds per backend call",
-    )
+    if timeout:
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=_env_float("TIMEOUT") or DEFAULT_TIMEOUT,
+            help="seconds per backend call",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(run)
+    _common(run, timeout=False)
     run.add_argument(
         "--ttl", type=float, default=_env_float("TTL"), help="lease ttl; derives the other timings"
     )
@@ -196,8 +198,8 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 def _cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     problem = find_command(command)
     if problem is not None:
-        print(f"gomaster run: error: {problem}", file=sys.stderr)
-        return 127 if command else EXIT_USAGE
+        print(f"gomaster run: error: {problem.message}", file=sys.stderr)
+        return problem.status
     name = _check_name(args.name)
     timing = _timing(args)
     backend = _backend(args.backend)
@@ -208,9 +210,12 @@ def _cmd_run(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def _snapshot(backend: LockBackend, name: str, timeout: float) -> Status | str:
+    """The lock's status, or what stopped us reading it (unreachable, or a malformed record)."""
     match performed(backend.observe(name, timeout)):
+        case Failure(BackendError() as problem):
+            return f"cannot reach the backend: {problem}"
         case Failure(problem):
-            return str(problem)
+            return f"{problem}; see docs/operations.md, recovering from a corrupted record"
         case outcome:
             seen = outcome.unwrap()
     return status_from_record(
@@ -253,7 +258,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.all:
         listed = performed(backend.names(args.timeout))
         if isinstance(listed, Failure):
-            print(f"gomaster status: cannot reach {backend.url}: {listed.failure()}", file=sys.stderr)
+            print(f"gomaster status: cannot reach the backend: {listed.failure()}", file=sys.stderr)
             return EXIT_UNREACHABLE
         names: list[str] = listed.unwrap()
     else:
@@ -262,7 +267,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for name in names:
         snapshot = _snapshot(backend, name, args.timeout)
         if isinstance(snapshot, str):
-            print(f"gomaster status: cannot reach {backend.url}: {snapshot}", file=sys.stderr)
+            print(f"gomaster status: {snapshot}", file=sys.stderr)
             return EXIT_UNREACHABLE
         snapshots.append(snapshot)
     if args.json:
@@ -278,7 +283,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
     name = _check_name(args.name)
     outcome = performed(force_release(backend, name, args.timeout))
     if isinstance(outcome, Failure):
-        print(f"gomaster release: cannot reach {backend.url}: {outcome.failure()}", file=sys.stderr)
+        print(f"gomaster release: cannot reach the backend: {outcome.failure()}", file=sys.stderr)
         return EXIT_UNREACHABLE
     released = outcome.unwrap()
     if released is None:

@@ -71,19 +71,27 @@ def command_target(command: Sequence[str], name: str) -> Callable[[Leadership], 
     return run_command
 
 
-def find_command(command: Sequence[str]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class CommandProblem:
+    """Why CMD cannot run, and the exit status ``gomaster run`` reports for it (as a shell would)."""
+
+    message: str
+    status: int
+
+
+def find_command(command: Sequence[str]) -> CommandProblem | None:
     """Why CMD cannot run here, or None. Checked before joining the election."""
     if not command:
-        return "missing command: give it after --, e.g. gomaster run -- ./migrate.sh"
+        return CommandProblem("missing command: give it after --, e.g. gomaster run -- ./migrate.sh", 2)
     program = command[0]
     if os.sep in program:
         if not os.path.exists(program):
-            return f"command not found: {program}"
-        if not os.access(program, os.X_OK):
-            return f"command is not executable: {program}"
+            return CommandProblem(f"command not found: {program}", EXIT_NOT_FOUND)
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return CommandProblem(f"command is not executable: {program}", EXIT_NOT_EXECUTABLE)
         return None
     if shutil.which(program) is None:
-        return f"command not found: {program} (not on PATH)"
+        return CommandProblem(f"command not found: {program} (not on PATH)", EXIT_NOT_FOUND)
     return None
 
 

@@ -45,7 +45,7 @@ from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
 from gomaster.backends.base import check_identifier, timeout_error
-from gomaster.backends.url import REDACTED, BackendURL
+from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
@@ -150,9 +150,7 @@ def _secret(option: str) -> bool:
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+    return scrub(text, *secrets)
 
 
 def _check_config(config: _Config) -> Result[_Config, str]:

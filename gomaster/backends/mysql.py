@@ -65,7 +65,7 @@ from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
 from gomaster.backends.base import check_identifier, timeout_error
-from gomaster.backends.url import REDACTED, BackendURL, parse_url
+from gomaster.backends.url import REDACTED, BackendURL, parse_url, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
@@ -742,9 +742,7 @@ class MySQLBackend:
         else:
             label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
             message = f"{step} failed on {where}: {label}: {cause}"
-        if settings.password:
-            message = message.replace(settings.password, REDACTED)
-        return message
+        return scrub(message, settings.password)
 
     # -- the steps --------------------------------------------------------------------------
 

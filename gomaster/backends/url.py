@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -65,6 +66,19 @@ class BackendURL:
 
     def __str__(self) -> str:
         return self.redacted
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """Replace each secret where it stands as a token of its own in ``text``.
+
+    A secret glued to letters or digits on either side is left alone, so a short password
+    such as ``y`` neither mangles "MySQL" nor reveals itself by the gap it leaves; a secret
+    echoed inside a URL or a quoted DSN is delimited and is replaced.
+    """
+    for secret in secrets:
+        if secret:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", REDACTED, text)
+    return text
 
 
 def redact(url: str) -> str:

@@ -309,7 +309,7 @@ class Master:
     def stop(self, timeout: float | None = None) -> None:
         """Stop the hooks, release the lock and end the supervisor; returns when all are gone.
 
-        With ``timeout`` set, a supervisor still running after it is killed.
+        With ``timeout`` set, a supervisor still running after that many seconds is killed.
         """
         if self._process is None:
             return

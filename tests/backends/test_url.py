@@ -60,3 +60,13 @@ def test_sqlite_urls_follow_the_sqlalchemy_convention(tmp_path: object) -> None:
     assert relative.unwrap().url == "sqlite:///locks.db"
     absolute = connect("sqlite:////tmp/gomaster-url-test.db")
     assert absolute.url == "sqlite:////tmp/gomaster-url-test.db"
+
+
+def test_scrubbing_replaces_a_delimited_secret_but_never_mangles_words() -> None:
+    from gomaster.backends.url import scrub
+
+    assert scrub("access denied for 'app'@'h' (using password: y) on MySQL", "y") == (
+        "access denied for 'app'@'h' (using password: ***) on MySQL"
+    )
+    assert scrub("mysql://app:hunter2@db/app failed", "hunter2") == "mysql://app:***@db/app failed"
+    assert scrub("nothing to hide", None, "") == "nothing to hide"

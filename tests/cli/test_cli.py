@@ -218,3 +218,11 @@ def test_help_lists_exit_codes_and_examples(nodes: Nodes) -> None:
     shown = nodes.gomaster("run", "--help")
     assert shown.returncode == 0
     assert "exit codes" in shown.stdout and "examples" in shown.stdout
+
+
+def test_a_command_that_is_not_executable_exits_126(nodes: Nodes, tmp_path: Path) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    result = nodes.gomaster("run", "--name", "job", "--", str(script))
+    assert result.returncode == 126
+    assert "not executable" in result.stderr
