@@ -56,20 +56,26 @@ condition), at the price of large token numbers. Use it when Redis runs without 
 
 Persistence, eviction, replication and failover
 -----------------------------------------------
-Fencing across a Redis restart needs ``appendonly yes`` (with ``appendfsync always`` a power
-loss cannot lose an acknowledged claim either): RDB snapshots alone roll counters back to the
-last snapshot, and tokens already handed out are handed out again. It also needs
-``maxmemory-policy noeviction``: evicting a counter loses it, and evicting a *lease* (the
-``volatile-*`` policies prefer keys with a TTL) lets a second node claim while the holder still
-works. The backend logs a warning on its first connection when the server's configuration
-(``CONFIG GET``, where permitted) shows either risk.
+What a restart keeps decides what survives it. Without persistence a restart drops every live
+lease, so a successor can claim at once while the old holder works on until its next renewal
+fails (up to a heartbeat, plus the grace its work needs to stop), and it drops every counter
+(see above). RDB snapshots alone restore counters and leases as of the last snapshot: tokens
+already handed out are handed out again, and a lease restored with an older expiry ends before
+its holder's deadline. Mutual exclusion and fencing across restarts therefore need
+``appendonly yes`` with ``appendfsync always`` (with ``everysec`` a crash of the host, not of
+Redis alone, can lose the last second of writes). They also need ``maxmemory-policy
+noeviction``: evicting a counter loses it, and evicting a *lease* (the ``volatile-*`` policies
+prefer keys with a TTL) lets a second node claim while the holder still works. The backend
+logs a warning on its first connection when the server's configuration (``CONFIG GET``, where
+permitted) shows any of these risks.
 
 Redis replication is asynchronous. A replica promoted by Sentinel or Cluster failover may lack
 the last writes the old primary acknowledged: it can grant a lease that is still held (two
 masters at once, until the old holder's renew deadline stops it) and it can grant a token that
 was already granted. Mutual exclusion therefore holds only while the primary survives; across a
 failover the fencing token is the defence, and it is reliable only if the promoted replica had
-every counter update (``WAIT`` is not used: it bounds nothing on failover). Each member's clock
+every counter update (``WAIT`` is not used: it narrows the window, but Redis does not promise
+that a write acknowledged by replicas survives a failover). Each member's clock
 must also agree with the others within the safety margin, as for any backend clock step. The
 backend talks to exactly the server in its URL: a read-only replica refuses every write, which
 is reported as an error. Redis Cluster is not supported (the scripts use keys of several slots).
@@ -919,19 +925,25 @@ class RedisBackend:
             values.append(found if isinstance(found, str) else None)
         appendonly, save, policy = values
         where = self._settings.where
+        counters = (
+            "restarts token counters from the server clock"
+            if self._settings.first_token == FIRST_TOKEN_CLOCK
+            else "loses the token counters, so tokens start again at 1 (unless ?first_token=clock)"
+        )
         if appendonly is not None and save is not None and appendonly != "yes":
             if not save.strip():
                 _log.warning(
-                    "Redis at %s has no persistence (appendonly no, save ''): a restart loses every "
-                    "lock's token counter, and tokens start again at 1 unless the URL has "
-                    "?first_token=clock; fencing across restarts needs appendonly yes",
+                    "Redis at %s has no persistence (appendonly no, save ''): a restart drops live "
+                    "leases, so a successor may start before the old holder stops, and %s; "
+                    "use appendonly yes with appendfsync always",
                     where,
+                    counters,
                 )
             else:
                 _log.warning(
-                    "Redis at %s keeps only RDB snapshots (save %r): a restart rolls token counters "
-                    "back to the last snapshot, so fencing tokens can repeat; fencing across restarts "
-                    "needs appendonly yes (appendfsync always)",
+                    "Redis at %s keeps only RDB snapshots (save %r): a restart rolls leases and token "
+                    "counters back to the last snapshot, so fencing tokens can repeat; use appendonly "
+                    "yes with appendfsync always",
                     where,
                     save,
                 )

@@ -1,0 +1,724 @@
+"""What the contract suite cannot see about Redis: key layout, counters, notices, faults, settings.
+
+Every test talks to a real ``redis-server`` (the session's ``redis_url``, or a private one that it
+freezes, restarts, flushes or puts behind a password); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import multiprocess
+import pytest
+import redis
+from redis.connection import AbstractConnection
+from returns.result import Failure, Success
+
+from gomaster.backends import LockBackend, connect
+from gomaster.backends.redis import DEFAULT_PREFIX, RedisBackend
+from gomaster.backends.url import parse_url
+from gomaster.core.decide import Claim, plan_acquire
+from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.record import LockRecord, MalformedRecord, NodeIdentity
+from gomaster.core.timing import Timing
+from tests.helpers import err, free_port, identity, ok, result
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 5.0
+TTL = 5.0
+SHORT_TTL = 0.3
+LONG_TTL = 60.0
+#: A call to a hung server must give up within its timeout plus this.
+FROZEN_SLACK = 0.5
+SHORT_TIMEOUT = 0.5
+#: A waiter must wake this soon after the release that it waits for.
+NOTIFY_WITHIN = 0.1
+SECRET = "pa55-w0rd:not/for@logs"
+RACERS = 8
+MS = 1000
+
+
+@pytest.fixture
+def backend(redis_url: str) -> Iterator[RedisBackend]:
+    made = connect(redis_url)
+    assert isinstance(made, RedisBackend)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the same server, to look at and spoil keys by hand."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _backend(url: str) -> RedisBackend:
+    made = connect(url)
+    assert isinstance(made, RedisBackend)
+    return made
+
+
+def _claim_first(
+    backend: LockBackend, name: str, me: NodeIdentity | None = None, ttl: float = TTL
+) -> LockRecord:
+    return ok(backend.claim(Claim.first(name, me or identity(), ttl), TIMEOUT))
+
+
+def _try_acquire(backend: LockBackend, name: str, ttl: float = TTL) -> LockRecord | Conflict | None:
+    """One observe and, when the lock is free, one claim: the record, a Conflict, or None if held."""
+    seen = ok(backend.observe(name, TIMEOUT))
+    planned = plan_acquire(seen, name, identity(), Timing())
+    if isinstance(planned, Failure):
+        return None
+    outcome = result(backend.claim(replace(planned.unwrap(), ttl=ttl), TIMEOUT))
+    if isinstance(outcome, Success):
+        record: LockRecord = outcome.unwrap()
+        return record
+    failure = outcome.failure()
+    assert isinstance(failure, Conflict), failure
+    return failure
+
+
+def _acquire(backend: LockBackend, name: str, ttl: float = TTL, attempts: int = 1) -> LockRecord:
+    """Observe and claim, as the elector does, up to ``attempts`` times (a Conflict tries again)."""
+    for _ in range(attempts):
+        got = _try_acquire(backend, name, ttl)
+        if isinstance(got, LockRecord):
+            return got
+        assert got is not None, f"lock {name} is unexpectedly held"
+    raise AssertionError(f"no claim of {name} succeeded in {attempts} attempts")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# -- clock, keys and round trips --------------------------------------------------------------
+
+
+def test_the_module_named_redis_uses_the_redis_py_library() -> None:
+    import gomaster.backends.redis as backend_module
+
+    driver = vars(backend_module)["redis"]
+    assert driver is redis, "gomaster/backends/redis.py must import redis-py, not itself"
+    assert hasattr(driver, "Connection") and driver.__name__ == "redis"
+
+
+def test_the_server_clock_agrees_with_local_time(backend: RedisBackend, lock_name: str) -> None:
+    before = time.time()
+    seen = ok(backend.observe(lock_name, TIMEOUT))
+    after = time.time()
+    assert before - 1 <= seen.server_now <= after + 1
+    record = _claim_first(backend, lock_name)
+    assert before - 1 <= record.acquired_at <= time.time() + 1, "claim times come from the server's TIME"
+
+
+def test_the_lease_is_a_hash_that_expires_with_the_lease_and_the_counter_never_expires(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    keys = backend.keys(lock_name)
+    assert keys.lease == f"{DEFAULT_PREFIX}:lease:{lock_name.encode().hex()}"
+    record = _claim_first(backend, lock_name, identity("2.0"))
+    stored = {_text(k): _text(v) for k, v in raw.hgetall(keys.lease).items()}
+    assert stored == {
+        "holder": record.holder,
+        "version": "2.0",
+        "token": "1",
+        "acquired_at": str(round(record.acquired_at * MS)),
+        "renewed_at": str(round(record.renewed_at * MS)),
+        "expires_at": str(round(record.expires_at * MS)),
+        "host": record.host,
+        "pid": str(record.pid),
+    }
+    assert int(stored["expires_at"]) - int(stored["acquired_at"]) == TTL * MS
+    assert raw.pexpiretime(keys.lease) == int(stored["expires_at"]), "the key ends exactly with the lease"
+    assert TTL * MS - 200 < raw.pttl(keys.lease) <= TTL * MS
+    assert raw.get(keys.counter) == b"1"
+    assert raw.ttl(keys.counter) == -1, "the token counter must never expire"
+    time.sleep(0.02)
+    renewed = ok(backend.renew(record, TTL, TIMEOUT))
+    assert raw.pexpiretime(keys.lease) == round(renewed.expires_at * MS), "renew moves the key's expiry"
+    assert ok(backend.revoke(renewed, TIMEOUT)) is True
+    assert raw.pexpiretime(keys.lease) == round(renewed.expires_at * MS), "revoke keeps the key's expiry"
+    assert raw.hget(keys.lease, "holder") == b""
+
+
+def test_an_expired_lease_is_observed_as_released_with_the_counters_token(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    first = _claim_first(backend, lock_name, ttl=SHORT_TTL)
+    time.sleep(SHORT_TTL + 0.05)
+    assert raw.exists(backend.keys(lock_name).lease) == 0, "Redis should have dropped the lease"
+    seen = ok(backend.observe(lock_name, TIMEOUT))
+    assert seen.record is not None
+    assert seen.record.released and seen.record.token == first.token
+    assert seen.record.expires_at <= seen.server_now
+    assert _acquire(backend, lock_name).token == first.token + 1
+
+
+def test_a_released_lease_stays_readable_with_its_times_until_its_old_expiry(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.release(record, TIMEOUT)) is True
+    seen = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert seen is not None
+    assert (seen.holder, seen.token, seen.acquired_at) == ("", record.token, record.acquired_at)
+    assert raw.pexpiretime(backend.keys(lock_name).lease) == round(record.expires_at * MS)
+
+
+def test_each_step_is_one_round_trip(private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _backend(private_redis.url())
+    warm = _acquire(backend, "warm-up")  # connect, check the configuration, load the scripts
+    ok(backend.release(ok(backend.renew(warm, TTL, TIMEOUT)), TIMEOUT))
+    ok(backend.revoke(warm, TIMEOUT))
+    sent: list[str] = []
+    send, read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+
+    def counting_send(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent.append("send")
+        send(conn, command, check_health)  # type: ignore[no-untyped-call]
+
+    def counting_read(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append("read")
+        return read(conn, *args, **kwargs)
+
+    stats = private_redis.client()
+
+    def trips(step: Callable[[], object]) -> tuple[list[str], int]:
+        before = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        sent.clear()
+        step()
+        taken = list(sent)
+        after = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        return taken, after - before
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+    monkeypatch.setattr(AbstractConnection, "read_response", counting_read)
+    one = (["send", "read"], 1)
+    seen: list[Any] = []
+    assert trips(lambda: seen.append(ok(backend.observe("trips", TIMEOUT)))) == one
+    claim = plan_acquire(seen[0], "trips", identity(), Timing()).unwrap()
+    records: list[LockRecord] = []
+    assert trips(lambda: records.append(ok(backend.claim(claim, TIMEOUT)))) == one
+    assert trips(lambda: records.append(ok(backend.renew(records[-1], TTL, TIMEOUT)))) == one
+    assert trips(lambda: ok(backend.release(records[-1], TIMEOUT))) == one
+    assert trips(lambda: ok(backend.revoke(records[-1], TIMEOUT))) == one
+    # A server that forgot the scripts costs one more round trip (EVAL), once.
+    stats.script_flush()
+    assert trips(lambda: ok(backend.observe("trips", TIMEOUT)))[0] == ["send", "read"] * 2
+    assert trips(lambda: ok(backend.observe("trips", TIMEOUT))) == one
+    stats.close()
+    backend.close()
+
+
+# -- a lost token counter ---------------------------------------------------------------------
+
+
+def test_a_counter_deleted_under_a_live_lease_restarts_from_the_server_clock(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = _acquire(backend, lock_name)
+    raw.delete(backend.keys(lock_name).counter)
+    renewed = ok(backend.renew(record, TTL, TIMEOUT))  # the holder is not disturbed
+    assert ok(backend.release(renewed, TIMEOUT)) is True
+    first_try = _try_acquire(backend, lock_name)
+    assert isinstance(first_try, Conflict), "the claim that finds the counter lost restarts it"
+    seen = ok(backend.observe(lock_name, TIMEOUT))
+    assert seen.record is not None
+    assert seen.record.token >= int(seen.server_now * MS) - 1000, "restarted from the clock in ms"
+    after = _acquire(backend, lock_name)
+    assert after.token == seen.record.token + 1 > record.token
+    assert "was lost (its lease still exists" in caplog.text
+
+
+def test_a_counter_deleted_after_the_lease_expired_restarts_from_the_clock(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    record = _acquire(backend, lock_name, ttl=SHORT_TTL)
+    time.sleep(SHORT_TTL + 0.05)
+    raw.delete(backend.keys(lock_name).counter)
+    assert ok(backend.observe(lock_name, TIMEOUT)).record is None, "nothing is left but the registry"
+    after = _acquire(backend, lock_name, attempts=2)
+    assert after.token > record.token
+    assert after.token > int(after.acquired_at * MS) - 1000
+
+
+def test_a_claimant_that_saw_the_old_record_restarts_a_flushed_counter(
+    private_redis: RedisServer, lock_name: str
+) -> None:
+    backend = _backend(private_redis.url())
+    _acquire(backend, lock_name, ttl=SHORT_TTL)
+    time.sleep(SHORT_TTL + 0.05)
+    stale = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert stale is not None
+    private_redis.client().flushall()
+    assert isinstance(err(backend.claim(Claim.after(stale, identity(), TTL), TIMEOUT)), Conflict)
+    assert _acquire(backend, lock_name).token > stale.token
+    backend.close()
+
+
+def test_after_a_total_loss_only_first_token_clock_keeps_tokens_rising(
+    private_redis: RedisServer, lock_name: str
+) -> None:
+    """Without evidence a flushed name looks new: it starts at 1 by default, at the clock with
+    ``first_token=clock``."""
+    plain = _backend(private_redis.url())
+    clocked = _backend(private_redis.url(first_token="clock"))
+    _acquire(plain, lock_name, ttl=SHORT_TTL)
+    private_redis.client().flushall()
+    assert _acquire(plain, lock_name).token == 1, "the documented gap of the default"
+    private_redis.client().flushall()
+    before = ok(clocked.observe(lock_name, TIMEOUT)).server_now
+    first = _acquire(clocked, lock_name, ttl=SHORT_TTL, attempts=2)
+    assert first.token > before * MS
+    private_redis.client().flushall()
+    assert _acquire(clocked, lock_name, attempts=2).token > first.token
+    for made in (plain, clocked):
+        made.close()
+
+
+def test_tokens_keep_rising_across_a_restart_without_persistence_with_first_token_clock(
+    private_redis: RedisServer, lock_name: str
+) -> None:
+    backend = _backend(private_redis.url(first_token="clock"))
+    record = _acquire(backend, lock_name, attempts=2)
+    private_redis.restart()
+    assert isinstance(err(backend.renew(record, TTL, TIMEOUT)), Lost), "the restart lost the lease"
+    assert _acquire(backend, lock_name, attempts=2).token > record.token
+    backend.close()
+
+
+def test_racing_claimers_after_a_counter_loss_still_have_one_winner(
+    backend: RedisBackend, raw: redis.Redis, redis_url: str, lock_name: str
+) -> None:
+    record = _acquire(backend, lock_name)
+    ok(backend.release(record, TIMEOUT))
+    raw.delete(backend.keys(lock_name).counter)
+    racers = [_backend(redis_url) for _ in range(RACERS)]
+    barrier = threading.Barrier(RACERS)
+    won: list[LockRecord] = []
+
+    def race(made: RedisBackend) -> None:
+        barrier.wait()
+        for _ in range(3):
+            got = _try_acquire(made, lock_name)
+            if isinstance(got, LockRecord):
+                won.append(got)
+            if not isinstance(got, Conflict):
+                return
+
+    threads = [threading.Thread(target=race, args=(made,)) for made in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert len(won) == 1, won
+    assert won[0].token > record.token
+    for made in racers:
+        made.close()
+
+
+# -- notifications ---------------------------------------------------------------------------
+
+
+def _wait_in_thread(backend: LockBackend, name: str, timeout: float) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        outcome.append(result(backend.wait_for_release(name, timeout)))
+        outcome.append(time.monotonic())
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_release_wakes_a_waiter_on_another_backend_object_at_once(redis_url: str, lock_name: str) -> None:
+    holder, follower = _backend(redis_url), _backend(redis_url)
+    record = _claim_first(holder, lock_name)
+    thread, outcome = _wait_in_thread(follower, lock_name, TIMEOUT)
+    time.sleep(0.1)
+    released_at = time.monotonic()
+    assert ok(holder.release(record, TIMEOUT)) is True
+    thread.join(TIMEOUT)
+    assert outcome[0] == Success(True)
+    assert outcome[1] - released_at < NOTIFY_WITHIN, f"woke {outcome[1] - released_at:.3f} s after"
+    for made in (holder, follower):
+        made.close()
+
+
+def test_a_wait_with_no_release_returns_false_after_its_timeout(
+    backend: RedisBackend, lock_name: str
+) -> None:
+    started = time.monotonic()
+    assert ok(backend.wait_for_release(lock_name, 0.3)) is False
+    assert 0.3 <= time.monotonic() - started < 0.3 + FROZEN_SLACK
+
+
+def test_waiters_for_two_names_on_one_object_wake_only_for_their_own(redis_url: str, lock_name: str) -> None:
+    holder, follower = _backend(redis_url), _backend(redis_url)
+    mine = _claim_first(holder, f"{lock_name}-a")
+    other = _claim_first(holder, f"{lock_name}-b")
+    thread_a, outcome_a = _wait_in_thread(follower, f"{lock_name}-a", 2.0)
+    thread_b, outcome_b = _wait_in_thread(follower, f"{lock_name}-b", 0.8)
+    time.sleep(0.1)
+    assert ok(holder.revoke(other, TIMEOUT)) is True, "a revoke frees nothing yet, so it is silent"
+    assert ok(holder.release(mine, TIMEOUT)) is True
+    thread_a.join(TIMEOUT)
+    thread_b.join(TIMEOUT)
+    assert outcome_a[0] == Success(True)
+    assert outcome_b[0] == Success(False)
+    for made in (holder, follower):
+        made.close()
+
+
+def test_a_release_between_two_waits_still_wakes_the_next(backend: RedisBackend, lock_name: str) -> None:
+    assert ok(backend.wait_for_release(lock_name, 0.01)) is False  # subscribes
+    ok(backend.release(_claim_first(backend, lock_name), TIMEOUT))
+    started = time.monotonic()
+    assert ok(backend.wait_for_release(lock_name, TIMEOUT)) is True
+    assert time.monotonic() - started < NOTIFY_WITHIN
+
+
+def test_closing_the_backend_ends_a_blocked_wait_at_once(redis_url: str, lock_name: str) -> None:
+    made = _backend(redis_url)
+    thread, outcome = _wait_in_thread(made, lock_name, TIMEOUT)
+    time.sleep(0.1)
+    closed_at = time.monotonic()
+    made.close()
+    thread.join(TIMEOUT)
+    assert outcome[0] == Success(False)
+    assert outcome[1] - closed_at < FROZEN_SLACK
+    assert ok(made.wait_for_release(lock_name, 0.01)) is False, "a closed backend reconnects on demand"
+    made.close()
+
+
+# -- names --------------------------------------------------------------------------------------
+
+ODD_NAMES = [
+    "with 'quotes' and \"doubles\"",
+    "spaces  and\ttabs",
+    "ünïcödé/€/日本語/🔒",
+    "glob*?[chars]{braces}:colons",
+    "x" * 200,
+    "lone surrogate \ud800",
+]
+
+
+@pytest.mark.parametrize("odd", ODD_NAMES, ids=["quotes", "spaces", "unicode", "glob", "long", "surrogate"])
+def test_odd_lock_names_work_in_every_step(backend: RedisBackend, lock_name: str, odd: str) -> None:
+    name = f"{lock_name} {odd}"
+    record = _acquire(backend, name)
+    assert ok(backend.observe(name, TIMEOUT)).record == record
+    renewed = ok(backend.renew(record, TTL, TIMEOUT))
+    thread, outcome = _wait_in_thread(backend, name, TIMEOUT)
+    time.sleep(0.05)
+    assert ok(backend.release(renewed, TIMEOUT)) is True
+    thread.join(TIMEOUT)
+    assert outcome[0] == Success(True)
+    assert name in ok(backend.names(TIMEOUT)), "the registry holds the name as hex and gives it back"
+    assert _acquire(backend, name).token == record.token + 1
+
+
+def test_prefixes_keep_locks_apart(redis_url: str, lock_name: str) -> None:
+    separator = "&" if "?" in redis_url else "?"
+    one = _backend(f"{redis_url}{separator}prefix=app-one")
+    two = _backend(f"{redis_url}{separator}prefix=app.two:locks")
+    _claim_first(one, lock_name)
+    assert ok(two.observe(lock_name, TIMEOUT)).record is None
+    assert lock_name in ok(one.names(TIMEOUT))
+    assert lock_name not in ok(two.names(TIMEOUT))
+    assert one.keys(lock_name).counter.startswith("app-one:token:")
+    for made in (one, two):
+        made.close()
+
+
+# -- corruption ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spoil", "problem"),
+    [
+        (lambda raw, keys: raw.set(keys.lease, "not a hash"), "holds a string"),
+        (lambda raw, keys: (raw.delete(keys.counter), raw.rpush(keys.counter, "1")), "holds a list"),
+        (lambda raw, keys: raw.set(keys.counter, "abc"), "not a token"),
+        (lambda raw, keys: raw.set(keys.counter, "-5"), "not a token"),
+        (lambda raw, keys: raw.set(keys.counter, "007"), "not a token"),
+        (lambda raw, keys: raw.set(keys.counter, "9" * 20), "not a token"),
+        (lambda raw, keys: raw.hset(keys.lease, "token", "-1"), "out of range"),
+        (lambda raw, keys: raw.hset(keys.lease, "token", "seven"), "token"),
+        (lambda raw, keys: raw.hdel(keys.lease, "token"), "token"),
+        (lambda raw, keys: raw.hset(keys.lease, "expires_at", "tomorrow"), "expires_at"),
+        (lambda raw, keys: raw.hset(keys.lease, "holder", b"\xff\xfe"), "holder"),
+        (lambda raw, keys: raw.hset(keys.lease, "pid", "x"), "pid"),
+    ],
+    ids=[
+        "lease-string",
+        "counter-list",
+        "counter-text",
+        "counter-negative",
+        "counter-padded",
+        "counter-huge",
+        "negative-token",
+        "text-token",
+        "no-token",
+        "text-expiry",
+        "binary-holder",
+        "text-pid",
+    ],
+)
+def test_a_corrupted_key_is_a_malformed_record_not_an_exception(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str, spoil: Any, problem: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    spoil(raw, backend.keys(lock_name))
+    failure = err(backend.observe(lock_name, TIMEOUT))
+    assert isinstance(failure, MalformedRecord), failure
+    assert problem in str(failure)
+    # The writing steps refuse or lose, but never raise.
+    for outcome in (
+        result(backend.claim(Claim.after(record, identity(), TTL), TIMEOUT)),
+        result(backend.renew(record, TTL, TIMEOUT)),
+        result(backend.release(record, TIMEOUT)),
+        result(backend.revoke(record, TIMEOUT)),
+    ):
+        assert isinstance(outcome, Success | Failure)
+
+
+def test_a_lease_key_of_the_wrong_type_fails_the_writing_steps_with_a_reason(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    raw.delete(backend.keys(lock_name).lease)
+    raw.sadd(backend.keys(lock_name).lease, "x")
+    for failure in (
+        err(backend.claim(Claim.after(record, identity(), TTL), TIMEOUT)),
+        err(backend.renew(record, TTL, TIMEOUT)),
+        err(backend.release(record, TIMEOUT)),
+    ):
+        assert isinstance(failure, BackendError), failure
+        assert "holds a set, not a hash" in failure.message
+
+
+def test_a_registry_of_the_wrong_type_is_a_failure_of_names(private_redis: RedisServer) -> None:
+    backend = _backend(private_redis.url())
+    private_redis.client().set(f"{DEFAULT_PREFIX}:names", "oops")
+    failure = err(backend.names(TIMEOUT))
+    assert isinstance(failure, BackendError)
+    assert "WRONGTYPE" in failure.message
+    assert _claim_first(backend, "still-works").token == 1, "claims do not depend on the registry"
+    backend.close()
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def test_a_frozen_server_fails_calls_within_the_timeout_and_recovers_when_thawed(
+    private_redis: RedisServer, lock_name: str
+) -> None:
+    made = _backend(private_redis.url())
+    record = _claim_first(made, lock_name, ttl=LONG_TTL)  # outlives the freeze
+    # A step that times out may still happen once the server runs again: release another lock.
+    other = _claim_first(made, f"{lock_name}-other")
+    ok(made.wait_for_release(lock_name, 0.01))
+    private_redis.freeze()
+    try:
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("observe", lambda: made.observe(lock_name, SHORT_TIMEOUT)),
+            ("renew", lambda: made.renew(record, LONG_TTL, SHORT_TIMEOUT)),
+            ("claim", lambda: made.claim(Claim.first(f"{lock_name}-new", identity(), TTL), SHORT_TIMEOUT)),
+            ("release", lambda: made.release(other, SHORT_TIMEOUT)),
+            ("names", lambda: made.names(SHORT_TIMEOUT)),
+            ("wait_for_release", lambda: made.wait_for_release(lock_name, SHORT_TIMEOUT)),
+        ]
+        for step, call in steps:
+            started = time.monotonic()
+            outcome = result(call())
+            elapsed = time.monotonic() - started
+            assert elapsed < SHORT_TIMEOUT + FROZEN_SLACK, f"{step} took {elapsed:.2f} s"
+            if step == "wait_for_release":
+                assert outcome == Success(False) or isinstance(outcome, Failure), outcome
+            else:
+                assert isinstance(outcome, Failure), f"{step} on a frozen server: {outcome}"
+                assert isinstance(outcome.failure(), BackendError)
+                assert "did not finish within" in str(outcome.failure())
+    finally:
+        private_redis.thaw()
+    renewed = ok(made.renew(record, TTL, TIMEOUT))
+    assert renewed.renewed_at > record.renewed_at
+    made.close()
+
+
+def test_a_restarted_server_is_used_again_by_the_next_call(
+    private_redis: RedisServer, lock_name: str
+) -> None:
+    made = _backend(private_redis.url())
+    record = _claim_first(made, lock_name)
+    assert ok(made.wait_for_release(lock_name, 0.01)) is False
+    private_redis.restart()
+    assert ok(made.observe(lock_name, TIMEOUT)).record is None, "the first call after a restart works"
+    again = _claim_first(made, lock_name)
+    thread, outcome = _wait_in_thread(made, lock_name, TIMEOUT)
+    time.sleep(0.1)
+    ok(made.release(again, TIMEOUT))
+    thread.join(TIMEOUT)
+    assert outcome[0] == Success(True), "the listener reconnected and subscribed again"
+    assert isinstance(err(made.renew(record, TTL, TIMEOUT)), Lost)
+    made.close()
+
+
+def test_an_unreachable_server_is_a_failure_within_the_timeout() -> None:
+    made = RedisBackend("127.0.0.1", free_port())
+    started = time.monotonic()
+    failure = err(made.observe("any", SHORT_TIMEOUT))
+    assert time.monotonic() - started < SHORT_TIMEOUT + FROZEN_SLACK
+    assert isinstance(failure, BackendError)
+    assert "cannot reach 127.0.0.1" in failure.message
+    assert isinstance(err(made.wait_for_release("any", SHORT_TIMEOUT)), BackendError)
+    made.close()
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_the_default_test_server_is_warned_about(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    made = _backend(redis_url)
+    with caplog.at_level(logging.WARNING, logger="gomaster"):
+        ok(made.observe("any", TIMEOUT))
+        ok(made.observe("any", TIMEOUT))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gomaster"]
+    assert len(warnings) == 1, "warned once, at the first connection"
+    assert "has no persistence" in warnings[0]
+    assert "first_token=clock" in warnings[0]
+    made.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--appendonly", "yes", "--maxmemory-policy", "noeviction"], []),
+        (["--save", "3600 1"], ["keeps only RDB snapshots"]),
+        (
+            ["--appendonly", "yes", "--maxmemory-policy", "volatile-lru"],
+            ["evicts keys (maxmemory-policy volatile-lru)"],
+        ),
+        (["--rename-command", "CONFIG", ""], []),
+    ],
+    ids=["aof-noeviction", "rdb-only", "eviction", "config-disabled"],
+)
+def test_the_configuration_warnings_name_the_risk(
+    args: list[str], expected: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(args=args) as server, caplog.at_level(logging.WARNING, logger="gomaster"):
+        made = _backend(server.url())
+        assert _claim_first(made, "configured").token == 1
+        made.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gomaster"]
+    assert len(warnings) == len(expected), warnings
+    for text, warning in zip(expected, warnings, strict=True):
+        assert text in warning
+
+
+def test_the_password_never_shows_in_url_repr_or_errors(lock_name: str) -> None:
+    with RedisServer(password=SECRET) as server:
+        right = _backend(server.url())
+        assert _claim_first(right, lock_name).token == 1
+        wrong = _backend(server.url(password="guess-w0rd"))
+        anonymous = _backend(server.url(password=""))
+        wrong_failure = err(wrong.observe(lock_name, TIMEOUT))
+        anonymous_failure = err(anonymous.observe(lock_name, TIMEOUT))
+        assert "authentication failed" in str(wrong_failure)
+        assert "uthentication required" in str(anonymous_failure)
+        copy = pickle.loads(pickle.dumps(right))
+        assert ok(copy.observe(lock_name, TIMEOUT)).record is not None
+        for made in (right, wrong, copy):
+            assert ":***@" in made.url
+        shown = [right.url, repr(right), wrong.url, repr(wrong), str(wrong_failure), str(anonymous_failure)]
+        for text in shown:
+            assert SECRET not in text and "guess-w0rd" not in text, text
+        for made in (right, wrong, anonymous, copy):
+            made.close()
+    unreachable = _backend(
+        f"redis://alice:{SECRET.replace('/', '%2F').replace('@', '%40')}@127.0.0.1:{free_port()}/0"
+    )
+    failure = err(unreachable.observe("any", SHORT_TIMEOUT))
+    assert SECRET not in str(failure) and SECRET not in repr(unreachable)
+    assert "alice:***@" in unreachable.url
+    tls = RedisBackend("localhost", tls=True, password=SECRET, ssl_password="k3y-s3cret")
+    assert SECRET not in repr(tls) and "k3y-s3cret" not in tls.url
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis://127.0.0.1/0?prefix=bad prefix", "key prefix"),
+        ("redis://127.0.0.1/0?prefix=a*b", "key prefix"),
+        ("redis://127.0.0.1/0?prefix=", "key prefix"),
+        ("redis://127.0.0.1/0?nosuchoption=1", "nosuchoption"),
+        ("redis://127.0.0.1/0?health_check_interval=5", "health_check_interval"),
+        ("redis://127.0.0.1/0?protocol=3", "RESP2"),
+        ("redis://127.0.0.1/0?db=3", "path"),
+        ("redis://127.0.0.1/zero", "database number"),
+        ("redis://127.0.0.1/0?socket_timeout=soon", "socket_timeout"),
+        ("redis://127.0.0.1/0?socket_keepalive=perhaps", "socket_keepalive"),
+        ("redis://127.0.0.1/0?first_token=2", "first_token"),
+        ("redis://127.0.0.1/0?ssl_ca_certs=/etc/hosts", "rediss://"),
+        ("rediss://127.0.0.1/0?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs"),
+        ("rediss://127.0.0.1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+        ("redis://a:1,b:2/0", "one server"),
+    ],
+)
+def test_bad_settings_are_refused_before_connecting(url: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        connect(url)
+
+
+def test_keyword_settings_match_the_url(redis_url: str, lock_name: str) -> None:
+    url = parse_url(redis_url).unwrap()
+    made = RedisBackend(
+        url.host,
+        url.port,
+        db=int(url.path.removeprefix("/") or 0),
+        password=url.password,
+        prefix="kw",
+        socket_connect_timeout=2.0,
+        client_name="gomaster-test",
+    )
+    assert "prefix=kw" in made.url and "client_name=gomaster-test" in made.url
+    record = _claim_first(made, lock_name)
+    assert ok(_backend(made.url).observe(lock_name, TIMEOUT)).record == record
+    with pytest.raises(ValueError, match="key prefix"):
+        RedisBackend(prefix="no spaces")
+    with pytest.raises(ValueError, match="unknown Redis option"):
+        RedisBackend(colour="blue")
+    made.close()
+
+
+def _observe_in_child(made: RedisBackend, name: str, conn: Any) -> None:
+    outcome = result(made.observe(name, TIMEOUT))
+    conn.send(outcome.unwrap().record if isinstance(outcome, Success) else str(outcome.failure()))
+
+
+def test_a_forked_child_connects_on_its_own(backend: RedisBackend, lock_name: str) -> None:
+    record = _claim_first(backend, lock_name)
+    context = multiprocess.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    child = context.Process(target=_observe_in_child, args=(backend, lock_name, child_end))
+    child.start()
+    assert parent_end.poll(TIMEOUT * 2), "the child did not answer"
+    assert parent_end.recv() == record
+    child.join(TIMEOUT)
+    assert ok(backend.renew(record, TTL, TIMEOUT)).token == record.token, (
+        "the parent's connection still works"
+    )
