@@ -297,7 +297,12 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     raw = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="gomaster: %(levelname)s %(message)s")
+    # status and release are read by health checks: backend advice (e.g. Redis persistence)
+    # belongs to the nodes' logs, not to every probe's stderr.
+    quiet = raw[:1] in (["status"], ["release"])
+    logging.basicConfig(
+        level=logging.ERROR if quiet else logging.INFO, format="gomaster: %(levelname)s %(message)s"
+    )
     parser = build_parser()
     command: list[str] = []
     if raw[:1] == ["run"] and not ({"-h", "--help"} & set(raw) and "--" not in raw):

@@ -92,7 +92,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg import ClientCursor, pq
@@ -321,7 +321,7 @@ class _Settings:
         return make_conninfo("", **params)
 
 
-def _split_hosts(netloc_hosts: str) -> tuple[str, str | None]:
+def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
     """``h1:5432,h2:5433`` (a URL's host list) as libpq's ``host`` and ``port`` lists."""
     hosts, ports = [], []
     for part in netloc_hosts.split(","):
@@ -365,7 +365,7 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         "port": port,
         "user": url.username,
         "password": url.password,
-        "database": url.path.removeprefix("/") or None,
+        "database": unquote(url.path.removeprefix("/")) or None,
     }
     options: dict[str, object] = {}
     for key, value in (*url.query, *given.items()):
@@ -377,7 +377,7 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         else:
             options[key] = value
     database = _text_option("database", parts["database"] or DEFAULT_DATABASE)
-    if "\x00" in database or len(database.encode()) > 63:
+    if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > 63:
         raise _SettingError(f"database name {database!r} is not allowed: at most 63 bytes, no NUL")
     table = _text_option("table", options.pop("table", DEFAULT_TABLE) or DEFAULT_TABLE)
     checked = check_identifier("table", table)
