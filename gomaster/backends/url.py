@@ -97,8 +97,12 @@ def parse_url(url: str) -> Result[BackendURL, str]:
         port: int | None = None
         if "," not in hosts:  # a MongoDB seed list (host:port,host:port) keeps its ports in host
             host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        return Failure(f"cannot parse backend URL: {exc}")
+    except ValueError:
+        # The driver's message would quote the text after the colon, which may be a password.
+        return Failure(
+            "cannot parse backend URL: the port is not a number; percent-encode special "
+            "characters in the user name and password (for example / as %2F and @ as %40)"
+        )
     return Success(
         BackendURL(
             scheme=parts.scheme.lower(),

@@ -70,3 +70,9 @@ def test_scrubbing_replaces_a_delimited_secret_but_never_mangles_words() -> None
     )
     assert scrub("mysql://app:hunter2@db/app failed", "hunter2") == "mysql://app:***@db/app failed"
     assert scrub("nothing to hide", None, "") == "nothing to hide"
+
+
+def test_an_unencoded_password_is_not_echoed_by_a_parse_error() -> None:
+    with pytest.raises(ValueError, match="percent-encode") as caught:
+        connect("mysql://root:p4ss/w0rd@db/x")
+    assert "p4ss" not in str(caught.value) and "w0rd" not in str(caught.value)
