@@ -80,5 +80,5 @@ def test_a_hand_corrupted_sqlite_row_is_a_failure_or_a_record_never_an_exception
         assert isinstance(outcome.failure(), MalformedRecord)
     else:
         record = outcome.unwrap().record
-        assert record is not None and 0 <= record.token
+        assert record is not None and record.token >= 0
     backend.close()
