@@ -39,6 +39,8 @@ BACKOFF_MAX = 10.0
 BACKOFF_RESET_AFTER = 30.0
 #: Extra time the elector waits for the supervisor to confirm the work stopped.
 STOP_ACK_SLACK = 1.0
+#: How long a stop hook that had to be spawned cold may take to boot before its grace starts.
+STOP_HOOK_BOOT = 5.0
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
 
@@ -286,7 +288,7 @@ class Supervisor:
     def _next_timer(self) -> float:
         now = boottime()
         timers = [now + IDLE_WAKE]
-        for slot in self._slots:
+        for slot in self._every_slot():
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
                 timers.append(worker.stopping_since + self._config.timing.grace)
@@ -357,6 +359,8 @@ class Supervisor:
                 logging.getLogger(name).log(level, "%s", text)
             case TargetStarted(token=token):
                 _log.debug("target %s started under token %d", slot.label, token)
+                if slot is self._cleanup and slot.worker is not None:
+                    slot.worker.stopping_since = boottime()
             case TargetFailed(token=token, error=error):
                 _log.error("target %s raised under token %d:\n%s", slot.label, token, error.rstrip())
                 self._report_failure(f"{slot.label} raised under token {token}:\n{error.rstrip()}")
@@ -429,6 +433,14 @@ class Supervisor:
     def _reconcile(self) -> None:
         """Make the workers match the role: warm ones waiting as follower, targets as leader."""
         now = boottime()
+        cleanup = self._cleanup
+        if (
+            cleanup is not None
+            and cleanup.worker is None
+            and not self._stopping
+            and self._cleanup_due is None
+        ):
+            cleanup.worker = self._spawn(cleanup, watch_deadline=False)
         for slot in self._slots:
             if self._stopping:
                 continue
@@ -443,16 +455,25 @@ class Supervisor:
                 worker.started_at = now
 
     def _run_stop_hook(self) -> None:
-        """After a tenure's work is gone, run the stop hook once in a worker of its own."""
+        """After a tenure's work is gone, run the stop hook once, in the warm worker kept for it.
+
+        The hook gets ``grace`` from the moment it starts (a cold spawn first gets time to boot):
+        it is cleanup after the work has already stopped, so it does not race the lease.
+        """
         cleanup, due = self._cleanup, self._cleanup_due
         if cleanup is None or due is None or self._running():
             return
         self._cleanup_due = None
-        worker = self._spawn(cleanup, watch_deadline=False)
+        now = boottime()
+        worker = cleanup.worker
+        if worker is None or worker.token is not None:
+            worker = self._spawn(cleanup, watch_deadline=False)
+            cleanup.worker = worker
+            worker.stopping_since = now + STOP_HOOK_BOOT
+        else:
+            worker.stopping_since = now
         self._send(worker, due)
         worker.token = due.token
-        worker.stopping_since = boottime()
-        cleanup.worker = worker
 
     def _confirm_stops(self) -> None:
         cleaning = self._cleanup is not None and (
@@ -501,7 +522,7 @@ class Supervisor:
 
     def _shutdown_workers(self) -> None:
         """Leaving: end every worker, running or warm, and wait for them within grace."""
-        for slot in self._slots:
+        for slot in self._every_slot():
             worker = slot.worker
             if worker is None:
                 continue
@@ -510,7 +531,7 @@ class Supervisor:
             else:
                 self._send(worker, Shutdown())
         deadline = boottime() + self._config.timing.grace
-        for slot in self._slots:
+        for slot in self._every_slot():
             worker = slot.worker
             if worker is None:
                 continue
