@@ -29,6 +29,7 @@ DEFAULT_TABLE = "gomaster_lock"
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 COLUMNS = "holder, version, token, acquired_at, renewed_at, expires_at, host, pid"
 _MS = 1000
+_BUSY_STEP_MS = 100
 _SETUP_PAUSE = 0.005
 _SETUP_PAUSE_MAX = 0.1
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
@@ -63,6 +64,7 @@ class SQLiteBackend:
             raise ValueError(check_identifier("table", table).failure())
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._busy_ms = 0
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, str]:
@@ -95,7 +97,13 @@ class SQLiteBackend:
     def _connection(self, timeout: float) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             self._conn, self._pid = self._open(timeout), os.getpid()
-        self._conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * _MS))}")
+            self._busy_ms = 0
+        wanted = max(1, int(timeout * _MS))
+        # Rounded down to 100 ms steps so a renewal's shrinking timeout rarely needs the PRAGMA.
+        busy_ms = wanted if wanted < _BUSY_STEP_MS else wanted - wanted % _BUSY_STEP_MS
+        if busy_ms != self._busy_ms:  # a statement of its own: only when the caller's timeout changes
+            self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._busy_ms = busy_ms
         return self._conn
 
     def _open(self, timeout: float) -> sqlite3.Connection:

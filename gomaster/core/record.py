@@ -106,7 +106,9 @@ def _integer(fields: Mapping[str, object], key: str) -> int:
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{key} is {value!r}, not an integer")
-    return value
+    # A driver's int subclass (bson's Int64) would drag its module into every process the
+    # record or its token is sent to; a plain int travels light.
+    return int(value)
 
 
 def _seconds(fields: Mapping[str, object], key: str) -> float:
