@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: test lint typecheck pytest demo docs dist clean venv chaos
+.PHONY: test lint typecheck pytest demo docs dist bench clean venv chaos
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,all,docs]'
+	$(BIN)/python -m pip install -q -e '.[dev,all,docs,bench]'
 	touch $(STAMP)
 
 test: lint typecheck pytest
@@ -34,6 +35,14 @@ docs: $(STAMP)
 dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
+
+# Benchmarks on throwaway servers (about 25 minutes); writes docs/benchmarks.md and docs/img/.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench --out docs/benchmarks.md --img docs/img $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
