@@ -1,0 +1,120 @@
+"""A small sample of ``make chaos`` for ``make test``: every fault kind once on every backend.
+
+All backends run at once, one group each (own throwaway server, 5 nodes, one lock: the five
+groups already make five supervisors per backend and 25 nodes in all, which is what two cores
+carry without starving the nodes), so the whole module takes well under a minute; ``make chaos``
+runs the same harness with 2 locks per group and 1,000 faults per backend. Each test asserts one
+part of the bar on the witness logs alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gomaster.history import STALE_LIMIT
+from tests.chaos.harness import BACKENDS, BackendResult, Plan, kinds_for, liveness_bound, run_backend
+from tests.chaos.proxy import ProxyHub
+
+SEED = int(os.environ.get("GOMASTER_CHAOS_SEED", "7"))
+TTL = 1.0
+LOCKS = 1
+
+PARAMS = [
+    pytest.param(kind, id=kind, marks=[getattr(pytest.mark, kind)] if kind != "sqlite" else [])
+    for kind in BACKENDS
+]
+
+
+@pytest.fixture(scope="module")
+def results() -> Iterator[dict[str, BackendResult]]:
+    """Run every backend's sample at once and hand out the results by backend."""
+    found: dict[str, BackendResult] = {}
+    errors: dict[str, BaseException] = {}
+    with ProxyHub() as hub, tempfile.TemporaryDirectory(prefix="gomaster-chaos-sample-") as scratch:
+
+        def one(backend: str) -> None:
+            plan = Plan(backend=backend, faults=len(kinds_for(backend)), locks=LOCKS, ttl=TTL, seed=SEED)
+            try:
+                found[backend] = run_backend(plan, Path(scratch), hub)
+            except BaseException as exc:
+                errors[backend] = exc
+
+        threads = [threading.Thread(target=one, args=(backend,)) for backend in BACKENDS]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise AssertionError(f"the harness failed: {errors!r}")
+        yield found
+
+
+def _of(results: dict[str, BackendResult], backend: str) -> BackendResult:
+    return results[backend]
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_every_fault_kind_ran_once_against_the_master(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    result = _of(results, backend)
+    errors = [v.evidence for v in result.violations if v.what == "harness error"]
+    assert not errors, "\n".join(errors)
+    assert sorted(o.fault.kind for o in result.outcomes) == sorted(kinds_for(backend))
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_no_two_masters_worked_at_once_and_tokens_only_rose(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    result = _of(results, backend)
+    assert result.tenures > len(result.outcomes) // 2, "the faults hardly changed mastership"
+    broken = [v for v in result.violations if v.what.startswith(("overlap", "token regression"))]
+    assert not broken, "\n\n".join(f"{v.what} ({v.where})\n{v.evidence}" for v in broken)
+    assert result.overlaps == 0 and result.regressions == 0
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_a_master_frozen_past_its_lease_stops_within_0_2s_of_resuming(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    freezes = [o for o in _of(results, backend).outcomes if o.fault.kind == "freeze_node"]
+    assert freezes
+    for outcome in freezes:
+        assert outcome.new_tenures >= 1, f"nobody took over during {outcome.fault.detail}"
+        assert outcome.stale_window is not None
+        assert outcome.stale_window <= STALE_LIMIT, f"old work ran {outcome.stale_window:.3f} s after SIGCONT"
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_a_master_works_again_within_ttl_plus_two_heartbeats_of_every_fault(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    """Liveness is a time bound: on a machine that other work starves it can fail, so the message
+    carries the load average (a killed worker, replaced by a cold spawn, is the first to suffer)."""
+    result = _of(results, backend)
+    bound = liveness_bound(result.plan.timing)
+    late = [
+        f"{o.fault.kind}: {o.gap:.3f} s without a master on {o.gap_lock}"
+        for o in result.outcomes
+        if o.gap > bound
+    ]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    assert not late, f"bound {bound:.3f} s; load average {load}: " + "; ".join(late)
+    stuck = [v for v in result.violations if v.what in ("no master on some lock", "node exited by itself")]
+    assert not stuck, "\n".join(f"{v.what} ({v.where}): {v.evidence}" for v in stuck)
+
+
+@pytest.mark.parametrize("backend", [p for p in PARAMS if p.values[0] != "sqlite"])
+def test_a_delay_below_the_renew_deadline_keeps_the_master(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    delays = [o for o in _of(results, backend).outcomes if o.fault.kind == "delay_node"]
+    assert delays
+    assert all(o.new_tenures == 0 for o in delays), [o.fault.detail for o in delays if o.new_tenures]
