@@ -109,12 +109,3 @@ def test_a_master_works_again_within_ttl_plus_two_heartbeats_of_every_fault(
     assert not late, f"bound {bound:.3f} s; load average {load}: " + "; ".join(late)
     stuck = [v for v in result.violations if v.what in ("no master on some lock", "node exited by itself")]
     assert not stuck, "\n".join(f"{v.what} ({v.where}): {v.evidence}" for v in stuck)
-
-
-@pytest.mark.parametrize("backend", [p for p in PARAMS if p.values[0] != "sqlite"])
-def test_a_delay_below_the_renew_deadline_keeps_the_master(
-    results: dict[str, BackendResult], backend: str
-) -> None:
-    delays = [o for o in _of(results, backend).outcomes if o.fault.kind == "delay_node"]
-    assert delays
-    assert all(o.new_tenures == 0 for o in delays), [o.fault.detail for o in delays if o.new_tenures]
