@@ -3,7 +3,9 @@
 Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
 queue and reconciles the workers that should exist with those that do. Workers are spawned in
 advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
-winning. On demotion every running worker's group gets SIGTERM at once and SIGKILL when
+winning; while a target runs, a spare worker waits beside it, so a crashed target restarts
+without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded host). On
+demotion every running worker's group gets SIGTERM at once and SIGKILL when
 ``grace`` runs out; the elector releases the lease only after they are gone.
 """
 
@@ -94,6 +96,8 @@ class _Slot:
     label: str
     target: Target
     worker: _Worker | None = None
+    #: A warm worker kept ready while ``worker`` runs the target, to replace it at once.
+    spare: _Worker | None = None
     done_token: int | None = None
     failures: int = 0
     restart_at: float = 0.0
@@ -111,6 +115,8 @@ class SupervisorOptions:
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
     watch: Callable[[Watched], None] | None = None
+    #: Keep a warm spare worker per target while master, so a crashed target restarts at once.
+    spare_workers: bool = True
 
 
 def backoff(failures: int) -> float:
@@ -261,9 +267,8 @@ class Supervisor:
         self._reconcile()
         while True:
             waitables: list[Any] = [self._wake_r, *self._watched]
-            for slot in self._every_slot():
-                if slot.worker is not None:
-                    waitables += [slot.worker.conn, slot.worker.process.sentinel]
+            for worker in self._workers():
+                waitables += [worker.conn, worker.process.sentinel]
             ready = wait_ready(waitables, timeout=self._next_timer())
             for item in ready:
                 if item == self._wake_r:
@@ -292,7 +297,8 @@ class Supervisor:
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
                 timers.append(worker.stopping_since + self._config.timing.grace)
-            if self._leader_token is not None and worker is None:
+            idle = worker is None or worker.token is None
+            if self._leader_token is not None and idle and slot.restart_at > now:
                 timers.append(slot.restart_at)
         return max(0.0, min(timers) - now)
 
@@ -344,14 +350,21 @@ class Supervisor:
     def _every_slot(self) -> list[_Slot]:
         return [*self._slots, self._cleanup] if self._cleanup is not None else self._slots
 
+    def _workers(self) -> list[_Worker]:
+        """Every live worker process: running, stopping, warm, or spare."""
+        found: list[_Worker] = []
+        for slot in self._every_slot():
+            found += [w for w in (slot.worker, slot.spare) if w is not None]
+        return found
+
     def _read_workers(self, ready: list[Any]) -> None:
         for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None or worker.conn not in ready:
-                continue
-            with contextlib.suppress(EOFError, OSError):
-                while worker.conn.poll():
-                    self._on_worker_message(slot, worker.conn.recv())
+            for worker in (slot.worker, slot.spare):
+                if worker is None or worker.conn not in ready:
+                    continue
+                with contextlib.suppress(EOFError, OSError):
+                    while worker.conn.poll():
+                        self._on_worker_message(slot, worker.conn.recv())
 
     def _on_worker_message(self, slot: _Slot, message: object) -> None:
         match message:
@@ -375,6 +388,16 @@ class Supervisor:
     def _reap(self) -> None:
         now = boottime()
         for slot in self._every_slot():
+            spare = slot.spare
+            if spare is not None and not spare.process.is_alive():
+                spare.process.join(0)
+                with contextlib.suppress(OSError):
+                    spare.conn.close()
+                slot.spare = None
+                if not self._stopping:
+                    _log.warning(
+                        "spare worker for %s exited with %s; replacing it", slot.label, spare.process.exitcode
+                    )
             worker = slot.worker
             if worker is None or worker.process.is_alive():
                 continue
@@ -446,6 +469,8 @@ class Supervisor:
                 continue
             token = self._leader_token
             wanted_now = token is not None and slot.done_token != token and now >= slot.restart_at
+            if slot.worker is None and slot.spare is not None:
+                slot.worker, slot.spare = slot.spare, None
             if slot.worker is None and (token is None or wanted_now):
                 slot.worker = self._spawn(slot)
             worker = slot.worker
@@ -453,6 +478,9 @@ class Supervisor:
                 self._send(worker, self._elected)
                 worker.token = token
                 worker.started_at = now
+            running = worker is not None and worker.token is not None and worker.token == token
+            if running and slot.spare is None and self._options.spare_workers:
+                slot.spare = self._spawn(slot)
 
     def _run_stop_hook(self) -> None:
         """After a tenure's work is gone, run the stop hook once, in the warm worker kept for it.
@@ -522,21 +550,17 @@ class Supervisor:
 
     def _shutdown_workers(self) -> None:
         """Leaving: end every worker, running or warm, and wait for them within grace."""
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None:
-                continue
+        workers = self._workers()
+        for worker in workers:
             if worker.token is not None:
                 self._stop_worker(worker, Shutdown())
             else:
                 self._send(worker, Shutdown())
         deadline = boottime() + self._config.timing.grace
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None:
-                continue
+        for worker in workers:
             worker.process.join(max(0.0, deadline - boottime()))
             if worker.process.is_alive():
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.process.join(1.0)
-            slot.worker = None
+        for slot in self._every_slot():
+            slot.worker = slot.spare = None

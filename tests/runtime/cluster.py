@@ -108,6 +108,21 @@ def alive(pid: int) -> bool:
         return False
 
 
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is ``pid`` right now (read from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(") ", 1)[-1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
 def wait_gone(pids: list[int], timeout: float) -> float:
     """Seconds until every PID is gone; fails if some outlive ``timeout``."""
     started = time.monotonic()
