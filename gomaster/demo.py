@@ -8,6 +8,7 @@ ever worked at once.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -51,6 +52,9 @@ def node_main(argv: list[str]) -> None:
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--name", default="demo")
     args = parser.parse_args(argv)
+    # Wall-clock stamps and the node's name, so a log shared by many nodes lines up with the
+    # witness marks (which carry ``wall`` too).
+    logging.basicConfig(level=logging.INFO, format=f"%(created).3f {args.node} %(levelname)s %(message)s")
     supervise(
         _work(args.log, args.node), backend=args.backend, name=args.name, timing=Timing.from_ttl(args.ttl)
     )

@@ -59,6 +59,8 @@ DEFAULT_DATABASE = "gomaster"
 DEFAULT_COLLECTION = "masterlock"
 #: Connecting and finding the primary give up after this long (the ``timeout`` keyword).
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: How often pymongo's monitor checks the server, in ms (500 is the least it accepts).
+HEARTBEAT_MS = 500
 SCHEMES = ("mongodb", "mongodb+srv")
 _MS = 1000
 #: pymongo.timeout(0) would fail before sending anything; a caller with no time left gets this.
@@ -120,6 +122,12 @@ class _Config:
             "appName": "gomaster",
             "serverSelectionTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
             "connectTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
+            # pymongo's least (default 10 s). Under a per-call timeout pymongo refuses to start
+            # an operation when the time left is below the server's smallest recent round trip,
+            # and that figure comes from the monitor's checks: one slow check (a loaded host, a
+            # slow network) kept a node failing every call for tens of seconds in the chaos
+            # harness. Checking twice a second lets such a figure age out within seconds.
+            "heartbeatFrequencyMS": HEARTBEAT_MS,
         }
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
         if self.username is not None:

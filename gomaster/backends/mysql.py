@@ -59,7 +59,7 @@ from urllib.parse import quote
 
 import pymysql
 from pymysql.charset import charset_by_name
-from pymysql.constants import CLIENT, CR, ER
+from pymysql.constants import CLIENT, COMMAND, CR, ER
 from pymysql.protocol import MysqlPacket
 from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
@@ -386,6 +386,18 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         self._write_timeout = self._left()
         super()._write_bytes(data)
 
+    def set_character_set(self, charset: str, collation: str | None = None) -> None:
+        """Set the charset and our ``sql_mode`` in one statement: one round trip less per connect.
+
+        PyMySQL sends ``SET NAMES`` on every connect and then ``SET sql_mode`` as a second
+        statement; a reconnect through a slow network is all round trips, so they share one.
+        """
+        encoding = charset_by_name(charset).encoding
+        names = f"NAMES {charset}" + (f" COLLATE {collation}" if collation else "")
+        self._execute_command(COMMAND.COM_QUERY, f"SET {names}, sql_mode = '{SQL_MODE}'")
+        self._read_packet()
+        self.charset, self.encoding, self.collation = charset, encoding, collation
+
     def begin_call(self, deadline: float) -> None:
         """Bound everything until the next ``begin_call`` by ``deadline`` (a monotonic time)."""
         self.deadline = deadline
@@ -536,6 +548,10 @@ class MySQLBackend:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._connected_once = False
+        #: The table was created or checked on some connection of this process. A reconnect
+        #: then skips the two setup round trips, which matters most when the network is slow:
+        #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
+        self._table_ready = False
         _LIVE.add(self)
 
     def __getstate__(self) -> _Settings:
@@ -578,6 +594,7 @@ class MySQLBackend:
         self._conn = None
         self._pid = os.getpid()
         self._connected_once = False
+        self._table_ready = False
 
     def _after_fork(self) -> None:
         """In a forked child, where only the forking thread survives: a lock another thread held
@@ -597,6 +614,8 @@ class MySQLBackend:
             return Success(work(conn))
         except (pymysql.MySQLError, OSError, UnicodeError, _SetupError) as exc:
             self._drop()
+            if _error_number(exc) == ER.NO_SUCH_TABLE:
+                self._table_ready = False  # dropped behind our back: the next connect makes it again
             return Failure(BackendError(self.url, self._explain(step, exc, timeout, deadline)))
         except BaseException:
             self._drop()
@@ -642,7 +661,6 @@ class MySQLBackend:
             database=database,
             client_flag=_CLIENT_FLAGS,
             autocommit=True,
-            sql_mode=SQL_MODE,
             connect_timeout=settings.connect_timeout,
             defer_connect=True,
             **options,
@@ -672,11 +690,14 @@ class MySQLBackend:
             except BaseException:
                 conn.discard()
                 raise
+        if self._table_ready:
+            return conn
         try:
             self._prepare_table(conn)
         except BaseException:
             conn.discard()
             raise
+        self._table_ready = True
         return conn
 
     def _prepare_table(self, conn: _Connection) -> None:

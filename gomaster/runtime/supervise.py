@@ -85,6 +85,7 @@ def supervise(
     max_failures: int | None = None,
     metrics: Metrics | None = None,
     on_new_leader: Callable[[LockRecord | None], None] | None = None,
+    spare_workers: bool = True,
 ) -> None:
     """Run ``targets`` in worker processes only while this process is master of ``name``.
 
@@ -95,11 +96,15 @@ def supervise(
     master; after ``max_failures`` failures in a row (if set) this node resigns. A target that
     returns normally is done until the next tenure. ``metrics`` (see :mod:`gomaster.metrics`)
     and ``on_new_leader`` (called on this thread's elector with the record whenever the holder
-    this node sees changes, on masters and followers alike) are optional observers.
+    this node sees changes, on masters and followers alike) are optional observers. Each target
+    has two warm processes waiting, so a crashed one restarts at once; ``spare_workers=False``
+    keeps one (a cold spawn on restart, half the idle processes).
     """
     checked = check_targets(targets)
     name, timing = check_config(name, timing, version)
     store = resolve_backend(backend)
     config = Config(name=name, me=new_identity(version), timing=timing)
-    options = SupervisorOptions(max_failures=max_failures, watch=watcher(metrics, on_new_leader))
+    options = SupervisorOptions(
+        max_failures=max_failures, watch=watcher(metrics, on_new_leader), spare_workers=spare_workers
+    )
     Supervisor(checked, store, config, options).run()

@@ -3,8 +3,9 @@
 Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
 queue and reconciles the workers that should exist with those that do. Workers are spawned in
 advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
-winning; while a target runs, a spare worker waits beside it, so a crashed target restarts
-without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded host). On
+winning; a second warm worker per target waits beside the first, so a target that crashes
+restarts without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded
+host), even when it crashes right after an election. On
 demotion every running worker's group gets SIGTERM at once and SIGKILL when
 ``grace`` runs out; the elector releases the lease only after they are gone.
 """
@@ -96,7 +97,7 @@ class _Slot:
     label: str
     target: Target
     worker: _Worker | None = None
-    #: A warm worker kept ready while ``worker`` runs the target, to replace it at once.
+    #: A second warm worker, ready to replace ``worker`` at once when its target crashes.
     spare: _Worker | None = None
     done_token: int | None = None
     failures: int = 0
@@ -115,7 +116,8 @@ class SupervisorOptions:
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
     watch: Callable[[Watched], None] | None = None
-    #: Keep a warm spare worker per target while master, so a crashed target restarts at once.
+    #: Keep a second warm worker per target, so a target that crashes (even right after an
+    #: election) restarts at once; False halves the idle processes of a follower.
     spare_workers: bool = True
 
 
@@ -478,8 +480,7 @@ class Supervisor:
                 self._send(worker, self._elected)
                 worker.token = token
                 worker.started_at = now
-            running = worker is not None and worker.token is not None and worker.token == token
-            if running and slot.spare is None and self._options.spare_workers:
+            if worker is not None and slot.spare is None and self._options.spare_workers:
                 slot.spare = self._spawn(slot)
 
     def _run_stop_hook(self) -> None:

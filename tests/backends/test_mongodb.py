@@ -163,6 +163,17 @@ def test_url_options_choose_database_and_collection_and_reach_the_driver(
     made.close()
 
 
+def test_the_monitor_checks_twice_a_second_unless_the_url_says_otherwise(mongodb_url: str) -> None:
+    separator = "&" if "?" in mongodb_url else "?"
+    for url, every in [(mongodb_url, 0.5), (f"{mongodb_url}{separator}heartbeatFrequencyMS=2000", 2.0)]:
+        made = connect(url)
+        assert isinstance(made, MongoBackend)
+        ok(made.observe("heartbeat", TIMEOUT))
+        assert made._client is not None
+        assert made._client.options.heartbeat_frequency == every
+        made.close()
+
+
 def test_a_url_without_database_or_collection_uses_the_defaults() -> None:
     made = connect("mongodb://127.0.0.1:27017")
     assert isinstance(made, MongoBackend)

@@ -464,6 +464,30 @@ def test_each_step_is_one_round_trip(mysql_url: str, table: str, monkeypatch: py
     backend.close()
 
 
+def test_a_reconnect_skips_the_table_setup_but_a_dropped_table_is_made_again(
+    mysql_url: str, admin: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = connect(_url(mysql_url, table=table))
+    record = _acquire(backend, "again")
+    sent: list[bytes] = []
+    original = pymysql.connections.Connection._execute_command
+
+    def counting(conn: Any, command: int, sql: Any) -> Any:
+        sent.append(sql if isinstance(sql, bytes) else str(sql).encode())
+        return original(conn, command, sql)
+
+    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counting)
+    _execute(admin, f"KILL {backend._conn.thread_id()}")  # type: ignore[attr-defined]
+    sent.clear()
+    assert ok(backend.observe("again", TIMEOUT)).record == record
+    assert not [q for q in sent if b"CREATE" in q or b"information_schema" in q], sent
+    assert len(sent) == 2, sent  # charset and sql_mode in one statement, then the step
+    _execute(admin, f"DROP TABLE `{table}`")
+    err(backend.observe("again", TIMEOUT))  # the table is gone: this call says so
+    assert ok(backend.observe("again", TIMEOUT)).record is None  # and the next one made it again
+    backend.close()
+
+
 def test_backends_pickle_without_their_connection(mysql_url: str, table: str) -> None:
     backend = connect(_url(mysql_url, table=table))
     record = _acquire(backend, "pickled")

@@ -6,8 +6,9 @@ supervisor and workers) and reaches the server through a fault proxy port of its
 its processes as a host's network would be. The work of every master appends witness marks to
 one log per lock, and only those logs are judged (:func:`gomaster.history.judge`).
 
-A group applies its faults one at a time: wait until every lock has a working master, apply a
-fault, clear it, and wait again. Groups share nothing, so several run in parallel, each in a
+A group applies its faults one at a time: wait until every lock has a working master (and, when a
+node process was started lately, until it has had ``BOOT_TTLS`` to boot), apply a fault, clear
+it, and wait again. Groups share nothing, so several run in parallel, each in a
 thread of the harness process; the proxies of all of them share one :class:`ProxyHub`.
 
 Fault kinds, and the moment the liveness clock starts for each (the *reference*):
@@ -79,6 +80,11 @@ SETTLE_TTLS = 0.3
 STUCK_AFTER = 30.0
 #: Nodes and servers get this long to come up at the start of a group.
 STARTUP = 60.0
+#: A node process gets this many ttls to boot (start its elector and spawn its two warm workers)
+#: before the next fault: the group's first ones at the start, a replacement after a SIGKILL
+#: of a supervisor. A fault in that window would time a cold boot on a busy 2-core host (up to
+#: 3 s there), not a failover.
+BOOT_TTLS = 3.0
 #: How long a resumed master's work process may take to vanish before it is reported.
 GONE_WITHIN = 2.0
 #: Set to end every group after its current fault (the run then judges what it has).
@@ -443,6 +449,8 @@ class Group:
         self.procs: dict[tuple[str, str], _Proc] = {}
         self.retired: list[_Proc] = []
         self.generation = 0
+        #: No fault before this time: a node process started last is still booting until then.
+        self.booting_until = 0.0
         self.tails = {lock: _Tail(self.log(lock)) for lock in self.locks}
         self.faults: list[Fault] = []
         self.freezes: dict[str, list[Freeze]] = {lock: [] for lock in self.locks}
@@ -491,6 +499,7 @@ class Group:
             )
         proc = _Proc(label, node, lock, popen)
         self.procs[node, lock] = proc
+        self.booting_until = time.monotonic() + BOOT_TTLS * self.timing.ttl
         return proc
 
     def start(self) -> None:
@@ -621,6 +630,7 @@ class Group:
         return self.result
 
     def inject(self, index: int, kind: str) -> None:
+        time.sleep(max(0.0, self.booting_until - time.monotonic()))
         lock = self.rng.choice(self.locks)
         self.poll()
         token = self.tails[lock].token
