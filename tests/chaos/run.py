@@ -27,6 +27,8 @@ from gomaster.history import STALE_LIMIT
 from tests.chaos.harness import (
     ALL_KINDS,
     BACKENDS,
+    BOOT_TTLS,
+    SETTLE_TTLS,
     STOP,
     BackendResult,
     Plan,
@@ -179,7 +181,10 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         "its own fault proxy port (tests/chaos/proxy.py).",
         f"- Faults come one at a time per group, in a seeded order (seed {plan.seed}; group *g* of backend "
         "*b* uses `random.Random('seed:b:g')`), every kind once per round; the target is the master of a "
-        "random lock of the group.",
+        "random lock of the group. Before each fault the group waits until every lock has a master at "
+        f"work again, at least {SETTLE_TTLS:g} ttl after the previous fault cleared, and {BOOT_TTLS:g} ttl "
+        "after its newest node process started (at the start, and after a supervisor was killed and "
+        "replaced), so that no fault lands on a node that is still booting.",
         "- The only evidence is the witness log each master's work appends (start/alive marks every "
         "50 ms with `CLOCK_MONOTONIC`), judged by `gomaster.history.judge`. Times without a master are "
         "therefore upper bounds, accurate to one mark interval (50 ms).",
