@@ -1,4 +1,4 @@
-"""The ``gomaster`` command: ``run``, ``status``, ``release`` and ``demo``.
+"""The ``gomaster`` command: ``run``, ``status``, ``release``, ``repair`` and ``demo``.
 
 Every option can also come from the environment (``GOMASTER_BACKEND``, ``GOMASTER_NAME``,
 ``GOMASTER_TTL``, ...), which keeps passwords out of ``ps``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from returns.result import Failure
 
 from gomaster.backends import ENV_BACKEND, LockBackend, force_release, parse_backend
 from gomaster.core.errors import BackendError
-from gomaster.core.record import check_name
+from gomaster.core.record import MAX_TOKEN, MalformedRecord, check_name
 from gomaster.core.timing import Timing
 from gomaster.runner import EXIT_DEMOTED, RunOptions, find_command, run_command
 from gomaster.runtime._io import performed
@@ -38,6 +39,8 @@ EXIT_CODES = f"""exit codes:
            {EXIT_UNREACHABLE} the backend cannot be reached, {EXIT_USAGE} usage error
   release  {EXIT_OK} done (or nothing to release), {EXIT_UNREACHABLE} the backend cannot be reached,
            {EXIT_USAGE} usage error
+  repair   {EXIT_OK} done (or no record), {EXIT_UNREACHABLE} the backend cannot be reached,
+           {EXIT_USAGE} usage error
 """
 
 EXAMPLES = """examples:
@@ -46,6 +49,7 @@ EXAMPLES = """examples:
   gomaster run --name migrate --once -- alembic upgrade head
   gomaster status --name cron --json                       # readiness / health check
   gomaster release --name cron                              # force a handover
+  gomaster repair --name cron --ttl 5                       # fix a corrupted record
   gomaster demo --duration 30
 """
 
@@ -138,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
         "release", help="force-release a lock (its token is kept)", epilog=EXIT_CODES
     )
     _common(release, name_required=True)
+
+    repair = commands.add_parser(
+        "repair",
+        help="rewrite a corrupted lock record as released (the token never goes down)",
+        epilog=EXIT_CODES,
+    )
+    _common(repair, name_required=True)
+    repair.add_argument(
+        "--ttl",
+        type=float,
+        default=_env_float("TTL") or Timing().ttl,
+        help="the longest ttl any node uses: nobody can claim for this long after the repair",
+    )
+    repair.add_argument(
+        "--token",
+        type=int,
+        default=0,
+        help="the least token to write, e.g. the highest one your fenced stores have seen",
+    )
 
     demo = commands.add_parser(
         "demo", help="several local nodes on SQLite; the master is killed now and then"
@@ -294,12 +317,34 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_repair(args: argparse.Namespace) -> int:
+    name = _check_name(args.name)
+    if not (math.isfinite(args.ttl) and args.ttl > 0):
+        _fail_usage(f"--ttl must be a positive number of seconds, not {args.ttl}")
+    if not 0 <= args.token < MAX_TOKEN:
+        _fail_usage(f"--token must be a whole number from 0 to {MAX_TOKEN - 1}, not {args.token}")
+    backend = _backend(args.backend)
+    before = performed(backend.observe(name, args.timeout))
+    if isinstance(before, Failure) and isinstance(before.failure(), MalformedRecord):
+        print(f"{name}: was {before.failure()}")
+    outcome = performed(backend.repair(name, args.ttl, args.token, args.timeout))
+    if isinstance(outcome, Failure):
+        print(f"gomaster repair: cannot reach the backend: {outcome.failure()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    token = outcome.unwrap()
+    if token is None:
+        print(f"{name}: no record; nothing to repair")
+    else:
+        print(f"{name}: repaired: released with token {token}; claimable in {args.ttl:g} s")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     raw = list(sys.argv[1:] if argv is None else argv)
     # status and release are read by health checks: backend advice (e.g. Redis persistence)
     # belongs to the nodes' logs, not to every probe's stderr.
-    quiet = raw[:1] in (["status"], ["release"])
+    quiet = raw[:1] in (["status"], ["release"], ["repair"])
     logging.basicConfig(
         level=logging.ERROR if quiet else logging.INFO, format="gomaster: %(levelname)s %(message)s"
     )
@@ -315,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(args)
         case "release":
             return _cmd_release(args)
+        case "repair":
+            return _cmd_repair(args)
         case "demo":
             from gomaster.demo import run_demo
 

@@ -62,6 +62,20 @@ class LockBackend(Protocol):
         the lease expires, by which time the holder's deadline has stopped its work."""
         ...
 
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """The operator's fix for a corrupted record, in one statement that never reads it first.
+
+        Rewrites ``name``'s record, whatever it holds, as released and claimable ``hold`` seconds
+        from backend now (pass at least the nodes' ttl, so a holder that may still run has demoted
+        itself first). The token becomes the stored one when that is a valid token, else the
+        backend clock in epoch milliseconds (above any token counted up from 1), and at least
+        ``token_floor``: it never goes down. Returns the token written, or None when ``name`` has
+        no record.
+        """
+        ...
+
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` for a release notice; True if one came. Polling backends sleep."""
         ...

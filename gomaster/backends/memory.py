@@ -93,6 +93,25 @@ def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
     return replace(current, holder="")
 
 
+def repair_in(table: Table, name: str, hold: float, token_floor: int, now: float) -> LockRecord | None:
+    """The repair statement: the row rewritten as released until ``now + hold``, its token kept
+    (a model record's token is always valid) unless ``token_floor`` is higher; None if absent."""
+    current = table.get(name)
+    if current is None:
+        return None
+    return replace(
+        current,
+        holder="",
+        version="",
+        host="",
+        pid=0,
+        token=max(current.token, token_floor),
+        acquired_at=now,
+        renewed_at=now,
+        expires_at=now + hold,
+    )
+
+
 @dataclass(slots=True)
 class MemoryStore:
     """A table of records guarded by a lock, with a clock standing in for the backend's."""
@@ -176,6 +195,17 @@ class MemoryBackend:
                 return IOSuccess(False)
             self._store.records[record.name] = revoked
             return IOSuccess(True)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the record as released until ``hold`` from now (see ``LockBackend.repair``)."""
+        with self._store.lock:
+            repaired = repair_in(self._store.records, name, hold, token_floor, self._store.clock())
+            if repaired is None:
+                return IOSuccess(None)
+            self._store.records[name] = repaired
+            return IOSuccess(repaired.token)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block until any release in this store, or ``timeout``."""

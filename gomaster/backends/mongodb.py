@@ -48,7 +48,7 @@ from gomaster.backends.base import check_identifier, timeout_error
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
 
 Document = dict[str, Any]
 T = TypeVar("T")
@@ -498,6 +498,41 @@ class MongoBackend:
             "revoke", timeout, lambda coll: coll.update_one(query, {"$set": {"holder": ""}}).matched_count
         )
         return IOResult.from_result(answer).map(lambda matched: matched == 1)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the document as released until ``hold`` from now (see ``LockBackend.repair``).
+
+        One pipeline update: a whole-number token in range is kept, anything else (a string, a
+        double, a missing field) is replaced by the server clock in milliseconds.
+        """
+        token = "$token"
+        valid = {
+            "$and": [
+                {"$in": [{"$type": token}, ["int", "long"]]},
+                {"$gte": [token, 0]},
+                {"$lt": [token, Int64(MAX_TOKEN)]},
+            ]
+        }
+        fields = {
+            "token": {"$max": [Int64(token_floor), {"$cond": [valid, {"$toLong": token}, _NOW]}]},
+            "holder": "",
+            "version": "",
+            "host": "",
+            "pid": Int64(0),
+            "acquired_at": _NOW,
+            "renewed_at": _NOW,
+            "expires_at": {"$add": [_NOW, _milliseconds(hold)]},
+        }
+
+        def rewrite(coll: Collection[Document]) -> Document | None:
+            pipeline = [{"$set": fields}]
+            after = ReturnDocument.AFTER
+            return coll.find_one_and_update({"_id": name}, pipeline, {"token": 1}, return_document=after)
+
+        answer = self._run("repair", timeout, rewrite)
+        return IOResult.from_result(answer).map(lambda found: None if found is None else int(found["token"]))
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """No notifications yet: report at once that none came, so the caller polls."""

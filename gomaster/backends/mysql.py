@@ -68,7 +68,7 @@ from gomaster.backends.base import check_identifier, timeout_error
 from gomaster.backends.url import REDACTED, BackendURL, parse_url, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -878,6 +878,22 @@ class MySQLBackend:
         params = (record.name, record.holder, record.token)
         changed = self._run("revoke", timeout, lambda conn: _execute(conn, sql, params))
         return IOResult.from_result(changed).map(lambda count: count == 1)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``), and
+        read its token back, in one round trip. ``token`` is assigned first, from the old value."""
+        table = self._settings.table
+        sql = (
+            f"UPDATE `{table}` SET token = GREATEST(%s, IF(token >= 0 AND token < {MAX_TOKEN}, token, "
+            "UNIX_TIMESTAMP() * 1000)), holder = '', version = '', host = '', pid = 0, "
+            f"acquired_at = {NOW}, renewed_at = {NOW}, expires_at = {NOW} + INTERVAL %s MICROSECOND "
+            f"WHERE name = %s; SELECT token FROM `{table}` WHERE name = %s"
+        )
+        params = (token_floor, round(hold * _MICROSECONDS), name, name)
+        rows = self._run("repair", timeout, lambda conn: _write_then_select(conn, sql, params))
+        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """MySQL has no notifications: report at once that none came, and let the elector poll."""

@@ -106,7 +106,7 @@ from gomaster.backends.base import check_identifier, timeout_error
 from gomaster.backends.url import REDACTED, BackendURL, parse_url
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "PostgreSQLBackend", "channel_for", "from_url", "schema"]
 
@@ -984,6 +984,21 @@ class PostgreSQLBackend:
         )
         rows = self._statement("revoke", sql, (record.name, record.holder, record.token), timeout)
         return IOResult.from_result(rows).map(lambda found: len(found) == 1)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``)."""
+        sql = (
+            f"WITH n AS (SELECT {NOW} AS now) "
+            f'UPDATE "{self._settings.table}" AS t SET token = GREATEST(%s, CASE WHEN t.token >= 0 '
+            f"AND t.token < {MAX_TOKEN} THEN t.token "
+            "ELSE floor(date_part('epoch', n.now) * 1000)::bigint END), "
+            "holder = '', version = '', host = '', pid = 0, acquired_at = n.now, renewed_at = n.now, "
+            "expires_at = n.now + make_interval(secs => %s) FROM n WHERE t.name = %s RETURNING t.token"
+        )
+        rows = self._statement("repair", sql, (token_floor, hold, name), timeout)
+        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` on the listener connection for a release notice for ``name``.

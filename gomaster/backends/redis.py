@@ -291,6 +291,34 @@ return {'done'}
 """
 
 
+#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Rewrites the lease as
+#: released until now + hold whatever it held (wrong type, garbage fields); the token is the
+#: largest valid one of lease and counter, the clock in ms when neither is valid, and at least
+#: the floor; the counter is set to it, so the next claim counts on from there.
+_REPAIR = r"""
+local now = now_ms()
+local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
+if lease_kind == 'none' and counter_kind == 'none' then return {'absent'} end
+local best = false
+local function consider(s)
+  if canonical(s) and (not best or larger(s, best)) then best = s end
+end
+if lease_kind == 'hash' then consider(redis.call('HGET', KEYS[1], 'token')) end
+if counter_kind == 'string' then consider(redis.call('GET', KEYS[2])) end
+if not best then best = text(now) end
+if larger(ARGV[3], best) then best = ARGV[3] end
+local expires = now + tonumber(ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'holder', '', 'version', '', 'token', best, 'acquired_at', text(now),
+  'renewed_at', text(now), 'expires_at', text(expires), 'host', '', 'pid', '0')
+redis.call('PEXPIREAT', KEYS[1], text(expires))
+redis.call('SET', KEYS[2], best)
+local registry_kind = kind(KEYS[3])
+if registry_kind == 'set' or registry_kind == 'none' then redis.call('SADD', KEYS[3], ARGV[1]) end
+return {'done', best}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Script:
     """A Lua script with the SHA1 that ``EVALSHA`` names it by."""
@@ -309,6 +337,7 @@ CLAIM = _Script.of(_CLAIM)
 RENEW = _Script.of(_RENEW)
 RELEASE = _Script.of(_RELEASE)
 REVOKE = _Script.of(_REVOKE)
+REPAIR = _Script.of(_REPAIR)
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -1151,6 +1180,24 @@ class RedisBackend:
         """The operator's release: clear the holder if it is still ``record``'s, keeping token,
         expiry and the key's TTL, so nobody claims before the holder's own deadline has passed."""
         return self._change("revoke", REVOKE, record, timeout)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite lease and counter as released until ``hold`` from now, in one script (see
+        ``LockBackend.repair``); a lease key of the wrong type is replaced too."""
+        keys = self.keys(name)
+        args = (keys.member, str(round(hold * _MS)), str(max(token_floor, 0)))
+        reply = self._script("repair", timeout, REPAIR, (keys.lease, keys.counter, keys.registry), args)
+        if isinstance(reply, Failure):
+            return IOFailure(reply.failure())
+        match reply.unwrap():
+            case ["absent"]:
+                return IOSuccess(None)
+            case ["done", str(token)] if _CANONICAL.match(token):
+                return IOSuccess(int(token))
+            case answer:
+                return IOFailure(BackendError(self.url, f"repair got an unexpected reply: {answer!r}"))
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` on this process's pub/sub connection for ``name``'s release.

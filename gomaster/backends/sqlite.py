@@ -22,7 +22,7 @@ from gomaster.backends.base import check_identifier
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
 
 DEFAULT_TABLE = "gomaster_lock"
 #: Epoch seconds from SQLite's clock; julianday('now') is fixed for the whole statement.
@@ -242,6 +242,22 @@ class SQLiteBackend:
         )
         rows = self._run(sql, (record.name, record.holder, record.token), timeout)
         return IOResult.from_result(rows).map(bool)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``).
+
+        SQLite's columns take any type, so a valid token is an INTEGER in range, nothing else.
+        """
+        sql = (
+            f"UPDATE {self._table} SET token = MAX(?, CASE WHEN typeof(token) = 'integer' "
+            f"AND token >= 0 AND token < {MAX_TOKEN} THEN token ELSE CAST({NOW} * 1000 AS INTEGER) END), "
+            f"holder = '', version = '', host = '', pid = 0, acquired_at = {NOW}, "
+            f"renewed_at = {NOW}, expires_at = {NOW} + ? WHERE name = ? RETURNING token"
+        )
+        rows = self._run(sql, (token_floor, hold, name), timeout)
+        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """SQLite has no notifications: report that none came."""

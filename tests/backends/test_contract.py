@@ -177,6 +177,27 @@ def test_force_release_takes_the_lease_from_its_holder_but_nobody_claims_before_
     assert _acquire(backend, lock_name, identity()).token == record.token + 1
 
 
+def test_repair_releases_the_lease_keeps_the_token_and_lets_nobody_claim_during_the_hold(
+    backend: LockBackend, lock_name: str
+) -> None:
+    hold = 2.0
+    assert ok(backend.repair(lock_name, hold, 0, TIMEOUT)) is None  # no record: nothing written
+    assert ok(backend.observe(lock_name, TIMEOUT)).record is None
+    record = _acquire(backend, lock_name, identity())
+    assert ok(backend.repair(lock_name, hold, 0, TIMEOUT)) == record.token
+    seen = ok(backend.observe(lock_name, TIMEOUT))
+    assert seen.record is not None and seen.record.released and seen.record.token == record.token
+    assert hold - 0.5 < seen.record.expires_at - seen.server_now <= hold
+    assert isinstance(err(backend.renew(record, TTL, TIMEOUT)), Lost)  # the old holder demotes
+    assert isinstance(err(backend.claim(Claim.after(seen.record, identity(), TTL), TIMEOUT)), Conflict)
+    # A floor raises the token, and a hold of 0 makes the lock claimable at once, counting on.
+    raised = record.token + 10
+    assert ok(backend.repair(lock_name, 0.0, raised, TIMEOUT)) == raised
+    assert _acquire(backend, lock_name, identity()).token == raised + 1
+    # A floor below the stored token never lowers it.
+    assert ok(backend.repair(lock_name, 0.0, 1, TIMEOUT)) == raised + 1
+
+
 def test_names_lists_every_lock(backend: LockBackend, lock_name: str) -> None:
     for suffix in ("a", "b"):
         _acquire(backend, f"{lock_name}-{suffix}", identity())

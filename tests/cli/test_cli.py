@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,6 +139,26 @@ def test_release_stops_the_holders_command_and_another_node_takes_over_without_o
     assert overlaps(tenures(nodes.marks())) == []
 
 
+def test_repair_of_a_hand_corrupted_record_lets_a_master_work_again_with_a_higher_token(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    _two(nodes)
+    with sqlite3.connect(tmp_path / "locks.db") as raw:
+        raw.execute("UPDATE gomaster_lock SET token = 'garbage' WHERE name = 'job'")
+    broken = nodes.gomaster("status", "--name", "job")
+    assert broken.returncode == 1 and "malformed" in broken.stderr
+    repaired_at = time.monotonic()
+    repaired = nodes.gomaster("repair", "--name", "job", "--ttl", str(TTL))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "was lock record 'job' is malformed" in repaired.stdout
+    token = int(repaired.stdout.split("released with token ")[1].split(";")[0])
+    assert token > 10**12, "a garbage token must be replaced by the clock in milliseconds"
+    again = nodes.wait_start(token + 1, timeout=TTL + 3.0)
+    assert again["t"] - repaired_at <= TTL + 2.0
+    assert overlaps(tenures(nodes.marks())) == []
+    assert nodes.gomaster("status", "--name", "job").returncode == 0
+
+
 def test_a_sigtermed_master_hands_over_at_once_and_exits_with_its_commands_status(nodes: Nodes) -> None:
     first, _ = _two(nodes)
     signalled = time.monotonic()
@@ -188,8 +209,17 @@ def test_status_exit_codes_and_json(nodes: Nodes) -> None:
         ("run", "--name", "job", "true"),
         ("run", "--bogus", "--", "true"),
         ("status", "--frobnicate"),
+        ("repair", "--name", "job", "--ttl", "-1"),
+        ("repair", "--name", "job", "--token", "-3"),
     ],
-    ids=["bad-url", "missing-dashes", "unknown-run-option", "unknown-status-option"],
+    ids=[
+        "bad-url",
+        "missing-dashes",
+        "unknown-run-option",
+        "unknown-status-option",
+        "repair-ttl",
+        "repair-token",
+    ],
 )
 def test_usage_errors_are_one_line_and_exit_2(nodes: Nodes, args: tuple[str, ...]) -> None:
     result = nodes.gomaster(*args)
