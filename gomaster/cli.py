@@ -281,8 +281,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.all:
         listed = performed(backend.names(args.timeout))
         if isinstance(listed, Failure):
-            print(f"gomaster status: cannot reach the backend: {listed.failure()}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            return _unreachable("status", listed.failure())
         names: list[str] = listed.unwrap()
     else:
         names = [_check_name(args.name)]
@@ -301,13 +300,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if any(s.has_master for s in snapshots) else EXIT_NO_MASTER
 
 
+def _unreachable(command: str, error: object) -> int:
+    """Say on stderr that ``command`` could not reach the backend, and give its exit status."""
+    print(f"gomaster {command}: cannot reach the backend: {error}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
     backend = _backend(args.backend)
     name = _check_name(args.name)
     outcome = performed(force_release(backend, name, args.timeout))
     if isinstance(outcome, Failure):
-        print(f"gomaster release: cannot reach the backend: {outcome.failure()}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _unreachable("release", outcome.failure())
     released = outcome.unwrap()
     if released is None:
         print(f"{name}: nobody held it; nothing released")
@@ -329,8 +333,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
         print(f"{name}: was {before.failure()}")
     outcome = performed(backend.repair(name, args.ttl, args.token, args.timeout))
     if isinstance(outcome, Failure):
-        print(f"gomaster repair: cannot reach the backend: {outcome.failure()}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _unreachable("repair", outcome.failure())
     token = outcome.unwrap()
     if token is None:
         print(f"{name}: no record; nothing to repair")

@@ -5,9 +5,9 @@ queue and reconciles the workers that should exist with those that do. Workers a
 advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
 winning; a second warm worker per target waits beside the first, so a target that crashes
 restarts without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded
-host), even when it crashes right after an election. On
-demotion every running worker's group gets SIGTERM at once and SIGKILL when
-``grace`` runs out; the elector releases the lease only after they are gone.
+host), even when it crashes right after an election. On demotion every running worker's group
+gets SIGTERM at once and SIGKILL when ``grace`` runs out; the elector releases the lease only
+after they are gone.
 """
 
 from __future__ import annotations
@@ -136,6 +136,16 @@ def kill_group(pid: int, sig: int) -> None:
     except PermissionError:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def _retire(worker: _Worker) -> int:
+    """Collect a worker process that has exited and close its pipe; its exit status (set once
+    the process is reaped: negative for a signal)."""
+    worker.process.join(0)
+    with contextlib.suppress(OSError):
+        worker.conn.close()
+    code: int = worker.process.exitcode
+    return code
 
 
 class Supervisor:
@@ -392,22 +402,15 @@ class Supervisor:
         for slot in self._every_slot():
             spare = slot.spare
             if spare is not None and not spare.process.is_alive():
-                spare.process.join(0)
-                with contextlib.suppress(OSError):
-                    spare.conn.close()
                 slot.spare = None
+                code = _retire(spare)
                 if not self._stopping:
-                    _log.warning(
-                        "spare worker for %s exited with %s; replacing it", slot.label, spare.process.exitcode
-                    )
+                    _log.warning("spare worker for %s exited with %s; replacing it", slot.label, code)
             worker = slot.worker
             if worker is None or worker.process.is_alive():
                 continue
-            worker.process.join(0)
-            code = worker.process.exitcode
-            with contextlib.suppress(OSError):
-                worker.conn.close()
             slot.worker = None
+            code = _retire(worker)
             if slot is self._cleanup:
                 if code != 0:
                     self._report_failure(f"stop_hook exited with {code}")

@@ -72,6 +72,20 @@ def _sql(case: BackendCase, backend: LockBackend, statement: str, name: str) -> 
             raise AssertionError(f"not an SQL backend: {backend!r}")
 
 
+def _mongo_set(case: BackendCase, backend: MongoBackend, name: str, fields: dict[str, object]) -> None:
+    """``$set`` fields of the lock document behind the backend's back."""
+    assert case.url is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(case.url)
+    client[backend.database][backend.collection].update_one({"_id": name}, {"$set": fields})
+    client.close()
+
+
+def _redis_raw(case: BackendCase) -> redis.Redis:
+    """A plain client on the backend's server, for writes behind its back."""
+    assert case.url is not None
+    return redis.Redis.from_url(case.url)
+
+
 def _corrupt_token(case: BackendCase, backend: LockBackend, name: str) -> None:
     """Make the token garbage (and the expiry with it), as a bad hand edit would."""
     match backend:
@@ -80,15 +94,9 @@ def _corrupt_token(case: BackendCase, backend: LockBackend, name: str) -> None:
         case MySQLBackend() | PostgreSQLBackend():
             _sql(case, backend, "UPDATE {t} SET token = -5, expires_at = '2999-01-01' WHERE name = %s", name)
         case MongoBackend():
-            assert case.url is not None
-            client: MongoClient[dict[str, Any]] = MongoClient(case.url)
-            client[backend.database][backend.collection].update_one(
-                {"_id": name}, {"$set": {"token": "garbage", "expires_at": 1.5}}
-            )
-            client.close()
+            _mongo_set(case, backend, name, {"token": "garbage", "expires_at": 1.5})
         case RedisBackend():
-            assert case.url is not None
-            raw = redis.Redis.from_url(case.url)
+            raw = _redis_raw(case)
             keys = backend.keys(name)
             raw.hset(keys.lease, mapping={"token": "garbage", "expires_at": "soon"})
             raw.set(keys.counter, "-7")
@@ -109,15 +117,9 @@ def _expire_far_away(case: BackendCase, backend: LockBackend, name: str) -> None
         case MySQLBackend() | PostgreSQLBackend():
             _sql(case, backend, "UPDATE {t} SET holder = '', expires_at = '2999-01-01' WHERE name = %s", name)
         case MongoBackend():
-            assert case.url is not None
-            client: MongoClient[dict[str, Any]] = MongoClient(case.url)
-            client[backend.database][backend.collection].update_one(
-                {"_id": name}, {"$set": {"holder": "", "expires_at": int(FAR_FUTURE * 1000)}}
-            )
-            client.close()
+            _mongo_set(case, backend, name, {"holder": "", "expires_at": int(FAR_FUTURE * 1000)})
         case RedisBackend():
-            assert case.url is not None
-            raw = redis.Redis.from_url(case.url)
+            raw = _redis_raw(case)
             lease = backend.keys(name).lease
             raw.hset(lease, mapping={"holder": "", "expires_at": str(int(FAR_FUTURE * 1000))})
             raw.persist(lease)
