@@ -22,6 +22,7 @@ from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord
 from gomaster.core.timing import Timing
+from tests.chaos.proxy import BLACKHOLE, PASS, ProxyHub
 from tests.helpers import err, free_port, identity, ok
 from tests.servers.mysql import MariaDBServer
 
@@ -225,6 +226,7 @@ def test_a_missing_database_without_create_db_says_how_to_fix_it(mysql_url: str,
         ({"read_timeout": "3"}, "cannot be set"),
         ({"create_db": "maybe"}, "not a boolean"),
         ({"connect_retries": "-1"}, "whole number"),
+        ({"late_reply_wait": "0"}, "late_reply_wait='0' must be a positive number of seconds"),
     ],
 )
 def test_bad_settings_are_refused_before_connecting(query: dict[str, str], complaint: str) -> None:
@@ -311,7 +313,7 @@ def test_a_frozen_server_fails_calls_in_time_and_works_again_when_thawed(
         # On the open connection: the statement is sent, the answer never comes.
         elapsed = _timed(lambda: failures.append(err(backend.observe("frozen", SHORT_TIMEOUT))))
         assert elapsed < SHORT_TIMEOUT + TIMEOUT_SLACK
-        # On a new connection: the kernel accepts it, the greeting never comes.
+        # The connection is kept for that answer, and waiting for it again ends in time too.
         elapsed = _timed(lambda: failures.append(err(backend.renew(record, TTL, SHORT_TIMEOUT))))
         assert elapsed < SHORT_TIMEOUT + TIMEOUT_SLACK
         # A second thread waiting for the busy connection gives up in time as well.
@@ -329,6 +331,88 @@ def test_a_frozen_server_fails_calls_in_time_and_works_again_when_thawed(
     assert renewed.token == record.token
     assert ok(backend.observe("frozen", TIMEOUT)).record == renewed
     backend.close()
+
+
+def _sent_commands(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every command sent from now on, on any PyMySQL connection of this process."""
+    sent: list[int] = []
+    original = pymysql.connections.Connection._execute_command
+
+    def counting(conn: Any, command: int, sql: Any) -> Any:
+        sent.append(command)
+        return original(conn, command, sql)
+
+    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counting)
+    return sent
+
+
+@pytest.mark.parametrize("late_step", ["renewal", "losing first claim"])
+def test_a_reply_late_because_the_server_froze_is_read_and_dropped_on_the_same_connection(
+    private_mariadb: MariaDBServer, monkeypatch: pytest.MonkeyPatch, late_step: str
+) -> None:
+    backend = connect(private_mariadb.url(create_db="true"))
+    record = _acquire(backend, "late")
+    thread = backend._conn.thread_id()  # type: ignore[attr-defined]
+    sent = _sent_commands(monkeypatch)
+    private_mariadb.freeze()
+    try:
+        if late_step == "renewal":  # two statements: an OK and a result set are owed
+            err(backend.renew(record, TTL, SHORT_TIMEOUT / 2))
+        else:  # the INSERT of a first claim: a duplicate-key error reply is owed
+            err(backend.claim(Claim.first("late", identity(), TTL), SHORT_TIMEOUT / 2))
+        assert len(sent) == 1
+        # The next call waits for that reply again instead of sending anything or reconnecting.
+        elapsed = _timed(lambda: err(backend.observe("late", SHORT_TIMEOUT / 2)))
+        assert elapsed < SHORT_TIMEOUT / 2 + TIMEOUT_SLACK
+        assert len(sent) == 1
+    finally:
+        private_mariadb.thaw()
+    seen = ok(backend.observe("late", TIMEOUT)).record
+    assert backend._conn.thread_id() == thread  # type: ignore[attr-defined]
+    assert len(sent) == 2, "only this observe was sent after the thaw"
+    assert seen is not None and (seen.holder, seen.token) == (record.holder, record.token)
+    if late_step == "renewal":  # the server ran the late renewal once it thawed
+        assert seen.expires_at > record.expires_at
+    else:
+        assert seen == record
+    renewed = ok(backend.renew(record, TTL, TIMEOUT))  # and the stream is in step for what follows
+    assert renewed.token == record.token
+    backend.close()
+
+
+def test_a_reply_that_does_not_come_within_late_reply_wait_is_given_up_with_its_connection(
+    private_mariadb: MariaDBServer,
+) -> None:
+    backend = connect(private_mariadb.url(create_db="true", late_reply_wait="0.5"))
+    ok(backend.observe("patience", TIMEOUT))
+    thread = backend._conn.thread_id()  # type: ignore[attr-defined]
+    private_mariadb.freeze()
+    try:
+        err(backend.observe("patience", 0.2))
+        time.sleep(0.4)
+        # Past the wait: the old connection goes, and the new one's handshake meets the freeze.
+        elapsed = _timed(lambda: err(backend.observe("patience", 0.3)))
+        assert elapsed < 0.3 + TIMEOUT_SLACK
+    finally:
+        private_mariadb.thaw()
+    assert ok(backend.observe("patience", TIMEOUT)).record is None
+    assert backend._conn.thread_id() != thread  # type: ignore[attr-defined]
+    backend.close()
+
+
+def test_a_connection_lost_while_its_reply_is_owed_is_replaced_within_the_next_call(
+    mysql_url: str, table: str
+) -> None:
+    parts = _parts(mysql_url)
+    with ProxyHub() as hub:
+        proxy = hub.add(parts.port or 3306, parts.host or "127.0.0.1")
+        backend = connect(_url(mysql_url, table=table).replace(f":{parts.port or 3306}/", f":{proxy.port}/"))
+        record = _acquire(backend, "owed")
+        proxy.set(BLACKHOLE)
+        err(backend.observe("owed", 0.3))
+        proxy.set(PASS)  # the proxy resets the link whose bytes it swallowed
+        assert ok(backend.observe("owed", TIMEOUT)).record == record
+        backend.close()
 
 
 def test_the_same_backend_recovers_from_a_server_restart(private_mariadb: MariaDBServer) -> None:
@@ -438,14 +522,7 @@ def test_a_name_the_driver_cannot_encode_is_a_failure_not_an_exception(mysql_url
 def test_each_step_is_one_round_trip(mysql_url: str, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = connect(_url(mysql_url, table=table))
     ok(backend.names(TIMEOUT))  # connect and set up first
-    sent: list[int] = []
-    original = pymysql.connections.Connection._execute_command
-
-    def counting(conn: Any, command: int, sql: Any) -> Any:
-        sent.append(command)
-        return original(conn, command, sql)
-
-    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counting)
+    sent = _sent_commands(monkeypatch)
 
     def trips(step: Callable[[], object]) -> int:
         sent.clear()

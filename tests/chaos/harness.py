@@ -129,11 +129,13 @@ class Server(Protocol):
 
 
 class _MariaDB:
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
         from tests.servers.mysql import MariaDBServer
 
         self._server = MariaDBServer().start()
         self.port = self._server.port
+        #: The server's error log is kept here when it is removed, as evidence for the report.
+        self._log = workdir / "mariadb-error.log"
 
     def url_via(self, port: int) -> str:
         return f"mysql://root@127.0.0.1:{port}/gomaster_test?create_db=true"
@@ -148,6 +150,9 @@ class _MariaDB:
         self._server.restart()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._log.parent.mkdir(parents=True, exist_ok=True)
+            self._log.write_text(self._server.log_text())
         self._server.cleanup()
 
 
@@ -249,7 +254,7 @@ def start_server(backend: str, workdir: Path) -> Server:
 
 def _start_server(backend: str, workdir: Path) -> Server:
     if backend == "mysql":
-        return _MariaDB()
+        return _MariaDB(workdir)
     if backend == "mongodb":
         return _Secantus(workdir)
     if backend == "postgresql":
