@@ -193,21 +193,14 @@ def _expiry_section(results: Results, goals: list[Goal]) -> str:
     out.append(
         "What it is made of, for gomaster: the follower wakes 1 ms after the expiry it computed "
         "from the observed record (`EXPIRY_SLACK`), counted from when the answer arrived (so "
-        "about half a round trip late); then it observes again and claims (two round trips), and "
-        "the `Elected` announcement goes through the supervisor's queue and main loop and down "
-        "the pipe to the warm worker (see the runtime section). The floor is therefore about "
-        "1 ms + 2.5 round trips + the warm start; the rest is waiting for a CPU."
-    )
-    out.append("")
-    out.append(
-        "What would lower it: at the observed expiry the follower could send its claim at once, "
-        "with the record it already saw as the compare-and-set precondition, instead of "
-        "observing again first. A claim against a record that changed meanwhile (the master "
-        "renewed after all) fails as a `Conflict` and costs what today's observe costs, so "
-        "nothing is lost, and every failover saves one round trip (from a few hundred "
-        "microseconds on MySQL or PostgreSQL to about a millisecond on SecantusDB). A maximum "
-        "that misses is one round whose processes waited for a CPU on this shared machine (see "
-        "the load average), which only a less loaded machine removes."
+        "about half a round trip late); then it claims at once with the record it saw as the "
+        "compare-and-set precondition (one round trip; a master that renewed after all makes it "
+        "a `Conflict` and a look again), and the `Elected` announcement goes through the "
+        "supervisor's queue and main loop and down the pipe to the warm worker (see the runtime "
+        "section). The floor is therefore about 1 ms + 1.5 round trips + the warm start; the "
+        "rest is waiting for a CPU. A maximum that misses is one round whose processes waited "
+        "for a CPU on this shared machine (see the load average), which only a less loaded "
+        "machine removes."
     )
     for kind in _labels(results, results.renewal):
         cost = results.renewal[kind]

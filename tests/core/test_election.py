@@ -148,8 +148,41 @@ def test_a_live_lease_of_another_node_wakes_the_follower_at_its_expiry() -> None
         CONFIG, observe_at(T0), Observed(Success(Observation(soon, server(T0))), T0, T0 + RTT)
     )
     wake = T0 + RTT + (0.375 + EXPIRY_SLACK)
-    assert state == Follower(next_attempt=wake, clock=ClockSample(T0, RTT, server(T0)))
+    assert state == Follower(next_attempt=wake, clock=ClockSample(T0, RTT, server(T0)), expiring=soon)
     assert commands == (WaitUntil(wake),)
+
+
+def test_at_the_expiry_the_follower_claims_the_lease_it_saw_without_looking_again() -> None:
+    soon = record(holder="b", token=8, expires_at=server(T0) + 0.375)
+    state, _ = step(CONFIG, observe_at(T0), Observed(Success(Observation(soon, server(T0))), T0, T0 + RTT))
+    wake = T0 + RTT + (0.375 + EXPIRY_SLACK)
+    early, commands = step(CONFIG, state, Tick(wake - 0.01))
+    assert early == state and commands == (WaitUntil(wake),)
+    state, commands = step(CONFIG, state, Tick(wake))
+    assert isinstance(state, Follower) and state.inflight == "claim" and state.expiring is None
+    # The compare-and-set names the record seen: only that record, expired by the backend's
+    # clock, can be replaced, and the token moves on by one.
+    claim = Claim.after(soon, ME, TIMING.ttl)
+    assert claim.token == 9 and claim.expected == soon
+    assert commands == (SendClaim(claim, timeout=TIMING.renew_deadline), WaitUntil(wake + TIMING.retry))
+
+
+def test_a_claim_at_the_expiry_that_meets_a_renewed_lease_looks_again_at_once() -> None:
+    soon = record(holder="b", expires_at=server(T0) + 0.375)
+    state, _ = step(CONFIG, observe_at(T0), Observed(Success(Observation(soon, server(T0))), T0, T0 + RTT))
+    wake = T0 + RTT + (0.375 + EXPIRY_SLACK)
+    state, _ = step(CONFIG, state, Tick(wake))
+    state, commands = step(CONFIG, state, ClaimResult(Failure(Conflict(NAME)), wake, wake + RTT))
+    assert isinstance(state, Follower) and state.inflight == "observe"
+    assert commands[0] == Observe(NAME, timeout=TIMING.renew_deadline)
+
+
+def test_a_release_notice_makes_a_follower_look_rather_than_claim_the_record_it_saw() -> None:
+    soon = record(holder="b", expires_at=server(T0) + 0.375)
+    state, _ = step(CONFIG, observe_at(T0), Observed(Success(Observation(soon, server(T0))), T0, T0 + RTT))
+    state, commands = step(CONFIG, state, Notified(T0 + 0.2))
+    assert isinstance(state, Follower) and state.inflight == "observe" and state.expiring is None
+    assert commands[0] == Observe(NAME, timeout=TIMING.renew_deadline)
 
 
 def test_a_long_lease_of_another_node_is_polled_every_retry() -> None:
