@@ -61,7 +61,7 @@ sim: $(STAMP)
 # liveness figures need a quiet machine.
 CHAOS_BACKENDS ?= sqlite,mysql,mongodb,postgresql,redis
 CHAOS_FAULTS ?= 1000
-CHAOS_GROUPS ?= 3
+CHAOS_GROUPS ?= 4
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --backends $(CHAOS_BACKENDS) --faults $(CHAOS_FAULTS) \
 		--groups $(CHAOS_GROUPS) --out docs/reliability.md

@@ -439,11 +439,20 @@ class _Tail:
 class Group:
     """One server (or SQLite file), its nodes and proxies, and its fault schedule."""
 
-    def __init__(self, plan: Plan, index: int, workdir: Path, hub: ProxyHub | None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        index: int,
+        workdir: Path,
+        hub: ProxyHub | None,
+        booted: threading.Barrier | None = None,
+    ) -> None:
         self.plan = plan
         self.index = index
         self.workdir = workdir
         self.hub = hub
+        #: Passed by every group of the backend once its own nodes are up.
+        self.booted = booted
         self.seed = f"{plan.seed}:{plan.backend}:{index}"
         self.rng = random.Random(self.seed)
         self.timing = plan.timing
@@ -518,6 +527,18 @@ class Group:
                 self.spawn(node, lock)
         if not self.wait_masters(STARTUP, time.monotonic()):
             raise RuntimeError(f"{self.where()}: no master on every lock within {STARTUP} s")
+
+    def wait_for_other_groups(self) -> None:
+        """Start faults only once every group of the backend has booted, plus ``BOOT_TTLS``.
+
+        Servers start one at a time, so the last group boots well after the first; its boot
+        load (servers, node processes, warm workers) would otherwise land on the first group's
+        first faults and time a busy host's boot, not a failover.
+        """
+        if self.booted is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.booted.wait(STARTUP * START_ATTEMPTS * self.plan.groups)
+        self.booting_until = time.monotonic() + BOOT_TTLS * self.timing.ttl
 
     def stop(self) -> None:
         """End every process this group started, by session, then the proxies and the server.
@@ -607,7 +628,13 @@ class Group:
     def run(self) -> GroupResult:
         started = time.monotonic()
         try:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                if self.booted is not None:
+                    self.booted.abort()  # the other groups must not wait for this one
+                raise
+            self.wait_for_other_groups()
             kinds = self.schedule()
             for index in range(self.plan.faults_of(self.index)):
                 if STOP.is_set():
@@ -892,12 +919,13 @@ def run_backend(plan: Plan, workdir: Path, hub: ProxyHub | None) -> BackendResul
     """Run ``plan.groups`` groups at once, each in its own thread, and gather what they found."""
     results: list[GroupResult | None] = [None] * plan.groups
     errors: list[BaseException] = []
+    booted = threading.Barrier(plan.groups)
 
     def one(index: int) -> None:
         directory = workdir / f"{plan.backend}-{index}"
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            results[index] = Group(plan, index, directory, hub).run()
+            results[index] = Group(plan, index, directory, hub, booted).run()
         except BaseException as exc:
             errors.append(exc)
 

@@ -183,8 +183,9 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         "*b* uses `random.Random('seed:b:g')`), every kind once per round; the target is the master of a "
         "random lock of the group. Before each fault the group waits until every lock has a master at "
         f"work again, at least {SETTLE_TTLS:g} ttl after the previous fault cleared, and {BOOT_TTLS:g} ttl "
-        "after its newest node process started (at the start, and after a supervisor was killed and "
-        "replaced), so that no fault lands on a node that is still booting.",
+        "after its newest node process started (at the start, once every group of the backend has "
+        "booted, and after a supervisor was killed and replaced), so that no fault lands on a node "
+        "that is still booting.",
         "- The only evidence is the witness log each master's work appends (start/alive marks every "
         "50 ms with `CLOCK_MONOTONIC`), judged by `gomaster.history.judge`. Times without a master are "
         "therefore upper bounds, accurate to one mark interval (50 ms).",
