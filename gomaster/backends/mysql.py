@@ -427,6 +427,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         The reply buffer is empty here: every earlier reply was read to its end, and the
         server sends nothing unasked but a farewell before it closes, which shows as readable.
         """
+        pending = getattr(self._sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return  # TLS already holds decrypted bytes the socket's poll cannot see
         left = self._left()
         poller = select.poll()
         poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
