@@ -60,6 +60,7 @@ import os
 import re
 import select
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -404,6 +405,26 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     _sent_at: float = 0.0
     _awaiting: bool = False
 
+    def __init__(self, *args: Any, tls_contexts: dict[str, ssl.SSLContext], **kwargs: Any) -> None:
+        self._tls_contexts = tls_contexts
+        super().__init__(*args, **kwargs)
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        """The TLS context for these TLS options, made once per backend instead of per connection.
+
+        PyMySQL makes a context for every connection, even without TLS options (it then tries TLS
+        if the server offers it), and loading the system's CA store costs 30-40 ms of CPU: most
+        of a reconnect on an idle host, and several hundred ms on a busy one, where a follower's
+        whole call has ``renew_deadline``.
+        """
+        if not isinstance(sslp, dict):
+            return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
+        key = repr(sorted(sslp.items()))
+        context = self._tls_contexts.get(key)
+        if context is None:
+            context = self._tls_contexts[key] = super()._create_ssl_ctx(sslp)
+        return context
+
     def _left(self) -> float | None:
         """Seconds until the deadline for a socket timeout (None: no deadline, block)."""
         if self.deadline == math.inf:
@@ -635,6 +656,8 @@ class MySQLBackend:
         #: then skips the two setup round trips, which matters most when the network is slow:
         #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
         self._table_ready = False
+        #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
         _LIVE.add(self)
 
     def __getstate__(self) -> _Settings:
@@ -678,6 +701,7 @@ class MySQLBackend:
         self._pid = os.getpid()
         self._connected_once = False
         self._table_ready = False
+        self._tls_contexts = {}
 
     def _after_fork(self) -> None:
         """In a forked child, where only the forking thread survives: a lock another thread held
@@ -773,6 +797,7 @@ class MySQLBackend:
             autocommit=True,
             connect_timeout=settings.connect_timeout,
             defer_connect=True,
+            tls_contexts=self._tls_contexts,
             **options,
         )
         conn.connect_cap = settings.connect_timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import ssl
 import threading
 import time
 import uuid
@@ -562,6 +563,27 @@ def test_a_reconnect_skips_the_table_setup_but_a_dropped_table_is_made_again(
     _execute(admin, f"DROP TABLE `{table}`")
     err(backend.observe("again", TIMEOUT))  # the table is gone: this call says so
     assert ok(backend.observe("again", TIMEOUT)).record is None  # and the next one made it again
+    backend.close()
+
+
+def test_reconnects_reuse_the_tls_context_instead_of_loading_the_ca_store_again(
+    mysql_url: str, admin: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[object] = []
+    original = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    backend = connect(_url(mysql_url, table=table))
+    record = _acquire(backend, "tls")
+    for _ in range(3):
+        _execute(admin, f"KILL {backend._conn.thread_id()}")  # type: ignore[attr-defined]
+        assert ok(backend.observe("tls", TIMEOUT)).record == record
+    # PyMySQL builds one per connection (30-40 ms of CPU each); one backend needs one in all.
+    assert len(made) == 1, made
     backend.close()
 
 
