@@ -146,7 +146,8 @@ def _crash_section(results: Results, goals: list[Goal], img: str) -> str:
         out.append("")
         out.append(
             "A gomaster follower sleeps until the observed expiry (converted to its clock) and then "
-            "needs one observe and one claim round trip and the hand-over to its warm worker, so "
+            "needs one claim round trip (against the record it saw) and the hand-over to its warm "
+            "worker, so "
             "its failover is the floor plus the expiry -> work time below; the floor itself is at most "
             "ttl. A miss on a gomaster row therefore comes from expiry -> work exceeding 1 % of ttl "
             "(10 ms at ttl 1 s); the next section says what that time is made of and what would "
