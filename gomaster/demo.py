@@ -25,7 +25,6 @@ from typing import TextIO
 from gomaster.core.timing import Timing
 from gomaster.history import append_mark, overlaps, read_marks, tenures
 from gomaster.runtime.lease import Leadership
-from gomaster.runtime.supervise import supervise
 
 MARK_EVERY = 0.05
 POLL = 0.01
@@ -55,6 +54,10 @@ def node_main(argv: list[str]) -> None:
     # Wall-clock stamps and the node's name, so a log shared by many nodes lines up with the
     # witness marks (which carry ``wall`` too).
     logging.basicConfig(level=logging.INFO, format=f"%(created).3f {args.node} %(levelname)s %(message)s")
+    # Imported here, not at the top: the node's workers unpickle ``_work`` from this module, and
+    # they need none of the supervisor's machinery.
+    from gomaster.runtime.supervise import supervise
+
     supervise(
         _work(args.log, args.node), backend=args.backend, name=args.name, timing=Timing.from_ttl(args.ttl)
     )
