@@ -24,6 +24,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from tests.helpers import free_port
+from tests.servers.freezing import stop_and_wait
 
 ENV_URL = "GOMASTER_TEST_MONGODB_URL"
 DATABASE = "gomaster_test"
@@ -124,8 +125,10 @@ class ServerProcess:
             self._process = None
 
     def freeze(self) -> None:
-        """SIGSTOP: the server keeps its sockets open but answers nothing (a hung host)."""
-        os.kill(self.pid, signal.SIGSTOP)
+        """SIGSTOP, returning once every thread has stopped: the server keeps its sockets open
+        but answers nothing (a hung host)."""
+        assert self.pid is not None, "server is not running"
+        stop_and_wait(self.pid, "server", STOP_TIMEOUT)
 
     def thaw(self) -> None:
         """SIGCONT: a frozen server carries on where it stopped."""

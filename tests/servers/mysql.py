@@ -30,6 +30,7 @@ import pymysql
 import pytest
 
 from tests.helpers import free_port
+from tests.servers.freezing import stop_and_wait
 
 ENV_URL = "GOMASTER_TEST_MYSQL_URL"
 #: How long a server may take to answer a ping after it was started.
@@ -38,7 +39,6 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 PING_PAUSE = 0.05
 PING_TIMEOUT = 1
-FREEZE_PAUSE = 0.005
 TEST_DATABASE = "gomaster_test"
 _PR_SET_PDEATHSIG = 1
 
@@ -188,22 +188,8 @@ class MariaDBServer:
         """SIGSTOP, returning once every thread has stopped: the kernel still accepts
         connections, but nothing answers."""
         assert self._process is not None, "server is not running"
-        self._process.send_signal(signal.SIGSTOP)
+        stop_and_wait(self._process.pid, "mariadbd", STOP_TIMEOUT)
         self.frozen = True
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not self._all_threads_stopped():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mariadbd {self._process.pid} did not stop on SIGSTOP")
-            time.sleep(FREEZE_PAUSE)
-
-    def _all_threads_stopped(self) -> bool:
-        assert self._process is not None
-        states = []
-        for stat in Path(f"/proc/{self._process.pid}/task").glob("*/stat"):
-            with contextlib.suppress(OSError):
-                # The state follows the command name, which is in parentheses.
-                states.append(stat.read_text().rpartition(")")[2].split()[0])
-        return bool(states) and all(state in ("T", "t") for state in states)
 
     def thaw(self) -> None:
         """SIGCONT after ``freeze()``."""

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.helpers import free_port
+from tests.servers.freezing import stop_and_wait
 
 ENV_URL = "GOMASTER_TEST_REDIS_URL"
 #: How long a server may take to answer PING after it was started.
@@ -42,7 +43,6 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 PING_PAUSE = 0.01
 PING_TIMEOUT = 0.5
-FREEZE_PAUSE = 0.005
 _LOG_TAIL = 4000
 _PR_SET_PDEATHSIG = 1
 
@@ -208,22 +208,8 @@ class RedisServer:
         """SIGSTOP, returning once every thread has stopped: the kernel still accepts connections
         and data, but nothing answers."""
         assert self._process is not None, "server is not running"
-        self._process.send_signal(signal.SIGSTOP)
+        stop_and_wait(self._process.pid, "redis-server", STOP_TIMEOUT)
         self.frozen = True
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not self._all_threads_stopped():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server {self._process.pid} did not stop on SIGSTOP")
-            time.sleep(FREEZE_PAUSE)
-
-    def _all_threads_stopped(self) -> bool:
-        assert self._process is not None
-        states = []
-        for stat in Path(f"/proc/{self._process.pid}/task").glob("*/stat"):
-            with contextlib.suppress(OSError):
-                # The state follows the command name, which is in parentheses.
-                states.append(stat.read_text().rpartition(")")[2].split()[0])
-        return bool(states) and all(state in ("T", "t") for state in states)
 
     def thaw(self) -> None:
         """SIGCONT after ``freeze()``."""
