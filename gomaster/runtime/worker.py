@@ -30,7 +30,7 @@ Target: TypeAlias = Callable[[Leadership], object]
 _PR_SET_PDEATHSIG = 1
 #: The signal the kernel sends a worker whose supervisor thread died; its handler kills the group.
 DEATH_SIGNAL = signal.SIGUSR2
-#: How often the watchdog looks at the lease deadline while the target runs.
+#: How often the watchdog looks at the lease deadline once elected (an idle one just waits).
 WATCH_INTERVAL = 0.02
 #: Exit status of a worker whose target raised.
 EXIT_TARGET_RAISED = 1
@@ -153,8 +153,12 @@ class _Watchdog:
 
     def run(self) -> None:
         while True:
+            # A warm worker waiting for ``Elected`` has no deadline to watch: it sleeps on the
+            # pipe (which also wakes it when the supervisor dies) instead of waking 50 times a
+            # second, so the idle workers of many followers cost no CPU.
+            waiting = self.elected is None and not self.ended.is_set()
             try:
-                if self._conn.poll(WATCH_INTERVAL):
+                if self._conn.poll(None if waiting else WATCH_INTERVAL):
                     self._handle(self._conn.recv())
             except (EOFError, OSError):
                 _kill_group(signal.SIGKILL)
