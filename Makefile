@@ -56,7 +56,7 @@ sim: $(STAMP)
 	-$(BIN)/python -m tests.core.simulation --seeds 1 --steps 200000 --clock-step 0.6 | head -1
 
 # Fault injection on every backend with real servers and real processes (tests/chaos): writes
-# docs/reliability.md and fails when any guarantee broke. 5 x 1,000 faults took 34 minutes on the
+# docs/reliability.md and fails when any guarantee broke. 5 x 1,000 faults took 33 minutes on the
 # 2-core development machine with 4 groups per backend (about 7 minutes per backend: faults wait
 # for a replaced node to boot); liveness figures need a quiet machine.
 CHAOS_BACKENDS ?= sqlite,mysql,mongodb,postgresql,redis
