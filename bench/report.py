@@ -420,7 +420,7 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
     )
     out.append(
         "Pipe: an `Elected` event sent over a `multiprocess` spawn-context pipe to a process whose "
-        "reader waits as a worker's watchdog does (`poll(0.02)` then `recv`), stamped on the "
+        "reader waits as an idle worker's watchdog does (`poll(None)` then `recv`), stamped on the "
         "shared monotonic clock at both ends (one way). Warm: a real `Supervisor` on SQLite; "
         "`on_event` stamps `Elected` on the elector thread, the target's first act is a mark; the "
         "node resigns after each sample and wins again a ttl later with a new warm worker (the "
@@ -465,7 +465,7 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
         "The warm path is: the elector thread enqueues the event and writes a wake-up byte; the "
         "supervisor's main loop (blocked in `multiprocess.connection.wait`) wakes, drains the "
         "queue, reconciles and sends `Elected` down the worker's pipe; the worker's watchdog "
-        "thread (polling its pipe every 20 ms at most, but woken by the data) receives it and "
+        "thread (asleep on its pipe until data comes) receives it and "
         "sets an event the worker's main thread waits on; the main thread reports `TargetStarted` "
         "and calls the target. Each hop is a thread or process wake-up, so the p99 follows the "
         "machine's scheduling delays rather than the code."

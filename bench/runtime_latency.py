@@ -3,8 +3,8 @@
     python -m bench.runtime_latency [--messages 500] [--elections 20] [--spawns 8]
 
 - Pipe: the supervisor's side sends a mastership event over a ``multiprocess`` spawn-context
-  ``Pipe`` to a process whose reader thread waits exactly as a worker's watchdog does
-  (``poll(WATCH_INTERVAL)`` then ``recv``); the receiver stamps arrival on the shared
+  ``Pipe`` to a process whose reader thread waits exactly as an idle worker's watchdog does
+  (``poll(None)`` then ``recv``); the receiver stamps arrival on the shared
   ``CLOCK_MONOTONIC``, so the figure is one-way.
 - Warm: a real ``Supervisor`` (SQLite backend, no other contender) in this process.
   ``SupervisorOptions.on_event`` stamps each ``Elected`` on the elector thread; the target's
@@ -39,7 +39,7 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
-from gomaster.runtime.worker import WATCH_INTERVAL, WorkerSpec, worker_main
+from gomaster.runtime.worker import WorkerSpec, worker_main
 
 GOAL_PIPE_P50 = 0.001
 GOAL_WARM_P50 = 0.005
@@ -70,7 +70,7 @@ def _receiver(conn: Any, count: int) -> None:
 
     def read() -> None:
         while len(delays) < count:
-            if conn.poll(WATCH_INTERVAL):
+            if conn.poll(None):
                 sent, _event = conn.recv()
                 delays.append(time.monotonic() - sent)
         done.set()

@@ -5,7 +5,9 @@ queue and reconciles the workers that should exist with those that do. Workers a
 advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
 winning; a second warm worker per target waits beside the first, so a target that crashes
 restarts without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded
-host), even when it crashes right after an election. On demotion every running worker's group
+host), even when it crashes right after an election. A node joins the election only once each
+target's worker has booted, so a node that is still starting never wins a lock from nodes that
+could work at once. On demotion every running worker's group
 gets SIGTERM at once and SIGKILL when ``grace`` runs out; the elector releases the lease only
 after they are gone.
 """
@@ -33,7 +35,15 @@ from gomaster.runtime.clock import boottime
 from gomaster.runtime.elector import Elector, Watched
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
-from gomaster.runtime.worker import Target, TargetFailed, TargetStarted, WorkerLog, WorkerSpec, worker_main
+from gomaster.runtime.worker import (
+    Target,
+    TargetFailed,
+    TargetStarted,
+    WorkerLog,
+    WorkerReady,
+    WorkerSpec,
+    worker_main,
+)
 
 #: First restart delay after a target fails; doubles per failure in a row up to the maximum.
 BACKOFF_FIRST = 0.1
@@ -46,6 +56,9 @@ STOP_ACK_SLACK = 1.0
 STOP_HOOK_BOOT = 5.0
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
+#: A node joins the election once its workers have booted, or after this long without them
+#: (a worker that cannot boot must not keep the node out for ever; restarts then pay a spawn).
+JOIN_AFTER_AT_MOST = 10.0
 
 _log = logging.getLogger("gomaster")
 
@@ -89,6 +102,8 @@ class _Worker:
     started_at: float = 0.0
     stopping_since: float | None = None
     killed: bool = False
+    #: The worker has booted and would start its target at once.
+    ready: bool = False
 
 
 @dataclass(slots=True)
@@ -183,6 +198,9 @@ class Supervisor:
         self._acks: list[threading.Event] = []
         self._stopping = False
         self._elector_done = False
+        self._elector_thread: threading.Thread | None = None
+        self._joined = False
+        self._born = boottime()
         #: Exit status of the last target run that ended (a negative number is a signal).
         self.exit_code: int | None = None
         self._watched: dict[Any, Callable[[Any], None]] = {}
@@ -226,7 +244,8 @@ class Supervisor:
         """Elect, supervise, and return after a graceful stop (SIGTERM, SIGINT or request)."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         thread = threading.Thread(target=self._run_elector, name="gomaster-elector", daemon=True)
-        thread.start()
+        self._elector_thread = thread
+        self._born = boottime()
         try:
             self._loop()
         finally:
@@ -234,7 +253,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._elector.stop()  # a no-op after a normal stop; after a crash it releases the lock
             self._shutdown_workers()
-            thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
+            if self._joined:
+                thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
             self._backend.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -278,6 +298,7 @@ class Supervisor:
     def _loop(self) -> None:
         self._reconcile()
         while True:
+            self._join_election()
             waitables: list[Any] = [self._wake_r, *self._watched]
             for worker in self._workers():
                 waitables += [worker.conn, worker.process.sentinel]
@@ -298,6 +319,26 @@ class Supervisor:
             if self._stopping and self._elector_done and not self._running():
                 return
 
+    def _join_election(self) -> None:
+        """Start the elector once every target's worker is ready (see JOIN_AFTER_AT_MOST)."""
+        if self._joined or self._elector_thread is None:
+            return
+        if self._stopping:
+            self._elector_done = True  # never joined: there is nothing to leave
+            return
+        ready = all(slot.worker is not None and slot.worker.ready for slot in self._slots)
+        waited = boottime() - self._born
+        if not ready and waited < JOIN_AFTER_AT_MOST:
+            return
+        if not ready:
+            _log.warning(
+                "workers not ready after %.0f s: joining the election of %r anyway",
+                waited,
+                self._config.name,
+            )
+        self._joined = True
+        self._elector_thread.start()
+
     def _begin_stop(self) -> None:
         self._stopping = True
         self._elector.stop()
@@ -305,6 +346,8 @@ class Supervisor:
     def _next_timer(self) -> float:
         now = boottime()
         timers = [now + IDLE_WAKE]
+        if not self._joined:
+            timers.append(self._born + JOIN_AFTER_AT_MOST)
         for slot in self._every_slot():
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
@@ -376,12 +419,14 @@ class Supervisor:
                     continue
                 with contextlib.suppress(EOFError, OSError):
                     while worker.conn.poll():
-                        self._on_worker_message(slot, worker.conn.recv())
+                        self._on_worker_message(slot, worker, worker.conn.recv())
 
-    def _on_worker_message(self, slot: _Slot, message: object) -> None:
+    def _on_worker_message(self, slot: _Slot, worker: _Worker, message: object) -> None:
         match message:
             case WorkerLog(logger=name, level=level, message=text):
                 logging.getLogger(name).log(level, "%s", text)
+            case WorkerReady():
+                worker.ready = True
             case TargetStarted(token=token):
                 _log.debug("target %s started under token %d", slot.label, token)
                 if slot is self._cleanup and slot.worker is not None:

@@ -53,6 +53,11 @@ class WorkerLog:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """The worker has booted (interpreter, imports, its target unpickled) and waits for ``Elected``."""
+
+
+@dataclass(frozen=True, slots=True)
 class TargetStarted:
     """The target of tenure ``token`` is running (taken just before the call)."""
 
@@ -67,7 +72,7 @@ class TargetFailed:
     error: str
 
 
-FromWorker: TypeAlias = WorkerLog | TargetStarted | TargetFailed
+FromWorker: TypeAlias = WorkerLog | WorkerReady | TargetStarted | TargetFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,8 @@ def worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
     root.handlers[:] = [_PipeLogHandler(watchdog.send)]
     root.setLevel(spec.log_level)
     threading.Thread(target=watchdog.run, name="gomaster-watchdog", daemon=True).start()
+    with contextlib.suppress(OSError, ValueError):
+        watchdog.send(WorkerReady())
     elected = watchdog.wait_elected()
     if elected is None:
         sys.exit(0)

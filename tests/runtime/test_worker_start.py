@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import gomaster
+from gomaster.history import read_marks
 
 #: The machinery a worker never runs; loading it cost a cold worker start over 100 ms of CPU.
 SUPERVISOR_ONLY = (
@@ -16,6 +19,10 @@ SUPERVISOR_ONLY = (
     "gomaster.runtime.master",
     "gomaster.backends",
 )
+
+
+#: How long the slow node's worker takes to boot.
+WORKER_BOOT = 1.5
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -37,3 +44,24 @@ def test_every_public_name_is_still_there_on_first_use() -> None:
     assert set(gomaster.__all__) <= set(dir(gomaster))
     loaded = _modules_after("import gomaster; gomaster.supervise")
     assert "gomaster.runtime.supervisor" in loaded
+
+
+def test_a_node_claims_the_lock_only_once_its_worker_could_start_the_work(tmp_path: Path) -> None:
+    """A node still booting must not win a lock from followers that could work at once."""
+    log = tmp_path / "marks.jsonl"
+    command = [sys.executable, "-m", "tests.runtime.slow_boot", "--backend", f"sqlite:///{tmp_path / 'l.db'}"]
+    command += ["--log", str(log), "--boot", str(WORKER_BOOT)]
+    node = subprocess.Popen(command, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not any(m["event"] == "start" for m in read_marks(log)):
+            time.sleep(0.02)
+        marks = read_marks(log)
+    finally:
+        node.terminate()
+        node.wait(15)
+    held = [float(str(m["t"])) for m in marks if m["event"] == "held"]
+    started = [float(str(m["t"])) for m in marks if m["event"] == "start"]
+    assert held and started, marks
+    # Before, the node held the lock for the whole boot of its worker while nobody worked.
+    assert started[0] - held[0] < WORKER_BOOT / 2, (held[0], started[0])
