@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from typing import TypeVar
 
 from returns.io import IOResult
@@ -51,3 +53,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+#: How long a test waits for something that should happen soon.
+WAIT = 15.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``condition`` every 10 ms; AssertionError naming ``what`` if it is not met in time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.01)

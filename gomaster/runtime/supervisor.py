@@ -198,7 +198,10 @@ class Supervisor:
         self._acks: list[threading.Event] = []
         self._stopping = False
         self._elector_done = False
-        self._elector_thread: threading.Thread | None = None
+        #: Started by the main loop once the workers are ready (see ``_join_election``).
+        self._elector_thread = threading.Thread(
+            target=self._run_elector, name="gomaster-elector", daemon=True
+        )
         self._joined = False
         self._born = boottime()
         #: Exit status of the last target run that ended (a negative number is a signal).
@@ -243,9 +246,6 @@ class Supervisor:
     def run(self) -> None:
         """Elect, supervise, and return after a graceful stop (SIGTERM, SIGINT or request)."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        thread = threading.Thread(target=self._run_elector, name="gomaster-elector", daemon=True)
-        self._elector_thread = thread
-        self._born = boottime()
         try:
             self._loop()
         finally:
@@ -254,7 +254,7 @@ class Supervisor:
             self._elector.stop()  # a no-op after a normal stop; after a crash it releases the lock
             self._shutdown_workers()
             if self._joined:
-                thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
+                self._elector_thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
             self._backend.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -321,7 +321,7 @@ class Supervisor:
 
     def _join_election(self) -> None:
         """Start the elector once every target's worker is ready (see JOIN_AFTER_AT_MOST)."""
-        if self._joined or self._elector_thread is None:
+        if self._joined:
             return
         if self._stopping:
             self._elector_done = True  # never joined: there is nothing to leave

@@ -8,27 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gomaster import HookError, Master, Timing
 from gomaster.backends import connect
-from tests.helpers import ok
+from tests.helpers import WAIT, ok, wait_until
 from tests.runtime.cluster import ROOT, wait_gone
 
 TIMING = Timing.from_ttl(1.0)
-WAIT = 15.0
-
-
-def _wait(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def _note(path: Path, text: str) -> None:
@@ -68,8 +58,8 @@ def test_start_hook_runs_on_the_master_and_stop_hook_after_it_on_stop(
     assert master.id == ""
     master.start()
     assert len(master.id) == 32
-    _wait(master.is_master)
-    _wait(lambda: _lines(notes) == ["start"])
+    wait_until(master.is_master)
+    wait_until(lambda: _lines(notes) == ["start"])
     status = master.status()
     assert status.is_master and status.holder == master.id and status.token == 1
     assert status.expires_in is not None and 0 < status.expires_in <= TIMING.ttl
@@ -92,7 +82,7 @@ def test_stop_hook_never_starts_before_a_slow_start_hook_has_been_killed(
     master = Master(url, name="slow", start_hook=slow_start, stop_hook=stop, timing=TIMING)
     masters.append(master)
     master.start()
-    _wait(lambda: _lines(notes) == ["start"])
+    wait_until(lambda: _lines(notes) == ["start"])
     master.stop(timeout=10)
     assert _lines(notes) == ["start", "stop"]
 
@@ -108,7 +98,7 @@ def test_a_raising_start_hook_is_reported_to_on_error_and_the_node_stays_master(
     master = Master(url, name="broken", start_hook=broken, timing=TIMING, on_error=errors.append)
     masters.append(master)
     master.start()
-    _wait(lambda: len(errors) >= 2)
+    wait_until(lambda: len(errors) >= 2)
     assert all(isinstance(e, HookError) for e in errors)
     assert "hook broke" in str(errors[0])
     assert master.is_master()
@@ -120,7 +110,7 @@ def test_stop_works_on_a_node_that_is_not_master(url: str, masters: list[Master]
     follower = Master(url, name="shared", timing=TIMING)
     masters += [leader, follower]
     leader.start()
-    _wait(leader.is_master)
+    wait_until(leader.is_master)
     follower.start()
     time.sleep(0.5)
     assert not follower.is_master()
@@ -135,11 +125,11 @@ def test_stopping_the_master_hands_over_to_the_follower(url: str, masters: list[
     second = Master(url, name="handover", timing=TIMING)
     masters += [first, second]
     first.start()
-    _wait(first.is_master)
+    wait_until(first.is_master)
     second.start()
     time.sleep(0.3)
     first.stop(timeout=10)
-    _wait(second.is_master, timeout=TIMING.retry + 2.0)
+    wait_until(second.is_master, timeout=TIMING.retry + 2.0)
     assert second.status().token == 2
 
 
@@ -148,11 +138,11 @@ def test_resign_hands_mastership_to_another_node(url: str, masters: list[Master]
     second = Master(url, name="resign", timing=TIMING)
     masters += [first, second]
     first.start()
-    _wait(first.is_master)
+    wait_until(first.is_master)
     second.start()
     time.sleep(0.3)
     first.resign()
-    _wait(second.is_master, timeout=TIMING.retry + 2.0)
+    wait_until(second.is_master, timeout=TIMING.retry + 2.0)
     assert not first.is_master()
 
 
@@ -175,7 +165,7 @@ def test_the_supervisor_outlives_the_thread_that_started_it(url: str, masters: l
     starter = threading.Thread(target=master.start)
     starter.start()
     starter.join()
-    _wait(master.is_master)
+    wait_until(master.is_master)
     time.sleep(TIMING.ttl)
     assert master.is_master()
     assert master.status().token == 1

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gomaster import LockRecord, Master, Timing
 from gomaster.metrics import Metrics
+from tests.helpers import wait_until
 
 TIMING = Timing.from_ttl(1.0)
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -42,9 +35,9 @@ def test_metrics_and_new_leader_callbacks_follow_the_election(tmp_path: Path) ->
     follower = Master(url, name="m", timing=TIMING, on_new_leader=seen_by_follower.append)
     try:
         leader.start()
-        _wait(leader.is_master)
+        wait_until(leader.is_master)
         follower.start()
-        _wait(lambda: any(r is not None and r.holder == leader.id for r in seen_by_follower))
+        wait_until(lambda: any(r is not None and r.holder == leader.id for r in seen_by_follower))
         time.sleep(3 * TIMING.heartbeat)
         assert _sample(registry, "gomaster_is_master", lock="m") == 1
         assert _sample(registry, "gomaster_token", lock="m") == 1
@@ -53,8 +46,8 @@ def test_metrics_and_new_leader_callbacks_follow_the_election(tmp_path: Path) ->
         assert 0 <= _sample(registry, "gomaster_seconds_since_renewal", lock="m") <= TIMING.renew_deadline
         assert any(r is not None and r.holder == leader.id and r.token == 1 for r in seen_by_leader)
         leader.stop(timeout=10)
-        _wait(follower.is_master, timeout=5)
-        _wait(
+        wait_until(follower.is_master, timeout=5)
+        wait_until(
             lambda: any(r is not None and r.holder == follower.id and r.token == 2 for r in seen_by_follower)
         )
         assert _sample(registry, "gomaster_is_master", lock="m") == 0

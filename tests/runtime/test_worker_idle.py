@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import multiprocess
@@ -20,6 +20,7 @@ from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
 from gomaster.runtime.worker import WorkerSpec, worker_main
+from tests.helpers import wait_until
 
 #: A thread that polls every 20 ms switches context about 50 times a second.
 IDLE_SWITCHES_AT_MOST = 10
@@ -43,15 +44,6 @@ def _switches(pid: int) -> int:
     return total
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
-
-
 class _Worker:
     def __init__(self, mark: Path) -> None:
         os.environ["GOMASTER_TEST_MARK"] = str(mark)
@@ -63,7 +55,7 @@ class _Worker:
         self.process.start()
         child.close()
         # Booted once its watchdog thread runs beside the main thread.
-        assert _wait_until(lambda: len(os.listdir(f"/proc/{self.process.pid}/task")) >= 2, 30.0)
+        wait_until(lambda: len(os.listdir(f"/proc/{self.process.pid}/task")) >= 2, 30.0, "worker boot")
         time.sleep(0.3)
 
     def close(self) -> None:
@@ -99,7 +91,7 @@ def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
     deadline = boottime() + 0.5
     worker.lease.publish(7, deadline)
     worker.conn.send(Elected(name="lock", node_id="n", token=7, since=0.0, deadline=deadline))
-    assert _wait_until((tmp_path / "mark").exists, 10.0)
+    wait_until((tmp_path / "mark").exists, 10.0, "target start")
     assert (tmp_path / "mark").read_text() == "7"
     # Never renewed: the watchdog ends the work at the deadline (SIGTERM, SIGKILL after grace).
     worker.process.join(deadline - boottime() + 0.2 + 1.0)

@@ -19,8 +19,6 @@ SUPERVISOR_ONLY = (
     "gomaster.runtime.master",
     "gomaster.backends",
 )
-
-
 #: How long the slow node's worker takes to boot.
 WORKER_BOOT = 1.5
 
