@@ -48,6 +48,17 @@ given up with its connection, for a host that died or a stream a middlebox broke
 error, and a timeout in the middle of a reply, drop the connection and the next call
 reconnects.
 
+TLS
+---
+Asking for TLS (``ssl=true`` or any of ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
+``ssl_verify_cert``, ``ssl_verify_identity``) makes it required and verified: the server's
+chain against ``ssl_ca`` (else the system's CA store) and its host name, unless
+``ssl_verify_identity=false`` (chain only) or ``ssl_verify_cert=false`` (nothing) says
+otherwise. The backend builds that context itself, once, because PyMySQL given only ``ssl_ca``
+verifies nothing, and before 1.2 goes on in plain text when the server does not offer TLS.
+Without TLS options PyMySQL's default stays: no TLS, or in recent versions TLS when the server
+offers it, unverified either way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
+
 Names are stored as ``VARBINARY``: binary comparison is exact, whereas even ``utf8mb4_bin`` is
 a PAD SPACE collation in which ``'a'`` and ``'a '`` are the same key.
 """
@@ -200,6 +211,14 @@ def _charset_option(key: str, value: object) -> str:
     return name
 
 
+def _file_option(key: str, value: object) -> str:
+    """A path that exists now, so a typo fails at start-up rather than at the first connect."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else _text_option(key, value)
+    if not isinstance(path, str) or not os.path.exists(path):
+        raise _SettingError(f"option {key}: {path!r} does not exist")
+    return path
+
+
 #: Query parameters passed on to PyMySQL, with how to read each from a URL.
 DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "charset": _charset_option,
@@ -207,14 +226,21 @@ DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "bind_address": _text_option,
     "program_name": _text_option,
     "server_public_key": _text_option,
-    "ssl_ca": _text_option,
-    "ssl_cert": _text_option,
-    "ssl_key": _text_option,
+}
+#: TLS options (see ``_tls``); the backend builds the TLS context from them itself.
+TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
+    "ssl": _bool_option,
+    "ssl_ca": _file_option,
+    "ssl_cert": _file_option,
+    "ssl_key": _file_option,
     "ssl_key_password": _text_option,
     "ssl_verify_cert": _bool_option,
     "ssl_verify_identity": _bool_option,
     "ssl_disabled": _bool_option,
 }
+#: TLS options that ask for TLS whatever their value. ``ssl_key_password`` does not: it only
+#: unlocks ``ssl_key``, and ``ssl``/``ssl_disabled`` ask for it or refuse it by their value.
+_ASKS_FOR_TLS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
 #: gomaster's own query parameters.
 OWN_OPTIONS = ("table", "create_db", "connect_timeout", "connect_retries", "connect_wait", "late_reply_wait")
 #: Driver options this backend sets per call itself.
@@ -228,6 +254,91 @@ _MANAGED = {
 
 class _SettingError(ValueError):
     """A configuration value that cannot work; its message says what to write instead."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TLS:
+    """TLS that the settings ask for: required, with both checks on unless an option turned one off.
+
+    ``verify_cert`` checks that a trusted CA signed the server's certificate: the one in ``ca``,
+    else the system's CA store. ``verify_identity`` checks that the certificate names the host
+    connected to; it needs ``verify_cert``, since a name on a certificate nobody vouched for
+    proves nothing. PyMySQL itself checks neither when given only ``ssl_ca``, which is why the
+    backend builds the context instead of passing the options on.
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    key_password: str | None = field(default=None, repr=False)
+    verify_cert: bool = True
+    verify_identity: bool = True
+
+    @property
+    def trusted(self) -> str:
+        """Who decides which certificates are trusted, for messages."""
+        return (
+            f"the CA in ssl_ca={self.ca}" if self.ca else "any CA of the system's store, used without ssl_ca"
+        )
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that checks what this asks for (this loads files: call it once)."""
+        context = ssl.create_default_context(cafile=self.ca)
+        # Python 3.13 turns on strict X.509 checks that the certificates MySQL generates for
+        # itself fail; PyMySQL turns them off for that reason, and so does this context.
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        context.check_hostname = self.verify_identity
+        context.verify_mode = ssl.CERT_REQUIRED if self.verify_cert else ssl.CERT_NONE
+        if self.cert is not None:
+            context.load_cert_chain(self.cert, self.key, self.key_password)
+        return context
+
+
+def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
+    """The TLS that the (already read) TLS options ask for, and whether they turn TLS off.
+
+    Neither asked for nor turned off leaves PyMySQL's own default: no TLS, or in recent versions
+    TLS when the server offers it, checking nothing (at most it keeps out a passive eavesdropper).
+    """
+    asked = [key for key in _ASKS_FOR_TLS if key in found]
+    if found.get("ssl") is True:
+        asked.insert(0, "ssl=true")
+    turned_off = (
+        ("ssl=false", found.get("ssl") is False),
+        ("ssl_disabled=true", found.get("ssl_disabled") is True),
+    )
+    refused = [option for option, off in turned_off if off]
+    if refused:
+        if asked:
+            raise _SettingError(
+                f"{refused[0]} turns TLS off, but {', '.join(asked)} asks for TLS; keep one or the other"
+            )
+        return None, True
+    if not asked:
+        return None, False
+    verify_cert = found.get("ssl_verify_cert", True) is True
+    verify_identity = found.get("ssl_verify_identity", verify_cert) is True
+    if verify_identity and not verify_cert:
+        raise _SettingError(
+            "ssl_verify_identity=true needs ssl_verify_cert=true: a host name on a certificate no "
+            "trusted CA signed proves nothing"
+        )
+    if "ssl_key" in found and "ssl_cert" not in found:
+        raise _SettingError("option ssl_key needs ssl_cert, the client certificate that the key belongs to")
+
+    def text(key: str) -> str | None:
+        value = found.get(key)
+        return value if isinstance(value, str) else None
+
+    tls = _TLS(
+        ca=text("ssl_ca"),
+        cert=text("ssl_cert"),
+        key=text("ssl_key"),
+        key_password=text("ssl_key_password"),
+        verify_cert=verify_cert,
+        verify_identity=verify_identity,
+    )
+    return tls, False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,7 +357,12 @@ class _Settings:
     connect_retries: int = 0
     connect_wait: float = DEFAULT_CONNECT_WAIT
     late_reply_wait: float = DEFAULT_LATE_REPLY_WAIT
-    options: tuple[tuple[str, object], ...] = ()
+    #: Every driver and TLS option as given (read and checked). Shown only by ``redacted_url``:
+    #: ``ssl_key_password`` is among them.
+    options: tuple[tuple[str, object], ...] = field(default=(), repr=False)
+    #: The TLS asked for (None: none asked), and whether the options turn TLS off altogether.
+    tls: _TLS | None = None
+    tls_off: bool = False
 
     @property
     def where(self) -> str:
@@ -272,8 +388,13 @@ class _Settings:
         if self.late_reply_wait != DEFAULT_LATE_REPLY_WAIT:
             query.append(("late_reply_wait", self.late_reply_wait))
         query += [(k, REDACTED if "password" in k else v) for k, v in self.options]
-        tail = "&".join(f"{k}={quote(str(v), safe='/:')}" for k, v in query)
+        tail = "&".join(f"{k}={quote(_shown(v), safe='/:*')}" for k, v in query)
         return f"{self.scheme}://{auth}{self.where}/{quote(self.database)}" + (f"?{tail}" if tail else "")
+
+
+def _shown(value: object) -> str:
+    """An option's value as a URL writes it (booleans as ``true``/``false``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 _GO_DSN = re.compile(
@@ -283,6 +404,13 @@ _GO_DSN = re.compile(
 _GO_IGNORED = ("parseTime", "loc", "readTimeout", "writeTimeout")
 _GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
 _GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+#: go-sql-driver's ``tls`` values as this backend's options (``preferred`` is the default here too).
+_GO_TLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "true": (("ssl", "true"),),
+    "skip-verify": (("ssl_verify_cert", "false"),),
+    "false": (("ssl_disabled", "true"),),
+    "preferred": (),
+}
 
 
 def _parse_dsn(dsn: str) -> BackendURL:
@@ -309,6 +437,13 @@ def _parse_dsn(dsn: str) -> BackendURL:
         duration = _GO_DURATION.match(value)
         if key == "timeout" and duration is not None:
             query.append(("connect_timeout", str(float(duration[1]) * _GO_UNITS[duration[2]])))
+        elif key == "tls":
+            if value not in _GO_TLS:
+                raise _SettingError(
+                    f"dsn option tls={value!r}: use tls=true (with ssl_ca=/path/to/ca.pem for a private CA), "
+                    "tls=skip-verify, tls=preferred or tls=false; registered TLS configs do not exist here"
+                )
+            query += _GO_TLS[value]
         else:
             query.append((key, value))
     return BackendURL(
@@ -371,12 +506,13 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     for key, value in options.items():
         if key in _MANAGED:
             raise _SettingError(f"option {key} cannot be set: {_MANAGED[key]}")
-        reader = DRIVER_OPTIONS.get(key)
+        reader = DRIVER_OPTIONS.get(key) or TLS_OPTIONS.get(key)
         if reader is None:
-            known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS))
+            known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS, *TLS_OPTIONS))
             raise _SettingError(f"unknown MySQL option {key!r}; known options: {known}")
         driver.append((key, reader(key, value)))
-    return replace(settings, options=tuple(driver))
+    tls, tls_off = _tls(dict(driver))
+    return replace(settings, options=tuple(driver), tls=tls, tls_off=tls_off)
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -404,6 +540,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     owed_since: float | None = None
     _sent_at: float = 0.0
     _awaiting: bool = False
+    #: TLS was asked for: a server that does not offer it is refused before any credential is sent.
+    tls_required: bool = False
 
     def __init__(self, *args: Any, tls_contexts: dict[str, ssl.SSLContext], **kwargs: Any) -> None:
         self._tls_contexts = tls_contexts
@@ -424,6 +562,16 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         if context is None:
             context = self._tls_contexts[key] = super()._create_ssl_ctx(sslp)
         return context
+
+    def _request_authentication(self) -> None:
+        """Refuse a server that does not offer TLS when TLS is required, before the credentials go.
+
+        PyMySQL before 1.2 then carried on in plain text; a man in the middle only had to clear
+        the server's TLS flag.
+        """
+        if self.tls_required and not self.server_capabilities & CLIENT.SSL:
+            raise pymysql.OperationalError(CR.CR_SSL_CONNECTION_ERROR, "the server does not offer TLS")
+        super()._request_authentication()
 
     def _left(self) -> float | None:
         """Seconds until the deadline for a socket timeout (None: no deadline, block)."""
@@ -571,6 +719,28 @@ class _SetupError(Exception):
     """The server answered, but the database or lock table cannot be used as configured."""
 
 
+#: OpenSSL's verification results for a certificate that does not name what was connected to.
+_NAME_MISMATCHES = frozenset({62, 63, 64})  # X509_V_ERR_HOSTNAME/EMAIL/IP_ADDRESS_MISMATCH
+
+
+def _refused_certificate(settings: _Settings, error: ssl.SSLCertVerificationError) -> str:
+    """Why the server's certificate was refused, in one line that names the option to change."""
+    where = settings.where
+    detail = str(error.verify_message or error.reason or error).rstrip(".")
+    if error.verify_code in _NAME_MISMATCHES:
+        return (
+            f"TLS host name mismatch on {where}: {detail}; connect by a name the certificate lists, "
+            "or set ssl_verify_identity=false to check only that a trusted CA signed it (for a server "
+            "reached by IP address)"
+        )
+    trusted = settings.tls.trusted if settings.tls is not None else "the CA store"
+    return (
+        f"TLS certificate not trusted: the certificate of {where} is not signed by {trusted} "
+        f"({detail}); set ssl_ca to the CA that signed it, or ssl_verify_cert=false to accept any "
+        "certificate (encrypted, but an impostor would not be noticed)"
+    )
+
+
 def _error_number(exc: BaseException) -> int | None:
     code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
     return code if isinstance(code, int) else None
@@ -596,9 +766,10 @@ class MySQLBackend:
     go-master's MySQL options: ``user``, ``password``, ``host``, ``port``, ``database``,
     ``table``, ``create_db``, a base ``dsn`` instead of the parts, ``connect_timeout``,
     ``connect_retries``/``connect_wait`` for the first connect, ``late_reply_wait`` (how long a
-    connection is kept for a late reply), and PyMySQL options such as
-    ``ssl_ca``. Bad settings raise ``ValueError`` here, so a typo fails at start-up, not at the
-    first election. One connection per process, used under a lock by one thread at a time.
+    connection is kept for a late reply), the TLS options (``ssl=True``, ``ssl_ca``, ...; paths
+    may be ``Path`` objects) and PyMySQL options such as ``charset``. Bad settings raise
+    ``ValueError`` here, so a typo fails at start-up, not at the first election. One connection
+    per process, used under a lock by one thread at a time.
     """
 
     def __init__(
@@ -658,6 +829,8 @@ class MySQLBackend:
         self._table_ready = False
         #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
         self._tls_contexts: dict[str, ssl.SSLContext] = {}
+        #: The context that checks what ``settings.tls`` asks for, once made.
+        self._verifying: ssl.SSLContext | None = None
         _LIVE.add(self)
 
     def __getstate__(self) -> _Settings:
@@ -702,6 +875,7 @@ class MySQLBackend:
         self._connected_once = False
         self._table_ready = False
         self._tls_contexts = {}
+        self._verifying = None
 
     def _after_fork(self) -> None:
         """In a forked child, where only the forking thread survives: a lock another thread held
@@ -784,9 +958,30 @@ class MySQLBackend:
                 retries -= 1
                 time.sleep(settings.connect_wait)
 
+    def _verifying_context(self, tls: _TLS) -> ssl.SSLContext:
+        """The context for ``tls``, made on first use and then reused, as ``_create_ssl_ctx`` does
+        for PyMySQL's own; a file that cannot be loaded is a ``_SetupError`` naming the options."""
+        if self._verifying is None:
+            try:
+                self._verifying = tls.context()
+            except (OSError, ValueError) as exc:
+                files = ", ".join(
+                    f"{key}={path}"
+                    for key, path in (("ssl_ca", tls.ca), ("ssl_cert", tls.cert), ("ssl_key", tls.key))
+                    if path
+                )
+                hint = "; check the files and ssl_key_password" if tls.cert else "; check the file"
+                raise _SetupError(f"cannot load the TLS files ({files}): {exc}{hint}") from None
+        return self._verifying
+
     def _new_connection(self, deadline: float, database: str | None) -> _Connection:
         settings = self._settings
-        options: dict[str, object] = {"charset": "utf8mb4", **dict(settings.options)}
+        options: dict[str, object] = {"charset": "utf8mb4"}
+        options.update((key, value) for key, value in settings.options if key not in TLS_OPTIONS)
+        if settings.tls is not None:
+            options["ssl"] = self._verifying_context(settings.tls)
+        elif settings.tls_off:
+            options["ssl_disabled"] = True
         conn = _Connection(
             host=settings.host,
             port=settings.port,
@@ -801,6 +996,7 @@ class MySQLBackend:
             **options,
         )
         conn.connect_cap = settings.connect_timeout
+        conn.tls_required = settings.tls is not None
         conn.begin_call(deadline)
         conn.connect()
         conn.keeps_late = True
@@ -875,6 +1071,15 @@ class MySQLBackend:
             message = str(exc)
         elif isinstance(original, socket.gaierror):
             message = f"cannot resolve host {settings.host!r} ({original}); check the host name"
+        elif isinstance(original, ssl.SSLCertVerificationError):
+            message = _refused_certificate(settings, original)
+        elif isinstance(original, ssl.SSLError):
+            message = f"TLS with {where} failed: {original}"
+        elif code == CR.CR_SSL_CONNECTION_ERROR:
+            message = (
+                f"{where} does not offer TLS, which the ssl options ask for; turn TLS on at the server "
+                "(or remove the ssl options to connect without it)"
+            )
         elif (
             isinstance(exc, TimeoutError)
             or isinstance(original, TimeoutError)
@@ -899,7 +1104,7 @@ class MySQLBackend:
         else:
             label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
             message = f"{step} failed on {where}: {label}: {cause}"
-        return scrub(message, settings.password)
+        return scrub(message, settings.password, settings.tls.key_password if settings.tls else None)
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -1091,7 +1296,8 @@ def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
     """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
 
     ``table``, ``create_db``, ``connect_timeout``, ``connect_retries``, ``connect_wait`` and
-    ``late_reply_wait`` are gomaster's; other parameters (``ssl_ca``, ``charset``, ...) go to
+    ``late_reply_wait`` are gomaster's; the TLS options (``ssl``, ``ssl_ca``, ...) are read here
+    and verify by default (see the module doc); other parameters (``charset``, ...) go to
     PyMySQL. Nothing connects yet. The message of a ``Failure`` says what to change and never
     contains the password.
     """

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlencode
@@ -63,8 +63,10 @@ class MariaDBServer:
     hung server or a VM pause would; ``cleanup()`` stops it and deletes its directory.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        #: More ``mariadbd`` options, such as ``--ssl-cert=...`` for a server that offers TLS.
+        self.extra_args = tuple(extra_args)
         self.base = Path(tempfile.mkdtemp(prefix="gomaster-mariadb-"))
         self.datadir = self.base / "data"
         self.error_log = self.base / "error.log"
@@ -135,6 +137,7 @@ class MariaDBServer:
             "--innodb-log-file-size=16M",
             "--innodb-flush-log-at-trx-commit=2",
             "--skip-log-bin",
+            *self.extra_args,
         ]
         self._process = subprocess.Popen(  # the hook is async-signal-safe (see _die_with_parent)
             command,
