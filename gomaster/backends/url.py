@@ -9,6 +9,14 @@ from urllib.parse import unquote, urlsplit
 from returns.result import Failure, Result, Success
 
 REDACTED = "***"
+#: TCP ports: 0 is "any port" to bind, never one to connect to.
+MIN_PORT = 1
+MAX_PORT = 65535
+#: The advice for a URL that does not split: a password with an unescaped delimiter in it.
+_ENCODE = (
+    "percent-encode special characters in the user name and password "
+    "(for example / as %2F, @ as %40 and [ as %5B)"
+)
 #: Query options whose values are credentials (matched case-insensitively, as substrings).
 _SECRET_OPTIONS = ("password", "secret", "authmechanismproperties", "token", "passphrase")
 
@@ -86,23 +94,40 @@ def redact(url: str) -> str:
     return parse_url(url).map(lambda parsed: parsed.redacted).value_or("<unparseable backend URL>")
 
 
+def _port_problem(hosts: str) -> str:
+    """What is wrong with the port in ``hosts`` (``host:port``), without quoting it.
+
+    Text after the colon that is not digits is most likely part of a password with an unescaped
+    ``/`` or ``@`` in it, so the advice then is to percent-encode; digits are a port out of range.
+    """
+    after_host = hosts.partition("[")[2].partition("]")[2] if "[" in hosts else hosts
+    text = after_host.partition(":")[2]
+    problem = f"cannot parse backend URL: the port must be a number from {MIN_PORT} to {MAX_PORT}"
+    if text.isascii() and text.isdigit():
+        return problem
+    return f"{problem}; {_ENCODE}"
+
+
 def parse_url(url: str) -> Result[BackendURL, str]:
     """Split a backend URL into its parts, or say what is wrong with it (never echoing a password)."""
     if not isinstance(url, str) or "://" not in url:
         return Failure("a backend URL looks like scheme://..., for example sqlite:///var/tmp/locks.db")
     try:
         parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        host: str | None = hosts
-        port: int | None = None
+    except ValueError:
+        # An unbalanced [ or ]: in an IPv6 address, or more likely in a password.
+        return Failure(f"cannot parse backend URL: {_ENCODE}")
+    hosts = parts.netloc.rpartition("@")[2]
+    host: str | None = hosts
+    port: int | None = None
+    try:
         if "," not in hosts:  # a MongoDB seed list (host:port,host:port) keeps its ports in host
             host, port = parts.hostname, parts.port
     except ValueError:
         # The driver's message would quote the text after the colon, which may be a password.
-        return Failure(
-            "cannot parse backend URL: the port is not a number; percent-encode special "
-            "characters in the user name and password (for example / as %2F and @ as %40)"
-        )
+        return Failure(_port_problem(hosts))
+    if port is not None and not MIN_PORT <= port <= MAX_PORT:
+        return Failure(_port_problem(hosts))
     return Success(
         BackendURL(
             scheme=parts.scheme.lower(),

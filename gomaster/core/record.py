@@ -11,7 +11,10 @@ from returns.result import Failure, Result, Success
 
 #: Lock names travel into table rows, channel names and keys; keep them printable and bounded.
 MAX_NAME_LENGTH = 200
-_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+#: An application version is stored next to the holder (``VARCHAR(255)`` on MySQL).
+MAX_VERSION_LENGTH = 255
+#: C0 and C1 control characters and DEL: they move a terminal's cursor or start escape sequences.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +83,25 @@ class MalformedRecord:
         return f"lock record {self.name!r} is malformed: {self.problem}"
 
 
+def _unstorable(what: str, text: str) -> str | None:
+    """Why ``text`` cannot be stored and shown safely, or None.
+
+    A lone surrogate (what Python makes of bytes that are not UTF-8 in ``argv``) has no UTF-8
+    form, so every driver fails on it, each in its own way; control characters would reach a
+    terminal through ``gomaster status``. Both are refused before anything is sent.
+    """
+    if _CONTROL.search(text):
+        return f"{what} must not contain control characters, got {text!r}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"{what} must be valid Unicode text: {text[exc.start : exc.end]!r} at position "
+            f"{exc.start} is a lone surrogate (bytes that are not UTF-8?)"
+        )
+    return None
+
+
 def check_name(name: object) -> Result[str, str]:
     """Accept a lock name that every backend can store, or say why not."""
     if not isinstance(name, str):
@@ -88,9 +110,18 @@ def check_name(name: object) -> Result[str, str]:
         return Failure("lock name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
         return Failure(f"lock name is longer than {MAX_NAME_LENGTH} characters")
-    if _NAME_FORBIDDEN.search(name):
-        return Failure("lock name must not contain control characters")
-    return Success(name)
+    problem = _unstorable("lock name", name)
+    return Success(name) if problem is None else Failure(problem)
+
+
+def check_version(version: object) -> Result[str, str]:
+    """Accept an application version that every backend can store and a terminal can show."""
+    if not isinstance(version, str):
+        return Failure(f"version must be a string, got {type(version).__name__}")
+    if len(version) > MAX_VERSION_LENGTH:
+        return Failure(f"version is longer than {MAX_VERSION_LENGTH} characters")
+    problem = _unstorable("version", version)
+    return Success(version) if problem is None else Failure(problem)
 
 
 def _text(fields: Mapping[str, object], key: str) -> str:

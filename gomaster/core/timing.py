@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import TypeGuard
 
 from returns.result import Failure, Result, Success
 
 #: Drift is a fraction; past one half, "rate" stops meaning anything useful.
 MAX_DRIFT_LIMIT = 0.5
+#: The shortest lease: below this a lease can expire before the claim that took it has returned,
+#: so a node never gets elected and polls without pause.
+MIN_TTL = 0.1
+#: The longest lease, one day. Every backend call's timeout is at most ``renew_deadline``, which
+#: is below ``ttl``; one day is the smallest cap any backend puts on a call's timeout today
+#: (Redis, MongoDB), and it keeps every deadline a thread or ``poll`` waits on finite and in range.
+MAX_TTL = 86_400.0
+#: The shortest ``heartbeat``, ``retry`` and ``grace``: shorter periods only make the loops
+#: busy (a follower polling, a leader renewing a hundred times a second) without making
+#: anything safer, and no work stops in less than that after SIGTERM.
+MIN_PERIOD = 0.01
+#: The longest any duration field may be (``retry`` is the only one not already below ``ttl``).
+MAX_PERIOD = MAX_TTL
+#: The shortest timeout for one backend call that the command line accepts.
+MIN_CALL_TIMEOUT = 0.001
+#: The longest timeout for one backend call: the same day as :data:`MAX_TTL`.
+MAX_CALL_TIMEOUT = MAX_TTL
+
+#: Each duration field and the range it must lie in, inclusive.
+DURATION_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "ttl": (MIN_TTL, MAX_TTL),
+    "heartbeat": (MIN_PERIOD, MAX_PERIOD),
+    "renew_deadline": (MIN_PERIOD, MAX_PERIOD),
+    "retry": (MIN_PERIOD, MAX_PERIOD),
+    "grace": (MIN_PERIOD, MAX_PERIOD),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +49,7 @@ class TimingError:
         return self.rule
 
 
-def _finite_number(value: object) -> bool:
+def _finite_number(value: object) -> TypeGuard[int | float]:
     """True for an int or float that is a real number a float can hold (not bool, nan or inf).
 
     An int too large for a float is refused here rather than left to raise ``OverflowError``
@@ -35,10 +63,24 @@ def _finite_number(value: object) -> bool:
         return False
 
 
+def check_seconds(what: str, value: object, least: float, most: float) -> Result[float, TimingError]:
+    """Accept a finite number of seconds from ``least`` to ``most`` (both included), or say why not.
+
+    Every duration gomaster waits on passes through here, so that no clock computation, thread
+    timeout or ``poll`` can overflow and no loop can spin on a period too short to mean anything.
+    """
+    if not _finite_number(value):
+        return Failure(TimingError(f"{what} must be a finite number of seconds, got {value!r}"))
+    seconds = float(value)
+    if not least <= seconds <= most:
+        return Failure(TimingError(f"{what} must be from {least:g} to {most:g} seconds, got {value!r}"))
+    return Success(seconds)
+
+
 def _violation(
     ttl: float, heartbeat: float, renew_deadline: float, retry: float, grace: float, max_drift: float
 ) -> str | None:
-    """Return the first rule broken, or None. Order: well-formed numbers, then the safety rules."""
+    """Return the first rule broken, or None. Order: numbers within bounds, then the safety rules."""
     values = {
         "ttl": ttl,
         "heartbeat": heartbeat,
@@ -47,10 +89,9 @@ def _violation(
         "grace": grace,
     }
     for field, value in values.items():
-        if not _finite_number(value):
-            return f"{field} must be a finite number of seconds, got {value!r}"
-        if value <= 0:
-            return f"{field} must be positive, got {value!r}"
+        refused = check_seconds(field, value, *DURATION_BOUNDS[field]).swap().value_or(None)
+        if refused is not None:
+            return refused.rule
     if isinstance(max_drift, bool) or not isinstance(max_drift, int | float):
         return f"max_drift must be a number, got {max_drift!r}"
     if not 0 <= max_drift < MAX_DRIFT_LIMIT:
@@ -96,7 +137,14 @@ class Timing:
 
     @classmethod
     def from_ttl(cls, ttl: float) -> Timing:
-        """Scale every duration of the defaults in proportion to ``ttl`` (drift stays)."""
+        """Scale every duration of the defaults in proportion to ``ttl`` (drift stays).
+
+        ``ttl`` is checked before it is scaled, so that a huge one is refused as a ``ValueError``
+        naming its bounds rather than overflowing in the arithmetic.
+        """
+        refused = check_seconds("ttl", ttl, *DURATION_BOUNDS["ttl"]).swap().value_or(None)
+        if refused is not None:
+            raise ValueError(f"impossible Timing: {refused}")
         default = cls()
 
         def scaled(seconds: float) -> float:

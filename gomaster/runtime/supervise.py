@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import dill
 
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
-from gomaster.core.record import LockRecord, NodeIdentity, check_name
+from gomaster.core.record import LockRecord, NodeIdentity, check_name, check_version
 from gomaster.core.timing import Timing
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
@@ -28,8 +28,20 @@ def new_identity(version: str) -> NodeIdentity:
 
 
 def check_targets(targets: Callable[..., object] | Sequence[Callable[..., object]]) -> list[Target]:
-    """Accept one callable or a sequence of them; each must survive the trip to a worker."""
-    listed: list[Callable[..., object]] = [targets] if callable(targets) else list(targets)
+    """Accept one callable or a sequence of them; each must survive the trip to a worker.
+
+    Anything else is refused by saying what is accepted, rather than by whatever ``list()``
+    happens to raise about it (``'int' object is not iterable``).
+    """
+    if callable(targets):
+        listed: list[Callable[..., object]] = [targets]
+    elif isinstance(targets, Iterable) and not isinstance(targets, str | bytes | Mapping):
+        listed = list(targets)
+    else:
+        raise TypeError(
+            "supervise() takes a callable or a list of callables, each called with a "
+            f"gomaster.Leadership, not {type(targets).__name__}"
+        )
     if not listed:
         raise ValueError("supervise() needs at least one target")
     for index, target in enumerate(listed):
@@ -56,6 +68,9 @@ def check_config(name: str, timing: Timing | None, version: str) -> tuple[str, T
         raise TypeError(f"timing must be a gomaster.Timing, not {type(timing).__name__}")
     if not isinstance(version, str):
         raise TypeError(f"version must be a string, not {type(version).__name__}")
+    refused = check_version(version).swap().value_or(None)
+    if refused is not None:
+        raise ValueError(refused)
     return name, timing
 
 

@@ -13,7 +13,7 @@ import pymysql
 import redis
 from pymongo import MongoClient
 
-from gomaster.backends import LockBackend
+from gomaster.backends import LockBackend, force_release
 from gomaster.backends.memory import MemoryBackend
 from gomaster.backends.mongodb import MongoBackend
 from gomaster.backends.mysql import MySQLBackend
@@ -25,7 +25,7 @@ from gomaster.core.decide import plan_acquire
 from gomaster.core.record import LockRecord, MalformedRecord
 from gomaster.core.timing import Timing
 from tests.backends.conftest import BackendCase
-from tests.helpers import identity, ok, result
+from tests.helpers import err, identity, ok, result
 
 TIMEOUT = 5.0
 #: A year-2999 expiry, in epoch seconds: a row nobody would ever be allowed to claim.
@@ -141,6 +141,19 @@ def test_a_garbage_token_is_replaced_by_the_clock_in_ms_and_the_lock_works_again
     assert token is not None and token > record.token
     assert abs(token - before) < 60_000, "the new token is not the clock in milliseconds"
     assert _claimed(backend, lock_name).token == token + 1
+    backend.close()
+
+
+def test_force_release_of_a_malformed_record_reports_it_malformed_not_unreachable(
+    shared_case: BackendCase, lock_name: str
+) -> None:
+    """``gomaster release`` must be able to point at ``repair``, which it cannot from an outage."""
+    backend = shared_case.make()
+    _claimed(backend, lock_name)
+    _corrupt_token(shared_case, backend, lock_name)
+    problem = err(force_release(backend, lock_name, TIMEOUT))
+    assert isinstance(problem, MalformedRecord), f"reported as {problem!r}"
+    assert problem.name == lock_name
     backend.close()
 
 

@@ -54,6 +54,32 @@ def test_bad_urls_fail_with_a_message_that_says_what_to_fix(url: str, message: s
         connect(url)
 
 
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "4294967296"])
+def test_a_port_out_of_range_names_the_range_without_calling_it_not_a_number(port: str) -> None:
+    outcome = parse_url(f"mysql://app:secret@db:{port}/app")
+    assert outcome == Failure("cannot parse backend URL: the port must be a number from 1 to 65535")
+
+
+def test_text_where_the_port_goes_is_likely_a_password_and_is_never_echoed() -> None:
+    outcome = parse_url("mysql://app:hunter/2@db:3306/app")
+    assert isinstance(outcome, Failure)
+    assert "port must be a number from 1 to 65535" in outcome.failure()
+    assert "percent-encode" in outcome.failure()
+    assert "hunter" not in outcome.failure()
+
+
+def test_an_unbalanced_bracket_asks_for_percent_encoding_and_blames_no_port() -> None:
+    outcome = parse_url("mysql://app:hunter[2@db:3306/app")
+    assert isinstance(outcome, Failure)
+    assert "percent-encode" in outcome.failure() and "[ as %5B" in outcome.failure()
+    assert "port" not in outcome.failure() and "hunter" not in outcome.failure()
+
+
+@pytest.mark.parametrize("port", ["1", "65535"])
+def test_the_ends_of_the_port_range_are_accepted(port: str) -> None:
+    assert parse_url(f"mysql://app:secret@db:{port}/app").unwrap().port == int(port)
+
+
 def test_sqlite_urls_follow_the_sqlalchemy_convention(tmp_path: object) -> None:
     relative = parse_backend("sqlite:///locks.db")
     assert isinstance(relative, Success)

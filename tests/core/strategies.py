@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from gomaster.core.record import MAX_TOKEN, LockRecord, NodeIdentity, Observation
-from gomaster.core.timing import Timing
+from gomaster.core.timing import MIN_PERIOD, Timing
 
 NAME = "jobs"
 #: A handful of node ids, so that generated records often name the node under test.
@@ -86,7 +86,7 @@ def timings(draw: st.DrawFn) -> Timing:
     ttl = draw(st.floats(min_value=0.5, max_value=3600.0))
     base = Timing.from_ttl(ttl)
     drift = draw(st.floats(min_value=0.0, max_value=0.15))
-    grace = draw(st.floats(min_value=0.01, max_value=0.3)) * ttl
+    grace = max(MIN_PERIOD, draw(st.floats(min_value=0.01, max_value=0.3)) * ttl)
     renew_deadline = draw(st.floats(min_value=0.05, max_value=0.5)) * ttl
-    heartbeat = draw(st.floats(min_value=0.1, max_value=0.9)) * renew_deadline
+    heartbeat = max(MIN_PERIOD, draw(st.floats(min_value=0.1, max_value=0.9)) * renew_deadline)
     return base.replace(heartbeat=heartbeat, renew_deadline=renew_deadline, grace=grace, max_drift=drift)

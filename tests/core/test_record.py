@@ -13,9 +13,11 @@ from returns.result import Failure, Success
 from gomaster.core.record import (
     MAX_NAME_LENGTH,
     MAX_TOKEN,
+    MAX_VERSION_LENGTH,
     LockRecord,
     MalformedRecord,
     check_name,
+    check_version,
     parse_record,
 )
 from tests.core.strategies import NAME, record, records
@@ -108,6 +110,9 @@ def test_a_lease_is_live_only_before_its_expiry_and_only_while_held() -> None:
         ("x" * (MAX_NAME_LENGTH + 1), "longer"),
         ("bad\nname", "control"),
         ("tab\there", "control"),
+        ("csi\x9b2J", "control"),
+        ("job-\udc80", "lone surrogate"),
+        ("\ud83d\ude00", "lone surrogate"),
         (b"bytes", "string"),
         (None, "string"),
     ],
@@ -123,3 +128,31 @@ def test_check_name_refuses_names_a_backend_cannot_store(name: object, problem: 
 @pytest.mark.parametrize("name", ["default", "jobs/nightly", "x" * MAX_NAME_LENGTH, "ünïcode"])
 def test_check_name_accepts_printable_names(name: str) -> None:
     assert check_name(name) == Success(name)
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ("1.0\x1b[2J", "must not contain control characters, got '1.0\\x1b[2J'"),
+        ("1.0\r\n", "must not contain control characters"),
+        ("1.0\x85", "must not contain control characters"),
+        ("1.0\udc80", "lone surrogate"),
+        ("x" * (MAX_VERSION_LENGTH + 1), "longer than 255"),
+        (1.0, "must be a string"),
+    ],
+)
+def test_check_version_refuses_what_a_backend_cannot_store_or_a_terminal_would_obey(
+    version: object, problem: str
+) -> None:
+    match check_version(version):
+        case Failure(message):
+            assert problem in message, message
+        case Success(_):
+            pytest.fail(f"{version!r} was accepted as a version")
+
+
+@pytest.mark.parametrize(
+    "version", ["", "1.4.2", "2024-06-01+g3f2a", "v1 (ünïcode)", "x" * MAX_VERSION_LENGTH]
+)
+def test_check_version_accepts_ordinary_versions(version: str) -> None:
+    assert check_version(version) == Success(version)

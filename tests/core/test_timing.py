@@ -10,15 +10,34 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from gomaster.core.decide import ClockSample, ClockStep, check_clock
-from gomaster.core.timing import MAX_DRIFT_LIMIT, Timing, TimingError, validate_timing
+from gomaster.core.timing import (
+    DURATION_BOUNDS,
+    MAX_DRIFT_LIMIT,
+    MAX_PERIOD,
+    MAX_TTL,
+    MIN_PERIOD,
+    MIN_TTL,
+    Timing,
+    TimingError,
+    check_seconds,
+    validate_timing,
+)
 from tests.core.strategies import timings
 
 DURATIONS = ("ttl", "heartbeat", "renew_deadline", "retry", "grace")
 
-#: Every kind of number a caller might pass: negatives, zero, nan, infinities, huge ints.
+#: Every kind of number a caller might pass: negatives, zero, nan, infinities, huge ints, and
+#: values on either side of each bound.
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=0.0, max_value=20.0),
+    st.floats(min_value=0.0, max_value=0.2),
+    st.floats(min_value=MAX_TTL - 10.0, max_value=MAX_TTL + 10.0),
+    st.sampled_from(
+        [bound for pair in DURATION_BOUNDS.values() for bound in pair]
+        + [math.nextafter(b, -math.inf) for pair in DURATION_BOUNDS.values() for b in pair]
+        + [math.nextafter(b, math.inf) for pair in DURATION_BOUNDS.values() for b in pair]
+    ),
     st.integers(min_value=-5, max_value=30),
     st.integers(),
     st.just(10**400),
@@ -27,7 +46,7 @@ drifts = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(min
 
 RULE_PHRASES = {
     "finite": "must be a finite number of seconds",
-    "positive": "must be positive",
+    "bounds": "must be from",
     "drift": "max_drift must be",
     "heartbeat": "heartbeat < renew_deadline",
     "usable": "renew_deadline + grace < ttl * (1 - max_drift)",
@@ -43,10 +62,11 @@ def broken_rules(values: dict[str, float]) -> set[str]:
             finite = math.isfinite(value)
         except OverflowError:
             finite = False
+        least, most = DURATION_BOUNDS[field]
         if not finite:
             broken.add("finite")
-        elif value <= 0:
-            broken.add("positive")
+        elif not least <= value <= most:
+            broken.add("bounds")
     drift = values["max_drift"]
     if not 0 <= drift < MAX_DRIFT_LIMIT:
         broken.add("drift")
@@ -118,8 +138,9 @@ def test_every_accepted_timing_keeps_the_safety_rules(timing: Timing) -> None:
         ({"heartbeat": 3.0}, RULE_PHRASES["heartbeat"]),
         ({"grace": 2.0}, RULE_PHRASES["usable"]),
         ({"max_drift": 0.25, "grace": 1.5}, RULE_PHRASES["usable"]),
-        ({"ttl": -5.0}, RULE_PHRASES["positive"]),
-        ({"retry": 0.0}, RULE_PHRASES["positive"]),
+        ({"ttl": -5.0}, "ttl must be from 0.1 to 86400 seconds"),
+        ({"retry": 0.0}, "retry must be from 0.01 to 86400 seconds"),
+        ({"ttl": 1e12}, "ttl must be from 0.1 to 86400 seconds"),
         ({"renew_deadline": math.nan}, RULE_PHRASES["finite"]),
         ({"ttl": math.inf}, RULE_PHRASES["finite"]),
         ({"max_drift": 0.5}, RULE_PHRASES["drift"]),
@@ -145,13 +166,97 @@ def test_from_ttl_scales_the_defaults_in_proportion() -> None:
     assert Timing.from_ttl(5.0) == Timing()
 
 
-@given(ttl=st.floats(min_value=1e-3, max_value=1e9))
+@given(ttl=st.floats(min_value=MIN_TTL, max_value=MAX_TTL))
 def test_from_ttl_is_always_valid_and_keeps_the_proportions(ttl: float) -> None:
     timing = Timing.from_ttl(ttl)
     assert math.isclose(timing.heartbeat / ttl, 0.2)
     assert math.isclose(timing.renew_deadline / ttl, 0.6)
     assert math.isclose(timing.grace / ttl, 0.2)
     assert math.isclose(timing.safety_margin / ttl, 0.19)
+
+
+#: The least accepted timing: every field at its floor, or as close as the safety rules allow.
+SMALLEST = {
+    "ttl": MIN_TTL,
+    "heartbeat": MIN_PERIOD,
+    "renew_deadline": 0.02,
+    "retry": MIN_PERIOD,
+    "grace": MIN_PERIOD,
+}
+#: The greatest accepted timing: every field at its ceiling, or as close as the rules allow.
+LARGEST = {
+    "ttl": MAX_TTL,
+    "heartbeat": 42_000.0,
+    "renew_deadline": 42_500.0,
+    "retry": MAX_PERIOD,
+    "grace": 43_000.0,
+}
+#: The most drift accepted, with a lease long enough to leave some margin.
+MOST_DRIFT = {"ttl": 10.0, "max_drift": math.nextafter(MAX_DRIFT_LIMIT, 0.0)}
+
+
+@pytest.mark.parametrize(
+    "values", [SMALLEST, LARGEST, MOST_DRIFT, {"ttl": MIN_TTL}, {"ttl": MAX_TTL}], ids=str
+)
+def test_the_smallest_and_largest_accepted_timings_construct(values: dict[str, float]) -> None:
+    if set(values) == {"ttl"}:
+        built = Timing.from_ttl(values["ttl"])
+    else:
+        built = Timing(**values)
+    assert validate_timing(**{f: getattr(built, f) for f in (*DURATIONS, "max_drift")}) == Success(built)
+    assert built.safety_margin > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ttl", math.nextafter(MIN_TTL, 0.0)),
+        ("ttl", math.nextafter(MAX_TTL, math.inf)),
+        ("ttl", 1e-9),
+        ("ttl", 1e300),
+        ("heartbeat", math.nextafter(MIN_PERIOD, 0.0)),
+        ("retry", math.nextafter(MIN_PERIOD, 0.0)),
+        ("retry", math.nextafter(MAX_PERIOD, math.inf)),
+        ("grace", math.nextafter(MIN_PERIOD, 0.0)),
+        ("renew_deadline", math.nextafter(MAX_PERIOD, math.inf)),
+    ],
+)
+def test_a_duration_just_outside_its_bounds_is_refused_naming_the_bounds(field: str, value: float) -> None:
+    least, most = DURATION_BOUNDS[field]
+    base = SMALLEST if value < least else LARGEST
+    values = {**base, field: value}
+    rule = f"{field} must be from {least:g} to {most:g} seconds, got {value!r}"
+    with pytest.raises(ValueError, match="impossible Timing") as raised:
+        Timing(**values)
+    assert rule in str(raised.value)
+    assert validate_timing(**values) == Failure(TimingError(rule))
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, 0.0, 10**400], ids=repr)
+def test_nan_infinite_negative_and_zero_durations_are_refused(field: str, value: float) -> None:
+    match validate_timing(**{**SMALLEST, field: value}):
+        case Failure(TimingError(rule=rule)):
+            assert rule.startswith(f"{field} must be"), rule
+        case Success(timing):
+            pytest.fail(f"{field}={value!r} was accepted: {timing}")
+
+
+@pytest.mark.parametrize("ttl", [1e300, 1e12, 10**400, math.inf, math.nan, 1e-9, -1.0])
+def test_from_ttl_refuses_a_ttl_out_of_bounds_with_a_value_error_not_an_overflow(ttl: float) -> None:
+    with pytest.raises(ValueError, match=r"impossible Timing: ttl must be"):
+        Timing.from_ttl(ttl)
+
+
+def test_check_seconds_accepts_its_bounds_and_names_them_otherwise() -> None:
+    assert check_seconds("--timeout", 1, 1.0, 2.0) == Success(1.0)
+    assert check_seconds("--timeout", 2.0, 1.0, 2.0) == Success(2.0)
+    assert check_seconds("--timeout", 2.5, 1.0, 2.0) == Failure(
+        TimingError("--timeout must be from 1 to 2 seconds, got 2.5")
+    )
+    assert check_seconds("--timeout", True, 0.0, 2.0) == Failure(
+        TimingError("--timeout must be a finite number of seconds, got True")
+    )
 
 
 def test_replace_validates_and_refuses_unknown_fields() -> None:

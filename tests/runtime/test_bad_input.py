@@ -51,13 +51,28 @@ def test_an_impossible_timing_names_the_rule_it_breaks() -> None:
         Timing(heartbeat=3.0, renew_deadline=3.0)
     with pytest.raises(ValueError, match=r"renew_deadline \+ grace < ttl"):
         Timing(ttl=3.0)
-    with pytest.raises(ValueError, match=r"ttl must be positive"):
+    with pytest.raises(ValueError, match=r"ttl must be from 0\.1 to 86400 seconds"):
         Timing.from_ttl(-1.0)
 
 
 def test_a_target_that_is_not_callable_is_refused() -> None:
     with pytest.raises(TypeError, match=r"target 1 is int"):
         gomaster.supervise([_noop, 42], backend="memory://")  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("targets", [42, "job", b"job", {"job": _noop}, None], ids=repr)
+def test_something_that_is_neither_a_callable_nor_a_list_of_them_is_refused_saying_what_is_taken(
+    targets: object,
+) -> None:
+    expected = rf"supervise\(\) takes a callable or a list of callables.*not {type(targets).__name__}"
+    with pytest.raises(TypeError, match=expected):
+        gomaster.supervise(targets, backend="memory://")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", ["1.0\x1b[2J", "1.0\udc80"])
+def test_a_version_a_terminal_would_obey_or_no_backend_can_store_is_refused(version: str) -> None:
+    with pytest.raises(ValueError, match=r"^version must"):
+        gomaster.supervise(_noop, backend="memory://", version=version)
 
 
 def test_a_target_that_cannot_reach_a_worker_is_refused() -> None:
