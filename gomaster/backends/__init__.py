@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from typing import cast
 
@@ -25,6 +24,7 @@ __all__ = [
     "default_sqlite_path",
     "force_release",
     "parse_backend",
+    "parse_default_backend",
     "redact",
     "resolve_backend",
 ]
@@ -78,7 +78,7 @@ def parse_backend(url: str) -> Result[LockBackend, str]:
 
 
 def connect(url: str) -> LockBackend:
-    """The backend for ``url``, e.g. ``sqlite:////var/tmp/locks.db`` or ``mysql://u:p@h/db``.
+    """The backend for ``url``, e.g. ``sqlite:////var/lib/app/locks.db`` or ``mysql://u:p@h/db``.
 
     Raises ``ValueError`` naming the problem for a URL that cannot work. No connection is made
     yet: backends connect lazily in the process that uses them.
@@ -90,23 +90,54 @@ def connect(url: str) -> LockBackend:
 
 
 def default_sqlite_path() -> str:
-    """Where the embedded default lives: one file per user in the system temp directory."""
-    return os.path.join(tempfile.gettempdir(), f"gomaster-{os.getuid()}.db")
+    """Where the embedded default lives: ``~/.local/state/gomaster/locks.db``, one per user.
+
+    ``~`` comes from the user database, never from the environment, so that every process of a
+    user names the same file (see :mod:`gomaster.backends.sqlite_files`). Raises ``ValueError``
+    when the user database has no usable home directory for this uid.
+    """
+    from gomaster.backends import sqlite_files
+
+    path = sqlite_files.default_path()
+    if isinstance(path, Failure):
+        raise ValueError(path.failure())
+    return str(path.unwrap())
+
+
+def parse_default_backend() -> Result[LockBackend, str]:
+    """``$GOMASTER_BACKEND`` if set, else this user's private SQLite file (logging a warning
+    that names it), or what makes either unusable.
+
+    The private file and its directories are created here and refused when another user could
+    tamper with them, so a bad default fails at start-up rather than at the first election.
+    """
+    configured = os.environ.get(ENV_BACKEND)
+    if configured:
+        return parse_backend(configured)
+    from gomaster.backends.sqlite import private_default
+
+    made = private_default()
+    if isinstance(made, Failure):
+        return Failure(f"default SQLite backend: {made.failure()}")
+    backend = made.unwrap()
+    _log.warning(
+        "no backend given: using SQLite file %s, which only this user's processes on this machine "
+        "share; set %s or pass backend= to elect across users or machines",
+        backend.path,
+        ENV_BACKEND,
+    )
+    return Success(backend)
 
 
 def default_backend() -> LockBackend:
-    """``$GOMASTER_BACKEND`` if set, else the per-user SQLite file (with a warning)."""
-    configured = os.environ.get(ENV_BACKEND)
-    if configured:
-        return connect(configured)
-    path = default_sqlite_path()
-    _log.warning(
-        "no backend given: using SQLite file %s, which only processes on this machine share; "
-        "set %s or pass backend= to elect across machines",
-        path,
-        ENV_BACKEND,
-    )
-    return connect(f"sqlite:///{path}")
+    """``$GOMASTER_BACKEND`` if set, else the per-user SQLite file (with a warning).
+
+    Raises ``ValueError`` saying what to fix (see :func:`parse_default_backend`).
+    """
+    parsed = parse_default_backend()
+    if isinstance(parsed, Failure):
+        raise ValueError(parsed.failure())
+    return parsed.unwrap()
 
 
 def resolve_backend(backend: LockBackend | str | None) -> LockBackend:

@@ -3,21 +3,29 @@
 Each step is one autocommit statement whose clock is ``julianday('now')`` (one machine, one
 clock), so a node frozen between steps never holds a transaction open. WAL lets readers run
 beside the single writer, and a busy timeout bounded by the caller's timeout orders writers.
+
+Who may touch the files is :mod:`gomaster.backends.sqlite_files`' business; this module checks
+the table's columns when it connects, as the MySQL and PostgreSQL backends do, so a table of
+the wrong shape is named with what is wrong before any step runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import sqlite_files
 from gomaster.backends.base import check_identifier
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
@@ -28,11 +36,29 @@ DEFAULT_TABLE = "gomaster_lock"
 #: Epoch seconds from SQLite's clock; julianday('now') is fixed for the whole statement.
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 COLUMNS = "holder, version, token, acquired_at, renewed_at, expires_at, host, pid"
+#: Column -> the type affinity it needs. SQLite derives affinity from the declared type, and
+#: stores a value of another kind as it comes (a token as text, a time as an integer) whenever
+#: the affinity does not convert it, which the lock statements would then compare wrongly.
+REQUIRED_COLUMNS: dict[str, str] = {
+    "name": "TEXT",
+    "holder": "TEXT",
+    "version": "TEXT",
+    "token": "INTEGER",
+    "acquired_at": "REAL",
+    "renewed_at": "REAL",
+    "expires_at": "REAL",
+    "host": "TEXT",
+    "pid": "INTEGER",
+}
+#: gomaster's own query parameters; SQLite has no driver options to pass on.
+OWN_OPTIONS = ("table",)
 _MS = 1000
 _BUSY_STEP_MS = 100
 _SETUP_PAUSE = 0.005
 _SETUP_PAUSE_MAX = 0.1
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
+_MEMORY = ":memory:"
+_log = logging.getLogger("gomaster")
 
 
 def _schema(table: str) -> str:
@@ -54,24 +80,86 @@ def _fields(row: tuple[object, ...]) -> dict[str, object]:
     return dict(zip(COLUMNS.split(", "), row, strict=True))
 
 
-class SQLiteBackend:
-    """Lock records in a table of a SQLite file; picklable, connects lazily per process."""
+def affinity(declared: str) -> str:
+    """The type affinity SQLite gives a column declared as ``declared`` (its rules, in order)."""
+    kind = declared.upper()
+    if "INT" in kind:
+        return "INTEGER"
+    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in kind or not kind:
+        return "BLOB"
+    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
 
-    def __init__(self, path: str, *, table: str = DEFAULT_TABLE) -> None:
+
+def _schema_problem(found: Mapping[str, str], unique_name: bool, table: str) -> str | None:
+    """Why an existing table cannot hold lock records, or None when its columns fit."""
+    ddl = " ".join(_schema(table).split())
+    missing = [column for column in REQUIRED_COLUMNS if column not in found]
+    if missing:
+        return (
+            f'table "{table}" is not a gomaster lock table: it lacks the columns '
+            f"{', '.join(missing)}; use another ?table= or create it as: {ddl}"
+        )
+    wrong = [
+        f"{column} is {found[column] or 'untyped'}, expected {kind}"
+        for column, kind in REQUIRED_COLUMNS.items()
+        if affinity(found[column]) != kind
+    ]
+    if wrong:
+        return f'table "{table}" has columns of the wrong type: {"; ".join(wrong)}'
+    if not unique_name:
+        return f'table "{table}" needs a primary key (or unique index) on name alone; create it as: {ddl}'
+    return None
+
+
+class _SetupError(Exception):
+    """The file or its lock table cannot be used as configured; the message says what to fix."""
+
+
+class SQLiteBackend:
+    """Lock records in a table of a SQLite file; picklable, connects lazily per process.
+
+    ``private`` applies the default file's rules (owner-only files, no links, no foreign
+    owners; see :mod:`gomaster.backends.sqlite_files`) each time a process connects, not only
+    when the URL was parsed. ``supersedes`` names the file an older gomaster used in this one's
+    place: no claim is made here while that file holds a live lease on the same name.
+    """
+
+    def __init__(
+        self, path: str, *, table: str = DEFAULT_TABLE, private: bool = False, supersedes: str | None = None
+    ) -> None:
         self._path = path
         self._table = check_identifier("table", table).value_or("")
         if not self._table:
             raise ValueError(check_identifier("table", table).failure())
+        if private and not sqlite_files.has_default_shape(Path(path)):
+            raise ValueError(f"private=True is for the default file, not {path}; see private_default()")
+        self._private = private
+        self._supersedes = supersedes
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._busy_ms = 0
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, str]:
-        return {"path": self._path, "table": self._table}
+    def __getstate__(self) -> dict[str, object]:
+        return {
+            "path": self._path,
+            "table": self._table,
+            "private": self._private,
+            "supersedes": self._supersedes,
+        }
 
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self.__init__(state["path"], table=state["table"])  # type: ignore[misc]
+    def __setstate__(self, state: dict[str, object]) -> None:
+        supersedes = state.get("supersedes")
+        self.__init__(  # type: ignore[misc]
+            str(state["path"]),
+            table=str(state["table"]),
+            private=state.get("private") is True,
+            supersedes=None if supersedes is None else str(supersedes),
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.url!r})"
@@ -86,6 +174,11 @@ class SQLiteBackend:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def private(self) -> bool:
+        """True for the default file, which only its owner may touch."""
+        return self._private
 
     @property
     def notifies(self) -> bool:
@@ -107,8 +200,17 @@ class SQLiteBackend:
         return self._conn
 
     def _open(self, timeout: float) -> sqlite3.Connection:
-        """Connect and prepare the file. Switching a new file to WAL can answer "locked" without
-        waiting on the busy handler when many processes start at once, so setup is retried."""
+        """Check the files, connect and prepare the table, then check its columns.
+
+        The files are checked (and the database created with its mode) first in every process,
+        since a file can change between parsing the URL and connecting. Switching a new file to
+        WAL can answer "locked" without waiting on the busy handler when many processes start at
+        once, so setup is retried.
+        """
+        path = Path(self._path)
+        prepared = sqlite_files.prepare_private(path) if self._private else sqlite_files.prepare_shared(path)
+        if isinstance(prepared, Failure):
+            raise _SetupError(prepared.failure())
         deadline = time.monotonic() + timeout
         pause = _SETUP_PAUSE
         while True:
@@ -117,13 +219,33 @@ class SQLiteBackend:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(_schema(self._table))
-                return conn
+                problem = self._table_problem(conn)
             except sqlite3.OperationalError:
                 conn.close()
                 if time.monotonic() + pause >= deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, _SETUP_PAUSE_MAX)
+                continue
+            if problem is not None:
+                conn.close()
+                raise _SetupError(problem)
+            return conn
+
+    def _table_problem(self, conn: sqlite3.Connection) -> str | None:
+        """Why the lock table, as it exists now, cannot hold lock records (see ``REQUIRED_COLUMNS``)."""
+        table = self._table
+        found = {
+            str(c): str(t) for c, t in conn.execute("SELECT name, type FROM pragma_table_info(?)", (table,))
+        }
+        unique_name = False
+        indexes = conn.execute(
+            'SELECT name FROM pragma_index_list(?) WHERE "unique" AND NOT partial', (table,)
+        )
+        for (index,) in indexes.fetchall():
+            covered = [str(c) for (c,) in conn.execute("SELECT name FROM pragma_index_info(?)", (index,))]
+            unique_name = unique_name or covered == ["name"]
+        return _schema_problem(found, unique_name, table)
 
     def _run(
         self, sql: str, params: tuple[object, ...], timeout: float
@@ -131,6 +253,9 @@ class SQLiteBackend:
         with self._lock:
             try:
                 return Success(self._connection(timeout).execute(sql, params).fetchall())
+            except _SetupError as exc:
+                self._drop()
+                return Failure(BackendError(self.url, str(exc)))
             except sqlite3.Error as exc:
                 self._drop()
                 return Failure(BackendError(self.url, f"{type(exc).__name__}: {exc}"))
@@ -163,7 +288,16 @@ class SQLiteBackend:
         return IOResult.from_result(self._record(name, tuple(fields)).map(lambda r: Observation(r, now)))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """INSERT when absent, else UPDATE only the exact expected row once it is free by SQLite's clock."""
+        """INSERT when absent, else UPDATE only the exact expected row once it is free by SQLite's clock.
+
+        Refused while the superseded file holds a live lease on the name (see ``supersedes``).
+        """
+        if self._supersedes is not None:
+            deadline = time.monotonic() + timeout
+            blocked = _superseded_lease(Path(self._supersedes), claim.name, timeout)
+            if blocked is not None:
+                return IOFailure(BackendError(self.url, blocked))
+            timeout = max(deadline - time.monotonic(), 0.001)
         me = claim.node
         if claim.expected is None:
             sql = (
@@ -275,23 +409,108 @@ class SQLiteBackend:
                 self._drop()
 
 
+def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
+    """Why a claim on ``name`` must wait for the superseded default file ``old``, or None.
+
+    Only this user's own file counts (see ``sqlite_files.trusted_legacy_file``). Without a
+    ``-wal`` file no older node is connected and the database file is complete, so it is read
+    as immutable, which creates nothing in the shared temp directory; with one, it is read
+    through SQLite's locks like any reader.
+    """
+    if not sqlite_files.trusted_legacy_file(old):
+        return None
+    mode = "mode=ro" if os.path.lexists(f"{old}-wal") else "immutable=1"
+    live = (
+        f"SELECT holder, host, pid, expires_at - {NOW} FROM {DEFAULT_TABLE} "
+        f"WHERE name = ? AND holder <> '' AND expires_at > {NOW}"
+    )
+    try:
+        uri = f"file:{quote(str(old))}?{mode}"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            tables = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (DEFAULT_TABLE,)
+            ).fetchall()
+            rows = conn.execute(live, (name,)).fetchall() if tables else []
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return (
+            f"cannot check the old default SQLite file {old} for a live lease on {name!r} "
+            f"({type(exc).__name__}: {exc}); if no node of an older gomaster uses it any more, remove it"
+        )
+    if not rows:
+        return None
+    holder, host, pid, left = rows[0]
+    remaining = f", {left:.1f} s left" if isinstance(left, float) else ""
+    return (
+        f"refusing to claim {name!r}: the old default SQLite file {old} still holds a live lease on "
+        f"it ({holder} on {host}, pid {pid}{remaining}), so nodes of an older gomaster still elect "
+        f"there, and a master here as well would make two during a rolling upgrade; stop those nodes "
+        f"(this node claims once that lease is released or expires), or keep every node on the old "
+        f"file until all are upgraded: GOMASTER_BACKEND=sqlite:///{old}"
+    )
+
+
+def _memory_problem(path: str, url: BackendURL) -> str | None:
+    """Why ``path`` is not a plain database file: an in-memory database, or a SQLite URI."""
+    if _MEMORY in path or url.option("mode") == "memory" or url.option("vfs") == "memdb":
+        return (
+            "an in-memory SQLite database belongs to the one process that opens it, so every "
+            "process would hold its own lock and be master; use memory:// within one process "
+            "(tests), or a file, sqlite:////var/lib/app/locks.db, for several"
+        )
+    if path.startswith("file:"):
+        return "a sqlite URL takes a plain file path, not a file: URI: sqlite:///relative.db or sqlite:////abs/path.db"
+    return None
+
+
 def from_url(url: BackendURL) -> Result[SQLiteBackend, str]:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``."""
-    path = url.path
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``.
+
+    Refuses what cannot elect: an in-memory database (one per process, so one master per
+    process), an unknown option (a typo such as ``?tabel=`` would silently change nothing),
+    and a symbolic link at the file (see :mod:`gomaster.backends.sqlite_files`). Warns when
+    other local users can interfere with the file.
+    """
     if url.host:
         return Failure("a sqlite URL has no host: use sqlite:///relative/path.db or sqlite:////abs/path.db")
     # SQLAlchemy's convention: sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute.
-    path = path.removeprefix("/")
+    path = url.path.removeprefix("/")
+    memory = _memory_problem(path, url)
+    if memory is not None:
+        return Failure(memory)
     if not path:
-        return Failure("a sqlite URL needs a file path, for example sqlite:///var/tmp/gomaster.db")
+        return Failure("a sqlite URL needs a file path, for example sqlite:////var/lib/app/locks.db")
+    for key, _ in url.query:
+        if key not in OWN_OPTIONS:
+            return Failure(f"unknown SQLite option {key!r}; known options: {', '.join(OWN_OPTIONS)}")
     table = url.option("table", DEFAULT_TABLE) or DEFAULT_TABLE
     named = check_identifier("table", table)
     if isinstance(named, Failure):
         return Failure(named.failure())
-    problem = writable_problem(Path(path))
+    problem = sqlite_files.shared_problem(Path(path)) or writable_problem(Path(path))
     if problem is not None:
         return Failure(problem)
+    for warning in sqlite_files.shared_warnings(Path(path)):
+        _log.warning("%s", warning)
     return Success(SQLiteBackend(path, table=table))
+
+
+def private_default() -> Result[SQLiteBackend, str]:
+    """The default backend: this user's private file, created and checked now.
+
+    See :mod:`gomaster.backends.sqlite_files` for where it lives and why. A ``Failure`` says
+    which file or directory is unsafe, who owns it, and what to do.
+    """
+    old = sqlite_files.legacy_default_path()
+    return (
+        sqlite_files.default_path()
+        .bind(sqlite_files.prepare_private)
+        .map(
+            lambda path: SQLiteBackend(str(path), private=True, supersedes=None if old is None else str(old))
+        )
+    )
 
 
 def writable_problem(path: Path) -> str | None:
