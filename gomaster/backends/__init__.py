@@ -153,22 +153,20 @@ def resolve_backend(backend: LockBackend | str | None) -> LockBackend:
 
 def force_release(
     backend: LockBackend, name: str, timeout: float
-) -> IOResult[LockRecord | None, BackendError]:
+) -> IOResult[LockRecord | None, BackendError | MalformedRecord]:
     """The operator's release: take ``name`` from whoever holds it now, keeping the token.
 
     Returns the record as it was, or None when nobody held it. It is a compare-and-set on the
     holder and token just observed, so it never touches a lease granted after that look. The
     holder's next renewal fails, so it demotes itself; the lease stays unclaimable until its
-    current expiry, so the successor never overlaps the old holder's work.
+    current expiry, so the successor never overlaps the old holder's work. A record that does
+    not parse stays a ``MalformedRecord``: it needs ``repair``, not a reachable backend.
     """
 
-    def release_holder(seen: Observation) -> IOResult[LockRecord | None, BackendError]:
+    def release_holder(seen: Observation) -> IOResult[LockRecord | None, BackendError | MalformedRecord]:
         record = seen.record
         if record is None or record.released:
             return IOSuccess(None)
         return backend.revoke(record, timeout).map(lambda done: record if done else None)
 
-    def as_backend_error(error: BackendError | MalformedRecord) -> BackendError:
-        return error if isinstance(error, BackendError) else BackendError(backend.url, str(error))
-
-    return backend.observe(name, timeout).alt(as_backend_error).bind(release_holder)
+    return backend.observe(name, timeout).bind(release_holder)

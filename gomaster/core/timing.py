@@ -66,8 +66,9 @@ def _finite_number(value: object) -> TypeGuard[int | float]:
 def check_seconds(what: str, value: object, least: float, most: float) -> Result[float, TimingError]:
     """Accept a finite number of seconds from ``least`` to ``most`` (both included), or say why not.
 
-    Every duration gomaster waits on passes through here, so that no clock computation, thread
-    timeout or ``poll`` can overflow and no loop can spin on a period too short to mean anything.
+    Every ``Timing`` field and every duration given on the command line passes through here, so
+    that no clock computation, thread timeout or ``poll`` derived from them can overflow, and no
+    loop can spin on a period too short to mean anything.
     """
     if not _finite_number(value):
         return Failure(TimingError(f"{what} must be a finite number of seconds, got {value!r}"))
