@@ -25,6 +25,7 @@ from gomaster.core.record import MAX_TOKEN, MalformedRecord, check_name, check_v
 from gomaster.core.timing import MAX_CALL_TIMEOUT, MAX_TTL, MIN_CALL_TIMEOUT, MIN_TTL, Timing, check_seconds
 from gomaster.runner import EXIT_DEMOTED, RunOptions, find_command, run_command
 from gomaster.runtime._io import performed
+from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.status import Status, status_from_record
 
 EXIT_OK = 0
@@ -430,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     :data:`EXIT_BROKEN_PIPE`, not with a traceback. ``run`` is left out once it runs: its
     stdout is CMD's, so a broken pipe inside it would be a bug to see, not a reader gone.
     """
+    # A closed stdin/stdout/stderr is /dev/null from here on: nothing gomaster opens may take
+    # its number, and CMD gets /dev/null for it.
+    hold_standard_fds()
     raw = list(sys.argv[1:] if argv is None else argv)
     # status and release are read by health checks: backend advice (e.g. Redis persistence)
     # belongs to the nodes' logs, not to every probe's stderr.

@@ -21,7 +21,7 @@ MARKS = ("start", "alive", "stop")
 
 def append_mark(log: Path, event: str, **fields: object) -> None:
     """Append one JSON line atomically (a single ``write`` on an ``O_APPEND`` file)."""
-    stamp = {"pid": os.getpid(), "t": time.monotonic(), "wall": time.time()}
+    stamp = {"pid": os.getpid(), "ppid": os.getppid(), "t": time.monotonic(), "wall": time.time()}
     line = json.dumps({"event": event, **fields, **stamp}) + "\n"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

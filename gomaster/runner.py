@@ -1,8 +1,8 @@
 """``gomaster run -- CMD``: a shell command as master work, with restart policies and ``--once``.
 
-CMD runs inside a worker process, so it sits in the worker's process group: demotion signals
-the whole group, which reaches CMD and anything CMD started. The worker itself waits for CMD
-and exits with CMD's status, which is how the status reaches the supervisor.
+CMD replaces the target's process (``exec``), below the worker that keeps the tenure's process
+tree: demotion ends CMD and everything CMD started, however it detached. The worker exits as
+CMD did, which is how CMD's status reaches the supervisor.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -19,10 +18,10 @@ from gomaster.backends import LockBackend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted
 from gomaster.core.timing import Timing
+from gomaster.runtime.fds import close_all_but_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions, Verdict
-from gomaster.runtime.worker import exit_ending_group
 
 Restart: TypeAlias = Literal["on-failure", "always", "never"]
 
@@ -33,6 +32,8 @@ EXIT_NOT_FOUND = 127
 #: Exit status when CMD exists but cannot be executed, as in the shell.
 EXIT_NOT_EXECUTABLE = 126
 SIGNAL_BASE = 128
+#: Python ignores these at start; ignored signals stay ignored across exec, so CMD gets them back.
+_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def shell_status(code: int | None) -> int:
@@ -42,17 +43,11 @@ def shell_status(code: int | None) -> int:
     return SIGNAL_BASE - code if code < 0 else code
 
 
-def _ignore(_signum: int, _frame: object) -> None:
-    """A real handler (not SIG_IGN), so CMD, which is exec'd, gets default signal handling."""
-
-
 def command_target(command: Sequence[str], name: str) -> Callable[[Leadership], None]:
     """The worker-side target: run CMD with the tenure in its environment, exit with its status."""
     argv = list(command)
 
     def run_command(leadership: Leadership) -> None:
-        # The worker outlives SIGTERM to collect CMD's status; CMD itself gets the signal.
-        signal.signal(signal.SIGTERM, _ignore)
         env = {
             **os.environ,
             "GOMASTER_TOKEN": str(leadership.token),
@@ -60,13 +55,15 @@ def command_target(command: Sequence[str], name: str) -> Callable[[Leadership], 
             "GOMASTER_NAME": name,
         }
         env.pop("GOMASTER_BACKEND", None)
+        for sig in _RESTORED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        close_all_but_standard_fds()
         try:
-            process = subprocess.Popen(argv, env=env)
+            os.execvpe(argv[0], argv, env)
         except FileNotFoundError:
-            exit_ending_group(EXIT_NOT_FOUND)
-        except PermissionError:
-            exit_ending_group(EXIT_NOT_EXECUTABLE)
-        exit_ending_group(shell_status(process.wait()))
+            os._exit(EXIT_NOT_FOUND)
+        except OSError:
+            os._exit(EXIT_NOT_EXECUTABLE)
 
     return run_command
 

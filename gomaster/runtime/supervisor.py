@@ -7,9 +7,11 @@ winning; a second warm worker per target waits beside the first, so a target tha
 restarts without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded
 host), even when it crashes right after an election. A node joins the election only once each
 target's worker has booted, so a node that is still starting never wins a lock from nodes that
-could work at once. On demotion every running worker's group
-gets SIGTERM at once and SIGKILL when ``grace`` runs out; the elector releases the lease only
-after they are gone.
+could work at once. On demotion every running worker is told to end its tenure: it keeps the
+whole process tree of its target (see ``worker``), sends it SIGTERM at once and SIGKILL when
+``grace`` runs out, and exits once nothing is left. The supervisor tells a worker still there at
+``grace`` to kill at once, and kills the worker's group itself ``KEEPER_SLACK`` later should the
+worker be wedged; the elector releases the lease only after every worker is gone.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected, Renewed, Shutdown, ToWorker
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.elector import Elector, Watched
+from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.worker import (
+    KILL_NOW_SIGNAL,
     Target,
     TargetFailed,
     TargetStarted,
@@ -54,6 +58,8 @@ BACKOFF_RESET_AFTER = 30.0
 STOP_ACK_SLACK = 1.0
 #: How long a stop hook that had to be spawned cold may take to boot before its grace starts.
 STOP_HOOK_BOOT = 5.0
+#: A worker still alive this long after its grace ran out is wedged: its group gets SIGKILL.
+KEEPER_SLACK = 0.2
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
 #: A node joins the election once its workers have booted, or after this long without them
@@ -101,6 +107,9 @@ class _Worker:
     token: int | None = None
     started_at: float = 0.0
     stopping_since: float | None = None
+    #: Told to kill its tree at once (grace ran out).
+    kill_sent: bool = False
+    #: Its whole group SIGKILLed by the supervisor (the worker did not exit after ``kill_sent``).
     killed: bool = False
     #: The worker has booted and would start its target at once.
     ready: bool = False
@@ -142,7 +151,7 @@ def backoff(failures: int) -> float:
 
 
 def kill_group(pid: int, sig: int) -> None:
-    """Signal a worker's whole process group (falling back to the worker if it has none yet)."""
+    """Signal a live worker's whole process group (or the worker, if it has no group yet)."""
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
@@ -153,13 +162,26 @@ def kill_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _signal_worker(worker: _Worker, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(worker.process.pid, sig)
+
+
 def _retire(worker: _Worker) -> int:
     """Collect a worker process that has exited and close its pipe; its exit status (set once
-    the process is reaped: negative for a signal)."""
+    the process is reaped: negative for a signal).
+
+    A worker that died by a signal may have been killed from outside before it could end its
+    tree: whatever is left in its process group is killed now (the group ID cannot be reused
+    while the group has members, so this reaches only the tenure's own processes).
+    """
     worker.process.join(0)
     with contextlib.suppress(OSError):
         worker.conn.close()
     code: int = worker.process.exitcode
+    if code is not None and code < 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.process.pid, signal.SIGKILL)
     return code
 
 
@@ -175,6 +197,7 @@ class Supervisor:
         *,
         labels: Sequence[str] | None = None,
     ) -> None:
+        hold_standard_fds()
         self._options = options if options is not None else SupervisorOptions()
         self._config = config
         self._backend = backend
@@ -351,7 +374,8 @@ class Supervisor:
         for slot in self._every_slot():
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
-                timers.append(worker.stopping_since + self._config.timing.grace)
+                extra = KEEPER_SLACK if worker.kill_sent else 0.0
+                timers.append(worker.stopping_since + self._config.timing.grace + extra)
             idle = worker is None or worker.token is None
             if self._leader_token is not None and idle and slot.restart_at > now:
                 timers.append(slot.restart_at)
@@ -499,7 +523,12 @@ class Supervisor:
             worker = slot.worker
             if worker is None or worker.stopping_since is None or worker.killed:
                 continue
-            if now >= worker.stopping_since + self._config.timing.grace:
+            out_of_grace = worker.stopping_since + self._config.timing.grace
+            if not worker.kill_sent and now >= out_of_grace:
+                _signal_worker(worker, KILL_NOW_SIGNAL)
+                worker.kill_sent = True
+            elif worker.kill_sent and now >= out_of_grace + KEEPER_SLACK:
+                _log.error("worker for %s did not end its work in time: killing its group", slot.label)
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.killed = True
 
@@ -595,7 +624,7 @@ class Supervisor:
             return
         worker.stopping_since = boottime()
         self._send(worker, why)
-        kill_group(worker.process.pid, signal.SIGTERM)
+        _signal_worker(worker, signal.SIGTERM)
 
     def _shutdown_workers(self) -> None:
         """Leaving: end every worker, running or warm, and wait for them within grace."""
@@ -609,7 +638,12 @@ class Supervisor:
         for worker in workers:
             worker.process.join(max(0.0, deadline - boottime()))
             if worker.process.is_alive():
+                _signal_worker(worker, KILL_NOW_SIGNAL)
+        for worker in workers:
+            worker.process.join(max(0.0, deadline + KEEPER_SLACK - boottime()))
+            if worker.process.is_alive():
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.process.join(1.0)
+            _retire(worker)
         for slot in self._every_slot():
             slot.worker = slot.spare = None

@@ -1,43 +1,61 @@
-"""A worker process: waits for ``Elected`` on its pipe, then runs one target in its own group.
+"""A worker process: the keeper of one tenure's process tree.
 
-The worker leads its own process group so that stopping it also stops everything the target
-started. It never outlives its supervisor: the kernel sends it ``PDEATHSIG`` when the supervisor
-dies, and a watchdog thread that sees the pipe close kills the whole group. The same thread
-also stops the work when the published lease deadline passes, so a frozen or wedged supervisor
-cannot leave master work running past its lease.
+A worker is spawned in advance and waits for ``Elected`` on its pipe. When elected it forks its
+target into a child process and from then on runs no user code itself: it is a child subreaper,
+so everything the target starts stays below it however it detaches (a new session, a double
+fork, a child that ignores SIGTERM), and it ends that whole tree when the tenure ends:
+
+- the supervisor stops it (``Demoted``, ``Shutdown`` or SIGTERM): SIGTERM to the tree at once,
+  SIGKILL to whatever is left when ``grace`` runs out (or at once on ``KILL_NOW_SIGNAL``);
+- the lease deadline the supervisor publishes passes (a frozen supervisor): the same;
+- the target exits by itself: its leftovers get the same treatment;
+- the supervisor dies (parent-death signal or pipe EOF): SIGKILL to the tree at once.
+
+The worker exits only once nothing is left below it, with the target's own status (a target
+killed by signal N makes the worker die of signal N), so a supervisor that has seen its worker
+exit knows the whole tenure has ended. Running no user code is also what lets it reap with
+``waitpid(-1)``: in the target's process that would steal the statuses ``subprocess`` waits for.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
+import resource
+import select
 import signal
+import struct
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
-from gomaster.core.events import Demoted, Elected, Shutdown, ToWorker
+from multiprocess.connection import Connection
+
+from gomaster.core.events import Demoted, Elected, Shutdown
 from gomaster.runtime.clock import boottime
+from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.tree import become_subreaper, die_with_parent, kill_tree, reap, signal_tree
 
 Target: TypeAlias = Callable[[Leadership], object]
 
-_PR_SET_PDEATHSIG = 1
-#: The signal the kernel sends a worker whose supervisor thread died; its handler kills the group.
+#: The signal the kernel sends a worker whose supervisor thread died: it kills its tree.
 DEATH_SIGNAL = signal.SIGUSR2
-#: How often the watchdog looks at the lease deadline once elected (an idle one just waits).
+#: The supervisor's word that grace has run out: the worker kills its tree at once.
+KILL_NOW_SIGNAL = signal.SIGUSR1
+#: How often the worker looks at the lease deadline and at a stopping tree.
 WATCH_INTERVAL = 0.02
 #: Exit status of a worker whose target raised.
 EXIT_TARGET_RAISED = 1
-#: Exit status of a worker that stopped its own work because the lease deadline passed.
-EXIT_DEADLINE = 70
 #: Exit status of a worker that found its supervisor gone.
 EXIT_ORPHANED = 71
+#: A relayed message larger than this means the target's stream is garbled (a forked child of
+#: the target wrote into it too); the worker then stops relaying rather than buffer without end.
+RELAY_FRAME_MAX = 64 * 1024 * 1024
+_READ_CHUNK = 65536
 
 
 # ---- messages from a worker to its supervisor -------------------------------------------
@@ -89,7 +107,7 @@ class WorkerSpec:
 
 
 class _PipeLogHandler(logging.Handler):
-    """Sends log records up the pipe; the pipe is shared by threads, hence the lock."""
+    """Sends log records up a pipe, to be re-emitted by the supervisor."""
 
     def __init__(self, send: Callable[[FromWorker], None]) -> None:
         super().__init__()
@@ -102,130 +120,263 @@ class _PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _kill_group(sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgid(0), sig)
+class _Frames:
+    """Cuts a byte stream into ``multiprocess`` connection messages without blocking on a part.
 
-
-def exit_ending_group(code: int) -> NoReturn:
-    """Exit, first asking whatever the target left running in our group to stop too."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _kill_group(signal.SIGTERM)
-    os._exit(code)
-
-
-def _on_death_signal(_signum: int, _frame: object) -> None:
-    _kill_group(signal.SIGKILL)
-
-
-def _arm_parent_death(supervisor_pid: int) -> None:
-    """Ask the kernel to signal us when the supervisor dies, then check it has not already."""
-    signal.signal(DEATH_SIGNAL, _on_death_signal)
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0)
-    if os.getppid() != supervisor_pid:
-        _kill_group(signal.SIGKILL)
-        os._exit(EXIT_ORPHANED)
-
-
-class _Watchdog:
-    """The worker's one helper thread: reads the pipe, and ends the group when it must.
-
-    It ends the group when the pipe closes (the supervisor is gone) and, while the target runs,
-    when the published deadline of its tenure passes: SIGTERM at once, SIGKILL after ``grace``.
+    The worker relays its target's messages as they come; a target killed halfway through a
+    message leaves a part that must be dropped, never waited for.
     """
 
-    def __init__(self, conn: Any, lease: SharedLease, grace: float) -> None:
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes] | None:
+        """The whole messages ``data`` completes, or None when the stream makes no sense."""
+        self._buffer += data
+        whole: list[bytes] = []
+        while len(self._buffer) >= 4:
+            (size,) = struct.unpack("!i", self._buffer[:4])
+            start = 4
+            if size == -1:
+                if len(self._buffer) < 12:
+                    break
+                (size,) = struct.unpack("!Q", self._buffer[4:12])
+                start = 12
+            if size < 0 or size > RELAY_FRAME_MAX:
+                return None
+            if len(self._buffer) < start + size:
+                break
+            whole.append(bytes(self._buffer[start : start + size]))
+            del self._buffer[: start + size]
+        return whole
+
+
+def _exit_like(status: int | None) -> NoReturn:
+    """Exit as the target did: its exit code, or death by the signal that killed it."""
+    if status is None:
+        os._exit(EXIT_TARGET_RAISED)
+    if os.WIFEXITED(status):
+        os._exit(os.WEXITSTATUS(status))
+    sig = os.WTERMSIG(status)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+
+
+class _Keeper:
+    """The worker's one loop: waits for its tenure, forks the target, and ends the tree."""
+
+    def __init__(self, conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
         self._conn = conn
+        self._spec = spec
         self._lease = lease
-        self._grace = grace
-        self._send_lock = threading.Lock()
-        self.elected: Elected | None = None
-        self.ended = threading.Event()
-        self._started = threading.Event()
-        self._token: int | None = None
-        self._terminated_at: float | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._signals: set[int] = set()
+        self._token = 0
+        self._target: int | None = None
+        self._target_fd: int | None = None
+        self._target_status: int | None = None
+        self._relay: int | None = None
+        self._frames = _Frames()
+        self._ending_since: float | None = None
+
+    # -- setup and plumbing ---------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Route signals to the loop, and die with the supervisor (checked after arming)."""
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGTERM, DEATH_SIGNAL, KILL_NOW_SIGNAL):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        die_with_parent(DEATH_SIGNAL)
+        if os.getppid() != self._spec.supervisor_pid:
+            self._orphaned()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals.add(signum)
 
     def send(self, message: FromWorker) -> None:
-        with self._send_lock:
-            self._conn.send(message)
+        """Send one message to the supervisor (the worker has one thread: no lock needed)."""
+        self._conn.send(message)
 
-    def running(self, token: int) -> None:
-        self._token = token
+    def _wait(self, timeout: float | None) -> set[int]:
+        poller = select.poll()
+        watched = [self._conn.fileno(), self._wake_r, self._target_fd, self._relay]
+        for fd in watched:
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
+        with contextlib.suppress(OSError):
+            os.read(self._wake_r, 4096)
+        return {fd for fd, _ in ready}
 
-    def run(self) -> None:
-        while True:
-            # A warm worker waiting for ``Elected`` has no deadline to watch: it sleeps on the
-            # pipe (which also wakes it when the supervisor dies) instead of waking 50 times a
-            # second, so the idle workers of many followers cost no CPU.
-            waiting = self.elected is None and not self.ended.is_set()
-            try:
-                if self._conn.poll(None if waiting else WATCH_INTERVAL):
-                    self._handle(self._conn.recv())
-            except (EOFError, OSError):
-                _kill_group(signal.SIGKILL)
-                os._exit(EXIT_ORPHANED)
-            self._check_deadline()
+    def _receive(self) -> object:
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._orphaned()
 
-    def _handle(self, message: ToWorker) -> None:
-        match message:
-            case Elected() as elected if self.elected is None:
-                self.elected = elected
-                self._started.set()
-            case Demoted() | Shutdown():
-                self.ended.set()
-                self._started.set()
-            case _:
-                pass
+    def _orphaned(self) -> NoReturn:
+        """The supervisor is gone: nothing of this tenure may outlive it."""
+        kill_tree(self._on_reaped)
+        os._exit(EXIT_ORPHANED)
+
+    def _on_reaped(self, pid: int, status: int) -> None:
+        if pid == self._target:
+            self._target_status = status
+
+    # -- before the tenure ----------------------------------------------------------------
 
     def wait_elected(self) -> Elected | None:
-        self._started.wait()
-        return self.elected if not self.ended.is_set() else None
+        """Sleep on the pipe until elected; None when told to stop first."""
+        while True:
+            ready = self._wait(None)
+            if DEATH_SIGNAL in self._signals:
+                self._orphaned()
+            if self._signals & {signal.SIGTERM, KILL_NOW_SIGNAL}:
+                return None
+            if self._conn.fileno() in ready:
+                match self._receive():
+                    case Elected() as elected:
+                        return elected
+                    case Demoted() | Shutdown():
+                        return None
+                    case _:
+                        pass
 
-    def _check_deadline(self) -> None:
-        if self._token is None:
-            return
-        now = boottime()
-        if self._terminated_at is None:
-            if now >= self._lease.deadline_for(self._token):
-                self._terminated_at = now
-                _kill_group(signal.SIGTERM)
-        elif now >= self._terminated_at + self._grace:
-            _kill_group(signal.SIGKILL)
+    # -- the tenure -----------------------------------------------------------------------
+
+    def run_tenure(self, elected: Elected) -> NoReturn:
+        """Fork the target, then keep its tree until the tenure ends; exits as the target did."""
+        self._token = elected.token
+        relay_r, relay_w = os.pipe()
+        self.send(TargetStarted(elected.token))
+        keeper = os.getpid()
+        try:
+            child = os.fork()
+        except OSError as exc:
+            self.send(TargetFailed(elected.token, f"cannot fork the target: {exc}"))
+            os._exit(EXIT_TARGET_RAISED)
+        if child == 0:
+            self._run_target(elected, keeper, relay_r, relay_w)
+        os.close(relay_w)
+        os.set_blocking(relay_r, False)
+        self._relay = relay_r
+        self._target = child
+        self._target_fd = os.pidfd_open(child)
+        while True:
+            ready = self._wait(self._next_wake())
+            if DEATH_SIGNAL in self._signals:
+                self._orphaned()
+            if self._relay is not None and self._relay in ready:
+                self._pump_relay()
+            if self._conn.fileno() in ready and isinstance(self._receive(), Demoted | Shutdown):
+                self._begin_end()
+            if signal.SIGTERM in self._signals:
+                self._begin_end()
+            if self._target_fd is not None and self._target_fd in ready:
+                os.close(self._target_fd)
+                self._target_fd = None
+                self._begin_end()
+            if self._spec.watch_deadline and boottime() >= self._lease.deadline_for(self._token):
+                self._begin_end()
+            if KILL_NOW_SIGNAL in self._signals:
+                self._finish()
+            if self._ending_since is not None and (
+                not reap(self._on_reaped) or boottime() >= self._ending_since + self._spec.grace
+            ):
+                self._finish()
+
+    def _next_wake(self) -> float:
+        if self._ending_since is None and not self._spec.watch_deadline:
+            return 1.0
+        return WATCH_INTERVAL
+
+    def _begin_end(self) -> None:
+        """The tenure is over: ask every process below to stop (SIGKILL follows at grace)."""
+        if self._ending_since is None:
+            self._ending_since = boottime()
+            signal_tree(signal.SIGTERM)
+
+    def _finish(self) -> NoReturn:
+        kill_tree(self._on_reaped)
+        self._pump_relay()
+        _exit_like(self._target_status)
+
+    def _pump_relay(self) -> None:
+        """Forward the target's whole messages to the supervisor, as raw bytes."""
+        while self._relay is not None:
+            try:
+                data = os.read(self._relay, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            frames = self._frames.feed(data) if data else []
+            if not data or frames is None:
+                os.close(self._relay)
+                self._relay = None
+                if frames is None:
+                    note = "garbled messages from the target: no longer relayed"
+                    self.send(WorkerLog("gomaster", logging.WARNING, note))
+                return
+            for frame in frames:
+                with contextlib.suppress(OSError):
+                    self._conn.send_bytes(frame)
+
+    def _run_target(self, elected: Elected, keeper: int, relay_r: int, relay_w: int) -> NoReturn:
+        """In the forked child: become the target's process and run it; never returns."""
+        code = EXIT_TARGET_RAISED
+        try:
+            die_with_parent(signal.SIGKILL)
+            if os.getppid() != keeper:
+                os._exit(EXIT_ORPHANED)
+            signal.set_wakeup_fd(-1)
+            # Default SIGTERM ends the target unless it installs its own handler; SIGINT, ignored
+            # while idle, is restored because ignored signals stay ignored across exec.
+            for sig in (signal.SIGTERM, signal.SIGINT, DEATH_SIGNAL, KILL_NOW_SIGNAL):
+                signal.signal(sig, signal.SIG_DFL)
+            for fd in (relay_r, self._wake_r, self._wake_w):
+                os.close(fd)
+            self._conn.close()
+            relay = Connection(relay_w, readable=False)
+            logging.getLogger().handlers[:] = [_PipeLogHandler(relay.send)]
+            leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, self._lease)
+            try:
+                self._spec.target(leadership)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:
+                relay.send(TargetFailed(elected.token, traceback.format_exc()))
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
 
 
 def worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
+    hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    _arm_parent_death(spec.supervisor_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watchdog = _Watchdog(conn, lease, spec.grace)
+    become_subreaper()
+    keeper = _Keeper(conn, spec, lease)
+    keeper.arm()
     root = logging.getLogger()
-    root.handlers[:] = [_PipeLogHandler(watchdog.send)]
+    root.handlers[:] = [_PipeLogHandler(keeper.send)]
     root.setLevel(spec.log_level)
-    threading.Thread(target=watchdog.run, name="gomaster-watchdog", daemon=True).start()
     with contextlib.suppress(OSError, ValueError):
-        watchdog.send(WorkerReady())
-    elected = watchdog.wait_elected()
+        keeper.send(WorkerReady())
+    elected = keeper.wait_elected()
     if elected is None:
         sys.exit(0)
-    leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, lease)
-    # Default SIGTERM ends the target on demotion unless it installs its own handler; SIGINT,
-    # ignored while idle, is restored because ignored signals stay ignored across exec.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if spec.watch_deadline:
-        watchdog.running(elected.token)
-    watchdog.send(TargetStarted(elected.token))
-    try:
-        spec.target(leadership)
-    except SystemExit as exc:
-        exit_ending_group(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
-    except BaseException:
-        watchdog.send(TargetFailed(elected.token, traceback.format_exc()))
-        exit_ending_group(EXIT_TARGET_RAISED)
-    exit_ending_group(0)
+    keeper.run_tenure(elected)

@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import pwd
 import selectors
 import shutil
-import site
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +26,22 @@ from returns.result import Failure
 from gomaster.backends import connect, parse_backend
 from gomaster.backends.sqlite import SQLiteBackend
 from gomaster.core.errors import BackendError
+from tests.accounts import (
+    SEARCH_PATH,
+    Account,
+    interpreter,
+    make_account,
+    need_root,
+    python_path,
+    remove_account,
+)
 from tests.helpers import err, ok
 
-#: The checkout these tests run from: the other users import gomaster from here.
-REPO = Path(__file__).resolve().parents[2]
 ACTOR = "tests.backends.sqlite_actor"
 TIMEOUT = 5.0
 #: How long one command run as another user may take (``gomaster run`` spawns processes).
 RUN_TIMEOUT = 90.0
 HOUR = "3600"
-SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_SUBDIR = (".local", "state", "gomaster")
 #: The lock table as gomaster makes it; tests change one column at a time.
 COLUMNS = {
@@ -53,33 +55,6 @@ COLUMNS = {
     "host": "TEXT NOT NULL",
     "pid": "INTEGER NOT NULL",
 }
-
-
-@dataclass(frozen=True)
-class Account:
-    """A throwaway local user."""
-
-    name: str
-    uid: int
-    gid: int
-    home: Path
-
-
-def _make_account(prefix: str, *groups: str) -> Account:
-    name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    extra = ["--groups", ",".join(groups)] if groups else []
-    subprocess.run(
-        ["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", *extra, name],
-        check=True,
-        capture_output=True,
-    )
-    entry = pwd.getpwnam(name)
-    return Account(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
-
-
-def _remove_account(account: Account) -> None:
-    subprocess.run(["userdel", "--remove", account.name], check=False, capture_output=True)
-    shutil.rmtree(account.home, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -185,46 +160,22 @@ def _finish(process: subprocess.Popen[str]) -> None:
         process.communicate()
 
 
-def _interpreter(victim: Account, python_path: str) -> str:
-    """A Python of this version that ``victim`` may run: this one, or the system's when this one
-    lives where other users cannot reach (a virtualenv made from a pyenv under /root)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", "")]
-    candidates += [shutil.which(f"python{version}", path=SEARCH_PATH) or ""]
-    probe = "import sys, gomaster.backends.sqlite, returns, multiprocess; "
-    probe += f"assert sys.version.startswith('{version}.')"
-    tried = []
-    for python in dict.fromkeys(c for c in candidates if c):
-        command = ["runuser", "-u", victim.name, "--", "env", "-i", f"PATH={SEARCH_PATH}"]
-        command += [f"PYTHONPATH={python_path}", python, "-c", probe]
-        done = subprocess.run(
-            command, check=False, cwd="/", capture_output=True, text=True, timeout=RUN_TIMEOUT
-        )
-        if done.returncode == 0:
-            return python
-        tried.append(f"{python}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
-    raise AssertionError(f"no Python {version} that user {victim.name} can run with gomaster: {tried}")
-
-
 @pytest.fixture(scope="session")
 def accounts() -> Iterator[Users]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the SQLite file attacks need root to create throwaway users, and CI runs as root")
-        pytest.skip("the SQLite file attacks need root to create throwaway users")
+    need_root("the SQLite file attacks")
     made: list[Account] = []
     tmpdir = Path(tempfile.mkdtemp(prefix="gomaster-security-"))
     try:
         os.chmod(tmpdir, 0o1777)
-        other = _make_account("gmo")
+        other = make_account("gmo")
         made.append(other)
-        victim = _make_account("gmv", other.name)
+        victim = make_account("gmv", other.name)
         made.append(victim)
-        python_path = os.pathsep.join([str(REPO), *site.getsitepackages()])
-        yield Users(victim, other, _interpreter(victim, python_path), python_path, tmpdir)
+        path = python_path()
+        yield Users(victim, other, interpreter(victim, path), path, tmpdir)
     finally:
         for account in made:
-            _remove_account(account)
+            remove_account(account)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 

@@ -132,7 +132,8 @@ def test_a_failing_target_is_restarted_and_the_election_is_untouched(cluster: Cl
 def test_a_killed_target_restarts_at_once_in_the_spare_worker_that_waited_beside_it(cluster: Cluster) -> None:
     first, _ = _two_nodes_first_master(cluster)
     supervisor = cluster.supervisor_of("a")
-    waiting = children(supervisor) - {first["pid"]}
+    # The target runs in a child of its worker, the keeper of the tenure's process tree.
+    waiting = children(supervisor) - {first["ppid"]}
     assert waiting, "the master's supervisor keeps no spare worker"
     killed_at = time.monotonic()
     os.kill(first["pid"], signal.SIGKILL)
@@ -140,10 +141,10 @@ def test_a_killed_target_restarts_at_once_in_the_spare_worker_that_waited_beside
         "the restart", lambda ev: [e for e in ev if e["event"] == "start" and e["pid"] != first["pid"]], 5.0
     )[0]
     assert again["token"] == 1 and again["node"] == "a"
-    assert again["pid"] in waiting, "the restart spawned a cold worker instead of using the spare"
+    assert again["ppid"] in waiting, "the restart spawned a cold worker instead of using the spare"
     assert again["t"] - killed_at <= BACKOFF_FIRST + 0.5, f"restart took {again['t'] - killed_at:.3f} s"
     time.sleep(0.5)  # a new spare takes the promoted one's place
-    assert children(supervisor) - {again["pid"]} - waiting, "no new spare after the restart"
+    assert children(supervisor) - {again["ppid"]} - waiting, "no new spare after the restart"
 
 
 def test_a_hanging_target_does_not_disturb_renewals(cluster: Cluster) -> None:

@@ -8,7 +8,6 @@ keep a small host busy for nothing.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
-from gomaster.runtime.worker import WorkerSpec, worker_main
+from gomaster.runtime.worker import EXIT_ORPHANED, WorkerReady, WorkerSpec, worker_main
 from tests.helpers import wait_until
 
 #: A thread that polls every 20 ms switches context about 50 times a second.
@@ -54,8 +53,8 @@ class _Worker:
         self.process = context.Process(target=worker_main, args=(child, spec, self.lease))
         self.process.start()
         child.close()
-        # Booted once its watchdog thread runs beside the main thread.
-        wait_until(lambda: len(os.listdir(f"/proc/{self.process.pid}/task")) >= 2, 30.0, "worker boot")
+        assert self.conn.poll(30.0), "the worker did not boot within 30 s"
+        assert isinstance(self.conn.recv(), WorkerReady)
         time.sleep(0.3)
 
     def close(self) -> None:
@@ -81,8 +80,7 @@ def test_a_warm_worker_sleeps_until_it_is_elected(worker: _Worker) -> None:
 def test_an_idle_worker_still_ends_at_once_when_its_supervisor_end_closes(worker: _Worker) -> None:
     worker.conn.close()
     worker.process.join(1.0)
-    # It kills its whole group, itself included, so the work it might have left goes too.
-    assert worker.process.exitcode == -signal.SIGKILL
+    assert worker.process.exitcode == EXIT_ORPHANED
 
 
 def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
