@@ -31,6 +31,11 @@ lock_backend        SQLite only (no server): another process holds the write loc
                     for 0.2-2 ttl
 ==================  ==============================================================  ==========
 
+Every master's work is adversarial (``tests.chaos.node``): each tenure starts three children that
+ignore SIGTERM (one in the work's group, one in a new session, one double-forked). One of them
+still alive ``ESCAPEE_LIMIT`` after the harness saw a newer tenure of its lock (or, for a frozen
+node, after it resumed and had ``grace``), or after the run, is a survivor: a violation.
+
 Node faults leave the other nodes a working backend, so the next master must be at work within
 ``ttl + 2 * heartbeat`` of the fault itself. Backend faults stop every node, so the master
 demotes itself if the fault outlasts ``renew_deadline``; there the clock starts when the fault
@@ -93,6 +98,9 @@ STOP = threading.Event()
 PERSISTENT_REDIS = ("--appendonly", "yes", "--appendfsync", "always")
 #: Lines of a witness log quoted around a violation.
 EXCERPT_LINES = 12
+#: An escapee of an ended tenure may be seen alive this long after the harness saw a newer
+#: tenure of its lock: the harness polls, and a kill takes a moment to show in /proc.
+ESCAPEE_LIMIT = 0.3
 
 
 def liveness_bound(timing: Timing) -> float:
@@ -322,6 +330,9 @@ class GroupResult:
     judgements: dict[str, Judgement] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     elapsed: float = 0.0
+    #: Children the masters' work started to try to outlive their tenures, and those that did.
+    escapees: int = 0
+    survivors: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,6 +444,65 @@ class _Tail:
         return self.token > 0 and now - self.last < FRESH
 
 
+@dataclass(frozen=True, slots=True)
+class Escapee:
+    """A child a master's work started to outlive its tenure (see ``tests.chaos.node``)."""
+
+    lock: str
+    token: int
+    node: str
+    pid: int
+
+
+class _Escapees:
+    """The escapees a group's work started, read from the file they append themselves to.
+
+    A PID counts as the escapee only while its command line holds the group's ``marker``, so a
+    PID the kernel gave to another process after the escapee died is never taken for it.
+    """
+
+    def __init__(self, path: Path, marker: str) -> None:
+        self.path = path
+        self.marker = marker
+        self._offset = 0
+        self._open: list[Escapee] = []
+        self.count = 0
+
+    def poll(self) -> None:
+        """Read the escapees recorded since the last poll (a line being written waits)."""
+        try:
+            with self.path.open("rb") as listing:
+                listing.seek(self._offset)
+                data = listing.read()
+        except FileNotFoundError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.decode().splitlines():
+            lock, token, node, pid = line.split()
+            self._open.append(Escapee(lock, int(token), node, int(pid)))
+            self.count += 1
+
+    def _is_alive(self, escapee: Escapee) -> bool:
+        try:
+            with open(f"/proc/{escapee.pid}/cmdline", "rb") as cmdline:
+                holds = self.marker.encode() in cmdline.read()
+        except OSError:
+            return False
+        return holds and alive(escapee.pid)
+
+    def alive(self) -> list[Escapee]:
+        """The escapees still alive (the dead are forgotten)."""
+        self._open = [escapee for escapee in self._open if self._is_alive(escapee)]
+        return list(self._open)
+
+    def kill(self, escapee: Escapee) -> None:
+        """End a survivor (it is ours: its command line holds our marker)."""
+        if self._is_alive(escapee):
+            _signal(escapee.pid, signal.SIGKILL)
+        self._open = [other for other in self._open if other != escapee]
+
+
 # ---- one group ------------------------------------------------------------------------------
 
 
@@ -473,6 +543,9 @@ class Group:
         self.result = GroupResult(plan.backend, index, self.seed, liveness_bound(self.timing))
         self._node_log = workdir / "nodes.log"
         self._sqlite = workdir / "locks.db"
+        self._escapees = _Escapees(workdir / "escapees.txt", f"86400.{os.getpid()}{index:03d}{plan.seed}")
+        #: When the harness first saw each token of each lock.
+        self._seen: dict[tuple[str, int], float] = {}
 
     def log(self, lock: str) -> Path:
         """The witness log of ``lock``."""
@@ -498,9 +571,10 @@ class Group:
     def spawn(self, node: str, lock: str) -> _Proc:
         self.generation += 1
         label = f"{node}:{lock}:{self.generation}"
-        command = [sys.executable, "-m", "gomaster.demo", "node", "--backend", self.url_for(node)]
+        command = [sys.executable, "-m", "tests.chaos.node", "--backend", self.url_for(node)]
         command += ["--log", str(self.log(lock)), "--node", label]
         command += ["--ttl", repr(self.timing.ttl), "--name", lock]
+        command += ["--escapees", str(self._escapees.path), "--marker", self._escapees.marker]
         with self._node_log.open("ab") as output:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
                 command,
@@ -567,6 +641,13 @@ class Group:
             if proc.popen.poll() is None:
                 proc.popen.kill()
             proc.popen.wait()
+        self._escapees.poll()
+        self.result.escapees = self._escapees.count
+        settled = time.monotonic() + self.timing.grace + ESCAPEE_LIMIT
+        while self._escapees.alive() and time.monotonic() < settled:
+            time.sleep(POLL)
+        for escapee in self._escapees.alive():
+            self._survived(escapee, "still alive after every node of the group stopped")
         for proxy in self.proxies.values():
             with contextlib.suppress(RuntimeError, TimeoutError):
                 proxy.close()
@@ -576,8 +657,35 @@ class Group:
     # -- waiting -------------------------------------------------------------------------
 
     def poll(self) -> None:
-        for tail in self.tails.values():
+        now = time.monotonic()
+        for lock, tail in self.tails.items():
             tail.poll()
+            self._seen.setdefault((lock, tail.token), now)
+        self._escapees.poll()
+        for escapee in self._escapees.alive():
+            newer = self.tails[escapee.lock].token
+            if newer > escapee.token and now > self._escapee_deadline(escapee, newer):
+                self._survived(escapee, f"still alive when token {newer} had been at work a while")
+
+    def _escapee_deadline(self, escapee: Escapee, newer: int) -> float:
+        """Until when an escapee of an ended tenure may live: a while after the harness saw the
+        newer tenure, or after its frozen node resumed and had ``grace`` to end its work."""
+        deadline = self._seen[escapee.lock, newer] + ESCAPEE_LIMIT
+        for freeze in self.freezes[escapee.lock]:
+            if freeze.node == escapee.node:
+                deadline = max(deadline, freeze.resumed + self.timing.grace + ESCAPEE_LIMIT)
+        return deadline
+
+    def _survived(self, escapee: Escapee, how: str) -> None:
+        self.result.survivors += 1
+        self.problems.append(
+            Violation(
+                f"escapee of token {escapee.token} on {escapee.lock} outlived its tenure",
+                self.where(self._fault_at(time.monotonic())),
+                f"pid {escapee.pid} of {escapee.node}: {how}",
+            )
+        )
+        self._escapees.kill(escapee)
 
     def wait_masters(self, timeout: float, since: float) -> bool:
         """Until every lock's newest token has been at work since ``since`` and just now.
@@ -909,6 +1017,14 @@ class BackendResult:
     @property
     def regressions(self) -> int:
         return sum(len(j.regressions) for g in self.groups for j in g.judgements.values())
+
+    @property
+    def escapees(self) -> int:
+        return sum(group.escapees for group in self.groups)
+
+    @property
+    def survivors(self) -> int:
+        return sum(group.survivors for group in self.groups)
 
     @property
     def tenures(self) -> int:

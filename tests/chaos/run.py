@@ -99,9 +99,9 @@ def summary_rows(results: list[BackendResult], loads: list[LoadSampler]) -> list
     rows = [
         "| backend | faults | tenures | overlaps | token regressions | worst stale window (s) "
         "| freezes with stale marks | worst time without master (s) | faults over the bound "
-        "| frozen work gone after SIGCONT (s) | delay faults that changed master | run time "
-        "| load avg median / max |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| frozen work gone after SIGCONT (s) | delay faults that changed master "
+        "| escapees started / survivors | run time | load avg median / max |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for result, load in zip(results, loads, strict=True):
         outcomes = result.outcomes
@@ -116,6 +116,7 @@ def summary_rows(results: list[BackendResult], loads: list[LoadSampler]) -> list
             f"| {sum(1 for o in outcomes if o.gap > bound)} "
             f"| {_seconds(_worst([o.worker_gone_after for o in freezes if o.worker_gone_after]))} "
             f"| {sum(1 for o in delays if o.new_tenures) if delays else '-'} "
+            f"| {result.escapees} / {result.survivors} "
             f"| {result.elapsed / 60:.1f} min | {load.describe()} |"
         )
     return rows
@@ -283,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{backend}: {len(result.outcomes)} faults in {result.elapsed:.0f} s, "
                 f"{result.overlaps} overlaps, {result.regressions} regressions, "
+                f"{result.survivors} surviving escapees of {result.escapees}, "
                 f"{len(result.violations)} violations",
                 flush=True,
             )

@@ -109,3 +109,14 @@ def test_a_master_works_again_within_ttl_plus_two_heartbeats_of_every_fault(
     assert not late, f"bound {bound:.3f} s; load average {load}: " + "; ".join(late)
     stuck = [v for v in result.violations if v.what in ("no master on some lock", "node exited by itself")]
     assert not stuck, "\n".join(f"{v.what} ({v.where}): {v.evidence}" for v in stuck)
+
+
+@pytest.mark.parametrize("backend", PARAMS)
+def test_nothing_the_work_started_outlived_its_tenure_under_any_fault(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    result = _of(results, backend)
+    assert result.escapees >= 3 * result.tenures, "the work did not start its escapees"
+    survived = [v for v in result.violations if v.what.startswith("escapee")]
+    assert not survived, "\n".join(f"{v.what} ({v.where}): {v.evidence}" for v in survived)
+    assert result.survivors == 0
