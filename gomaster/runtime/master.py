@@ -25,16 +25,17 @@ from gomaster.core.events import Announcement, Demoted, Elected
 from gomaster.core.record import LockRecord, NodeIdentity
 from gomaster.core.timing import Timing
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
+from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import check_config, check_targets, watcher
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+from gomaster.runtime.tree import die_with_parent
 
 if TYPE_CHECKING:
     from gomaster.metrics import Metrics
 
 _log = logging.getLogger("gomaster")
-_PR_SET_PDEATHSIG = 1
 #: How long ``is_master()``/``status()`` wait for the supervisor's answer.
 QUERY_TIMEOUT = 5.0
 #: How long ``start()`` waits for the supervisor process to come up.
@@ -102,10 +103,7 @@ def _supervisor_main(
 ) -> None:
     """Entry point of the supervisor process that ``Master.start()`` spawns."""
     name, node_id, timing, version = spec
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    die_with_parent(signal.SIGTERM)
     lock = threading.Lock()
 
     def send(message: object) -> None:
@@ -208,6 +206,8 @@ class Master:
             if self._thread is not None:
                 raise RuntimeError("Master.start() was already called; create a new Master to start again")
             self._id = uuid.uuid4().hex
+            # The supervisor's pipe must not land on a closed fd 0-2 of the application.
+            hold_standard_fds()
             self._thread = threading.Thread(target=self._own_supervisor, name="gomaster-master", daemon=True)
             self._thread.start()
         if not self._started.wait(START_TIMEOUT):
