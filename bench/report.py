@@ -464,10 +464,10 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
     out.append(
         "The warm path is: the elector thread enqueues the event and writes a wake-up byte; the "
         "supervisor's main loop (blocked in `multiprocess.connection.wait`) wakes, drains the "
-        "queue, reconciles and sends `Elected` down the worker's pipe; the worker's watchdog "
-        "thread (asleep on its pipe until data comes) receives it and "
-        "sets an event the worker's main thread waits on; the main thread reports `TargetStarted` "
-        "and calls the target. Each hop is a thread or process wake-up, so the p99 follows the "
+        "queue, reconciles and sends `Elected` down the worker's pipe; the worker (one thread, "
+        "asleep on its pipe until data comes) receives it, reports `TargetStarted` and forks the "
+        "target's process, which calls the target while the worker keeps its process tree. "
+        "Each hop is a thread or process wake-up, so the p99 follows the "
         "machine's scheduling delays rather than the code."
     )
     out.append("")
