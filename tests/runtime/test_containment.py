@@ -283,6 +283,7 @@ def test_nothing_the_work_started_outlives_its_tenure(
     ended = scene.end_tenure(path)
     bound = NOTICE[path] + TIMING.grace + TOLERANCE
     survivors, took = scene.survivors_after(escapees, ended, bound)
+    print(f"containment {entry} {path} {kind} uid={user.uid}: {len(survivors)} survivors, {took:.3f} s")
     assert not survivors, (
         f"{len(survivors)} {kind} escapee(s) outlived the tenure ({path}) by {took:.2f} s: "
         + _describe(survivors)
