@@ -10,8 +10,10 @@ target's worker has booted, so a node that is still starting never wins a lock f
 could work at once. On demotion every running worker is told to end its tenure: it keeps the
 whole process tree of its target (see ``worker``), sends it SIGTERM at once and SIGKILL when
 ``grace`` runs out, and exits once nothing is left. The supervisor tells a worker still there at
-``grace`` to kill at once, and kills the worker's group itself ``KEEPER_SLACK`` later should the
-worker be wedged; the elector releases the lease only after every worker is gone.
+``grace`` to kill at once and, from then on, SIGKILLs the tree below that worker itself too, so a
+worker starved of CPU does not hold the stop up; it never kills the worker (the subreaper that
+keeps orphans from escaping to init) before ``KEEPER_WEDGED_AFTER``. The elector releases the
+lease only after every worker is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gomaster.runtime.elector import Elector, Watched
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
+from gomaster.runtime.tree import KILL_TREE_TIMEOUT, signal_tree
 from gomaster.runtime.worker import (
     KILL_NOW_SIGNAL,
     Target,
@@ -58,8 +61,11 @@ BACKOFF_RESET_AFTER = 30.0
 STOP_ACK_SLACK = 1.0
 #: How long a stop hook that had to be spawned cold may take to boot before its grace starts.
 STOP_HOOK_BOOT = 5.0
-#: A worker still alive this long after its grace ran out is wedged: its group gets SIGKILL.
-KEEPER_SLACK = 0.2
+#: How often the supervisor SIGKILLs the tree below a worker whose grace ran out.
+SWEEP_EVERY = 0.05
+#: A worker still alive this long after its grace ran out is wedged: what is below it and its
+#: group get SIGKILL (its own sweep gives up after KILL_TREE_TIMEOUT).
+KEEPER_WEDGED_AFTER = KILL_TREE_TIMEOUT + 1.0
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
 #: A node joins the election once its workers have booted, or after this long without them
@@ -107,9 +113,9 @@ class _Worker:
     token: int | None = None
     started_at: float = 0.0
     stopping_since: float | None = None
-    #: Told to kill its tree at once (grace ran out).
+    #: Told to kill its tree at once (grace ran out); the supervisor sweeps below it too.
     kill_sent: bool = False
-    #: Its whole group SIGKILLed by the supervisor (the worker did not exit after ``kill_sent``).
+    #: Its whole group SIGKILLed by the supervisor (wedged for ``KEEPER_WEDGED_AFTER``).
     killed: bool = False
     #: The worker has booted and would start its target at once.
     ready: bool = False
@@ -165,6 +171,12 @@ def kill_group(pid: int, sig: int) -> None:
 def _signal_worker(worker: _Worker, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(worker.process.pid, sig)
+
+
+def _kill_below(worker: _Worker) -> None:
+    """SIGKILL every process below a worker whose grace ran out, leaving the worker itself: it
+    is the subreaper that holds whatever would otherwise be orphaned to init."""
+    signal_tree(signal.SIGKILL, root=worker.process.pid)
 
 
 def _retire(worker: _Worker) -> int:
@@ -374,8 +386,8 @@ class Supervisor:
         for slot in self._every_slot():
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
-                extra = KEEPER_SLACK if worker.kill_sent else 0.0
-                timers.append(worker.stopping_since + self._config.timing.grace + extra)
+                out_of_grace = worker.stopping_since + self._config.timing.grace
+                timers.append(now + SWEEP_EVERY if worker.kill_sent else out_of_grace)
             idle = worker is None or worker.token is None
             if self._leader_token is not None and idle and slot.restart_at > now:
                 timers.append(slot.restart_at)
@@ -524,11 +536,14 @@ class Supervisor:
             if worker is None or worker.stopping_since is None or worker.killed:
                 continue
             out_of_grace = worker.stopping_since + self._config.timing.grace
-            if not worker.kill_sent and now >= out_of_grace:
+            if now < out_of_grace:
+                continue
+            if not worker.kill_sent:
                 _signal_worker(worker, KILL_NOW_SIGNAL)
                 worker.kill_sent = True
-            elif worker.kill_sent and now >= out_of_grace + KEEPER_SLACK:
-                _log.error("worker for %s did not end its work in time: killing its group", slot.label)
+            _kill_below(worker)
+            if now >= out_of_grace + KEEPER_WEDGED_AFTER:
+                _log.error("worker for %s is wedged: killing it and its group", slot.label)
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.killed = True
 
@@ -640,8 +655,11 @@ class Supervisor:
             if worker.process.is_alive():
                 _signal_worker(worker, KILL_NOW_SIGNAL)
         for worker in workers:
-            worker.process.join(max(0.0, deadline + KEEPER_SLACK - boottime()))
+            while worker.process.is_alive() and boottime() < deadline + KEEPER_WEDGED_AFTER:
+                _kill_below(worker)
+                worker.process.join(SWEEP_EVERY)
             if worker.process.is_alive():
+                _kill_below(worker)
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.process.join(1.0)
             _retire(worker)

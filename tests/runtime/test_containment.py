@@ -52,10 +52,12 @@ _serial = itertools.count()
 
 
 #: The programs an escapee runs as (the node's own command line holds the marker too).
-_ESCAPEE_PROGRAMS = {b"sh", b"sleep", b"setsid"}
+_ESCAPEE_PROGRAMS = frozenset({b"sh", b"sleep", b"setsid"})
+#: What every escapee finally becomes (``setsid`` may fork before it execs).
+_SETTLED = frozenset({b"sleep"})
 
 
-def _marked(marker: str) -> list[int]:
+def _marked(marker: str, programs: frozenset[bytes] = _ESCAPEE_PROGRAMS) -> list[int]:
     """Live escapees: shells and sleeps whose command line holds ``marker``."""
     found = []
     needle = marker.encode()
@@ -67,7 +69,7 @@ def _marked(marker: str) -> list[int]:
                 argv = cmdline.read()
         except OSError:
             continue
-        if needle not in argv or os.path.basename(argv.split(b"\0", 1)[0]) not in _ESCAPEE_PROGRAMS:
+        if needle not in argv or os.path.basename(argv.split(b"\0", 1)[0]) not in programs:
             continue
         if alive(int(entry)):
             found.append(int(entry))
@@ -180,7 +182,7 @@ class Scene:
         self.process = self._popen(argv)
         deadline = time.monotonic() + STARTUP
         while not (self.pidfile.exists() and self.pidfile.read_text().strip()) or (
-            len(_marked(self.marker)) < escapees
+            len(_marked(self.marker, _SETTLED)) < escapees
         ):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the work never started its escapee: {self._stderr()}")
@@ -306,9 +308,33 @@ def test_a_keeper_killed_from_outside_takes_its_group_but_not_a_new_session(scen
     scenes.append(scene)
     scene.start(escapees=3)
     escapees = _marked(marker)
-    lone_one = _marked(marker + "1")
+    lone_one = _marked(marker + "1", _SETTLED)
     os.kill(_parent(scene.target), signal.SIGKILL)
     time.sleep(TIMING.grace + TOLERANCE)
     # The node restarts its work at once; only the first tenure's escapees count here.
     left = [pid for pid in escapees if pid in _marked(marker)]
     assert left == lone_one, f"expected only the new-session escapee {lone_one} to survive: {_describe(left)}"
+
+
+def test_a_keeper_starved_of_cpu_does_not_hold_the_stop_up(scenes: list[Scene]) -> None:
+    """The supervisor kills the tree below a worker whose grace ran out, without killing the
+    worker (the subreaper that keeps a new-session escapee from init): a frozen worker here."""
+    marker = new_marker()
+    line = "\n".join(escape(kind, marker) for kind in KINDS)
+    scene = Scene("supervise", line, marker, User())
+    scenes.append(scene)
+    scene.start(escapees=3)
+    escapees = _marked(marker)
+    keeper = _parent(scene.target)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        ended = scene.end_tenure("revoke")
+        bound = NOTICE["revoke"] + TIMING.grace + TOLERANCE
+        survivors, took = scene.survivors_after(escapees, ended, bound)
+        left = _describe(survivors)
+        assert not survivors, f"{len(survivors)} escapee(s) outlived the frozen keeper's tenure: {left}"
+        assert took <= bound, f"the escapees died {took:.3f} s after the revoke; bound {bound:.2f} s"
+        assert alive(keeper), "the supervisor killed the frozen keeper instead of what was below it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper, signal.SIGCONT)
