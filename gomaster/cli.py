@@ -1,7 +1,9 @@
 """The ``gomaster`` command: ``run``, ``status``, ``release``, ``repair`` and ``demo``.
 
 Every option can also come from the environment (``GOMASTER_BACKEND``, ``GOMASTER_NAME``,
-``GOMASTER_TTL``, ...), which keeps passwords out of ``ps``.
+``GOMASTER_TTL``, ...), which keeps passwords out of ``ps``. ``run`` and ``status`` use the lock
+name ``default`` when given none, as ``supervise()`` and ``Master`` do; ``release`` and
+``repair`` change a record, so they act only on a name the operator gave.
 """
 
 from __future__ import annotations
@@ -19,12 +21,37 @@ from typing import NoReturn
 
 from returns.result import Failure, Success
 
-from gomaster.backends import ENV_BACKEND, LockBackend, force_release, parse_backend
+from gomaster._version import __version__
+from gomaster.backends import (
+    ENV_BACKEND,
+    LockBackend,
+    force_release,
+    parse_backend,
+    parse_default_backend,
+    redact,
+)
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_TOKEN, MalformedRecord, check_name, check_version
-from gomaster.core.timing import MAX_CALL_TIMEOUT, MAX_TTL, MIN_CALL_TIMEOUT, MIN_TTL, Timing, check_seconds
-from gomaster.runner import EXIT_DEMOTED, RunOptions, find_command, run_command
+from gomaster.core.timing import (
+    DEFAULT_TTL,
+    MAX_CALL_TIMEOUT,
+    MAX_TTL,
+    MIN_CALL_TIMEOUT,
+    MIN_TTL,
+    Timing,
+    check_seconds,
+    validate_timing,
+)
+from gomaster.runner import (
+    EXIT_DEMOTED,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    RunOptions,
+    find_command,
+    run_command,
+)
 from gomaster.runtime._io import performed
+from gomaster.runtime.console import FORMAT, printable
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.status import Status, status_from_record
 
@@ -32,54 +59,164 @@ EXIT_OK = 0
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 EXIT_NO_MASTER = 3
+#: The demo saw two tenures overlap.
+EXIT_OVERLAP = 1
+#: Ctrl-C before a command could handle it, as a shell reports it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 #: stdout's reader went away (``gomaster status | head -1``): what a shell reports for a
 #: program killed by SIGPIPE, so pipelines and ``set -o pipefail`` treat us like cat or grep.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEFAULT_TIMEOUT = 5.0
+#: The lock name ``run`` and ``status`` use when given none: the one ``supervise()`` and
+#: ``Master`` use. ``release`` and ``repair`` act on no name the operator did not give.
+DEFAULT_NAME = "default"
 #: Where a malformed record's message sends the reader.
 REPAIR_DOC = "docs/operations.md, recovering from a corrupted record"
+#: ``gomaster demo``'s bounds: at least one node, a kill interval a master can be seen in.
+DEMO_MIN_NODES = 1
+DEMO_MAX_NODES = 50
+DEMO_MIN_KILL_EVERY = 0.1
 
-EXIT_CODES = f"""exit codes:
-  run      CMD's own status (128+N if CMD died of signal N); {EXIT_DEMOTED} with --once when the
-           node lost mastership while CMD ran; 127 when CMD does not exist; 2 for usage errors
-  status   {EXIT_OK} a live master exists, {EXIT_NO_MASTER} none does, {EXIT_UNREACHABLE} the backend
-           cannot be reached or the record is malformed, {EXIT_USAGE} usage error
-  release  {EXIT_OK} done (or nothing to release), {EXIT_UNREACHABLE} the backend cannot be reached
-           or the record is malformed (see repair), {EXIT_USAGE} usage error
-  repair   {EXIT_OK} done (or no record), {EXIT_UNREACHABLE} the backend cannot be reached,
-           {EXIT_USAGE} usage error
-  all      {EXIT_BROKEN_PIPE} when the reader of the output went away (e.g. | head -1)
+
+def _exit_table(rows: Sequence[tuple[object, str]]) -> str:
+    """An ``exit codes:`` table for an epilog: each status, then what it means."""
+    width = max(len(str(code)) for code, _ in rows)
+    return "exit codes:\n" + "".join(f"  {str(code).ljust(width)}  {meaning}\n" for code, meaning in rows)
+
+
+_READER_GONE = (EXIT_BROKEN_PIPE, "the reader of the output went away (e.g. | head -1)")
+
+RUN_EXIT_CODES = _exit_table(
+    [
+        ("N", "CMD's own last status; 128+S if CMD died of signal S (143 after SIGTERM);"),
+        ("", "0 if CMD never ran (the node was stopped while it waited)"),
+        (EXIT_DEMOTED, "--once: this node lost mastership while CMD ran; CMD was stopped; try again"),
+        (EXIT_NOT_EXECUTABLE, "CMD exists but is not executable"),
+        (EXIT_NOT_FOUND, "CMD does not exist (looked up before joining the election)"),
+        (EXIT_USAGE, "usage error, e.g. no -- before CMD"),
+    ]
+)
+STATUS_EXIT_CODES = _exit_table(
+    [
+        (EXIT_OK, "a live master exists (--all: for at least one name)"),
+        (EXIT_NO_MASTER, "no master: never held, released, or the lease expired"),
+        (EXIT_UNREACHABLE, "the backend cannot be reached, or the record is malformed (see repair)"),
+        (EXIT_USAGE, "usage error"),
+        _READER_GONE,
+    ]
+)
+RELEASE_EXIT_CODES = _exit_table(
+    [
+        (EXIT_OK, "released, or nobody held the lock"),
+        (EXIT_UNREACHABLE, "the backend cannot be reached, or the record is malformed (see repair)"),
+        (EXIT_USAGE, "usage error, e.g. neither --name nor GOMASTER_NAME"),
+        _READER_GONE,
+    ]
+)
+REPAIR_EXIT_CODES = _exit_table(
+    [
+        (EXIT_OK, "repaired, or there was no record"),
+        (EXIT_UNREACHABLE, "the backend cannot be reached"),
+        (EXIT_USAGE, "usage error, e.g. neither --name nor GOMASTER_NAME"),
+        _READER_GONE,
+    ]
+)
+DEMO_EXIT_CODES = _exit_table(
+    [
+        (EXIT_OK, "no two masters ever worked at once (also when Ctrl-C, SIGTERM or SIGHUP ended it)"),
+        (EXIT_OVERLAP, "two tenures overlapped"),
+        (EXIT_USAGE, "usage error"),
+    ]
+)
+
+ENVIRONMENT = f"""environment (a flag wins over its variable):
+  {ENV_BACKEND}    backend URL; keeps the password out of ps. With neither it nor
+                      --backend: the SQLite file ~/.local/state/gomaster/locks.db,
+                      shared only by this user's processes on this machine
+  GOMASTER_NAME       lock name (--name)
+  GOMASTER_TIMEOUT    seconds per backend call of status, release, repair (--timeout)
+  GOMASTER_TTL        run's and repair's --ttl
+  GOMASTER_HEARTBEAT, GOMASTER_RENEW_DEADLINE, GOMASTER_RETRY, GOMASTER_GRACE
+                      run's other timings
+  GOMASTER_ONCE=1, GOMASTER_RESTART, GOMASTER_VERSION
+                      run's --once, --restart and --app-version
+"""
+
+CMD_ENVIRONMENT = f"""CMD's environment is gomaster run's, without {ENV_BACKEND} (CMD never sees the
+backend's password), plus:
+  GOMASTER_TOKEN      the fencing token of this tenure, greater than every earlier one
+  GOMASTER_NODE_ID    this node's id, fresh for every start
+  GOMASTER_NAME       the lock name
 """
 
 EXAMPLES = """examples:
-  export GOMASTER_BACKEND='mysql://app:secret@db:3306/app'
-  gomaster run --name cron -- ./nightly-report.sh          # only one replica runs it
+  export GOMASTER_BACKEND=sqlite:////var/tmp/locks.db    # four slashes: an absolute path
+  gomaster run --name cron -- ./nightly-report.sh       # one node at a time runs it
   gomaster run --name migrate --once -- alembic upgrade head
-  gomaster status --name cron --json                       # readiness / health check
-  gomaster release --name cron                              # force a handover
-  gomaster repair --name cron --ttl 5                       # fix a corrupted record
-  gomaster demo --duration 30
+  gomaster status --name cron --json                    # readiness / health check
+  gomaster release --name cron                          # force a handover
+  gomaster repair --name cron --ttl 5                   # fix a corrupted record
+  GOMASTER_BACKEND='mysql://app:secret@db:3306/app' gomaster status --all
+  gomaster demo --duration 10                           # no server needed
 """
+
+DESCRIPTION = """Run master-only work on exactly one node, through a lease in a backend you have.
+
+commands (gomaster COMMAND --help for each one's flags and exit codes):
+  run      run CMD only while this node is master
+  status   show who is master
+  release  force-release a lock (its token is kept)
+  repair   rewrite a corrupted lock record (its token never goes down)
+  demo     local nodes on SQLite; the master is killed now and then
+"""
+
+RUN_DESCRIPTION = f"""Run CMD only while this node is master of the lock --name ({DEFAULT_NAME!r} if none).
+
+CMD runs below a worker process that keeps its whole process tree: demotion, a stop (SIGTERM
+or SIGINT to gomaster run) or CMD's own exit end everything CMD started, SIGTERM at once and
+SIGKILL after --grace. Only then is the lease released, so the next node takes over at once.
+While it waits, the node logs who the master is.
+"""
+
+STATUS_DESCRIPTION = f"""Show who is master of the lock --name ({DEFAULT_NAME!r} if none), every time
+by the backend's clock.
+
+--json prints one JSON object (with --all, a list of them). When the backend cannot be read
+or the command line is wrong, it still prints one object, with "error" set and "has_master"
+false, and the exit status says which.
+"""
+
+RELEASE_DESCRIPTION = """Force-release a lock: its holder fails its next renewal and stops its work.
+The token and the lease's expiry are kept, so nobody claims the lock before the old holder
+has stopped. Acts only on a name given by --name or GOMASTER_NAME, never on a default.
+"""
+
+REPAIR_DESCRIPTION = """Rewrite a lock record that no longer parses as released, claimable --ttl
+seconds from the backend's now; the token never goes down. Acts only on a name given by
+--name or GOMASTER_NAME, never on a default.
+"""
+
+DEMO_DESCRIPTION = """Several real nodes (supervise() processes) elect one master on a temporary
+SQLite file. The master is SIGKILLed now and then, and each failover is timed from the kill to
+the new master's first witnessed work. No server is needed. Ctrl-C, SIGTERM or SIGHUP end it
+early with its summary; its nodes end with it, even when it is SIGKILLed.
+"""
+
+
+class UsageError(Exception):
+    """A usage error: ``main`` prints it as one line on stderr and exits 2."""
+
+    def __init__(self, message: str, prog: str = "gomaster", hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = f"{prog}: error: {printable(message)}{hint}"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``gomaster run: error: ...`` and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {printable(message)} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on written as a Python escape (``\\x1b``).
-
-    Holders, hosts, versions and names are read from the backend, where anyone who can write a
-    row can plant an escape sequence that rewrites the screen of whoever runs ``status``; shown
-    escaped, they are inert and still identifiable. Printable text, the usual case, is unchanged.
-    """
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+        raise UsageError(message, self.prog, " (see --help)")
 
 
 def _env(key: str, default: str | None = None) -> str | None:
@@ -97,8 +234,7 @@ def _env_float(key: str) -> float | None:
 
 
 def _fail_usage(message: str) -> NoReturn:
-    print(f"gomaster: error: {printable(message)}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    raise UsageError(message)
 
 
 def _seconds(option: str, value: float, least: float, most: float) -> float:
@@ -109,104 +245,196 @@ def _seconds(option: str, value: float, least: float, most: float) -> float:
     return checked.unwrap()
 
 
+def _subparser(
+    commands: argparse._SubParsersAction[_Parser], name: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _common(parser: argparse.ArgumentParser, *, name_required: bool = False, timeout: bool = True) -> None:
     parser.add_argument(
         "--backend",
+        metavar="URL",
         default=_env("BACKEND"),
-        help=f"backend URL (env {ENV_BACKEND}); default: the local SQLite file",
+        help=f"backend URL, e.g. sqlite:////var/lib/app/locks.db or mysql://user:pass@host/db "
+        f"(env {ENV_BACKEND}; default: this user's SQLite file, with a warning)",
     )
+    if name_required:
+        name_help = "the lock to act on; required, here or as GOMASTER_NAME"
+    else:
+        name_help = (
+            f"lock name (env GOMASTER_NAME; default {DEFAULT_NAME!r}, "
+            "the name supervise() and Master use when given none)"
+        )
     parser.add_argument(
-        "--name",
-        default=_env("NAME", None if name_required else "default"),
-        help="lock name (env GOMASTER_NAME)",
+        "--name", default=_env("NAME", None if name_required else DEFAULT_NAME), help=name_help
     )
     if timeout:
         parser.add_argument(
             "--timeout",
             type=float,
+            metavar="S",
             default=_env_float("TIMEOUT") or DEFAULT_TIMEOUT,
-            help="seconds per backend call",
+            help=f"seconds to wait for each backend call, {MIN_CALL_TIMEOUT:g} to {MAX_CALL_TIMEOUT:g} "
+            f"(env GOMASTER_TIMEOUT; default {DEFAULT_TIMEOUT:g})",
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line, with examples and exit codes in ``--help``."""
-    parser = _Parser(
-        prog="gomaster",
-        description="Run master-only work on exactly one node, through a lease in a backend you have.",
-        epilog=EXAMPLES + "\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = commands.add_parser(
+def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
+    run = _subparser(
+        commands,
         "run",
-        help="run CMD only while this node is master",
-        usage="gomaster run [options] -- CMD [ARGS...]",
-        epilog=EXAMPLES + "\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run CMD only while this node is master",
+        RUN_DESCRIPTION,
+        "\n".join([CMD_ENVIRONMENT, EXAMPLES, ENVIRONMENT, RUN_EXIT_CODES]),
     )
+    run.usage = "gomaster run [options] -- CMD [ARGS...]"
     _common(run, timeout=False)
     run.add_argument(
-        "--ttl", type=float, default=_env_float("TTL"), help="lease ttl; derives the other timings"
+        "--ttl",
+        type=float,
+        metavar="S",
+        default=_env_float("TTL"),
+        help=f"lease length in seconds, {MIN_TTL:g} to {MAX_TTL:g}; the timings below are derived "
+        f"from it in proportion, as Timing.from_ttl does (env GOMASTER_TTL; default {DEFAULT_TTL:g})",
     )
-    for field in ("heartbeat", "renew-deadline", "retry", "grace"):
-        run.add_argument(f"--{field}", type=float, default=_env_float(field.upper().replace("-", "_")))
-    run.add_argument("--once", action="store_true", default=_env("ONCE", "") in ("1", "true", "yes"))
+    periods = {
+        "heartbeat": "seconds between the master's renewals (default ttl/5)",
+        "renew-deadline": "the master demotes itself, stopping CMD, when no renewal has succeeded "
+        "for this long (default 3/5 of ttl)",
+        "retry": "seconds between a follower's looks at a lease it cannot see expire (default ttl/5)",
+        "grace": "seconds CMD's processes get between SIGTERM and SIGKILL (default ttl/5)",
+    }
+    for field, text in periods.items():
+        variable = "GOMASTER_" + field.upper().replace("-", "_")
+        run.add_argument(
+            f"--{field}",
+            type=float,
+            metavar="S",
+            default=_env_float(field.upper().replace("-", "_")),
+            help=f"{text}; env {variable}",
+        )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        default=_env("ONCE", "") in ("1", "true", "yes"),
+        help="wait to become master, run CMD once, release the lock and exit with CMD's status "
+        "(env GOMASTER_ONCE=1)",
+    )
     run.add_argument(
         "--restart",
         choices=["on-failure", "always", "never"],
         default=_env("RESTART", "on-failure"),
-        help="what to do when CMD exits (default on-failure)",
+        help="when CMD exits by itself: on-failure restarts it unless it exited 0 (then the node "
+        "releases and exits 0); always restarts it; never releases and exits with CMD's status. "
+        "Restarts back off from 0.1 s to 10 s (env GOMASTER_RESTART; default on-failure)",
     )
-    run.add_argument("--app-version", default=_env("VERSION", ""), help="this node's application version")
+    run.add_argument(
+        "--app-version",
+        metavar="V",
+        default=_env("VERSION", ""),
+        help="this node's application version, shown by status (env GOMASTER_VERSION)",
+    )
 
-    status = commands.add_parser("status", help="show who is master", epilog=EXIT_CODES)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with its environment, examples and exit codes in ``--help``."""
+    parser = _Parser(
+        prog="gomaster",
+        description=DESCRIPTION,
+        epilog="\n".join([EXAMPLES, ENVIRONMENT]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gomaster {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    _add_run(commands)
+
+    status = _subparser(
+        commands,
+        "status",
+        "show who is master",
+        STATUS_DESCRIPTION,
+        "\n".join([EXAMPLES, ENVIRONMENT, STATUS_EXIT_CODES]),
+    )
     _common(status)
     status.add_argument("--all", action="store_true", help="every lock name in the backend")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object (a list with --all), also when something went wrong ('error' set)",
+    )
 
-    release = commands.add_parser(
-        "release", help="force-release a lock (its token is kept)", epilog=EXIT_CODES
+    release = _subparser(
+        commands,
+        "release",
+        "force-release a lock (its token is kept)",
+        RELEASE_DESCRIPTION,
+        "\n".join([ENVIRONMENT, RELEASE_EXIT_CODES]),
     )
     _common(release, name_required=True)
 
-    repair = commands.add_parser(
+    repair = _subparser(
+        commands,
         "repair",
-        help="rewrite a corrupted lock record as released (the token never goes down)",
-        epilog=EXIT_CODES,
+        "rewrite a corrupted lock record as released (the token never goes down)",
+        REPAIR_DESCRIPTION,
+        "\n".join([ENVIRONMENT, REPAIR_EXIT_CODES]),
     )
     _common(repair, name_required=True)
     repair.add_argument(
         "--ttl",
         type=float,
-        default=_env_float("TTL") or Timing().ttl,
-        help="the longest ttl any node uses: nobody can claim for this long after the repair",
+        metavar="S",
+        default=_env_float("TTL") or DEFAULT_TTL,
+        help="the longest ttl any node uses: nobody can claim for this long after the repair "
+        f"(env GOMASTER_TTL; default {DEFAULT_TTL:g})",
     )
     repair.add_argument(
         "--token",
         type=int,
         default=0,
+        metavar="N",
         help="the least token to write, e.g. the highest one your fenced stores have seen",
     )
 
-    demo = commands.add_parser(
-        "demo", help="several local nodes on SQLite; the master is killed now and then"
+    demo = _subparser(
+        commands,
+        "demo",
+        "local nodes on SQLite; the master is killed now and then",
+        DEMO_DESCRIPTION,
+        DEMO_EXIT_CODES,
     )
-    demo.add_argument("--duration", type=float, default=30.0)
-    demo.add_argument("--nodes", type=int, default=3)
-    demo.add_argument("--ttl", type=float, default=2.0)
-    demo.add_argument("--kill-every", type=float, default=5.0)
+    demo.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds to run (default 30)")
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        metavar="N",
+        help=f"nodes at a time, {DEMO_MIN_NODES} to {DEMO_MAX_NODES}; a killed one is replaced (default 3)",
+    )
+    demo.add_argument(
+        "--ttl", type=float, default=2.0, metavar="S", help="every node's lease length (default 2)"
+    )
+    demo.add_argument(
+        "--kill-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds from a new master to its SIGKILL, varied by up to 40 %% "
+        "(default: a quarter of --duration, from 0.5 to 5)",
+    )
     return parser
 
 
 def _backend(url: str | None) -> LockBackend:
-    if not url:
-        from gomaster.backends import parse_default_backend
-
-        parsed = parse_default_backend()
-    else:
-        parsed = parse_backend(url)
+    """The backend for ``url``, else ``GOMASTER_BACKEND``'s, else the default file's."""
+    parsed = parse_backend(url) if url else parse_default_backend()
     if isinstance(parsed, Failure):
         _fail_usage(str(parsed.failure()))
     backend: LockBackend = parsed.unwrap()
@@ -214,26 +442,46 @@ def _backend(url: str | None) -> LockBackend:
 
 
 def _timing(args: argparse.Namespace) -> Timing:
+    """``--ttl`` scaled as ``Timing.from_ttl`` does, with the periods given on top.
+
+    A refusal names the rule, and the fix in flags, not in the Python API's words.
+    """
     try:
         base = Timing.from_ttl(args.ttl) if args.ttl is not None else Timing()
-        changes = {
-            key: value
-            for key, value in (
-                ("heartbeat", args.heartbeat),
-                ("renew_deadline", args.renew_deadline),
-                ("retry", args.retry),
-                ("grace", args.grace),
-            )
-            if value is not None
-        }
-        return base.replace(**changes) if changes else base
     except ValueError as exc:
         _fail_usage(str(exc))
+    given = {
+        flag: value
+        for flag, value in (
+            ("--heartbeat", args.heartbeat),
+            ("--renew-deadline", args.renew_deadline),
+            ("--retry", args.retry),
+            ("--grace", args.grace),
+        )
+        if value is not None
+    }
+    fields = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
+    checked = validate_timing(
+        ttl=base.ttl,
+        heartbeat=fields.get("heartbeat", base.heartbeat),
+        renew_deadline=fields.get("renew_deadline", base.renew_deadline),
+        retry=fields.get("retry", base.retry),
+        grace=fields.get("grace", base.grace),
+        max_drift=base.max_drift,
+    )
+    if isinstance(checked, Failure):
+        problem = checked.failure()
+        fix = ""
+        if problem.fix:
+            fix = f". Fix: change {', '.join(given)}, or leave {'it' if len(given) == 1 else 'them'} out "
+            fix += f"to derive every timing from --ttl {base.ttl:g}"
+        _fail_usage(f"impossible timing: {problem.rule}{fix}")
+    return checked.unwrap()
 
 
 def _check_name(name: str | None) -> str:
     if name is None:
-        _fail_usage("--name is required (or set GOMASTER_NAME)")
+        _fail_usage("--name is required (or set GOMASTER_NAME): this command acts on no default lock")
     checked = check_name(name)
     if isinstance(checked, Failure):
         _fail_usage(str(checked.failure()))
@@ -318,12 +566,25 @@ def _describe(status: Status) -> str:
     )
 
 
+def _json_failure(name: str, backend: str, error: str) -> None:
+    """What ``status --json`` prints when it cannot say: one object, with ``error`` set."""
+    failed = Status(name=name, node_id="", is_master=False, backend=backend, error=error)
+    print(json.dumps(failed.as_dict(), indent=2))
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     backend = _backend(args.backend)
+
+    def cannot_read(name: str, problem: str) -> int:
+        print(f"gomaster status: {printable(problem)}", file=sys.stderr)
+        if args.json:
+            _json_failure(name, backend.url, problem)
+        return EXIT_UNREACHABLE
+
     if args.all:
         listed = performed(backend.names(args.timeout))
         if isinstance(listed, Failure):
-            return _unreachable("status", listed.failure())
+            return cannot_read("", f"cannot reach the backend: {listed.failure()}")
         names: list[str] = listed.unwrap()
     else:
         names = [_check_name(args.name)]
@@ -331,8 +592,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for name in names:
         snapshot = _snapshot(backend, name, args.timeout)
         if isinstance(snapshot, str):
-            print(f"gomaster status: {printable(snapshot)}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            return cannot_read(name, snapshot)
         snapshots.append(snapshot)
     if args.json:
         payload: object = [s.as_dict() for s in snapshots] if args.all else snapshots[0].as_dict()
@@ -399,6 +659,22 @@ def _reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gomaster.demo import run_demo
+
+    try:
+        Timing.from_ttl(args.ttl)
+    except ValueError as exc:
+        _fail_usage(f"--ttl: {exc}")
+    duration = _seconds("--duration", args.duration, 0.0, MAX_TTL)
+    if not DEMO_MIN_NODES <= args.nodes <= DEMO_MAX_NODES:
+        _fail_usage(f"--nodes must be from {DEMO_MIN_NODES} to {DEMO_MAX_NODES}, not {args.nodes}")
+    kill_every = args.kill_every
+    if kill_every is not None:
+        kill_every = _seconds("--kill-every", kill_every, DEMO_MIN_KILL_EVERY, MAX_TTL)
+    return run_demo(duration=duration, nodes=args.nodes, ttl=args.ttl, kill_every=kill_every)
+
+
 def _answer(args: argparse.Namespace) -> int:
     """Run a command that answers on stdout (all but ``run``), with its output flushed."""
     match args.command:
@@ -409,19 +685,21 @@ def _answer(args: argparse.Namespace) -> int:
         case "repair":
             code = _cmd_repair(args)
         case "demo":
-            from gomaster.demo import run_demo
-
-            try:
-                Timing.from_ttl(args.ttl)
-            except ValueError as exc:
-                _fail_usage(f"--ttl: {exc}")
-            code = run_demo(
-                duration=args.duration, nodes=args.nodes, ttl=args.ttl, kill_every=args.kill_every
-            )
+            code = _demo(args)
         case _:
             code = EXIT_USAGE
     sys.stdout.flush()
     return code
+
+
+def _refuse(error: UsageError, raw: list[str], args: argparse.Namespace | None) -> int:
+    """Say what is wrong in one line on stderr; ``status --json`` also answers with its object."""
+    print(error.line, file=sys.stderr)
+    if raw[:1] == ["status"] and "--json" in raw:
+        name = getattr(args, "name", None) or ""
+        url = getattr(args, "backend", None)
+        _json_failure(name, redact(url) if url else "", error.message)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,26 +716,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     # status and release are read by health checks: backend advice (e.g. Redis persistence)
     # belongs to the nodes' logs, not to every probe's stderr.
     quiet = raw[:1] in (["status"], ["release"], ["repair"])
-    logging.basicConfig(
-        level=logging.ERROR if quiet else logging.INFO, format="gomaster: %(levelname)s %(message)s"
-    )
-    parser = build_parser()
-    command: list[str] = []
+    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format=FORMAT)
+    args: argparse.Namespace | None = None
     try:
-        if raw[:1] == ["run"] and not ({"-h", "--help"} & set(raw) and "--" not in raw):
-            raw, command = _split_command(raw)
+        parser = build_parser()
+        command: list[str] = []
         try:
-            args = parser.parse_args(raw)
-        except SystemExit:
-            sys.stdout.flush()  # --help's text, so that a reader gone ends quietly here too
-            raise
-        if "timeout" in args:
-            args.timeout = _seconds("--timeout", args.timeout, MIN_CALL_TIMEOUT, MAX_CALL_TIMEOUT)
-        if args.command != "run":
-            return _answer(args)
-    except BrokenPipeError:
-        return _reader_gone()
-    return _cmd_run(args, command)
+            if raw[:1] == ["run"] and not ({"-h", "--help"} & set(raw) and "--" not in raw):
+                raw_options, command = _split_command(raw)
+            else:
+                raw_options = raw
+            try:
+                args = parser.parse_args(raw_options)
+            except SystemExit:
+                sys.stdout.flush()  # --help's text, so that a reader gone ends quietly here too
+                raise
+            if "timeout" in args:
+                args.timeout = _seconds("--timeout", args.timeout, MIN_CALL_TIMEOUT, MAX_CALL_TIMEOUT)
+            if args.command != "run":
+                return _answer(args)
+        except BrokenPipeError:
+            return _reader_gone()
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        return _cmd_run(args, command)
+    except UsageError as error:
+        return _refuse(error, raw, args)
 
 
 if __name__ == "__main__":

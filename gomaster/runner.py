@@ -18,6 +18,7 @@ from gomaster.backends import LockBackend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted
 from gomaster.core.timing import Timing
+from gomaster.runtime.console import announce_holder
 from gomaster.runtime.fds import close_all_but_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
@@ -120,7 +121,10 @@ def run_command(
     version: str,
     options: RunOptions,
 ) -> int:
-    """Run CMD while master, per ``options``; returns the exit status for ``gomaster run``."""
+    """Run CMD while master, per ``options``; returns the exit status for ``gomaster run``.
+
+    While it waits, the node logs who the master is, once per change of holder.
+    """
     demoted_while_running: list[Demoted] = []
     supervisors: list[Supervisor] = []
 
@@ -130,11 +134,12 @@ def run_command(
             demoted_while_running.append(event)
             supervisors[0].request_stop()
 
+    me = new_identity(version)
     supervisor = Supervisor(
         [command_target(command, name)],
         backend,
-        Config(name=name, me=new_identity(version), timing=timing),
-        SupervisorOptions(on_exit=_verdict(options), on_event=on_event),
+        Config(name=name, me=me, timing=timing),
+        SupervisorOptions(on_exit=_verdict(options), on_event=on_event, watch=announce_holder(me.node_id)),
         labels=[os.path.basename(command[0])],
     )
     supervisors.append(supervisor)

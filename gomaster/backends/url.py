@@ -111,7 +111,10 @@ def _port_problem(hosts: str) -> str:
 def parse_url(url: str) -> Result[BackendURL, str]:
     """Split a backend URL into its parts, or say what is wrong with it (never echoing a password)."""
     if not isinstance(url, str) or "://" not in url:
-        return Failure("a backend URL looks like scheme://..., for example sqlite:///var/tmp/locks.db")
+        return Failure(
+            "a backend URL looks like scheme://..., for example sqlite:////var/tmp/locks.db "
+            "(four slashes: an absolute path)"
+        )
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -29,6 +29,12 @@ MIN_CALL_TIMEOUT = 0.001
 #: The longest timeout for one backend call: the same day as :data:`MAX_TTL`.
 MAX_CALL_TIMEOUT = MAX_TTL
 
+#: The default lease and drift; ``Timing.from_ttl`` scales the periods below from this lease.
+DEFAULT_TTL = 5.0
+DEFAULT_MAX_DRIFT = 0.01
+#: The default periods, for a lease of ``DEFAULT_TTL``.
+DEFAULT_PERIODS: Mapping[str, float] = {"heartbeat": 1.0, "renew_deadline": 3.0, "retry": 1.0, "grace": 1.0}
+
 #: Each duration field and the range it must lie in, inclusive.
 DURATION_BOUNDS: Mapping[str, tuple[float, float]] = {
     "ttl": (MIN_TTL, MAX_TTL),
@@ -41,12 +47,17 @@ DURATION_BOUNDS: Mapping[str, tuple[float, float]] = {
 
 @dataclass(frozen=True, slots=True)
 class TimingError:
-    """The rule an impossible timing combination breaks, in words a user can act on."""
+    """The rule an impossible timing combination breaks, in words a user can act on.
+
+    ``fix`` is the way out for a caller of :class:`Timing` (empty when the rule says it all);
+    the command line, which has flags instead, words its own from ``rule``.
+    """
 
     rule: str
+    fix: str = ""
 
     def __str__(self) -> str:
-        return self.rule
+        return f"{self.rule}. {self.fix}" if self.fix else self.rule
 
 
 def _finite_number(value: object) -> TypeGuard[int | float]:
@@ -78,10 +89,13 @@ def check_seconds(what: str, value: object, least: float, most: float) -> Result
     return Success(seconds)
 
 
-def _violation(
+def _broken_rule(
     ttl: float, heartbeat: float, renew_deadline: float, retry: float, grace: float, max_drift: float
 ) -> str | None:
-    """Return the first rule broken, or None. Order: numbers within bounds, then the safety rules."""
+    """The first rule broken, or None. Order: numbers within bounds, then the safety rules.
+
+    Each safety rule names every value it compared, so a reader sees which one to change.
+    """
     values = {
         "ttl": ttl,
         "heartbeat": heartbeat,
@@ -99,18 +113,67 @@ def _violation(
         return f"max_drift must be in [0, {MAX_DRIFT_LIMIT}), got {max_drift!r}"
     if heartbeat >= renew_deadline:
         return (
-            f"heartbeat < renew_deadline is required (got heartbeat={heartbeat}, "
-            f"renew_deadline={renew_deadline}): the leader must get more than one renewal "
-            "attempt before it gives up"
+            f"heartbeat < renew_deadline is required, but heartbeat is {heartbeat} and "
+            f"renew_deadline {renew_deadline}: the leader must get more than one renewal attempt "
+            "before it gives up"
         )
     usable = ttl * (1 - max_drift)
     if renew_deadline + grace >= usable:
         return (
-            f"renew_deadline + grace < ttl * (1 - max_drift) is required (got "
-            f"{renew_deadline} + {grace} >= {usable:.6g}): the old master's work must be "
-            "stopped before any other node can see the lease expire"
+            f"renew_deadline + grace < ttl * (1 - max_drift) is required, but renew_deadline "
+            f"{renew_deadline} + grace {grace} = {renew_deadline + grace:.6g} is not below "
+            f"ttl {ttl} * (1 - max_drift {max_drift}) = {usable:.6g}: the old master's work must "
+            "be stopped before any other node can see the lease expire"
         )
     return None
+
+
+def _scaled_periods(ttl: float) -> dict[str, float]:
+    """The default periods in proportion to ``ttl`` (which must be within its bounds)."""
+    # Multiply before dividing: ``3.0 * 2.0 / 5.0`` is exactly the float 1.2, while
+    # ``3.0 * (2.0 / 5.0)`` is 1.2000000000000002.
+    return {field: seconds * ttl / DEFAULT_TTL for field, seconds in DEFAULT_PERIODS.items()}
+
+
+def _scaled_fix(ttl: float, max_drift: float) -> str:
+    """``Timing.from_ttl(ttl)`` (keeping a ``max_drift`` of the caller's own), if that is valid.
+
+    Most impossible timings come from changing ``ttl`` alone and keeping the other defaults,
+    which were made for a 5 s lease; scaling them all is then the fix. With the default ttl the
+    caller changed something else, and scaling would only undo it.
+    """
+    if ttl == DEFAULT_TTL:
+        return ""
+    scaled = _scaled_periods(ttl)
+    if _broken_rule(ttl, max_drift=max_drift, **scaled) is not None:
+        return ""
+    call = f"Timing.from_ttl({ttl!r})"
+    if max_drift != DEFAULT_MAX_DRIFT:
+        call += f".replace(max_drift={max_drift!r})"
+    shown = ", ".join(f"{field} {seconds:g}" for field, seconds in scaled.items())
+    return f"{call} scales every default to that ttl ({shown})"
+
+
+def _violation(
+    ttl: float, heartbeat: float, renew_deadline: float, retry: float, grace: float, max_drift: float
+) -> TimingError | None:
+    """The first rule broken, with the fix for a caller of ``Timing``; None when all hold."""
+    rule = _broken_rule(ttl, heartbeat, renew_deadline, retry, grace, max_drift)
+    if rule is None:
+        return None
+    if rule.startswith("heartbeat <"):
+        fixes = [_scaled_fix(ttl, max_drift), f"make heartbeat less than renew_deadline {renew_deadline}"]
+    elif rule.startswith("renew_deadline + grace <"):
+        least_ttl = (renew_deadline + grace) / (1 - max_drift)
+        fixes = [
+            _scaled_fix(ttl, max_drift),
+            f"make ttl more than {least_ttl:.6g}",
+            f"make renew_deadline + grace less than {ttl * (1 - max_drift):.6g}",
+        ]
+    else:
+        return TimingError(rule)
+    fix = "; or ".join(f for f in fixes if f)
+    return TimingError(rule, f"Fix: {fix}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,12 +185,12 @@ class Timing:
     of grace still ends the old master's work about a second before the lease can expire.
     """
 
-    ttl: float = 5.0
-    heartbeat: float = 1.0
-    renew_deadline: float = 3.0
-    retry: float = 1.0
-    grace: float = 1.0
-    max_drift: float = 0.01
+    ttl: float = DEFAULT_TTL
+    heartbeat: float = DEFAULT_PERIODS["heartbeat"]
+    renew_deadline: float = DEFAULT_PERIODS["renew_deadline"]
+    retry: float = DEFAULT_PERIODS["retry"]
+    grace: float = DEFAULT_PERIODS["grace"]
+    max_drift: float = DEFAULT_MAX_DRIFT
 
     def __post_init__(self) -> None:
         problem = _violation(
@@ -146,21 +209,7 @@ class Timing:
         refused = check_seconds("ttl", ttl, *DURATION_BOUNDS["ttl"]).swap().value_or(None)
         if refused is not None:
             raise ValueError(f"impossible Timing: {refused}")
-        default = cls()
-
-        def scaled(seconds: float) -> float:
-            # Multiply before dividing: ``3.0 * 2.0 / 5.0`` is exactly the float 1.2, while
-            # ``3.0 * (2.0 / 5.0)`` is 1.2000000000000002.
-            return seconds * ttl / default.ttl
-
-        return cls(
-            ttl=ttl,
-            heartbeat=scaled(default.heartbeat),
-            renew_deadline=scaled(default.renew_deadline),
-            retry=scaled(default.retry),
-            grace=scaled(default.grace),
-            max_drift=default.max_drift,
-        )
+        return cls(ttl=ttl, max_drift=DEFAULT_MAX_DRIFT, **_scaled_periods(ttl))
 
     @property
     def safety_margin(self) -> float:
@@ -179,17 +228,17 @@ class Timing:
 
 def validate_timing(
     *,
-    ttl: float = 5.0,
-    heartbeat: float = 1.0,
-    renew_deadline: float = 3.0,
-    retry: float = 1.0,
-    grace: float = 1.0,
-    max_drift: float = 0.01,
+    ttl: float = DEFAULT_TTL,
+    heartbeat: float = DEFAULT_PERIODS["heartbeat"],
+    renew_deadline: float = DEFAULT_PERIODS["renew_deadline"],
+    retry: float = DEFAULT_PERIODS["retry"],
+    grace: float = DEFAULT_PERIODS["grace"],
+    max_drift: float = DEFAULT_MAX_DRIFT,
 ) -> Result[Timing, TimingError]:
     """The same verdict as constructing :class:`Timing`, as a value instead of an exception."""
     problem = _violation(ttl, heartbeat, renew_deadline, retry, grace, max_drift)
     if problem is not None:
-        return Failure(TimingError(problem))
+        return Failure(problem)
     return Success(
         Timing(
             ttl=ttl,

@@ -24,6 +24,7 @@ from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected
 from gomaster.core.record import LockRecord, NodeIdentity
 from gomaster.core.timing import Timing
+from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership
@@ -95,15 +96,36 @@ def _run_start_hook(hook: Hook) -> Callable[[Leadership], object]:
     return start
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Spec:
+    """What the supervisor process needs to know beyond its hooks and backend."""
+
+    name: str
+    node_id: str
+    timing: Timing
+    version: str
+    #: Log elections to stderr: decided in the application process, whose logging it is (the
+    #: spawned supervisor starts with none, whatever the application set up).
+    console: bool
+
+
 def _supervisor_main(
     conn: Any,
     hooks: tuple[Hook | None, Hook | None],
     backend: LockBackend,
-    spec: tuple[str, str, Timing, str],
+    spec: _Spec,
 ) -> None:
     """Entry point of the supervisor process that ``Master.start()`` spawns."""
-    name, node_id, timing, version = spec
     die_with_parent(signal.SIGTERM)
+    with console_logging(spec.console):
+        _supervise_hooks(conn, hooks, backend, spec)
+
+
+def _supervise_hooks(
+    conn: Any, hooks: tuple[Hook | None, Hook | None], backend: LockBackend, spec: _Spec
+) -> None:
+    """Run the election and the hooks, answering the application over ``conn`` until stopped."""
+    name, node_id, timing, version = spec.name, spec.node_id, spec.timing, spec.version
     lock = threading.Lock()
 
     def send(message: object) -> None:
@@ -122,7 +144,7 @@ def _supervisor_main(
         on_event=on_event,
         on_demoted=_run_start_hook(stop_hook) if stop_hook is not None else None,
         on_failure=lambda text: send(_Failed(text)),
-        watch=send,
+        watch=chain(send, announce_holder(node_id)),
     )
     me = NodeIdentity(node_id=node_id, host=os.uname().nodename, pid=os.getpid(), version=version)
     supervisor = Supervisor(
@@ -194,6 +216,7 @@ class Master:
         self._is_master = False
         self._started = threading.Event()
         self._start_error: BaseException | None = None
+        self._console = False
 
     @property
     def id(self) -> str:
@@ -206,6 +229,8 @@ class Master:
             if self._thread is not None:
                 raise RuntimeError("Master.start() was already called; create a new Master to start again")
             self._id = uuid.uuid4().hex
+            # Whether the application has set up logging is a fact of this process, and of now.
+            self._console = not logging_configured()
             # The supervisor's pipe must not land on a closed fd 0-2 of the application.
             hold_standard_fds()
             self._thread = threading.Thread(target=self._own_supervisor, name="gomaster-master", daemon=True)
@@ -220,7 +245,13 @@ class Master:
         this thread) and then reads everything the supervisor sends."""
         context = multiprocess.get_context("spawn")
         mine, theirs = context.Pipe()
-        spec = (self._name, self._id, self._timing, self._version)
+        spec = _Spec(
+            name=self._name,
+            node_id=self._id,
+            timing=self._timing,
+            version=self._version,
+            console=self._console,
+        )
         try:
             process = context.Process(
                 target=_supervisor_main,

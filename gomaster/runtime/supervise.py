@@ -14,6 +14,7 @@ from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
 from gomaster.core.record import LockRecord, NodeIdentity, check_name, check_version
 from gomaster.core.timing import Timing
+from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
 
@@ -114,12 +115,15 @@ def supervise(
     this node sees changes, on masters and followers alike) are optional observers. Each target
     has two warm processes waiting, so a crashed one restarts at once; ``spare_workers=False``
     keeps one (a cold spawn on restart, half the idle processes).
+
+    When the application has not set up logging, this node's elections, demotions and the
+    master it waits for are logged to stderr while it runs (see :mod:`gomaster.runtime.console`).
     """
-    checked = check_targets(targets)
-    name, timing = check_config(name, timing, version)
-    store = resolve_backend(backend)
-    config = Config(name=name, me=new_identity(version), timing=timing)
-    options = SupervisorOptions(
-        max_failures=max_failures, watch=watcher(metrics, on_new_leader), spare_workers=spare_workers
-    )
-    Supervisor(checked, store, config, options).run()
+    with console_logging(not logging_configured()):
+        checked = check_targets(targets)
+        name, timing = check_config(name, timing, version)
+        store = resolve_backend(backend)
+        config = Config(name=name, me=new_identity(version), timing=timing)
+        watch = chain(watcher(metrics, on_new_leader), announce_holder(config.me.node_id))
+        options = SupervisorOptions(max_failures=max_failures, watch=watch, spare_workers=spare_workers)
+        Supervisor(checked, store, config, options).run()

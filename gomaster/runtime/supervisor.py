@@ -423,7 +423,8 @@ class Supervisor:
                     )
                 case _Announced(event=Demoted() as demoted, ack=ack):
                     self._leader_token = None
-                    _log.warning(
+                    _log.log(
+                        logging.INFO if demoted.reason in ("stopped", "resigned") else logging.WARNING,
                         "demoted from master of %r (token %d): %s",
                         self._config.name,
                         demoted.token,
