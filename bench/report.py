@@ -848,6 +848,6 @@ def write(results: Results, out: Path, img: Path) -> None:
     if importlib.util.find_spec("matplotlib") is not None:
         plots(results, img)
     else:
-        results.missing["plots"] = "matplotlib is not installed: pip install -e '.[bench]'"
+        results.missing["plots"] = "matplotlib is not installed: pip install --group bench"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(results, os.path.relpath(img.resolve(), out.resolve().parent)))

@@ -176,7 +176,7 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
     runner = _Runner(results, say)
     kinds = [k for k in gomaster_backends() if plan.backends is None or k in plan.backends]
     if plan.peer and importlib.util.find_spec("tooz") is None:
-        results.missing[f"graceful {TOOZ}"] = "tooz is not installed: pip install -e '.[bench]'"
+        results.missing[f"graceful {TOOZ}"] = "tooz is not installed: pip install --group bench"
         plan = dataclasses.replace(plan, peer=False)
     with Servers() as servers:
         for kind in [*kinds, *(["redis"] if plan.peer and "redis" not in kinds else [])]:
