@@ -43,7 +43,8 @@ NODES = 3
 #: Before each stop every node must be ready (``ready``); then the harness waits this long plus
 #: a random part of the renewal cycle.
 SETTLE = 0.5
-#: A warm worker runs its main thread and its watchdog; a tooz node its main thread and heart.
+#: A gomaster node starts its elector thread (beside its main thread) only once its warm workers
+#: have booted; a tooz node runs its main thread and its heart.
 WARM_THREADS = 2
 READY_TIMEOUT = 60.0
 READY_POLL = 0.02
@@ -132,22 +133,10 @@ def _threads(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
 def ready(kind: Kind, pid: int) -> bool:
-    """True once a node can take over without starting anything: a gomaster node has a warm
-    worker (a child whose watchdog thread runs), a tooz node has started its heart thread."""
-    if kind == "tooz":
-        return _threads(pid) >= WARM_THREADS
-    return any(_threads(child) >= WARM_THREADS for child in _children(pid))
+    """True once a node can take over without starting anything: a gomaster node has joined the
+    election (it does so only once its warm workers booted), a tooz node has started its heart."""
+    return _threads(pid) >= WARM_THREADS
 
 
 def _wait_ready(kind: Kind, nodes: dict[str, subprocess.Popen[bytes]]) -> None:
