@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import IO, Literal
 
 Stream = Literal["stdout", "stderr"]
@@ -52,3 +57,26 @@ class Output:
         for thread in self._threads:
             thread.join(timeout)
         return code
+
+
+def start(argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> Output:
+    """Start ``argv`` in a session of its own, with both streams collected."""
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return Output(process)
+
+
+def kill_sessions(outputs: Iterable[Output]) -> None:
+    """SIGKILL the session of every one still running (each was started by ``start``)."""
+    for output in outputs:
+        if output.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(output.process.pid, signal.SIGKILL)
+            output.process.wait()

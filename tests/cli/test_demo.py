@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from gomaster.runtime.tree import descendants
-from tests.cli.output import Output
+from tests.cli.output import Output, start
 from tests.runtime.cluster import ROOT, alive, wait_gone
 
 GOMASTER = [sys.executable, "-m", "gomaster.cli"]
@@ -26,16 +25,7 @@ STOP_TIME = 20.0
 
 
 def _start(*args: str) -> Output:
-    process = subprocess.Popen(
-        [*GOMASTER, "demo", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    return Output(process)
+    return start([*GOMASTER, "demo", *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.output import Output
+from tests.cli.output import Output, kill_sessions, start
 from tests.runtime.cluster import ROOT
 
 README = ROOT / "README.md"
@@ -72,16 +72,7 @@ class Example:
         self.running: list[Output] = []
 
     def start(self) -> Output:
-        process = subprocess.Popen(
-            [sys.executable, str(self.script)],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        output = Output(process)
+        output = start([sys.executable, str(self.script)], cwd=self.cwd, env=self.env)
         self.running.append(output)
         return output
 
@@ -98,10 +89,7 @@ class Example:
         return fields
 
     def stop(self) -> None:
-        for output in self.running:
-            if output.process.poll() is None:
-                os.killpg(output.process.pid, signal.SIGKILL)
-                output.process.wait()
+        kill_sessions(self.running)
 
 
 @pytest.fixture

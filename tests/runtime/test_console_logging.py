@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.output import Output
+from tests.cli.output import Output, kill_sessions, start
 from tests.runtime.cluster import ROOT
 
 #: Python start-up, worker spawn and the first election, on a loaded machine.
@@ -32,24 +31,13 @@ class Apps:
         self.running: list[Output] = []
 
     def start(self, api: str, *extra: str) -> Output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.runtime.console_app", self.backend, api, *extra],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        output = Output(process)
+        argv = [sys.executable, "-m", "tests.runtime.console_app", self.backend, api, *extra]
+        output = start(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.running.append(output)
         return output
 
     def stop(self) -> None:
-        for output in self.running:
-            if output.process.poll() is None:
-                os.killpg(output.process.pid, signal.SIGKILL)
-                output.process.wait()
+        kill_sessions(self.running)
 
 
 @pytest.fixture
