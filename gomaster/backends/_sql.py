@@ -1,0 +1,501 @@
+"""The SQL backends' statements, written once over what SQLite, MySQL/MariaDB and PostgreSQL
+each say their own way.
+
+Every step is ONE compare-and-set statement judged by the server's clock and sent in one round
+trip, so a node that freezes between steps never holds a transaction or a row lock open:
+
+- observe: the clock LEFT JOINed to the row, so the clock comes back when the row is absent;
+- first claim: an INSERT that an existing row refuses;
+- takeover: an UPDATE while name, token and holder still equal the observation and the lease
+  has expired by the server's clock;
+- renew: an UPDATE while holder and token are ours and the lease is still live;
+- release: clears the holder and pulls the expiry back to now, keeping the token;
+- revoke (the operator's release): clears the holder, keeping token and expiry;
+- repair: rewrites the row as released until ``hold`` from now, never lowering the token.
+
+A write answers the row it wrote, and no row when its WHERE matched nothing. Each statement
+reads the clock once, so ``acquired_at == renewed_at`` on a claim, exactly. A :class:`Dialect`
+holds only the pieces that differ; the comments there say why each one must.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from returns.io import IOResult, IOSuccess
+from returns.result import Failure, Result, Success
+
+from gomaster.backends._settings import Configured, Settings
+from gomaster.core.decide import Claim
+from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+
+FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
+COLUMNS = ", ".join(FIELDS)
+_TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
+_MICROSECONDS = 1_000_000
+
+Row = Sequence[Any]
+_S = TypeVar("_S", bound=Settings)
+_T = TypeVar("_T")
+_Refusal = TypeVar("_Refusal", Conflict, Lost)
+
+
+def _shape(
+    text: _T, token: _T, time: _T, pid: _T, name: _T | None = None, holder: _T | None = None
+) -> dict[str, _T]:
+    """Something for each column, in the table's order (``name`` first)."""
+    name = text if name is None else name
+    return {
+        "name": name,
+        "holder": name if holder is None else holder,
+        "version": text,
+        "token": token,
+        "acquired_at": time,
+        "renewed_at": time,
+        "expires_at": time,
+        "host": text,
+        "pid": pid,
+    }
+
+
+def _as_is(value: _T) -> _T:
+    return value
+
+
+def affinity(declared: str) -> str:
+    """The type affinity SQLite gives a column declared as ``declared`` (its rules, in order)."""
+    kind = declared.upper()
+    if "INT" in kind:
+        return "INTEGER"
+    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in kind or not kind:
+        return "BLOB"
+    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def _mysql_value(value: object) -> object:
+    """A MySQL value as ``parse_record`` takes it; anything odd passes through to be refused there.
+
+    A DATETIME the server wrote from ``UTC_TIMESTAMP`` is read as UTC here, because MySQL's own
+    conversions to epoch seconds (``UNIX_TIMESTAMP``) go through the session's time zone.
+    """
+    if isinstance(value, datetime):
+        return (value - _EPOCH) / _SECOND
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dialect:
+    """What one SQL server says its own way; the statements themselves are :class:`Statements`'."""
+
+    quote: str
+    mark: str
+    #: The server's clock, as a value the time columns store.
+    clock: str
+    #: Read the clock once per statement in a one-row CTE ``n``: needed where it moves on
+    #: within a statement (PostgreSQL's ``clock_timestamp()``).
+    once: bool = False
+    #: ``{now}`` plus ``{p}`` seconds (the placeholder's value made by ``span``).
+    later: str
+    span: Callable[[float], object] = float
+    least: str = "LEAST"
+    greatest: str = "GREATEST"
+    #: A time column as float epoch seconds in SQL; ``value`` finishes the job in Python.
+    epoch: str = "{}"
+    value: Callable[[object], object] = _as_is
+    #: ``{now}`` as whole epoch milliseconds.
+    millis: str
+    #: More a stored token must satisfy to be kept by ``repair``.
+    valid_token: str = ""
+    #: False where writes have no ``RETURNING``: the row is read back by a second statement
+    #: in the same round trip (see :class:`Statement`).
+    returning: bool = True
+    #: How a first claim yields to an existing row; without it the driver's duplicate-key error
+    #: must be read as "no row".
+    on_conflict: str = " ON CONFLICT (name) DO NOTHING"
+    #: A release notice sent by the release itself, as a SELECT over the released row.
+    notify: str = ""
+    types: Mapping[str, str]
+    #: Column -> the kinds (as ``kind`` normalises a found type) it may have.
+    accepted: Mapping[str, tuple[str, ...]]
+    kind: Callable[[str], str] = _as_is
+    engine: str = ""
+    #: (column, type, unique on its own) for each column of the table named by the one parameter.
+    columns: str
+
+
+#: One machine, one clock: ``julianday('now')`` is fixed for a whole statement. Times are REAL
+#: epoch seconds; a column's declared type only sets its affinity, and a value of another kind
+#: is stored as it comes (a token as text), hence the ``typeof`` check and the affinity rules.
+SQLITE = Dialect(
+    quote='"',
+    mark="?",
+    clock="((julianday('now') - 2440587.5) * 86400.0)",
+    later="{now} + {p}",
+    least="MIN",
+    greatest="MAX",
+    millis="CAST({now} * 1000 AS INTEGER)",
+    valid_token="typeof(token) = 'integer' AND ",
+    types=_shape("TEXT", "INTEGER", "REAL", "INTEGER"),
+    accepted=_shape(("TEXT",), ("INTEGER",), ("REAL",), ("INTEGER",)),
+    kind=affinity,
+    columns=(
+        'SELECT c.name, c.type, EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l WHERE l."unique" '
+        "AND NOT l.partial AND (SELECT group_concat(i.name) FROM pragma_index_info(l.name) AS i) = c.name) "
+        "FROM pragma_table_info(?1) AS c"
+    ),
+)
+
+#: ``UTC_TIMESTAMP(6)`` is fixed for a statement and free of time zones; DATETIME(6) columns are
+#: never converted between zones (TIMESTAMP would be). MySQL has no ``UPDATE ... RETURNING``
+#: (MariaDB only for INSERT and DELETE), so rows are read back. Names are VARBINARY because even
+#: ``utf8mb4_bin`` pads: ``'a'`` and ``'a '`` would be one key.
+_MYSQL_TEXT = ("varchar", "varbinary", "char", "binary", "text", "tinytext", "mediumtext", "longtext")
+MYSQL = Dialect(
+    quote="`",
+    mark="%s",
+    clock="UTC_TIMESTAMP(6)",
+    later="{now} + INTERVAL {p} MICROSECOND",
+    span=lambda seconds: round(seconds * _MICROSECONDS),
+    value=_mysql_value,
+    millis="UNIX_TIMESTAMP() * 1000",
+    returning=False,
+    on_conflict="",
+    types=_shape(
+        "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        "BIGINT",
+        "DATETIME(6)",
+        "BIGINT",
+        name="VARBINARY(800)",
+        holder="VARBINARY(255)",
+    ),
+    accepted=_shape(
+        _MYSQL_TEXT, ("bigint",), ("datetime",), ("bigint", "int", "mediumint"), name=_MYSQL_TEXT[:4]
+    ),
+    engine=" ENGINE=InnoDB",
+    columns=(
+        "SELECT LOWER(c.column_name), LOWER(c.data_type), EXISTS (SELECT 1 FROM "
+        "information_schema.statistics AS s WHERE s.table_schema = c.table_schema "
+        "AND s.table_name = c.table_name AND s.column_name = c.column_name AND s.non_unique = 0 "
+        "AND s.sub_part IS NULL AND NOT EXISTS (SELECT 1 FROM information_schema.statistics AS o "
+        "WHERE o.table_schema = s.table_schema AND o.table_name = s.table_name "
+        "AND o.index_name = s.index_name AND o.seq_in_index > 1)) "
+        "FROM information_schema.columns AS c WHERE c.table_schema = DATABASE() AND c.table_name = %s"
+    ),
+)
+
+#: TIMESTAMPTZ columns: exact to the microsecond and free of session time zones; sent back as
+#: float8 epoch seconds, so a corrupted time ('infinity', NULL) arrives as a value that
+#: ``parse_record`` refuses rather than as a driver error.
+POSTGRESQL = Dialect(
+    quote='"',
+    mark="%s",
+    clock="clock_timestamp()",
+    once=True,
+    later="{now} + make_interval(secs => {p})",
+    epoch="date_part('epoch', {})",
+    millis="floor(date_part('epoch', {now}) * 1000)::bigint",
+    notify="pg_notify({p}, name)",
+    types=_shape("TEXT", "BIGINT", "TIMESTAMPTZ", "BIGINT"),
+    accepted=_shape(
+        ("text", "character varying"), ("bigint",), ("timestamp with time zone",), ("bigint", "integer")
+    ),
+    kind=lambda found: re.sub(r"\(.*\)", "", found),
+    columns=(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), EXISTS (SELECT 1 FROM pg_index i "
+        "WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indnatts = 1 AND i.indkey[0] = a.attnum "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0 AND NOT a.attisdropped"
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One step's SQL and its values, sent in one round trip.
+
+    ``read_back``: the SQL is a write, then a SELECT of what it wrote; its answer is the
+    SELECT's rows when the write matched exactly one row (a duplicate key on a first claim
+    matched none), else no rows. Otherwise the answer is the SQL's own rows.
+    """
+
+    sql: str
+    params: tuple[object, ...] = ()
+    read_back: bool = False
+
+
+class Statements:
+    """The steps' statements for one table in one dialect; ``label`` names the table in messages."""
+
+    def __init__(self, dialect: Dialect, table: str, label: str | None = None) -> None:
+        q, self.p = dialect.quote, dialect.mark
+        self.dialect = dialect
+        self.table = f"{q}{table}{q}"
+        self.label = label or self.table
+        self.now = "n.now" if dialect.once else dialect.clock
+        self.head = f"WITH n AS (SELECT {dialect.clock} AS now) " if dialect.once else ""
+        self.source = " FROM n" if dialect.once else ""
+        self.later = dialect.later.format(now=self.now, p=self.p)
+        columns = [
+            f"    {c:<11} {t} NOT NULL{' PRIMARY KEY' if c == 'name' else ''}"
+            for c, t in dialect.types.items()
+        ]
+        self.schema = (
+            f"CREATE TABLE IF NOT EXISTS {self.table} (\n" + ",\n".join(columns) + f"\n){dialect.engine}"
+        )
+        self.columns = Statement(dialect.columns, (table,))
+
+    def returned(self, alias: str = "") -> str:
+        """The record's columns as statements return them."""
+        epoch = self.dialect.epoch
+        return ", ".join(epoch.format(alias + c) if c in _TIMES else alias + c for c in FIELDS)
+
+    def _written(self, sql: str, params: tuple[object, ...], back: str, **key: object) -> Statement:
+        if self.dialect.returning:
+            return Statement(f"{sql} RETURNING {back}", params)
+        where = " AND ".join(f"{column} = {self.p}" for column in key)
+        read = f"SELECT {back} FROM {self.table} WHERE {where}"
+        return Statement(f"{sql}; {read}", (*params, *key.values()), read_back=True)
+
+    def observe(self, name: str) -> Statement:
+        sql = (
+            f"SELECT {self.dialect.epoch.format('n.now')}, t.name IS NOT NULL, {self.returned('t.')} "
+            f"FROM (SELECT {self.dialect.clock} AS now) AS n LEFT JOIN {self.table} AS t ON t.name = {self.p}"
+        )
+        return Statement(sql, (name,))
+
+    def claim(self, claim: Claim) -> Statement:
+        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
+        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
+        me, p, now, span = claim.node, self.p, self.now, self.dialect.span
+        if claim.expected is None:
+            values = ", ".join((p, p, p, p, now, now, self.later, p, p))
+            sql = (
+                f"{self.head}INSERT INTO {self.table} (name, {COLUMNS}) "
+                f"SELECT {values}{self.source}{self.dialect.on_conflict}"
+            )
+            params: tuple[object, ...] = (claim.name, me.node_id, me.version, claim.token)
+            params += (span(claim.ttl), me.host, me.pid)
+        else:
+            sql = (
+                f"{self.head}UPDATE {self.table} SET holder = {p}, version = {p}, token = {p}, "
+                f"acquired_at = {now}, renewed_at = {now}, expires_at = {self.later}, host = {p}, pid = {p}"
+                f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
+            )
+            params = (me.node_id, me.version, claim.token, span(claim.ttl), me.host, me.pid)
+            params += (claim.name, claim.expected.token, claim.expected.holder)
+        return self._written(
+            sql, params, self.returned(), name=claim.name, holder=me.node_id, token=claim.token
+        )
+
+    def renew(self, record: LockRecord, ttl: float) -> Statement:
+        p, now = self.p, self.now
+        sql = (
+            f"{self.head}UPDATE {self.table} SET renewed_at = {now}, expires_at = {self.later}{self.source} "
+            f"WHERE name = {p} AND holder = {p} AND token = {p} AND expires_at > {now}"
+        )
+        mine = {"name": record.name, "holder": record.holder, "token": record.token}
+        return self._written(sql, (self.dialect.span(ttl), *mine.values()), self.returned(), **mine)
+
+    def _matches(self, record: LockRecord) -> str:
+        p = self.p
+        return f"WHERE name = {p} AND holder = {p} AND token = {p} AND holder <> ''"
+
+    def release(self, record: LockRecord, channel: str) -> Statement:
+        """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
+        dialect notifies, the notice goes out on ``channel`` when the statement commits."""
+        least = self.dialect.least
+        sql = (
+            f"UPDATE {self.table} SET holder = '', expires_at = {least}(expires_at, {self.now})"
+            f"{self.source} {self._matches(record)}"
+        )
+        params = (record.name, record.holder, record.token)
+        notify = self.dialect.notify
+        if notify:
+            released = f"{self.head.rstrip()}, released AS ({sql} RETURNING name)"
+            return Statement(f"{released} SELECT {notify.format(p=self.p)} FROM released", (*params, channel))
+        return self._written(self.head + sql, params, "token", name=record.name)
+
+    def revoke(self, record: LockRecord) -> Statement:
+        sql = f"UPDATE {self.table} SET holder = '' {self._matches(record)}"
+        return self._written(sql, (record.name, record.holder, record.token), "token", name=record.name)
+
+    def repair(self, name: str, hold: float, token_floor: int) -> Statement:
+        """``token`` is assigned first: MySQL evaluates assignments in order, and it reads the old token."""
+        d, p, now = self.dialect, self.p, self.now
+        kept = (
+            f"CASE WHEN {d.valid_token}token >= 0 AND token < {MAX_TOKEN} THEN token "
+            f"ELSE {d.millis.format(now=now)} END"
+        )
+        sql = (
+            f"{self.head}UPDATE {self.table} SET token = {d.greatest}({p}, {kept}), holder = '', "
+            f"version = '', host = '', pid = 0, acquired_at = {now}, renewed_at = {now}, "
+            f"expires_at = {self.later}{self.source} WHERE name = {p}"
+        )
+        return self._written(sql, (token_floor, d.span(hold), name), "token", name=name)
+
+    def names(self) -> Statement:
+        return Statement(f"SELECT name FROM {self.table} ORDER BY name")
+
+    def problem(self, rows: Sequence[Row]) -> str | None:
+        """Why the table, as the ``columns`` statement found it, cannot hold lock records, or None."""
+        found = {str(column): str(kind) for column, kind, _ in rows}
+        unique_name = any(column == "name" and unique for column, _, unique in rows)
+        label, ddl, d = self.label, " ".join(self.schema.split()), self.dialect
+        if not found:
+            return (
+                f"lock table {label} does not exist and this user may not create it; "
+                f"grant CREATE, or create it once as: {ddl}"
+            )
+        missing = [column for column in d.accepted if column not in found]
+        if missing:
+            return (
+                f"table {label} is not a gomaster lock table: it lacks the columns "
+                f"{', '.join(missing)}; use another ?table= or create it as: {ddl}"
+            )
+        wrong = [
+            f"{column} is {found[column] or 'untyped'}, expected {' or '.join(kinds)}"
+            for column, kinds in d.accepted.items()
+            if d.kind(found[column]) not in kinds
+        ]
+        if wrong:
+            return f"table {label} has columns of the wrong type: {'; '.join(wrong)}"
+        if not unique_name:
+            return f"table {label} needs a primary key (or unique index) on name alone; create it as: {ddl}"
+        return None
+
+    def prepare(
+        self, run: Callable[[Statement], Sequence[Row]], tolerated: Callable[[Exception], bool]
+    ) -> str | None:
+        """Create the table if absent, then check it: why it cannot be used, or None.
+
+        Looking first means a user with only SELECT, INSERT and UPDATE never needs CREATE once
+        the table exists. A CREATE that was denied, or lost a race with another process
+        creating it, is ``tolerated``: the check that follows has the last word.
+        """
+        found = run(self.columns)
+        if not found:
+            try:
+                run(Statement(self.schema))
+            except Exception as exc:
+                if not tolerated(exc):
+                    raise
+            found = run(self.columns)
+        return self.problem(found)
+
+
+def name_text(value: object) -> str:
+    """A stored lock name as text (MySQL's VARBINARY arrives as bytes)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+class SQLBackend(Configured[_S]):
+    """The lock steps of an SQL backend, given its :class:`Statements` (``_sql``) and how it runs
+    one (``_query``, which turns every driver error into a ``BackendError``)."""
+
+    _sql: Statements
+
+    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
+        raise NotImplementedError
+
+    def _rows(self, step: str, timeout: float, statement: Statement) -> IOResult[list[Row], BackendError]:
+        return IOResult.from_result(self._query(step, timeout, statement))
+
+    def _channel(self, name: str) -> str:
+        """Where a release of ``name`` is announced (only dialects that notify use it)."""
+        return ""
+
+    @property
+    def notifies(self) -> bool:
+        """True when a release wakes waiting followers; otherwise they poll."""
+        return bool(self._sql.dialect.notify)
+
+    def _record(self, name: str, row: Row) -> Result[LockRecord, MalformedRecord]:
+        value = self._sql.dialect.value
+        return parse_record(name, {key: value(found) for key, found in zip(FIELDS, row, strict=True)})
+
+    def _observed(self, name: str, row: Row) -> Result[Observation, BackendError | MalformedRecord]:
+        now, found, *fields = row
+        now = self._sql.dialect.value(now)
+        if not isinstance(now, float) or not math.isfinite(now):
+            return Failure(BackendError(self.url, f"server clock returned {now!r}"))
+        if not found:
+            return Success(Observation(None, now))
+        return self._record(name, fields).map(lambda record: Observation(record, now))
+
+    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
+        """One SELECT returning the row (if any) and the server's clock at the same moment."""
+        rows: IOResult[list[Row], BackendError | MalformedRecord] = self._rows(
+            "observe", timeout, self._sql.observe(name)
+        )
+        return rows.bind_result(lambda found: self._observed(name, found[0]))
+
+    def _wrote(
+        self, step: str, name: str, statement: Statement, timeout: float, missing: _Refusal
+    ) -> IOResult[LockRecord, _Refusal | BackendError]:
+        """The record a claim or renewal wrote; ``missing`` when its WHERE matched nothing."""
+
+        def parsed(rows: list[Row]) -> Result[LockRecord, _Refusal | BackendError]:
+            if not rows:
+                return Failure(missing)
+            return self._record(name, rows[0]).alt(lambda problem: BackendError(self.url, str(problem)))
+
+        found: IOResult[list[Row], _Refusal | BackendError] = self._rows(step, timeout, statement)
+        return found.bind_result(parsed)
+
+    def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
+        """Take the lease if the row still equals ``claim.expected`` and is free by server time."""
+        return self._wrote("claim", claim.name, self._sql.claim(claim), timeout, Conflict(claim.name))
+
+    def renew(
+        self, record: LockRecord, ttl: float, timeout: float
+    ) -> IOResult[LockRecord, Lost | BackendError]:
+        """Extend only our own, still-live lease."""
+        return self._wrote("renew", record.name, self._sql.renew(record, ttl), timeout, Lost(record))
+
+    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """Mark the lease released if it is still exactly this holder's; the token stays."""
+        statement = self._sql.release(record, self._channel(record.name))
+        return self._rows("release", timeout, statement).map(lambda rows: len(rows) == 1)
+
+    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        """The operator's release: clear the holder if it is still ``record``'s, keeping token and
+        expiry, so nobody claims before the holder's own deadline has stopped its work."""
+        return self._rows("revoke", timeout, self._sql.revoke(record)).map(lambda rows: len(rows) == 1)
+
+    def repair(
+        self, name: str, hold: float, token_floor: int, timeout: float
+    ) -> IOResult[int | None, BackendError]:
+        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``)."""
+        statement = self._sql.repair(name, hold, token_floor)
+        return self._rows("repair", timeout, statement).map(
+            lambda rows: int(str(rows[0][0])) if rows else None
+        )
+
+    def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
+        """No notices here: report at once that none came, and let the elector poll."""
+        return IOSuccess(False)
+
+    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
+        """Every lock name in the table."""
+        return self._rows("names", timeout, self._sql.names()).map(
+            lambda rows: [name_text(r[0]) for r in rows]
+        )
