@@ -16,6 +16,7 @@ exceptions mean "this call failed", and a classifier that names the kind of each
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -151,6 +152,9 @@ class Session(Generic[_C]):
         self.where = where
         self.secrets = secrets
         self.conn: _C | None = None
+        #: The deadline (``time.monotonic()``) of the call in progress, for a driver whose
+        #: staleness check may wait: MySQL's reads a late reply that the connection still owes.
+        self.deadline = math.inf
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._close_requested = False
@@ -181,6 +185,7 @@ class Session(Generic[_C]):
     ) -> Result[_T, BackendError]:
         """``run`` for a caller that already holds this session (see :meth:`hold`)."""
         driver = self.driver
+        self.deadline = deadline
         try:
             conn = self._connection(deadline)
             return Success(work(conn))

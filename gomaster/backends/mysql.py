@@ -72,11 +72,9 @@ import re
 import select
 import socket
 import ssl
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -85,11 +83,23 @@ import pymysql
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER
 from pymysql.protocol import MysqlPacket
-from returns.io import IOFailure, IOResult, IOSuccess
+from returns.io import IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
-from gomaster.backends.base import check_identifier, timeout_error
-from gomaster.backends.url import REDACTED, BackendURL, parse_url, scrub
+from gomaster.backends import _settings as read
+from gomaster.backends._session import Fault, Session
+from gomaster.backends._settings import (
+    Configured,
+    SettingError,
+    checked,
+    credentials,
+    merge,
+    or_raise,
+    refuse,
+    secrets_of,
+    shown,
+)
+from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
@@ -106,16 +116,17 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_CONNECT_WAIT = 1.0
 #: How long after sending a statement its reply may still come on a kept connection.
 DEFAULT_LATE_REPLY_WAIT = 5.0
+#: More retries than anyone waits for; the call's deadline ends them sooner anyway.
+_MOST_RETRIES = 1_000_000
 #: Strict mode turns truncation of holder/version/host into an error instead of a silent change.
 SQL_MODE = "TRADITIONAL"
 #: Socket timeout used once the deadline has passed: enough to drain bytes already received.
 _MIN_SOCKET_TIMEOUT = 0.001
-#: How long ``close()`` lets the polite goodbye (COM_QUIT) take.
+#: How long closing lets the polite goodbye (COM_QUIT) take.
 _CLOSE_TIMEOUT = 0.5
 _MICROSECONDS = 1_000_000
-_MAX_PORT = 65535
-#: PyMySQL refuses a connect timeout over a year; no wait here needs more.
-_MAX_SECONDS = 365 * 24 * 3600.0
+#: ER_ACCESS_DENIED_NO_PASSWORD_ERROR, which PyMySQL does not name.
+_ACCESS_DENIED_NO_PASSWORD = 1698
 _CLIENT_FLAGS = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
 _SCHEMES = ("mysql", "mariadb")
 _EPOCH = datetime(1970, 1, 1)
@@ -164,79 +175,33 @@ def schema(table: str) -> str:
 # -- configuration -------------------------------------------------------------------------
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _text_option(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _SettingError(f"option {key} must be text, not {type(value).__name__}")
-    return value
-
-
-def _bool_option(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise _SettingError(f"option {key}={value!r} is not a boolean; use true or false")
-
-
-def _seconds_option(key: str, value: object) -> float:
-    try:
-        seconds = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else -1
-    except ValueError:
-        seconds = -1
-    if not 0 < seconds <= _MAX_SECONDS:
-        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds, at most a year")
-    return seconds
-
-
-def _count_option(key: str, value: object) -> int:
-    try:
-        count = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else -1
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise _SettingError(f"option {key}={value!r} must be a whole number, 0 or more")
-    return count
-
-
-def _charset_option(key: str, value: object) -> str:
-    name = _text_option(key, value)
+def _charset(key: str, value: object) -> str:
+    name = read.text(key, value)
     try:
         charset_by_name(name)
     except KeyError:
-        raise _SettingError(f"option {key}={name!r} is not a character set PyMySQL knows") from None
+        raise SettingError(f"option {key}={name!r} is not a character set PyMySQL knows") from None
     return name
-
-
-def _file_option(key: str, value: object) -> str:
-    """A path that exists now, so a typo fails at start-up rather than at the first connect."""
-    path = os.fspath(value) if isinstance(value, os.PathLike) else _text_option(key, value)
-    if not isinstance(path, str) or not os.path.exists(path):
-        raise _SettingError(f"option {key}: {path!r} does not exist")
-    return path
 
 
 #: Query parameters passed on to PyMySQL, with how to read each from a URL.
 DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
-    "charset": _charset_option,
-    "unix_socket": _text_option,
-    "bind_address": _text_option,
-    "program_name": _text_option,
-    "server_public_key": _text_option,
+    "charset": _charset,
+    "unix_socket": read.text,
+    "bind_address": read.text,
+    "program_name": read.text,
+    "server_public_key": read.text,
 }
 #: TLS options (see ``_tls``); the backend builds the TLS context from them itself.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
-    "ssl": _bool_option,
-    "ssl_ca": _file_option,
-    "ssl_cert": _file_option,
-    "ssl_key": _file_option,
-    "ssl_key_password": _text_option,
-    "ssl_verify_cert": _bool_option,
-    "ssl_verify_identity": _bool_option,
-    "ssl_disabled": _bool_option,
+    "ssl": read.flag,
+    "ssl_ca": read.existing_file,
+    "ssl_cert": read.existing_file,
+    "ssl_key": read.existing_file,
+    "ssl_key_password": read.text,
+    "ssl_verify_cert": read.flag,
+    "ssl_verify_identity": read.flag,
+    "ssl_disabled": read.flag,
 }
 #: TLS options that ask for TLS whatever their value. ``ssl_key_password`` does not: it only
 #: unlocks ``ssl_key``, and ``ssl``/``ssl_disabled`` ask for it or refuse it by their value.
@@ -250,10 +215,6 @@ _MANAGED = {
     "autocommit": "every step is one autocommit statement",
     "client_flag": "the backend needs exactly FOUND_ROWS and MULTI_STATEMENTS",
 }
-
-
-class _SettingError(ValueError):
-    """A configuration value that cannot work; its message says what to write instead."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,24 +235,50 @@ class _TLS:
     verify_cert: bool = True
     verify_identity: bool = True
 
-    @property
-    def trusted(self) -> str:
-        """Who decides which certificates are trusted, for messages."""
-        return (
-            f"the CA in ssl_ca={self.ca}" if self.ca else "any CA of the system's store, used without ssl_ca"
-        )
-
     def context(self) -> ssl.SSLContext:
-        """A client context that checks what this asks for (this loads files: call it once)."""
-        context = ssl.create_default_context(cafile=self.ca)
+        """A client context that checks what this asks for (this loads files: call it once).
+
+        A file that cannot be loaded is a ``_SetupError`` naming the options to check.
+        """
+        try:
+            context = ssl.create_default_context(cafile=self.ca)
+            if self.cert is not None:
+                context.load_cert_chain(self.cert, self.key, self.key_password)
+        except (OSError, ValueError) as exc:
+            files = [f"{key}={path}" for key, path in (("ssl_ca", self.ca), ("ssl_cert", self.cert)) if path]
+            files += [f"ssl_key={self.key}"] if self.key else []
+            hint = "the files and ssl_key_password" if self.cert else "the file"
+            raise _SetupError(
+                f"cannot load the TLS files ({', '.join(files)}): {exc}; check {hint}"
+            ) from None
         # Python 3.13 turns on strict X.509 checks that the certificates MySQL generates for
         # itself fail; PyMySQL turns them off for that reason, and so does this context.
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
         context.check_hostname = self.verify_identity
         context.verify_mode = ssl.CERT_REQUIRED if self.verify_cert else ssl.CERT_NONE
-        if self.cert is not None:
-            context.load_cert_chain(self.cert, self.key, self.key_password)
         return context
+
+    def refused(self, error: ssl.SSLCertVerificationError) -> str:
+        """Why the server's certificate was refused, naming the option to change."""
+        detail = str(error.verify_message or error.reason or error).rstrip(".")
+        if error.verify_code in _NAME_MISMATCHES:
+            return (
+                f"host name mismatch: {detail}; connect by a name the certificate lists, or set "
+                "ssl_verify_identity=false to check only that a trusted CA signed it (for a server "
+                "reached by IP address)"
+            )
+        trusted = (
+            f"the CA in ssl_ca={self.ca}" if self.ca else "any CA of the system's store, used without ssl_ca"
+        )
+        return (
+            f"certificate not trusted: it is not signed by {trusted} ({detail}); set ssl_ca to the CA "
+            "that signed it, or ssl_verify_cert=false to accept any certificate (encrypted, but an "
+            "impostor would not be noticed)"
+        )
+
+
+#: OpenSSL's verification results for a certificate that does not name what was connected to.
+_NAME_MISMATCHES = frozenset({62, 63, 64})  # X509_V_ERR_HOSTNAME/EMAIL/IP_ADDRESS_MISMATCH
 
 
 def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
@@ -300,45 +287,39 @@ def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
     Neither asked for nor turned off leaves PyMySQL's own default: no TLS, or in recent versions
     TLS when the server offers it, checking nothing (at most it keeps out a passive eavesdropper).
     """
-    asked = [key for key in _ASKS_FOR_TLS if key in found]
-    if found.get("ssl") is True:
-        asked.insert(0, "ssl=true")
-    turned_off = (
-        ("ssl=false", found.get("ssl") is False),
-        ("ssl_disabled=true", found.get("ssl_disabled") is True),
-    )
-    refused = [option for option, off in turned_off if off]
-    if refused:
-        if asked:
-            raise _SettingError(
-                f"{refused[0]} turns TLS off, but {', '.join(asked)} asks for TLS; keep one or the other"
-            )
-        return None, True
-    if not asked:
-        return None, False
+    asked = (["ssl=true"] if found.get("ssl") is True else []) + [k for k in _ASKS_FOR_TLS if k in found]
+    refused = [
+        option
+        for option, off in (
+            ("ssl=false", found.get("ssl") is False),
+            ("ssl_disabled=true", found.get("ssl_disabled") is True),
+        )
+        if off
+    ]
+    if refused and asked:
+        raise SettingError(
+            f"{refused[0]} turns TLS off, but {', '.join(asked)} asks for TLS; keep one or the other"
+        )
+    if refused or not asked:
+        return None, bool(refused)
     verify_cert = found.get("ssl_verify_cert", True) is True
     verify_identity = found.get("ssl_verify_identity", verify_cert) is True
     if verify_identity and not verify_cert:
-        raise _SettingError(
+        raise SettingError(
             "ssl_verify_identity=true needs ssl_verify_cert=true: a host name on a certificate no "
             "trusted CA signed proves nothing"
         )
     if "ssl_key" in found and "ssl_cert" not in found:
-        raise _SettingError("option ssl_key needs ssl_cert, the client certificate that the key belongs to")
-
-    def text(key: str) -> str | None:
-        value = found.get(key)
-        return value if isinstance(value, str) else None
-
-    tls = _TLS(
-        ca=text("ssl_ca"),
-        cert=text("ssl_cert"),
-        key=text("ssl_key"),
-        key_password=text("ssl_key_password"),
+        raise SettingError("option ssl_key needs ssl_cert, the client certificate that the key belongs to")
+    files = {key: value for key, value in found.items() if isinstance(value, str)}
+    return _TLS(
+        ca=files.get("ssl_ca"),
+        cert=files.get("ssl_cert"),
+        key=files.get("ssl_key"),
+        key_password=files.get("ssl_key_password"),
         verify_cert=verify_cert,
         verify_identity=verify_identity,
-    )
-    return tls, False
+    ), False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -373,29 +354,17 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        auth = ""
-        if self.user is not None:
-            auth = quote(self.user, safe="") + (f":{REDACTED}" if self.password else "") + "@"
-        query: list[tuple[str, object]] = []
-        if self.table != DEFAULT_TABLE:
-            query.append(("table", self.table))
-        if self.create_db:
-            query.append(("create_db", "true"))
-        if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
-            query.append(("connect_timeout", self.connect_timeout))
-        if self.connect_retries:
-            query += [("connect_retries", self.connect_retries), ("connect_wait", self.connect_wait)]
-        if self.late_reply_wait != DEFAULT_LATE_REPLY_WAIT:
-            query.append(("late_reply_wait", self.late_reply_wait))
-        query += [(k, REDACTED if "password" in k else v) for k, v in self.options]
-        tail = "&".join(f"{k}={quote(_shown(v), safe='/:*')}" for k, v in query)
-        return f"{self.scheme}://{auth}{self.where}/{quote(self.database)}" + (f"?{tail}" if tail else "")
+        own = [(key, getattr(self, key)) for key in OWN_OPTIONS if getattr(self, key) != _DEFAULTS[key]]
+        query = [(key, str(v).lower() if isinstance(v, bool) else v) for key, v in (*own, *self.options)]
+        auth = credentials(self.user, self.password or None) if self.user is not None else ""
+        tail = shown(query, lambda key: "password" in key)
+        return f"{self.scheme}://{auth}{self.where}/{quote(self.database)}{tail}"
+
+    def secrets(self) -> tuple[str, ...]:
+        return secrets_of(self.password, self.tls.key_password if self.tls else None)
 
 
-def _shown(value: object) -> str:
-    """An option's value as a URL writes it (booleans as ``true``/``false``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
+_DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 _GO_DSN = re.compile(
     r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?(?:tcp)?\((?P<host>[^()]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
@@ -418,16 +387,14 @@ def _parse_dsn(dsn: str) -> BackendURL:
     if "://" in dsn:
         parsed = parse_url(dsn)
         if isinstance(parsed, Failure):
-            raise _SettingError(parsed.failure())
+            raise SettingError(parsed.failure())
         url = parsed.unwrap()
         if url.scheme not in _SCHEMES:
-            raise _SettingError(f"dsn must be a mysql:// or mariadb:// URL, not {url.scheme}://")
+            raise SettingError(f"dsn must be a mysql:// or mariadb:// URL, not {url.scheme}://")
         return url
     match = _GO_DSN.match(dsn)
     if match is None:
-        raise _SettingError(
-            "dsn must look like mysql://user:pass@host:3306/db or user:pass@tcp(host:3306)/db"
-        )
+        raise SettingError("dsn must look like mysql://user:pass@host:3306/db or user:pass@tcp(host:3306)/db")
     host, _, port_text = match["host"].rpartition(":") if ":" in match["host"] else (match["host"], "", "")
     query: list[tuple[str, str]] = []
     for pair in (match["q"] or "").split("&"):
@@ -439,7 +406,7 @@ def _parse_dsn(dsn: str) -> BackendURL:
             query.append(("connect_timeout", str(float(duration[1]) * _GO_UNITS[duration[2]])))
         elif key == "tls":
             if value not in _GO_TLS:
-                raise _SettingError(
+                raise SettingError(
                     f"dsn option tls={value!r}: use tls=true (with ssl_ca=/path/to/ca.pem for a private CA), "
                     "tls=skip-verify, tls=preferred or tls=false; registered TLS configs do not exist here"
                 )
@@ -451,68 +418,57 @@ def _parse_dsn(dsn: str) -> BackendURL:
         username=match["user"] or None,
         password=match["password"],
         host=host or None,
-        port=_count_option("port", port_text) if port_text else None,
+        port=read.port(port_text) if port_text else None,
         path="/" + match["db"],
         query=tuple(query),
     )
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """Merge a URL with keyword overrides into checked settings, or raise ``_SettingError``."""
-    parts: dict[str, object] = {
-        "host": url.host,
-        "port": url.port,
-        "user": url.username,
-        "password": url.password,
-        "database": url.path.removeprefix("/") or None,
-    }
-    options: dict[str, object] = dict(url.query)
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in parts:
-            parts[key] = value
-        else:
-            options[key] = value
+    """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``."""
+    database_in_url = url.path.removeprefix("/") or None
+    parts, options = merge(
+        url,
+        given,
+        {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": database_in_url,
+        },
+    )
     database = parts["database"] or DEFAULT_DATABASE
     if not isinstance(database, str) or not 0 < len(database) <= 64 or re.search(r"[`/\\.\x00]", database):
-        raise _SettingError(f"database name {database!r} is not allowed: at most 64 characters, no ` / \\ .")
-    table = _text_option("table", options.pop("table", DEFAULT_TABLE) or DEFAULT_TABLE)
-    checked = check_identifier("table", table)
-    if isinstance(checked, Failure):
-        raise _SettingError(checked.failure())
-    port = _count_option("port", parts["port"] or DEFAULT_PORT)
-    if port > _MAX_PORT:
-        raise _SettingError(f"port {port} is out of range")
-    settings = _Settings(
-        scheme=url.scheme if url.scheme in _SCHEMES else "mysql",
-        host=_text_option("host", parts["host"] or DEFAULT_HOST),
-        port=port,
-        user=None if parts["user"] is None else _text_option("user", parts["user"]),
-        password=None if parts["password"] is None else _text_option("password", parts["password"]),
-        database=database,
-        table=table,
-        create_db=_bool_option("create_db", options.pop("create_db", False)),
-        connect_timeout=_seconds_option(
-            "connect_timeout", options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        ),
-        connect_retries=_count_option("connect_retries", options.pop("connect_retries", 0)),
-        connect_wait=_seconds_option("connect_wait", options.pop("connect_wait", DEFAULT_CONNECT_WAIT)),
-        late_reply_wait=_seconds_option(
-            "late_reply_wait", options.pop("late_reply_wait", DEFAULT_LATE_REPLY_WAIT)
-        ),
-    )
+        raise SettingError(f"database name {database!r} is not allowed: at most 64 characters, no ` / \\ .")
+    own = {key: options.pop(key) for key in OWN_OPTIONS if key in options}
+    refuse(options, _MANAGED)
     driver: list[tuple[str, object]] = []
     for key, value in options.items():
-        if key in _MANAGED:
-            raise _SettingError(f"option {key} cannot be set: {_MANAGED[key]}")
         reader = DRIVER_OPTIONS.get(key) or TLS_OPTIONS.get(key)
         if reader is None:
             known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS, *TLS_OPTIONS))
-            raise _SettingError(f"unknown MySQL option {key!r}; known options: {known}")
+            raise SettingError(f"unknown MySQL option {key!r}; known options: {known}")
         driver.append((key, reader(key, value)))
     tls, tls_off = _tls(dict(driver))
-    return replace(settings, options=tuple(driver), tls=tls, tls_off=tls_off)
+    user, password = parts["user"], parts["password"]
+    return _Settings(
+        scheme=url.scheme if url.scheme in _SCHEMES else "mysql",
+        host=read.text("host", parts["host"] or DEFAULT_HOST),
+        port=read.port(parts["port"] or DEFAULT_PORT),
+        user=None if user is None else read.text("user", user),
+        password=None if password is None else read.text("password", password),
+        database=database,
+        table=read.identifier("table", own.get("table") or DEFAULT_TABLE),
+        create_db=read.flag("create_db", own.get("create_db", False)),
+        connect_timeout=read.seconds("connect_timeout", own.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+        connect_retries=read.whole("connect_retries", own.get("connect_retries", 0), _MOST_RETRIES),
+        connect_wait=read.seconds("connect_wait", own.get("connect_wait", DEFAULT_CONNECT_WAIT)),
+        late_reply_wait=read.seconds("late_reply_wait", own.get("late_reply_wait", DEFAULT_LATE_REPLY_WAIT)),
+        options=tuple(driver),
+        tls=tls,
+        tls_off=tls_off,
+    )
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -520,6 +476,10 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 
 class _LateReplyError(TimeoutError):
     """The deadline passed before the reply began: the stream is whole and owes that one reply."""
+
+
+class _SetupError(Exception):
+    """The server answered, but the database or lock table cannot be used as configured."""
 
 
 class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
@@ -600,17 +560,16 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         if pending is not None and pending() > 0:
             return  # TLS already holds decrypted bytes the socket's poll cannot see
         left = self._left()
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        if not poller.poll(None if left is None else math.ceil(left * 1000)):
+        if not self._readable(None if left is None else math.ceil(left * 1000)):
             self.owed_since = self._sent_at
             raise _LateReplyError(
                 f"no reply within the deadline (sent {time.monotonic() - self._sent_at:.3f} s ago)"
             )
 
-    def _more_results(self) -> bool:
-        result: Any = self._result
-        return result is not None and bool(result.has_next)
+    def _readable(self, wait_ms: int | None) -> bool:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(wait_ms))
 
     def settle(self) -> None:
         """Read and throw away the reply an earlier call gave up on, before this call sends anything.
@@ -630,6 +589,10 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
             if self._sock is None:
                 raise
         self._result, self.owed_since = None, None
+
+    def _more_results(self) -> bool:
+        result: Any = self._result
+        return result is not None and bool(result.has_next)
 
     def _write_bytes(self, data: bytes) -> None:
         self._write_timeout = self._left()
@@ -653,22 +616,261 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         left = self._left()
         self.connect_timeout = self.connect_cap if left is None else min(left, self.connect_cap)
 
-    def closed_by_server(self) -> bool:
-        """True when an idle connection has something to read: only EOF or an error can be there.
+    def ready(self, late_reply_wait: float) -> bool:
+        """Whether this idle connection can take a statement, reading a late reply still owed first.
 
-        A server that restarted or hit ``wait_timeout`` closes its end; checking first means the
-        statement is never sent down a dead connection, so no step has to be retried blindly.
+        False (and closed) when the server has closed it (a restart, ``wait_timeout``: checking
+        first means no statement is sent down a dead connection, so no step is retried blindly),
+        when the owed reply is older than ``late_reply_wait``, or when reading it finds the
+        connection lost. Raises ``_LateReplyError`` while the owed reply may still come.
         """
-        sock = self._sock
-        if sock is None:
-            return True
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
+        if self._sock is None:
+            return False
+        owed = self.owed_since
+        if owed is None:
+            ready = not self._readable(0)  # only EOF or an error can be there
+        elif time.monotonic() - owed > late_reply_wait:
+            ready = False
+        else:
+            try:
+                self.settle()
+                ready = True
+            except _LateReplyError:
+                raise
+            except (pymysql.MySQLError, OSError):
+                ready = False
+        if not ready:
+            self._force_close()
+        return ready
 
-    def discard(self) -> None:
-        """Close the socket without a goodbye: after an error the protocol state is unknown."""
+    def goodbye(self) -> None:
+        """Close, saying goodbye (COM_QUIT) only when the stream is in step; never raises."""
+        if self.owed_since is None and self._sock is not None:
+            self.begin_call(time.monotonic() + _CLOSE_TIMEOUT)
+            with contextlib.suppress(pymysql.MySQLError, OSError):
+                self.close()
         self._force_close()
+
+
+def _error_number(exc: BaseException) -> int | None:
+    code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
+    return code if isinstance(code, int) else None
+
+
+class _Driver:
+    """How the session opens, checks, arms, closes and judges this backend's PyMySQL connections."""
+
+    errors: tuple[type[BaseException], ...] = (pymysql.MySQLError, OSError, UnicodeError, _SetupError)
+    #: The session, for the deadline of the call in progress (``usable`` may wait for a late reply).
+    session: Session[_Connection]
+
+    def __init__(self, settings: _Settings) -> None:
+        self.settings = settings
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """This process's state: nothing is known yet in a new process."""
+        self.pid = os.getpid()
+        self.connected_once = False
+        #: The table was created or checked on some connection of this process. A reconnect
+        #: then skips the two setup round trips, which matters most when the network is slow:
+        #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
+        self.table_ready = False
+        #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
+        self.tls_contexts: dict[str, ssl.SSLContext] = {}
+        #: The context that checks what ``settings.tls`` asks for, once made.
+        self.verifying: ssl.SSLContext | None = None
+
+    def open(self, deadline: float) -> _Connection:
+        """Connect, retrying refused connections ``connect_retries`` times on the first connect only."""
+        if self.pid != os.getpid():
+            self._fresh()
+        settings = self.settings
+        retries = 0 if self.connected_once else settings.connect_retries
+        while True:
+            try:
+                conn = self._open_once(deadline)
+            except pymysql.OperationalError as exc:
+                transient = _error_number(exc) in (CR.CR_CONN_HOST_ERROR, ER.CON_COUNT_ERROR)
+                if not transient or retries <= 0 or time.monotonic() + settings.connect_wait >= deadline:
+                    raise
+                retries -= 1
+                time.sleep(settings.connect_wait)
+            else:
+                self.connected_once = True
+                return conn
+
+    def usable(self, conn: _Connection) -> bool:
+        conn.begin_call(self.session.deadline)
+        return conn.ready(self.settings.late_reply_wait)
+
+    def arm(self, conn: _Connection, deadline: float) -> None:
+        conn.begin_call(deadline)
+
+    def close(self, conn: _Connection) -> None:
+        conn.goodbye()
+
+    def classify(self, exc: BaseException) -> Fault:
+        """The kind of ``exc``; a table dropped behind our back is made again on the next connect."""
+        settings = self.settings
+        code = _error_number(exc)
+        cause = str(exc.args[1]) if isinstance(exc, pymysql.MySQLError) and len(exc.args) > 1 else str(exc)
+        original = getattr(exc, "original_exception", None) or exc.__context__
+        table = f"`{settings.database}`.`{settings.table}`"
+        if code == ER.NO_SUCH_TABLE:
+            self.table_ready = False
+        if isinstance(exc, _LateReplyError):
+            # Only the reply is late; the connection stays for it (see "Late replies" above).
+            return Fault("late", keep=True)
+        if isinstance(exc, _SetupError):
+            return Fault("setup", cause)
+        if isinstance(original, socket.gaierror):
+            return Fault("unresolved", str(original), detail=repr(settings.host))
+        if isinstance(original, ssl.SSLCertVerificationError) and settings.tls is not None:
+            return Fault("tls", settings.tls.refused(original))
+        if isinstance(original, ssl.SSLError):
+            return Fault("tls", str(original))
+        if code == CR.CR_SSL_CONNECTION_ERROR:
+            return Fault(
+                "tls",
+                "the server does not offer TLS, which the ssl options ask for; turn TLS on at the server "
+                "(or remove the ssl options to connect without it)",
+            )
+        if isinstance(exc, TimeoutError) or isinstance(original, TimeoutError):
+            return Fault("timeout", cause)
+        if isinstance(exc, UnicodeError):
+            return Fault("encoding", cause)
+        kinds: dict[int | None, Fault] = {
+            ER.ACCESS_DENIED_ERROR: Fault("login", cause),
+            _ACCESS_DENIED_NO_PASSWORD: Fault("login", cause),
+            ER.DBACCESS_DENIED_ERROR: Fault(
+                "denied", cause, f"grant this user database {settings.database!r}"
+            ),
+            ER.TABLEACCESS_DENIED_ERROR: Fault(
+                "denied", cause, f"the user needs SELECT, INSERT and UPDATE on {table}"
+            ),
+            ER.BAD_DB_ERROR: Fault(
+                "no_database",
+                f"{cause}; add ?create_db=true (create_db=True) or create it",
+                f"database {settings.database!r}",
+            ),
+            ER.NO_SUCH_TABLE: Fault("no_table", cause, f"lock table {table}"),
+            ER.OPTION_PREVENTS_STATEMENT: Fault("read_only", cause),
+            CR.CR_CONN_HOST_ERROR: Fault("unreachable", cause),
+            CR.CR_SERVER_LOST: Fault("lost", cause),
+            CR.CR_SERVER_GONE_ERROR: Fault("lost", cause),
+        }
+        label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
+        return kinds.get(code, Fault("other", f"{label}: {cause}"))
+
+    def _tls_options(self) -> dict[str, object]:
+        tls = self.settings.tls
+        if tls is None:
+            return {"ssl_disabled": True} if self.settings.tls_off else {}
+        if self.verifying is None:
+            self.verifying = tls.context()
+        return {"ssl": self.verifying}
+
+    def _connect(self, deadline: float, database: str | None) -> _Connection:
+        settings = self.settings
+        options: dict[str, object] = {"charset": "utf8mb4"}
+        options.update((key, value) for key, value in settings.options if key not in TLS_OPTIONS)
+        conn = _Connection(
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            password=settings.password or "",
+            database=database,
+            client_flag=_CLIENT_FLAGS,
+            autocommit=True,
+            connect_timeout=settings.connect_timeout,
+            defer_connect=True,
+            tls_contexts=self.tls_contexts,
+            **options,
+            **self._tls_options(),
+        )
+        conn.connect_cap = settings.connect_timeout
+        conn.tls_required = settings.tls is not None
+        conn.begin_call(deadline)
+        conn.connect()
+        conn.keeps_late = True
+        return conn
+
+    def _open_once(self, deadline: float) -> _Connection:
+        settings = self.settings
+        try:
+            conn = self._connect(deadline, settings.database)
+        except pymysql.OperationalError as exc:
+            if _error_number(exc) != ER.BAD_DB_ERROR or not settings.create_db:
+                raise
+            conn = self._connect(deadline, None)
+            self._on(conn, lambda: _create_database(conn, settings.database))
+        if not self.table_ready:
+            self._on(conn, lambda: self._prepare_table(conn))
+            self.table_ready = True
+        return conn
+
+    @staticmethod
+    def _on(conn: _Connection, work: Callable[[], object]) -> None:
+        """``work`` on a new connection, which is closed if it fails."""
+        try:
+            work()
+        except BaseException:
+            conn._force_close()
+            raise
+
+    def _prepare_table(self, conn: _Connection) -> None:
+        """Create the table if absent, then check its columns.
+
+        A user without CREATE privilege is fine as long as the table exists, so a denied CREATE
+        is tolerated and the column check decides.
+        """
+        table = self.settings.table
+        with conn.cursor() as cursor:
+            try:
+                cursor.execute(schema(table))
+            except pymysql.MySQLError as exc:
+                if _error_number(exc) != ER.TABLEACCESS_DENIED_ERROR:
+                    raise
+            cursor.execute(
+                "SELECT LOWER(column_name), LOWER(data_type) FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                (table,),
+            )
+            found = {str(column): str(kind) for column, kind in cursor.fetchall()}
+        problem = _schema_problem(found, table, self.settings.database)
+        if problem is not None:
+            raise _SetupError(problem)
+
+
+def _create_database(conn: _Connection, database: str) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    conn.select_db(database)
+
+
+def _schema_problem(found: Mapping[str, str], table: str, database: str) -> str | None:
+    """Why an existing table cannot hold lock records, or None when its columns fit."""
+    create = " ".join(schema(table).split())
+    if not found:
+        return (
+            f"lock table `{database}`.`{table}` does not exist and this user may not create it; "
+            f"grant CREATE, or create it once as: {create}"
+        )
+    missing = [column for column in REQUIRED_COLUMNS if column not in found]
+    if missing:
+        return (
+            f"table `{database}`.`{table}` is not a gomaster lock table: it lacks the columns "
+            f"{', '.join(missing)}; use another ?table= or create it as: {create}"
+        )
+    wrong = [
+        f"{column} is {found[column]}, expected {' or '.join(kinds)}"
+        for column, kinds in REQUIRED_COLUMNS.items()
+        if found[column] not in kinds
+    ]
+    if wrong:
+        return f"table `{database}`.`{table}` has columns of the wrong type: {'; '.join(wrong)}"
+    return None
 
 
 def _epoch(value: datetime) -> float:
@@ -692,74 +894,16 @@ def _record(name: str, row: Sequence[object]) -> Result[LockRecord, MalformedRec
     return parse_record(name, {key: _plain(value) for key, value in zip(FIELDS, row, strict=True)})
 
 
-def _schema_problem(found: Mapping[str, str], table: str, database: str) -> str | None:
-    """Why an existing table cannot hold lock records, or None when its columns fit."""
-    if not found:
-        return (
-            f"lock table `{database}`.`{table}` does not exist and this user may not create it; "
-            f"grant CREATE, or create it once as: {' '.join(schema(table).split())}"
-        )
-    missing = [column for column in REQUIRED_COLUMNS if column not in found]
-    if missing:
-        return (
-            f"table `{database}`.`{table}` is not a gomaster lock table: it lacks the columns "
-            f"{', '.join(missing)}; use another ?table= or create it as: {' '.join(schema(table).split())}"
-        )
-    wrong = [
-        f"{column} is {found[column]}, expected {' or '.join(kinds)}"
-        for column, kinds in REQUIRED_COLUMNS.items()
-        if found[column] not in kinds
-    ]
-    if wrong:
-        return f"table `{database}`.`{table}` has columns of the wrong type: {'; '.join(wrong)}"
-    return None
-
-
-class _SetupError(Exception):
-    """The server answered, but the database or lock table cannot be used as configured."""
-
-
-#: OpenSSL's verification results for a certificate that does not name what was connected to.
-_NAME_MISMATCHES = frozenset({62, 63, 64})  # X509_V_ERR_HOSTNAME/EMAIL/IP_ADDRESS_MISMATCH
-
-
-def _refused_certificate(settings: _Settings, error: ssl.SSLCertVerificationError) -> str:
-    """Why the server's certificate was refused, in one line that names the option to change."""
-    where = settings.where
-    detail = str(error.verify_message or error.reason or error).rstrip(".")
-    if error.verify_code in _NAME_MISMATCHES:
-        return (
-            f"TLS host name mismatch on {where}: {detail}; connect by a name the certificate lists, "
-            "or set ssl_verify_identity=false to check only that a trusted CA signed it (for a server "
-            "reached by IP address)"
-        )
-    trusted = settings.tls.trusted if settings.tls is not None else "the CA store"
-    return (
-        f"TLS certificate not trusted: the certificate of {where} is not signed by {trusted} "
-        f"({detail}); set ssl_ca to the CA that signed it, or ssl_verify_cert=false to accept any "
-        "certificate (encrypted, but an impostor would not be noticed)"
-    )
-
-
-def _error_number(exc: BaseException) -> int | None:
-    code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
-    return code if isinstance(code, int) else None
+def _name(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return str(value)
 
 
 # -- the backend ---------------------------------------------------------------------------
 
-_LIVE: weakref.WeakSet[MySQLBackend] = weakref.WeakSet()
 
-
-def _forget_after_fork() -> None:
-    for backend in list(_LIVE):
-        backend._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-class MySQLBackend:
+class MySQLBackend(Configured[_Settings]):
     """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
 
     Build it from a URL with :func:`from_url` (``connect("mysql://...")``) or with keywords, as
@@ -803,49 +947,27 @@ class MySQLBackend:
             "late_reply_wait": late_reply_wait,
             **driver_options,
         }
-        try:
-            base = _parse_dsn(dsn) if dsn is not None else BackendURL(scheme="mysql")
-            settings = _settings(base, given)
-        except _SettingError as exc:
-            raise ValueError(str(exc)) from None
-        self._setup(settings)
+        self._setup(
+            or_raise(
+                checked(
+                    lambda: _settings(
+                        _parse_dsn(dsn) if dsn is not None else BackendURL(scheme="mysql"), given
+                    )
+                )
+            )
+        )
 
-    @classmethod
-    def _of(cls, settings: _Settings) -> MySQLBackend:
-        backend = cls.__new__(cls)
-        backend._setup(settings)
-        return backend
-
-    def _setup(self, settings: _Settings) -> None:
-        self._settings = settings
-        self._url = settings.redacted_url
-        self._conn: _Connection | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._connected_once = False
-        #: The table was created or checked on some connection of this process. A reconnect
-        #: then skips the two setup round trips, which matters most when the network is slow:
-        #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
-        self._table_ready = False
-        #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
-        self._tls_contexts: dict[str, ssl.SSLContext] = {}
-        #: The context that checks what ``settings.tls`` asks for, once made.
-        self._verifying: ssl.SSLContext | None = None
-        _LIVE.add(self)
-
-    def __getstate__(self) -> _Settings:
-        return self._settings
-
-    def __setstate__(self, state: _Settings) -> None:
-        self._setup(state)
-
-    def __repr__(self) -> str:
-        return f"MySQLBackend({self.url!r})"
+    def _start(self) -> None:
+        settings = self._settings
+        self._driver = _Driver(settings)
+        self._session = self._driver.session = Session(
+            self._driver, url=self.url, where=settings.where, secrets=settings.secrets()
+        )
 
     @property
-    def url(self) -> str:
-        """The configuration as a URL, with the password (and password-like options) as ``***``."""
-        return self._url
+    def _conn(self) -> _Connection | None:
+        """This process's connection, if it has one (for tests)."""
+        return self._session.conn
 
     @property
     def table(self) -> str:
@@ -862,249 +984,10 @@ class MySQLBackend:
         """MySQL cannot notify: followers poll."""
         return False
 
-    # -- connection -------------------------------------------------------------------------
-
-    def _forget(self) -> None:
-        """In a new process: let go of the parent's connection without closing it under the parent.
-
-        PyMySQL's finaliser only closes this process's copy of the socket, without a goodbye,
-        so the parent's session is untouched.
-        """
-        self._conn = None
-        self._pid = os.getpid()
-        self._connected_once = False
-        self._table_ready = False
-        self._tls_contexts = {}
-        self._verifying = None
-
-    def _after_fork(self) -> None:
-        """In a forked child, where only the forking thread survives: a lock another thread held
-        in the parent would stay locked forever, so the child gets a fresh one."""
-        self._lock = threading.Lock()
-        self._forget()
-
-    def _run(self, step: str, timeout: float, work: Callable[[_Connection], _T]) -> Result[_T, BackendError]:
-        """Do ``work`` on this process's connection within ``timeout``; the one place driver errors
-        become ``BackendError``. Any failure drops the connection, so the next call reconnects."""
-        deadline = time.monotonic() + timeout
-        lock = self._lock
-        if not lock.acquire(timeout=max(timeout, 0.0) if deadline < math.inf else -1):
-            return Failure(timeout_error(self.url, f"{step} (waiting for another thread's call)", timeout))
-        try:
-            conn = self._connection(deadline)
-            return Success(work(conn))
-        except _LateReplyError:
-            # Only the reply is late; the connection stays for it (see "Late replies" above).
-            return Failure(timeout_error(self.url, f"{step} (the server has not answered yet)", timeout))
-        except (pymysql.MySQLError, OSError, UnicodeError, _SetupError) as exc:
-            self._drop()
-            if _error_number(exc) == ER.NO_SUCH_TABLE:
-                self._table_ready = False  # dropped behind our back: the next connect makes it again
-            return Failure(BackendError(self.url, self._explain(step, exc, timeout, deadline)))
-        except BaseException:
-            self._drop()
-            raise
-        finally:
-            lock.release()
-
-    def _connection(self, deadline: float) -> _Connection:
-        if self._pid != os.getpid():
-            self._forget()
-        conn = self._conn
-        if conn is not None:
-            conn.begin_call(deadline)
-            conn = self._reusable(conn)
-        if conn is None:
-            conn = self._open(deadline)
-            self._conn, self._connected_once = conn, True
-        conn.begin_call(deadline)
-        return conn
-
-    def _reusable(self, conn: _Connection) -> _Connection | None:
-        """``conn`` ready for a new statement, or None (dropped) when a new connection is needed.
-
-        A reply still owed is read first; one owed for longer than ``late_reply_wait`` is
-        given up, with its connection. Raises ``_LateReplyError`` while the owed reply may still come.
-        """
-        owed = conn.owed_since
-        if owed is None:
-            lost = conn.closed_by_server()
-        elif time.monotonic() - owed > self._settings.late_reply_wait:
-            lost = True
-        else:
-            try:
-                conn.settle()
-                lost = False
-            except _LateReplyError:
-                raise
-            except (pymysql.MySQLError, OSError):
-                lost = True
-        if lost:
-            self._drop()
-            return None
-        return conn
-
-    def _open(self, deadline: float) -> _Connection:
-        """Connect, retrying refused connections ``connect_retries`` times on the first connect only."""
-        settings = self._settings
-        retries = 0 if self._connected_once else settings.connect_retries
-        while True:
-            try:
-                return self._open_once(deadline)
-            except pymysql.OperationalError as exc:
-                transient = _error_number(exc) in (CR.CR_CONN_HOST_ERROR, ER.CON_COUNT_ERROR)
-                if not transient or retries <= 0 or time.monotonic() + settings.connect_wait >= deadline:
-                    raise
-                retries -= 1
-                time.sleep(settings.connect_wait)
-
-    def _verifying_context(self, tls: _TLS) -> ssl.SSLContext:
-        """The context for ``tls``, made on first use and then reused, as ``_create_ssl_ctx`` does
-        for PyMySQL's own; a file that cannot be loaded is a ``_SetupError`` naming the options."""
-        if self._verifying is None:
-            try:
-                self._verifying = tls.context()
-            except (OSError, ValueError) as exc:
-                files = ", ".join(
-                    f"{key}={path}"
-                    for key, path in (("ssl_ca", tls.ca), ("ssl_cert", tls.cert), ("ssl_key", tls.key))
-                    if path
-                )
-                hint = "; check the files and ssl_key_password" if tls.cert else "; check the file"
-                raise _SetupError(f"cannot load the TLS files ({files}): {exc}{hint}") from None
-        return self._verifying
-
-    def _new_connection(self, deadline: float, database: str | None) -> _Connection:
-        settings = self._settings
-        options: dict[str, object] = {"charset": "utf8mb4"}
-        options.update((key, value) for key, value in settings.options if key not in TLS_OPTIONS)
-        if settings.tls is not None:
-            options["ssl"] = self._verifying_context(settings.tls)
-        elif settings.tls_off:
-            options["ssl_disabled"] = True
-        conn = _Connection(
-            host=settings.host,
-            port=settings.port,
-            user=settings.user,
-            password=settings.password or "",
-            database=database,
-            client_flag=_CLIENT_FLAGS,
-            autocommit=True,
-            connect_timeout=settings.connect_timeout,
-            defer_connect=True,
-            tls_contexts=self._tls_contexts,
-            **options,
-        )
-        conn.connect_cap = settings.connect_timeout
-        conn.tls_required = settings.tls is not None
-        conn.begin_call(deadline)
-        conn.connect()
-        conn.keeps_late = True
-        return conn
-
-    def _open_once(self, deadline: float) -> _Connection:
-        settings = self._settings
-        try:
-            conn = self._new_connection(deadline, settings.database)
-        except pymysql.OperationalError as exc:
-            if _error_number(exc) != ER.BAD_DB_ERROR:
-                raise
-            if not settings.create_db:
-                raise _SetupError(
-                    f"database {settings.database!r} does not exist on {settings.where}; "
-                    "add ?create_db=true (create_db=True) or create it"
-                ) from None
-            conn = self._new_connection(deadline, None)
-            try:
-                with conn.cursor() as cursor:
-                    cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
-                conn.select_db(settings.database)
-            except BaseException:
-                conn.discard()
-                raise
-        if self._table_ready:
-            return conn
-        try:
-            self._prepare_table(conn)
-        except BaseException:
-            conn.discard()
-            raise
-        self._table_ready = True
-        return conn
-
-    def _prepare_table(self, conn: _Connection) -> None:
-        """Create the table if absent, then check its columns.
-
-        A user without CREATE privilege is fine as long as the table exists, so a denied CREATE
-        is tolerated and the column check decides.
-        """
-        table = self._settings.table
-        with conn.cursor() as cursor:
-            try:
-                cursor.execute(schema(table))
-            except pymysql.MySQLError as exc:
-                if _error_number(exc) != ER.TABLEACCESS_DENIED_ERROR:
-                    raise
-            cursor.execute(
-                "SELECT LOWER(column_name), LOWER(data_type) FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name = %s",
-                (table,),
-            )
-            found = {str(column): str(kind) for column, kind in cursor.fetchall()}
-        problem = _schema_problem(found, table, self._settings.database)
-        if problem is not None:
-            raise _SetupError(problem)
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.discard()
-        self._conn = None
-
-    def _explain(self, step: str, exc: BaseException, timeout: float, deadline: float) -> str:
-        """What went wrong, naming the server and the cause, and never the password."""
-        settings = self._settings
-        where = settings.where
-        code = _error_number(exc)
-        cause = exc.args[1] if isinstance(exc, pymysql.MySQLError) and len(exc.args) > 1 else exc
-        original = getattr(exc, "original_exception", None) or exc.__context__
-        if isinstance(exc, _SetupError):
-            message = str(exc)
-        elif isinstance(original, socket.gaierror):
-            message = f"cannot resolve host {settings.host!r} ({original}); check the host name"
-        elif isinstance(original, ssl.SSLCertVerificationError):
-            message = _refused_certificate(settings, original)
-        elif isinstance(original, ssl.SSLError):
-            message = f"TLS with {where} failed: {original}"
-        elif code == CR.CR_SSL_CONNECTION_ERROR:
-            message = (
-                f"{where} does not offer TLS, which the ssl options ask for; turn TLS on at the server "
-                "(or remove the ssl options to connect without it)"
-            )
-        elif (
-            isinstance(exc, TimeoutError)
-            or isinstance(original, TimeoutError)
-            or time.monotonic() >= deadline
-        ):
-            message = (
-                f"{timeout_error(self.url, step, timeout).message} on {where}; the connection was dropped"
-            )
-        elif code == ER.ACCESS_DENIED_ERROR:
-            message = f"access denied on {where}: check the user name and password ({cause})"
-        elif code == ER.DBACCESS_DENIED_ERROR:
-            message = f"access denied on {where}: grant this user database {settings.database!r} ({cause})"
-        elif code == ER.TABLEACCESS_DENIED_ERROR:
-            message = (
-                f"{step} denied on {where}: the user needs SELECT, INSERT and UPDATE on "
-                f"`{settings.database}`.`{settings.table}` ({cause})"
-            )
-        elif code == CR.CR_CONN_HOST_ERROR:
-            message = f"cannot connect to {where}: {cause}"
-        elif code in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR):
-            message = f"lost the connection to {where} during {step}: {cause}"
-        else:
-            label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
-            message = f"{step} failed on {where}: {label}: {cause}"
-        return scrub(message, settings.password, settings.tls.key_password if settings.tls else None)
+    def _run(
+        self, step: str, timeout: float, work: Callable[[_Connection], _T]
+    ) -> IOResult[_T, BackendError]:
+        return IOResult.from_result(self._session.run(step, timeout, work))
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -1114,16 +997,18 @@ class MySQLBackend:
             f"SELECT n.now, t.name IS NOT NULL, {', '.join('t.' + c for c in FIELDS)} "
             f"FROM (SELECT {NOW} AS now) AS n LEFT JOIN `{self._settings.table}` AS t ON t.name = %s"
         )
-        rows = self._run("observe", timeout, lambda conn: _query(conn, sql, (name,)))
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        now, found, *fields = rows.unwrap()[0]
+        rows: IOResult[list[_Row], BackendError | MalformedRecord] = self._run(
+            "observe", timeout, lambda conn: _query(conn, sql, (name,))
+        )
+        return rows.bind_result(lambda found: self._observation(name, found[0]))
+
+    def _observation(self, name: str, row: _Row) -> Result[Observation, BackendError | MalformedRecord]:
+        now, found, *fields = row
         if not isinstance(now, datetime):
-            return IOFailure(BackendError(self.url, f"server clock returned {now!r}"))
-        server_now = _epoch(now)
+            return Failure(BackendError(self.url, f"server clock returned {now!r}"))
         if not found:
-            return IOSuccess(Observation(None, server_now))
-        return IOResult.from_result(_record(name, fields).map(lambda record: Observation(record, server_now)))
+            return Success(Observation(None, _epoch(now)))
+        return _record(name, fields).map(lambda record: Observation(record, _epoch(now)))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
@@ -1155,9 +1040,7 @@ class MySQLBackend:
             params = (me.node_id, me.version, claim.token, ttl, me.host, me.pid)
             params += (claim.name, expected.token, expected.holder)
         mine = (claim.name, me.node_id, claim.token)
-        return self._write_and_read(
-            "claim", claim.name, write, params, mine, timeout, missing=Conflict(claim.name)
-        )
+        return self._write_and_read("claim", claim.name, write, params, mine, timeout, Conflict(claim.name))
 
     def renew(
         self, record: LockRecord, ttl: float, timeout: float
@@ -1170,7 +1053,7 @@ class MySQLBackend:
         )
         mine = (record.name, record.holder, record.token)
         params = (round(ttl * _MICROSECONDS), *mine)
-        return self._write_and_read("renew", record.name, write, params, mine, timeout, missing=Lost(record))
+        return self._write_and_read("renew", record.name, write, params, mine, timeout, Lost(record))
 
     def _write_and_read(
         self,
@@ -1180,24 +1063,25 @@ class MySQLBackend:
         params: tuple[object, ...],
         mine: tuple[str, str, int],
         timeout: float,
-        *,
         missing: _Refusal,
     ) -> IOResult[LockRecord, _Refusal | BackendError]:
         """The write and the read-back of our row as one multi-statement query (see the module doc)."""
-        read = (
+        read_back = (
             f"SELECT {COLUMNS} FROM `{self._settings.table}` WHERE name = %s AND holder = %s AND token = %s"
         )
-        sql = f"{write}; {read}"
-        rows = self._run(step, timeout, lambda conn: _write_then_select(conn, sql, (*params, *mine)))
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        found = rows.unwrap()
-        if not found:
-            return IOFailure(missing)
-        parsed = _record(name, found[0])
-        if isinstance(parsed, Failure):
-            return IOFailure(BackendError(self.url, str(parsed.failure())))
-        return IOSuccess(parsed.unwrap())
+        sql = f"{write}; {read_back}"
+        rows: IOResult[list[_Row], _Refusal | BackendError] = self._run(
+            step, timeout, lambda conn: _write_then_select(conn, sql, (*params, *mine))
+        )
+        return rows.bind_result(lambda found: self._ours(name, found, missing))
+
+    def _ours(
+        self, name: str, rows: list[_Row], missing: _Refusal
+    ) -> Result[LockRecord, _Refusal | BackendError]:
+        """The record read back, ``missing`` when the write matched nothing."""
+        if not rows:
+            return Failure(missing)
+        return _record(name, rows[0]).alt(lambda problem: BackendError(self.url, str(problem)))
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Mark the lease released if it is still exactly this holder's; the token stays."""
@@ -1206,8 +1090,7 @@ class MySQLBackend:
             "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
         )
         params = (record.name, record.holder, record.token)
-        changed = self._run("release", timeout, lambda conn: _execute(conn, sql, params))
-        return IOResult.from_result(changed).map(lambda count: count == 1)
+        return self._run("release", timeout, lambda conn: _execute(conn, sql, params)).map(lambda n: n == 1)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """The operator's release: clear the holder if it is still ``record``'s, keeping token and
@@ -1217,8 +1100,7 @@ class MySQLBackend:
             "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
         )
         params = (record.name, record.holder, record.token)
-        changed = self._run("revoke", timeout, lambda conn: _execute(conn, sql, params))
-        return IOResult.from_result(changed).map(lambda count: count == 1)
+        return self._run("revoke", timeout, lambda conn: _execute(conn, sql, params)).map(lambda n: n == 1)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
@@ -1234,7 +1116,7 @@ class MySQLBackend:
         )
         params = (token_floor, round(hold * _MICROSECONDS), name, name)
         rows = self._run("repair", timeout, lambda conn: _write_then_select(conn, sql, params))
-        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
+        return rows.map(lambda found: int(str(found[0][0])) if found else None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """MySQL has no notifications: report at once that none came, and let the elector poll."""
@@ -1244,16 +1126,11 @@ class MySQLBackend:
         """Every lock name in the table."""
         sql = f"SELECT name FROM `{self._settings.table}` ORDER BY name"
         rows = self._run("names", timeout, lambda conn: _query(conn, sql, ()))
-        return IOResult.from_result(rows).map(lambda found: [_name(row[0]) for row in found])
+        return rows.map(lambda found: [_name(row[0]) for row in found])
 
     def close(self) -> None:
         """Say goodbye on this process's connection; the object reconnects if used again."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.begin_call(time.monotonic() + _CLOSE_TIMEOUT)
-                with contextlib.suppress(pymysql.MySQLError, OSError):
-                    conn.close()
+        self._session.close()
 
 
 def _query(conn: _Connection, sql: str, params: tuple[object, ...]) -> list[_Row]:
@@ -1286,12 +1163,6 @@ def _write_then_select(conn: _Connection, sql: str, params: tuple[object, ...]) 
     return rows if matched == 1 else []
 
 
-def _name(value: object) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="backslashreplace")
-    return str(value)
-
-
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
     """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
 
@@ -1303,7 +1174,4 @@ def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
     """
     if url.scheme not in _SCHEMES:
         return Failure(f"not a MySQL URL: {url.redacted}")
-    try:
-        return Success(MySQLBackend._of(_settings(url, {})))
-    except _SettingError as exc:
-        return Failure(f"{exc} (in {url.redacted})")
+    return checked(lambda: MySQLBackend._of(_settings(url, {})), url.redacted)
