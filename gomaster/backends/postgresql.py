@@ -1,33 +1,15 @@
 """PostgreSQL: the lock record is a row of a table, judged by the server's clock, with release
 notices over LISTEN/NOTIFY.
 
-Every step is ONE autocommit statement, sent in one round trip, so a node that freezes between
-steps never holds a transaction or a row lock open:
+Every step is ONE autocommit statement, sent in one round trip (the statements are
+:mod:`gomaster.backends._sql`'s): ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` and
+``UPDATE ... RETURNING``, each reading ``clock_timestamp()`` once in a one-row CTE; the release
+is ``WITH released AS (UPDATE ... RETURNING name) SELECT pg_notify(channel, name) FROM
+released``, so the notice goes out when the release commits.
 
-- observe: one SELECT of ``clock_timestamp()`` LEFT JOINed to the row, so the clock comes back
-  even when the row is absent;
-- first claim: ``INSERT ... ON CONFLICT (name) DO NOTHING RETURNING`` (no row back: Conflict);
-- takeover: ``UPDATE ... WHERE`` name, token and holder still equal the observation and the
-  lease has expired by the server's clock, ``RETURNING`` the new row;
-- renew: ``UPDATE ... WHERE`` holder and token are ours and the lease is still live by the
-  server's clock, ``RETURNING`` the row (none: Lost);
-- release: ``WITH released AS (UPDATE ... RETURNING name) SELECT pg_notify(channel, name) FROM
-  released``: the holder is cleared, the expiry pulled back to now, the token kept, and the
-  notice goes out when that statement commits;
-- revoke (the operator's release): clears the holder, keeping token and expiry.
-
-``clock_timestamp()`` moves on within a statement, so each statement reads it once, in a
-one-row CTE or subquery, and uses that value everywhere; ``acquired_at == renewed_at`` on a
-claim, exactly.
-
-Times
------
 Times are ``timestamptz`` columns: exact to the microsecond, readable in psql, and free of any
-session or server time zone. Statements send them back as ``date_part('epoch', ...)``, a
-float8, so Python never converts zones, and a corrupted time (``'infinity'``, NULL) arrives
-as a value ``parse_record`` refuses (a ``MalformedRecord``) rather than as a driver error.
-Tokens are ``BIGINT``, names ``TEXT PRIMARY KEY`` (compared exactly: ``'a'`` and ``'a '`` are
-different locks).
+session or server time zone; statements send them back as float8 epoch seconds. Tokens are
+``BIGINT``, names ``TEXT PRIMARY KEY`` (compared exactly: ``'a'`` and ``'a '`` differ).
 
 Timeouts, frozen servers and reconnecting
 -----------------------------------------
@@ -83,15 +65,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import select
-import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import quote, unquote
 
 import psycopg
@@ -99,14 +78,16 @@ from psycopg import ClientCursor, pq
 from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
-from returns.io import IOFailure, IOResult, IOSuccess
-from returns.result import Failure, Result, Success
+from returns.io import IOResult
+from returns.result import Failure, Result
 
-from gomaster.backends.base import check_identifier, timeout_error
-from gomaster.backends.url import REDACTED, BackendURL, parse_url
-from gomaster.core.decide import Claim
-from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.backends import _settings as read
+from gomaster.backends._notices import Notices
+from gomaster.backends._session import Fault, Session
+from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
+from gomaster.backends._sql import POSTGRESQL, Row, SQLBackend, Statement, Statements
+from gomaster.backends.url import BackendURL, parse_url
+from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "PostgreSQLBackend", "channel_for", "from_url", "schema"]
 
@@ -122,43 +103,23 @@ APPLICATION_NAME = "gomaster"
 CHANNEL_PREFIX = "gomaster_"
 #: Hex digits of the hash in a channel name: 192 bits, and 57 bytes in all (the limit is 63).
 CHANNEL_HEX = 48
-#: How long ``close()`` waits for a call in progress before leaving the close to that call.
-_CLOSE_WAIT = 0.1
 #: How often psycopg's wait loop wakes to let KeyboardInterrupt through.
 _WAIT_INTERVAL = 0.1
 _MS = 1000
-_MAX_PORT = 65535
-#: The per-call timeouts are capped at a year; no wait here needs more.
-_MAX_SECONDS = 365 * 24 * 3600.0
+_MAX_NAME_BYTES = 63
 _SCHEMES = ("postgresql", "postgres")
 #: SQLSTATEs the backend explains in words.
 _QUERY_CANCELED = "57014"
 _INSUFFICIENT_PRIVILEGE = "42501"
 _UNDEFINED_TABLE = "42P01"
-_UNIQUE_VIOLATION = "23505"
-_DUPLICATE_TABLE = "42P07"
-_DUPLICATE_OBJECT = "42710"
-
-NOW = "clock_timestamp()"
-FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
-TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
-COLUMNS = ", ".join(FIELDS)
-#: Column -> the data types (as ``format_type`` names them, without a length) it may have.
-#: Times must be timestamptz: ``timestamp`` would convert by each session's time zone.
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "name": ("text", "character varying"),
-    "holder": ("text", "character varying"),
-    "version": ("text", "character varying"),
-    "token": ("bigint",),
-    "acquired_at": ("timestamp with time zone",),
-    "renewed_at": ("timestamp with time zone",),
-    "expires_at": ("timestamp with time zone",),
-    "host": ("text", "character varying"),
-    "pid": ("bigint", "integer"),
-}
+#: What a CREATE TABLE may meet and leave the verdict to the column check: no right to create,
+#: or another process creating the same table at the same moment.
+_CREATE_REFUSALS = ("42501", "23505", "42P07", "42710")
 
 #: ``Connection.wait(..., timeout=)`` and ``notifies(timeout=, stop_after=)`` arrived in 3.2.
 MIN_PSYCOPG = (3, 2)
+
+_RV = TypeVar("_RV")
 
 
 def _driver_problem() -> str | None:
@@ -170,25 +131,9 @@ def _driver_problem() -> str | None:
     return None
 
 
-_T = TypeVar("_T")
-_RV = TypeVar("_RV")
-_Refusal = TypeVar("_Refusal", Conflict, Lost)
-_Row = tuple[Any, ...]
-
-
 def schema(table: str) -> str:
     """The lock table's DDL (``table`` must already be a checked identifier)."""
-    return f"""CREATE TABLE IF NOT EXISTS "{table}" (
-    name        TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    version     TEXT NOT NULL,
-    token       BIGINT NOT NULL,
-    acquired_at TIMESTAMPTZ NOT NULL,
-    renewed_at  TIMESTAMPTZ NOT NULL,
-    expires_at  TIMESTAMPTZ NOT NULL,
-    host        TEXT NOT NULL,
-    pid         BIGINT NOT NULL
-)"""
+    return Statements(POSTGRESQL, table).schema
 
 
 def channel_for(table: str, name: str) -> str:
@@ -203,37 +148,6 @@ def channel_for(table: str, name: str) -> str:
 
 # -- configuration -------------------------------------------------------------------------
 
-
-class _SettingError(ValueError):
-    """A configuration value that cannot work; its message says what to write instead."""
-
-
-def _text_option(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _SettingError(f"option {key} must be text, not {type(value).__name__}")
-    return value
-
-
-def _seconds_option(key: str, value: object) -> float:
-    try:
-        seconds = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else -1
-    except ValueError:
-        seconds = -1
-    if not 0 < seconds <= _MAX_SECONDS:
-        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds, at most a year")
-    return seconds
-
-
-def _port_option(value: object) -> int:
-    try:
-        port = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else -1
-    except ValueError:
-        port = -1
-    if not 0 < port <= _MAX_PORT:
-        raise _SettingError(f"port {value!r} is not a TCP port number")
-    return port
-
-
 #: libpq parameters whose values are a closed set, checked here so a typo fails at start-up.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
@@ -243,8 +157,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: gomaster's own query parameters.
 OWN_OPTIONS = ("table", "connect_timeout", "statement_timeout")
-#: Parameters that name the parts of the URL; given as query parameters they override them.
-_PART_OPTIONS = {"host": "host", "port": "port", "user": "user", "password": "password", "dbname": "database"}
 #: libpq parameters this backend sets itself.
 _MANAGED = {
     "client_encoding": "lock names and holders travel as UTF-8",
@@ -288,9 +200,6 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        auth = ""
-        if self.user is not None:
-            auth = quote(self.user, safe="") + (f":{REDACTED}" if self.password else "") + "@"
         query: list[tuple[str, object]] = []
         if self.table != DEFAULT_TABLE:
             query.append(("table", self.table))
@@ -298,10 +207,15 @@ class _Settings:
             query.append(("connect_timeout", self.connect_timeout))
         if self.statement_timeout is not None:
             query.append(("statement_timeout", self.statement_timeout))
-        query += [(k, REDACTED if _secret(k) else v) for k, v in self.options]
-        tail = "&".join(f"{k}={quote(str(v), safe='/:')}" for k, v in query)
         netloc = self.where if "/" not in self.host else f"{quote(self.host, safe='')}:{self.port}"
-        return f"{self.scheme}://{auth}{netloc}/{quote(self.database)}" + (f"?{tail}" if tail else "")
+        auth = credentials(self.user, self.password)
+        return f"{self.scheme}://{auth}{netloc}/{quote(self.database)}" + shown(
+            [*query, *self.options], _secret
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        """The password and every password-like option's value."""
+        return read.secrets_of(self.password, *(value for key, value in self.options if _secret(key)))
 
     def conninfo(self) -> str:
         """The libpq connection string (with the password: never shown to anyone)."""
@@ -333,20 +247,22 @@ def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
     return ",".join(hosts), ",".join(ports)
 
 
-def _parse_dsn(dsn: str) -> BackendURL:
+def _parse_dsn(dsn: str | None) -> BackendURL:
     """A ``postgresql://`` URL, or a libpq ``key=value`` connection string, as a BackendURL."""
+    if dsn is None:
+        return BackendURL(scheme="postgresql")
     if "://" in dsn:
         parsed = parse_url(dsn)
         if isinstance(parsed, Failure):
-            raise _SettingError(parsed.failure())
+            raise SettingError(parsed.failure())
         url = parsed.unwrap()
         if url.scheme not in _SCHEMES:
-            raise _SettingError(f"dsn must be a postgresql:// URL, not {url.scheme}://")
+            raise SettingError(f"dsn must be a postgresql:// URL, not {url.scheme}://")
         return url
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise _SettingError(
+        raise SettingError(
             f"dsn is neither a postgresql:// URL nor a libpq connection string: {exc}"
         ) from None
     return BackendURL(
@@ -355,69 +271,59 @@ def _parse_dsn(dsn: str) -> BackendURL:
     )
 
 
+def _libpq(key: str, value: object) -> tuple[str, str]:
+    """A libpq parameter, checked by libpq's own list of names and by the closed sets above."""
+    text = read.text(
+        key, str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    )
+    try:
+        make_conninfo("", **{key: text})
+    except psycopg.ProgrammingError:
+        raise SettingError(
+            f"unknown PostgreSQL option {key!r}: use gomaster's {', '.join(OWN_OPTIONS)} "
+            "or a libpq connection parameter (sslmode, sslrootcert, options, ...)"
+        ) from None
+    if key in _CHOICES:
+        read.choice(key, text, _CHOICES[key])
+    return key, text
+
+
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """Merge a URL with keyword overrides into checked settings, or raise ``_SettingError``."""
+    """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``."""
     host, port = url.host, None if url.port is None else str(url.port)
     if host and "," in host:
         host, port = _split_hosts(host)
-    parts: dict[str, object] = {
+    parts = {
         "host": host or None,
         "port": port,
         "user": url.username,
         "password": url.password,
         "database": unquote(url.path.removeprefix("/")) or None,
     }
-    options: dict[str, object] = {}
-    for key, value in (*url.query, *given.items()):
-        if value is None:
-            continue
-        target = _PART_OPTIONS.get(key, key if key in parts else None)
-        if target is not None:
-            parts[target] = value
-        else:
-            options[key] = value
-    database = _text_option("database", parts["database"] or DEFAULT_DATABASE)
-    if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > 63:
-        raise _SettingError(f"database name {database!r} is not allowed: at most 63 bytes, no NUL")
-    table = _text_option("table", options.pop("table", DEFAULT_TABLE) or DEFAULT_TABLE)
-    checked = check_identifier("table", table)
-    if isinstance(checked, Failure):
-        raise _SettingError(checked.failure())
-    port_text = str(parts["port"] or DEFAULT_PORT)
-    for each in port_text.split(","):
-        _port_option(each)
+    merged, options = merge(url, given, parts, {"dbname": "database"})
+    database = read.text("database", merged["database"] or DEFAULT_DATABASE)
+    if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        raise SettingError(f"database name {database!r} is not allowed: at most 63 bytes, no NUL")
+    table = read.identifier("table", options.pop("table", None) or DEFAULT_TABLE)
+    ports = str(merged["port"] or DEFAULT_PORT)
+    for each in ports.split(","):
+        read.port(each)
     statement = options.pop("statement_timeout", None)
-    settings = _Settings(
+    connect = read.seconds("connect_timeout", options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    refuse(options, _MANAGED)
+    user, password = merged["user"], merged["password"]
+    return _Settings(
         scheme=url.scheme if url.scheme in _SCHEMES else "postgresql",
-        host=_text_option("host", parts["host"] or DEFAULT_HOST),
-        port=port_text,
-        user=None if parts["user"] is None else _text_option("user", parts["user"]),
-        password=None if parts["password"] is None else _text_option("password", parts["password"]),
+        host=read.text("host", merged["host"] or DEFAULT_HOST),
+        port=ports,
+        user=None if user is None else read.text("user", user),
+        password=None if password is None else read.text("password", password),
         database=database,
         table=table,
-        connect_timeout=_seconds_option(
-            "connect_timeout", options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        ),
-        statement_timeout=None if statement is None else _seconds_option("statement_timeout", statement),
+        connect_timeout=connect,
+        statement_timeout=None if statement is None else read.seconds("statement_timeout", statement),
+        options=tuple(_libpq(key, value) for key, value in options.items()),
     )
-    driver: list[tuple[str, str]] = []
-    for key, value in options.items():
-        if key in _MANAGED:
-            raise _SettingError(f"option {key} cannot be set: {_MANAGED[key]}")
-        text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        text = _text_option(key, text)
-        try:
-            make_conninfo("", **{key: text})
-        except psycopg.ProgrammingError:
-            raise _SettingError(
-                f"unknown PostgreSQL option {key!r}: use gomaster's {', '.join(OWN_OPTIONS)} "
-                "or a libpq connection parameter (sslmode, sslrootcert, options, ...)"
-            ) from None
-        choices = _CHOICES.get(key)
-        if choices is not None and text not in choices:
-            raise _SettingError(f"option {key}={text!r} is not one of {', '.join(choices)}")
-        driver.append((key, text))
-    return replace(settings, options=tuple(driver))
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -469,10 +375,11 @@ class _ConnectError(Exception):
 
 
 class _ConnectTimeoutError(TimeoutError):
-    """Connecting did not finish in the time allowed."""
+    """Connecting did not finish in time; ``seconds`` is ``connect_timeout`` when that, and not
+    the call's own deadline, was what ran out."""
 
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"connecting did not finish within {seconds:.3f} s")
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__("connecting did not finish in time")
         self.seconds = seconds
 
 
@@ -480,7 +387,7 @@ class _SetupError(Exception):
     """The server answered, but the lock table cannot be used as configured."""
 
 
-def _connect(conninfo: str, deadline: float, budget: float) -> _Connection:
+def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connection:
     """Connect without blocking past ``deadline``: libpq's asynchronous connect, polled here."""
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
@@ -507,112 +414,117 @@ def _connect(conninfo: str, deadline: float, budget: float) -> _Connection:
         raise
 
 
-def _rows(conn: _Connection, sql: str, params: Sequence[object], cap: float | None) -> list[_Row]:
-    """Run ``sql`` as one autocommit statement in one round trip, with the server's
+def _rows(conn: _Connection, statement: Statement, cap: float | None) -> list[Row]:
+    """Run ``statement`` as one autocommit statement in one round trip, with the server's
     ``statement_timeout`` set to what is left of the call, and return its rows."""
     prefix = f"SET LOCAL statement_timeout = {conn.statement_timeout_ms(cap)}; "
     with ClientCursor(conn) as cursor:
-        cursor.execute(prefix + sql, params)
+        cursor.execute(prefix + statement.sql, statement.params)
         cursor.nextset()
-        return cursor.fetchall() if cursor.pgresult is not None and cursor.pgresult.ntuples else []
+        return list(cursor.fetchall()) if cursor.pgresult is not None and cursor.pgresult.ntuples else []
 
 
-def _lock_wait(timeout: float) -> float:
-    """A timeout ``Lock.acquire`` accepts (it refuses infinity)."""
-    return min(max(timeout, 0.0), _MAX_SECONDS)
+def _create_refused(exc: Exception) -> bool:
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in _CREATE_REFUSALS
 
 
-def _record(name: str, row: Sequence[object]) -> Result[LockRecord, MalformedRecord]:
-    return parse_record(name, dict(zip(FIELDS, row, strict=True)))
+class _Driver:
+    """psycopg connections for the steps (``tables`` given: each new one checks the table
+    first) or for the listener."""
+
+    errors: tuple[type[BaseException], ...] = (
+        psycopg.Error,
+        OSError,
+        UnicodeError,
+        _ConnectError,
+        _SetupError,
+    )
+
+    def __init__(self, settings: _Settings, tables: Statements | None) -> None:
+        self.settings = settings
+        self.tables = tables
+
+    def open(self, deadline: float) -> _Connection:
+        settings = self.settings
+        budget = settings.connect_timeout
+        cap = time.monotonic() + budget
+        conn = _connect(settings.conninfo(), min(deadline, cap), budget if cap < deadline else None)
+        conn.deadline = deadline
+        if self.tables is not None:
+            try:
+                run = lambda statement: _rows(conn, statement, settings.statement_timeout)  # noqa: E731
+                problem = self.tables.prepare(run, _create_refused)
+                if problem is not None:
+                    raise _SetupError(problem)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def usable(self, conn: _Connection) -> bool:
+        return not conn.closed and (self.tables is None or not conn.closed_by_server())
+
+    def arm(self, conn: _Connection, deadline: float) -> None:
+        conn.deadline = deadline
+
+    def close(self, conn: _Connection) -> None:
+        conn.close()
+
+    def classify(self, exc: BaseException) -> Fault:
+        settings = self.settings
+        cause = str(exc) or type(exc).__name__
+        sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+        if isinstance(exc, _SetupError):
+            return Fault("setup", cause)
+        if isinstance(exc, _ConnectTimeoutError) and exc.seconds is not None:
+            return Fault("connect_timeout", detail=f"{exc.seconds:g}")
+        if isinstance(exc, TimeoutError) or sqlstate == _QUERY_CANCELED:
+            return Fault("timeout", cause)
+        if isinstance(exc, _ConnectError):
+            return _connect_fault(settings, cause)
+        if sqlstate == _INSUFFICIENT_PRIVILEGE:
+            table, database = settings.table, settings.database
+            rights = f'the user needs SELECT, INSERT and UPDATE on "{table}" in database {database!r}'
+            return Fault("denied", cause, rights)
+        if sqlstate == _UNDEFINED_TABLE:
+            return Fault("no_table", cause, f'lock table "{settings.table}"')
+        if isinstance(exc, UnicodeError):
+            return Fault("encoding", cause)
+        if isinstance(exc, psycopg.OperationalError):
+            return Fault("lost", cause)
+        label = f"{type(exc).__name__} {sqlstate}" if sqlstate else type(exc).__name__
+        return Fault("other", f"{label}: {cause}")
 
 
-def _returned(alias: str = "") -> str:
-    """The record's columns as statements return them: times as float8 epoch seconds."""
-    return ", ".join(f"date_part('epoch', {alias}{c})" if c in TIMES else f"{alias}{c}" for c in FIELDS)
+def _connect_fault(settings: _Settings, cause: str) -> Fault:
+    """A connection failure by what libpq's own text (kept as the cause) says."""
+    lowered = cause.lower()
+    if "could not translate host name" in lowered:
+        return Fault("unresolved", cause, repr(settings.host))
+    if "password" in lowered or "authentication failed" in lowered or "role" in lowered:
+        return Fault("login", cause)
+    database = settings.database
+    if f'database "{database}" does not exist' in cause:
+        hint = f'create it (CREATE DATABASE "{database}") or name another in the URL'
+        return Fault("no_database", f"{hint}; {cause}", f"database {database!r}")
+    return Fault("unreachable", cause)
 
 
-def _schema_problem(found: Mapping[str, str], unique_name: bool, table: str) -> str | None:
-    """Why an existing table cannot hold lock records, or None when its columns fit."""
-    ddl = " ".join(schema(table).split())
-    missing = [column for column in REQUIRED_COLUMNS if column not in found]
-    if missing:
-        return (
-            f'table "{table}" is not a gomaster lock table: it lacks the columns '
-            f"{', '.join(missing)}; use another ?table= or create it as: {ddl}"
-        )
-    wrong = [
-        f"{column} is {found[column]}, expected {' or '.join(kinds)}"
-        for column, kinds in REQUIRED_COLUMNS.items()
-        if re.sub(r"\(.*\)", "", found[column]) not in kinds
-    ]
-    if wrong:
-        return f'table "{table}" has columns of the wrong type: {"; ".join(wrong)}'
-    if not unique_name:
-        return f'table "{table}" needs a primary key (or unique index) on name alone; create it as: {ddl}'
-    return None
+class _Listen:
+    """LISTEN on the listener connection, and its notices."""
 
+    def subscribe(self, conn: _Connection, channel: str) -> None:
+        conn.execute(f'LISTEN "{channel}"')
 
-_TABLE_COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-       EXISTS (SELECT 1 FROM pg_index i
-               WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indnatts = 1
-                 AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL)
-FROM pg_attribute a
-WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-"""
-
-
-@dataclass(eq=False)
-class _Session:
-    """One connection of this process with the lock that serialises its use.
-
-    ``channels`` and ``pending`` belong to the listener session: what it has LISTENed to,
-    and notices that arrived while it waited for another name.
-    """
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    conn: _Connection | None = None
-    pid: int = field(default_factory=os.getpid)
-    close_requested: bool = False
-    channels: set[str] = field(default_factory=set)
-    pending: set[str] = field(default_factory=set)
-
-    def __del__(self, _getpid: Callable[[], int] = os.getpid) -> None:
-        """A backend dropped without ``close()`` still ends its sessions (not a parent's after fork).
-
-        ``os.getpid`` is bound at definition: at interpreter exit module globals may be gone.
-        """
-        conn = self.conn
-        if conn is not None and self.pid == _getpid():
-            conn.close()
-
-    def drop(self) -> None:
-        """Close without ceremony: after an error the protocol state is unknown."""
-        conn, self.conn = self.conn, None
-        self.channels.clear()
-        self.pending.clear()
-        if conn is not None and self.pid == os.getpid():
-            conn.close()
-
-
-#: Connections inherited over fork(): kept referenced and unused, so no finaliser in the child
-#: touches (or warns about) a session that belongs to the parent.
-_INHERITED: list[_Connection] = []
-_LIVE: weakref.WeakSet[PostgreSQLBackend] = weakref.WeakSet()
-
-
-def _forget_after_fork() -> None:
-    for backend in list(_LIVE):
-        backend._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+    def receive(self, conn: _Connection, timeout: float) -> Iterable[str]:
+        waited = conn.notifies(timeout=None if timeout == math.inf else timeout, stop_after=1)
+        return [notice.channel for notice in waited]
 
 
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgreSQLBackend:
+class PostgreSQLBackend(SQLBackend[_Settings]):
     """Lock records in a PostgreSQL table; picklable configuration that connects lazily.
 
     Build it from a URL with :func:`from_url` (``connect("postgresql://...")``) or with
@@ -649,42 +561,21 @@ class PostgreSQLBackend:
             "statement_timeout": statement_timeout,
             **driver_options,
         }
-        try:
-            base = _parse_dsn(dsn) if dsn is not None else BackendURL(scheme="postgresql")
-            settings = _settings(base, given)
-        except _SettingError as exc:
-            raise ValueError(str(exc)) from None
+        settings = or_raise(checked(lambda: _settings(_parse_dsn(dsn), given)))
         problem = _driver_problem()
         if problem is not None:
             raise ValueError(problem)
         self._setup(settings)
 
-    @classmethod
-    def _of(cls, settings: _Settings) -> PostgreSQLBackend:
-        backend = cls.__new__(cls)
-        backend._setup(settings)
-        return backend
+    def _start(self) -> None:
+        settings = self._settings
+        self._sql = Statements(POSTGRESQL, settings.table)
+        self._steps = self._session(_Driver(settings, self._sql))
+        self._notices = Notices(self._session(_Driver(settings, None)), _Listen())
 
-    def _setup(self, settings: _Settings) -> None:
-        self._settings = settings
-        self._url = settings.redacted_url
-        self._steps = _Session()
-        self._listener = _Session()
-        _LIVE.add(self)
-
-    def __getstate__(self) -> _Settings:
-        return self._settings
-
-    def __setstate__(self, state: _Settings) -> None:
-        self._setup(state)
-
-    def __repr__(self) -> str:
-        return f"PostgreSQLBackend({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        """The configuration as a URL, with the password (and password-like options) as ``***``."""
-        return self._url
+    def _session(self, driver: _Driver) -> Session[_Connection]:
+        settings = self._settings
+        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
 
     @property
     def table(self) -> str:
@@ -696,309 +587,15 @@ class PostgreSQLBackend:
         """The database that holds the lock table."""
         return self._settings.database
 
-    @property
-    def notifies(self) -> bool:
-        """PostgreSQL wakes waiting followers with NOTIFY when a lease is released."""
-        return True
-
     def channel(self, name: str) -> str:
         """The NOTIFY channel on which a release of ``name`` is announced."""
         return channel_for(self._settings.table, name)
 
-    # -- connections ------------------------------------------------------------------------
+    _channel = channel
 
-    def _after_fork(self) -> None:
-        """In a forked child, where only the forking thread survives: a lock another thread held
-        in the parent would stay locked forever, so the child starts with fresh sessions."""
-        for session in (self._steps, self._listener):
-            if session.conn is not None:
-                _INHERITED.append(session.conn)
-        self._steps = _Session()
-        self._listener = _Session()
-
-    def _session(self, *, listener: bool) -> _Session:
-        """This process's session for steps or for the listener (fresh ones after a fork)."""
-        session = self._listener if listener else self._steps
-        if session.pid != os.getpid():
-            self._after_fork()
-            session = self._listener if listener else self._steps
-        return session
-
-    def _run(self, step: str, timeout: float, work: Callable[[_Connection], _T]) -> Result[_T, BackendError]:
-        """Do ``work`` on this process's step connection within ``timeout``, waiting at most
-        that long for another thread's call to finish first."""
-        deadline = time.monotonic() + timeout
-        session = self._session(listener=False)
-        if not session.lock.acquire(timeout=_lock_wait(timeout)):
-            return Failure(timeout_error(self.url, f"{step} (waiting for another thread's call)", timeout))
-        try:
-            return self._locked(session, step, timeout, deadline, work)
-        finally:
-            session.lock.release()
-
-    def _locked(
-        self,
-        session: _Session,
-        step: str,
-        timeout: float,
-        deadline: float,
-        work: Callable[[_Connection], _T],
-    ) -> Result[_T, BackendError]:
-        """Do ``work`` on ``session``'s connection (its lock held); the one place driver errors
-        become ``BackendError``. Any failure drops the connection, so the next call reconnects."""
-        try:
-            conn = self._connection(session, deadline)
-            return Success(work(conn))
-        except (psycopg.Error, OSError, UnicodeError, _ConnectError, _SetupError) as exc:
-            session.drop()
-            return Failure(BackendError(self.url, self._explain(step, exc, timeout, deadline)))
-        except BaseException:
-            session.drop()
-            raise
-        finally:
-            if session.close_requested:
-                session.close_requested = False
-                session.drop()
-
-    def _connection(self, session: _Session, deadline: float) -> _Connection:
-        conn = session.conn
-        if conn is not None and (conn.closed or (session is self._steps and conn.closed_by_server())):
-            session.drop()
-            conn = None
-        if conn is None:
-            conn = self._open(deadline, prepare=session is self._steps)
-            session.conn = conn
-        conn.deadline = deadline
-        return conn
-
-    def _open(self, deadline: float, *, prepare: bool) -> _Connection:
-        settings = self._settings
-        budget = settings.connect_timeout
-        conn = _connect(settings.conninfo(), min(deadline, time.monotonic() + budget), budget)
-        conn.deadline = deadline
-        if prepare:
-            try:
-                self._prepare_table(conn)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
-
-    def _columns(self, conn: _Connection) -> tuple[dict[str, str], bool]:
-        found = _rows(conn, _TABLE_COLUMNS, (f'"{self._settings.table}"',), self._settings.statement_timeout)
-        columns = {str(column): str(kind) for column, kind, _ in found}
-        unique_name = any(column == "name" and unique for column, _, unique in found)
-        return columns, unique_name
-
-    def _prepare_table(self, conn: _Connection) -> None:
-        """Create the table if it is absent, then check its columns.
-
-        The existence check comes first, so a user with only SELECT, INSERT and UPDATE never
-        needs CREATE on the schema once the table exists. Two processes creating it at the
-        same moment may collide in the catalog; the loser just checks the winner's table.
-        """
-        table = self._settings.table
-        found, unique_name = self._columns(conn)
-        if not found:
-            try:
-                _rows(conn, schema(table), (), self._settings.statement_timeout)
-            except psycopg.Error as exc:
-                if exc.sqlstate == _INSUFFICIENT_PRIVILEGE:
-                    raise _SetupError(
-                        f'lock table "{table}" does not exist in database {self.database!r} and this '
-                        f"user may not create it; grant CREATE on the schema, or create it once as: "
-                        f"{' '.join(schema(table).split())}"
-                    ) from None
-                if exc.sqlstate not in (_UNIQUE_VIOLATION, _DUPLICATE_TABLE, _DUPLICATE_OBJECT):
-                    raise
-            found, unique_name = self._columns(conn)
-        problem = _schema_problem(found, unique_name, table)
-        if problem is not None:
-            raise _SetupError(problem)
-
-    def _explain(self, step: str, exc: BaseException, timeout: float, deadline: float) -> str:
-        """What went wrong, naming the server and the cause, and never the password."""
-        settings = self._settings
-        where = settings.where
-        sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, _SetupError):
-            message = str(exc)
-        elif isinstance(exc, _ConnectTimeoutError) and exc.seconds < timeout:
-            message = f"cannot connect to {where} within connect_timeout={exc.seconds:g} s"
-        elif isinstance(exc, TimeoutError) or sqlstate == _QUERY_CANCELED or time.monotonic() >= deadline:
-            message = (
-                f"{timeout_error(self.url, step, timeout).message} on {where}; the connection was dropped"
-            )
-        elif isinstance(exc, _ConnectError):
-            message = self._explain_connect(cause)
-        elif sqlstate == _INSUFFICIENT_PRIVILEGE:
-            message = (
-                f'{step} denied on {where}: the user needs SELECT, INSERT and UPDATE on "{settings.table}" '
-                f"in database {settings.database!r} ({cause})"
-            )
-        elif sqlstate == _UNDEFINED_TABLE:
-            message = f'{step} failed on {where}: lock table "{settings.table}" has gone ({cause})'
-        elif isinstance(exc, UnicodeError):
-            message = f"{step} failed on {where}: cannot encode a value as UTF-8 ({cause})"
-        elif isinstance(exc, psycopg.OperationalError):
-            message = f"lost the connection to {where} during {step}: {cause}"
-        else:
-            label = f"{type(exc).__name__} {sqlstate}" if sqlstate else type(exc).__name__
-            message = f"{step} failed on {where}: {label}: {cause}"
-        if settings.password:
-            message = message.replace(settings.password, REDACTED)
-        return message
-
-    def _explain_connect(self, cause: str) -> str:
-        """A connection failure in words; libpq's own text is kept as the cause."""
-        settings = self._settings
-        where = settings.where
-        lowered = cause.lower()
-        if "could not translate host name" in lowered:
-            return f"cannot resolve host {settings.host!r}; check the host name ({cause})"
-        if "password" in lowered or "authentication failed" in lowered or "role" in lowered:
-            return (
-                f"cannot log in to {where} as {settings.user!r}: check the user name and password ({cause})"
-            )
-        if f'database "{settings.database}" does not exist' in cause:
-            return (
-                f"database {settings.database!r} does not exist on {where}; create it "
-                f'(CREATE DATABASE "{settings.database}") or name another in the URL ({cause})'
-            )
-        return f"cannot connect to {where}: {cause}"
-
-    # -- the steps --------------------------------------------------------------------------
-
-    def _statement(
-        self, step: str, sql: str, params: Sequence[object], timeout: float
-    ) -> Result[list[_Row], BackendError]:
+    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
         cap = self._settings.statement_timeout
-        return self._run(step, timeout, lambda conn: _rows(conn, sql, params, cap))
-
-    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """One SELECT returning the row (if any) and the server's clock at the same moment."""
-        sql = (
-            f"SELECT date_part('epoch', n.now), t.name IS NOT NULL, {_returned('t.')} "
-            f'FROM (SELECT {NOW} AS now) AS n LEFT JOIN "{self._settings.table}" AS t ON t.name = %s'
-        )
-        rows = self._statement("observe", sql, (name,), timeout)
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        now, found, *fields = rows.unwrap()[0]
-        if not isinstance(now, float) or not math.isfinite(now):
-            return IOFailure(BackendError(self.url, f"server clock returned {now!r}"))
-        if not found:
-            return IOSuccess(Observation(None, now))
-        return IOResult.from_result(_record(name, fields).map(lambda record: Observation(record, now)))
-
-    def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
-        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
-        me = claim.node
-        table = self._settings.table
-        if claim.expected is None:
-            sql = (
-                f"WITH n AS (SELECT {NOW} AS now) "
-                f'INSERT INTO "{table}" AS t (name, {COLUMNS}) '
-                "SELECT %s, %s, %s, %s, n.now, n.now, n.now + make_interval(secs => %s), %s, %s FROM n "
-                f"ON CONFLICT (name) DO NOTHING RETURNING {_returned('t.')}"
-            )
-            params: tuple[object, ...] = (
-                claim.name,
-                me.node_id,
-                me.version,
-                claim.token,
-                claim.ttl,
-                me.host,
-                me.pid,
-            )
-        else:
-            sql = (
-                f"WITH n AS (SELECT {NOW} AS now) "
-                f'UPDATE "{table}" AS t SET holder = %s, version = %s, token = %s, acquired_at = n.now, '
-                "renewed_at = n.now, expires_at = n.now + make_interval(secs => %s), host = %s, pid = %s "
-                "FROM n WHERE t.name = %s AND t.token = %s AND t.holder = %s AND t.expires_at <= n.now "
-                f"RETURNING {_returned('t.')}"
-            )
-            expected = claim.expected
-            params = (me.node_id, me.version, claim.token, claim.ttl, me.host, me.pid)
-            params += (claim.name, expected.token, expected.holder)
-        return self._one("claim", claim.name, sql, params, timeout, missing=Conflict(claim.name))
-
-    def renew(
-        self, record: LockRecord, ttl: float, timeout: float
-    ) -> IOResult[LockRecord, Lost | BackendError]:
-        """Extend only our own, still-live lease, in one round trip."""
-        sql = (
-            f"WITH n AS (SELECT {NOW} AS now) "
-            f'UPDATE "{self._settings.table}" AS t SET renewed_at = n.now, '
-            "expires_at = n.now + make_interval(secs => %s) "
-            "FROM n WHERE t.name = %s AND t.holder = %s AND t.token = %s AND t.expires_at > n.now "
-            f"RETURNING {_returned('t.')}"
-        )
-        params = (ttl, record.name, record.holder, record.token)
-        return self._one("renew", record.name, sql, params, timeout, missing=Lost(record))
-
-    def _one(
-        self,
-        step: str,
-        name: str,
-        sql: str,
-        params: tuple[object, ...],
-        timeout: float,
-        *,
-        missing: _Refusal,
-    ) -> IOResult[LockRecord, _Refusal | BackendError]:
-        """The record a claim or renewal wrote, ``missing`` when its WHERE matched nothing."""
-        rows = self._statement(step, sql, params, timeout)
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        found = rows.unwrap()
-        if not found:
-            return IOFailure(missing)
-        parsed = _record(name, found[0])
-        if isinstance(parsed, Failure):
-            return IOFailure(BackendError(self.url, str(parsed.failure())))
-        return IOSuccess(parsed.unwrap())
-
-    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Mark the lease released if it is still exactly this holder's, keeping the token, and
-        NOTIFY the lock's channel in the same statement (delivered when it commits)."""
-        sql = (
-            "WITH released AS ("
-            f"UPDATE \"{self._settings.table}\" SET holder = '', expires_at = LEAST(expires_at, {NOW}) "
-            "WHERE name = %s AND holder = %s AND token = %s AND holder <> '' RETURNING name"
-            ") SELECT pg_notify(%s, released.name) FROM released"
-        )
-        params = (record.name, record.holder, record.token, self.channel(record.name))
-        rows = self._statement("release", sql, params, timeout)
-        return IOResult.from_result(rows).map(lambda found: len(found) == 1)
-
-    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """The operator's release: clear the holder if it is still ``record``'s, keeping token and
-        expiry, so nobody claims before the holder's own deadline has stopped its work."""
-        sql = (
-            f"UPDATE \"{self._settings.table}\" SET holder = '' "
-            "WHERE name = %s AND holder = %s AND token = %s AND holder <> '' RETURNING token"
-        )
-        rows = self._statement("revoke", sql, (record.name, record.holder, record.token), timeout)
-        return IOResult.from_result(rows).map(lambda found: len(found) == 1)
-
-    def repair(
-        self, name: str, hold: float, token_floor: int, timeout: float
-    ) -> IOResult[int | None, BackendError]:
-        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``)."""
-        sql = (
-            f"WITH n AS (SELECT {NOW} AS now) "
-            f'UPDATE "{self._settings.table}" AS t SET token = GREATEST(%s, CASE WHEN t.token >= 0 '
-            f"AND t.token < {MAX_TOKEN} THEN t.token "
-            "ELSE floor(date_part('epoch', n.now) * 1000)::bigint END), "
-            "holder = '', version = '', host = '', pid = 0, acquired_at = n.now, renewed_at = n.now, "
-            "expires_at = n.now + make_interval(secs => %s) FROM n WHERE t.name = %s RETURNING t.token"
-        )
-        rows = self._statement("repair", sql, (token_floor, hold, name), timeout)
-        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
+        return self._steps.run(step, timeout, lambda conn: _rows(conn, statement, cap))
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` on the listener connection for a release notice for ``name``.
@@ -1007,41 +604,7 @@ class PostgreSQLBackend:
         for), False when the time ran out, or another thread was already waiting on the
         listener all that time. The steps' connection is never touched.
         """
-        channel = self.channel(name)
-        deadline = time.monotonic() + timeout
-        session = self._session(listener=True)
-
-        def listen(conn: _Connection) -> bool:
-            if channel not in session.channels:
-                conn.execute(f'LISTEN "{channel}"')
-                session.channels.add(channel)
-            while channel not in session.pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                for notice in conn.notifies(timeout=None if left == math.inf else left, stop_after=1):
-                    session.pending.add(notice.channel)
-            session.pending.discard(channel)
-            return True
-
-        if not session.lock.acquire(timeout=_lock_wait(timeout)):
-            return IOSuccess(False)
-        try:
-            reused = session.conn is not None
-            outcome = self._locked(session, "wait_for_release", timeout, deadline, listen)
-            if reused and isinstance(outcome, Failure) and time.monotonic() < deadline:
-                # An idle listener learns of a server restart only by waiting on it; the
-                # notices it would have had are gone anyway, so listen afresh at once.
-                outcome = self._locked(session, "wait_for_release", timeout, deadline, listen)
-            return IOResult.from_result(outcome)
-        finally:
-            session.lock.release()
-
-    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
-        """Every lock name in the table."""
-        sql = f'SELECT name FROM "{self._settings.table}" ORDER BY name'
-        rows = self._statement("names", sql, (), timeout)
-        return IOResult.from_result(rows).map(lambda found: [str(row[0]) for row in found])
+        return IOResult.from_result(self._notices.wait(self.channel(name), timeout))
 
     def close(self) -> None:
         """Close this process's connections; the object reconnects if used again.
@@ -1049,16 +612,8 @@ class PostgreSQLBackend:
         A call in progress (a listener waiting out its timeout) is not interrupted: it closes
         its connection itself when it returns.
         """
-        for session in (self._steps, self._listener):
-            if session.pid != os.getpid():
-                continue
-            if session.lock.acquire(timeout=_CLOSE_WAIT):
-                try:
-                    session.drop()
-                finally:
-                    session.lock.release()
-            else:
-                session.close_requested = True
+        self._steps.close()
+        self._notices.session.close()
 
 
 def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
@@ -1075,7 +630,4 @@ def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
     problem = _driver_problem()
     if problem is not None:
         return Failure(problem)
-    try:
-        return Success(PostgreSQLBackend._of(_settings(url, {})))
-    except _SettingError as exc:
-        return Failure(f"{exc} (in {url.redacted})")
+    return checked(lambda: PostgreSQLBackend._of(_settings(url, {})), url.redacted)

@@ -395,7 +395,7 @@ def test_postgres_scheme_and_libpq_options_are_accepted(
         ({"table": "locks;DROP TABLE users"}, "table name"),
         ({"table": 'a"b'}, "table name"),
         ({"no_such_option": "1"}, "unknown PostgreSQL option 'no_such_option'"),
-        ({"sslmode": "sometimes"}, "not one of disable, allow"),
+        ({"sslmode": "sometimes"}, "one of disable, allow"),
         ({"client_encoding": "LATIN1"}, "cannot be set"),
         ({"connect_timeout": "-1"}, "positive number of seconds"),
         ({"statement_timeout": "soon"}, "positive number of seconds"),
