@@ -1,28 +1,25 @@
 """MySQL and MariaDB: the lock record is a row of a table, judged by the server's clock.
 
-Every step is ONE autocommit statement (observe is one SELECT), so a node that freezes between
-steps never holds a transaction, a row lock or a metadata lock open. The clock is
-``UTC_TIMESTAMP(6)``, which does not depend on the session or server time zone, and the times
-are ``DATETIME(6)`` columns, which MySQL never converts between zones. Python turns them into
-epoch seconds by treating them as UTC.
+The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect says why each piece
+is what it is); this module owns the PyMySQL connection, the settings and the error classifier.
+Every step is ONE round trip of autocommit statements, so a node that freezes between steps
+never holds a transaction, a row lock or a metadata lock open.
 
-Reading back what a claim or renewal wrote
-------------------------------------------
+Reading back what a write wrote
+-------------------------------
 MySQL has no ``UPDATE ... RETURNING`` (MariaDB only has it for INSERT and DELETE), yet the
-caller needs the times the server wrote. Claims and renewals are therefore sent as one
-multi-statement query: the write, then ``SELECT`` of the row ``WHERE name AND holder AND
-token`` are ours. That is one round trip, and each statement still commits on its own. The
-read-back is safe because, once the write has matched one row, that row carries our holder and
-our fresh token: no other node can change it until the lease expires (a ttl away), and only our
-own renewals (serialised by this object's lock) or an operator's release or revoke could
-touch it first. If an operator cleared the holder in between, the SELECT finds nothing and the
-step reports a ``Conflict``/``Lost``, which is the truth by then. The connection is opened with
-``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated identifiers
-and every value is a bound parameter. Observe, release, revoke and names are single statements.
-
-Row counts come from ``CLIENT.FOUND_ROWS`` (matched rows, not changed rows), and claims use
-``UPDATE ... WHERE`` (or a plain ``INSERT`` whose duplicate-key error means ``Conflict``),
-never ``INSERT ... ON DUPLICATE KEY UPDATE``, whose row count is ambiguous.
+caller needs the times the server wrote. Writes are therefore sent as one multi-statement
+query: the write, then a ``SELECT`` of the row it wrote (a claim or renewal: ``WHERE name AND
+holder AND token`` are ours). That is one round trip, and each statement still commits on its
+own. The read-back is safe because, once the write has matched one row, that row carries our
+holder and our fresh token: no other node can change it until the lease expires (a ttl away),
+and only our own renewals (serialised by the session's lock) or an operator's release or revoke
+could touch it first. If an operator cleared the holder in between, the SELECT finds nothing
+and the step reports a ``Conflict``/``Lost``, which is the truth by then. The connection is
+opened with ``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated
+identifiers and every value is a bound parameter. Row counts come from ``CLIENT.FOUND_ROWS``
+(matched rows, not changed rows); a first claim is a plain ``INSERT`` whose duplicate-key error
+means ``Conflict``, never ``INSERT ... ON DUPLICATE KEY UPDATE``, whose row count is ambiguous.
 
 Timeouts
 --------
@@ -58,9 +55,6 @@ otherwise. The backend builds that context itself, once, because PyMySQL given o
 verifies nothing, and before 1.2 goes on in plain text when the server does not offer TLS.
 Without TLS options PyMySQL's default stays: no TLS, or in recent versions TLS when the server
 offers it, unverified either way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
-
-Names are stored as ``VARBINARY``: binary comparison is exact, whereas even ``utf8mb4_bin`` is
-a PAD SPACE collation in which ``'a'`` and ``'a '`` are the same key.
 """
 
 from __future__ import annotations
@@ -73,23 +67,20 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pymysql
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER
 from pymysql.protocol import MysqlPacket
-from returns.io import IOResult, IOSuccess
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
 from gomaster.backends._session import Fault, Session
 from gomaster.backends._settings import (
-    Configured,
     SettingError,
     checked,
     credentials,
@@ -99,10 +90,9 @@ from gomaster.backends._settings import (
     secrets_of,
     shown,
 )
+from gomaster.backends._sql import MYSQL, Row, SQLBackend, Statement, Statements
 from gomaster.backends.url import BackendURL, parse_url
-from gomaster.core.decide import Claim
-from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -124,52 +114,12 @@ SQL_MODE = "TRADITIONAL"
 _MIN_SOCKET_TIMEOUT = 0.001
 #: How long closing lets the polite goodbye (COM_QUIT) take.
 _CLOSE_TIMEOUT = 0.5
-_MICROSECONDS = 1_000_000
 #: ER_ACCESS_DENIED_NO_PASSWORD_ERROR, which PyMySQL does not name.
 _ACCESS_DENIED_NO_PASSWORD = 1698
 _CLIENT_FLAGS = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
 _SCHEMES = ("mysql", "mariadb")
-_EPOCH = datetime(1970, 1, 1)
-_SECOND = timedelta(seconds=1)
-
-NOW = "UTC_TIMESTAMP(6)"
-FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
-COLUMNS = ", ".join(FIELDS)
-#: Column -> the data types it may have. Times must be DATETIME: TIMESTAMP converts by time zone.
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "name": ("varbinary", "varchar", "binary", "char"),
-    "holder": ("varbinary", "varchar", "binary", "char"),
-    "version": ("varchar", "varbinary", "char", "binary", "text", "tinytext", "mediumtext", "longtext"),
-    "token": ("bigint",),
-    "acquired_at": ("datetime",),
-    "renewed_at": ("datetime",),
-    "expires_at": ("datetime",),
-    "host": ("varchar", "varbinary", "char", "binary", "text", "tinytext", "mediumtext", "longtext"),
-    "pid": ("bigint", "int", "mediumint"),
-}
-
-_T = TypeVar("_T")
-_Refusal = TypeVar("_Refusal", Conflict, Lost)
-_Row = tuple[object, ...]
-
-
-def schema(table: str) -> str:
-    """The lock table's DDL (``table`` must already be a checked identifier).
-
-    ``name`` holds up to 200 characters of UTF-8 (800 bytes), within InnoDB's 3072-byte key limit.
-    """
-    text = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
-    return f"""CREATE TABLE IF NOT EXISTS `{table}` (
-    name        VARBINARY(800) NOT NULL PRIMARY KEY,
-    holder      VARBINARY(255) NOT NULL,
-    version     {text},
-    token       BIGINT NOT NULL,
-    acquired_at DATETIME(6) NOT NULL,
-    renewed_at  DATETIME(6) NOT NULL,
-    expires_at  DATETIME(6) NOT NULL,
-    host        {text},
-    pid         BIGINT NOT NULL
-) ENGINE=InnoDB"""
+#: OpenSSL's verification results for a certificate that does not name what was connected to.
+_NAME_MISMATCHES = frozenset({62, 63, 64})  # X509_V_ERR_HOSTNAME/EMAIL/IP_ADDRESS_MISMATCH
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -275,10 +225,6 @@ class _TLS:
             "that signed it, or ssl_verify_cert=false to accept any certificate (encrypted, but an "
             "impostor would not be noticed)"
         )
-
-
-#: OpenSSL's verification results for a certificate that does not name what was connected to.
-_NAME_MISMATCHES = frozenset({62, 63, 64})  # X509_V_ERR_HOSTNAME/EMAIL/IP_ADDRESS_MISMATCH
 
 
 def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
@@ -657,6 +603,26 @@ def _error_number(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _execute(conn: _Connection, statement: Statement) -> list[Row]:
+    """The statement's rows; for a write with a read-back, the read-back's rows when the write
+    matched exactly one row, else none (see the module doc).
+
+    A duplicate key on the INSERT of a first claim is the expected losing answer, not an error:
+    the server stopped at it, so the connection is still in step and is kept.
+    """
+    with conn.cursor() as cursor:
+        try:
+            matched = cursor.execute(statement.sql, statement.params)
+        except pymysql.IntegrityError as exc:
+            if statement.read_back and _error_number(exc) == ER.DUP_ENTRY:
+                return []
+            raise
+        if statement.read_back:
+            cursor.nextset()
+        rows = list(cursor.fetchall())
+    return rows if matched == 1 or not statement.read_back else []
+
+
 class _Driver:
     """How the session opens, checks, arms, closes and judges this backend's PyMySQL connections."""
 
@@ -664,8 +630,9 @@ class _Driver:
     #: The session, for the deadline of the call in progress (``usable`` may wait for a late reply).
     session: Session[_Connection]
 
-    def __init__(self, settings: _Settings) -> None:
+    def __init__(self, settings: _Settings, statements: Statements) -> None:
         self.settings = settings
+        self.statements = statements
         self._fresh()
 
     def _fresh(self) -> None:
@@ -673,7 +640,7 @@ class _Driver:
         self.pid = os.getpid()
         self.connected_once = False
         #: The table was created or checked on some connection of this process. A reconnect
-        #: then skips the two setup round trips, which matters most when the network is slow:
+        #: then skips the setup round trips, which matters most when the network is slow:
         #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
         self.table_ready = False
         #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
@@ -712,11 +679,9 @@ class _Driver:
 
     def classify(self, exc: BaseException) -> Fault:
         """The kind of ``exc``; a table dropped behind our back is made again on the next connect."""
-        settings = self.settings
-        code = _error_number(exc)
+        settings, code = self.settings, _error_number(exc)
         cause = str(exc.args[1]) if isinstance(exc, pymysql.MySQLError) and len(exc.args) > 1 else str(exc)
         original = getattr(exc, "original_exception", None) or exc.__context__
-        table = f"`{settings.database}`.`{settings.table}`"
         if code == ER.NO_SUCH_TABLE:
             self.table_ready = False
         if isinstance(exc, _LateReplyError):
@@ -725,21 +690,16 @@ class _Driver:
         if isinstance(exc, _SetupError):
             return Fault("setup", cause)
         if isinstance(original, socket.gaierror):
-            return Fault("unresolved", str(original), detail=repr(settings.host))
+            return Fault("unresolved", str(original), repr(settings.host))
         if isinstance(original, ssl.SSLCertVerificationError) and settings.tls is not None:
             return Fault("tls", settings.tls.refused(original))
         if isinstance(original, ssl.SSLError):
             return Fault("tls", str(original))
-        if code == CR.CR_SSL_CONNECTION_ERROR:
-            return Fault(
-                "tls",
-                "the server does not offer TLS, which the ssl options ask for; turn TLS on at the server "
-                "(or remove the ssl options to connect without it)",
-            )
         if isinstance(exc, TimeoutError) or isinstance(original, TimeoutError):
             return Fault("timeout", cause)
         if isinstance(exc, UnicodeError):
             return Fault("encoding", cause)
+        label = self.statements.label
         kinds: dict[int | None, Fault] = {
             ER.ACCESS_DENIED_ERROR: Fault("login", cause),
             _ACCESS_DENIED_NO_PASSWORD: Fault("login", cause),
@@ -747,34 +707,35 @@ class _Driver:
                 "denied", cause, f"grant this user database {settings.database!r}"
             ),
             ER.TABLEACCESS_DENIED_ERROR: Fault(
-                "denied", cause, f"the user needs SELECT, INSERT and UPDATE on {table}"
+                "denied", cause, f"the user needs SELECT, INSERT and UPDATE on {label}"
             ),
             ER.BAD_DB_ERROR: Fault(
                 "no_database",
                 f"{cause}; add ?create_db=true (create_db=True) or create it",
                 f"database {settings.database!r}",
             ),
-            ER.NO_SUCH_TABLE: Fault("no_table", cause, f"lock table {table}"),
+            ER.NO_SUCH_TABLE: Fault("no_table", cause, f"lock table {label}"),
             ER.OPTION_PREVENTS_STATEMENT: Fault("read_only", cause),
+            CR.CR_SSL_CONNECTION_ERROR: Fault(
+                "tls",
+                "the server does not offer TLS, which the ssl options ask for; turn TLS on at the server "
+                "(or remove the ssl options to connect without it)",
+            ),
             CR.CR_CONN_HOST_ERROR: Fault("unreachable", cause),
             CR.CR_SERVER_LOST: Fault("lost", cause),
             CR.CR_SERVER_GONE_ERROR: Fault("lost", cause),
         }
-        label = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__
-        return kinds.get(code, Fault("other", f"{label}: {cause}"))
-
-    def _tls_options(self) -> dict[str, object]:
-        tls = self.settings.tls
-        if tls is None:
-            return {"ssl_disabled": True} if self.settings.tls_off else {}
-        if self.verifying is None:
-            self.verifying = tls.context()
-        return {"ssl": self.verifying}
+        kind = type(exc).__name__ if code is None else f"{type(exc).__name__} {code}"
+        return kinds.get(code, Fault("other", f"{kind}: {cause}"))
 
     def _connect(self, deadline: float, database: str | None) -> _Connection:
-        settings = self.settings
+        settings, tls = self.settings, self.settings.tls
         options: dict[str, object] = {"charset": "utf8mb4"}
         options.update((key, value) for key, value in settings.options if key not in TLS_OPTIONS)
+        if tls is not None:
+            self.verifying = options["ssl"] = self.verifying or tls.context()
+        elif settings.tls_off:
+            options["ssl_disabled"] = True
         conn = _Connection(
             host=settings.host,
             port=settings.port,
@@ -787,123 +748,47 @@ class _Driver:
             defer_connect=True,
             tls_contexts=self.tls_contexts,
             **options,
-            **self._tls_options(),
         )
         conn.connect_cap = settings.connect_timeout
-        conn.tls_required = settings.tls is not None
+        conn.tls_required = tls is not None
         conn.begin_call(deadline)
         conn.connect()
         conn.keeps_late = True
         return conn
 
     def _open_once(self, deadline: float) -> _Connection:
-        settings = self.settings
+        """A new connection to the database (created first if asked and missing), with the lock
+        table created if absent and checked, once per process."""
+        database = self.settings.database
         try:
-            conn = self._connect(deadline, settings.database)
+            conn, create = self._connect(deadline, database), False
         except pymysql.OperationalError as exc:
-            if _error_number(exc) != ER.BAD_DB_ERROR or not settings.create_db:
+            if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
                 raise
-            conn = self._connect(deadline, None)
-            self._on(conn, lambda: _create_database(conn, settings.database))
-        if not self.table_ready:
-            self._on(conn, lambda: self._prepare_table(conn))
-            self.table_ready = True
-        return conn
-
-    @staticmethod
-    def _on(conn: _Connection, work: Callable[[], object]) -> None:
-        """``work`` on a new connection, which is closed if it fails."""
+            conn, create = self._connect(deadline, None), True
         try:
-            work()
+            if create:
+                _execute(conn, Statement(f"CREATE DATABASE IF NOT EXISTS `{database}`"))
+                conn.select_db(database)
+            if not self.table_ready:
+                # A user without CREATE privilege is fine as long as the table exists.
+                denied = ER.TABLEACCESS_DENIED_ERROR
+                problem = self.statements.prepare(
+                    lambda statement: _execute(conn, statement), lambda exc: _error_number(exc) == denied
+                )
+                if problem is not None:
+                    raise _SetupError(problem)
+                self.table_ready = True
         except BaseException:
-            conn._force_close()
+            conn.goodbye()
             raise
-
-    def _prepare_table(self, conn: _Connection) -> None:
-        """Create the table if absent, then check its columns.
-
-        A user without CREATE privilege is fine as long as the table exists, so a denied CREATE
-        is tolerated and the column check decides.
-        """
-        table = self.settings.table
-        with conn.cursor() as cursor:
-            try:
-                cursor.execute(schema(table))
-            except pymysql.MySQLError as exc:
-                if _error_number(exc) != ER.TABLEACCESS_DENIED_ERROR:
-                    raise
-            cursor.execute(
-                "SELECT LOWER(column_name), LOWER(data_type) FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name = %s",
-                (table,),
-            )
-            found = {str(column): str(kind) for column, kind in cursor.fetchall()}
-        problem = _schema_problem(found, table, self.settings.database)
-        if problem is not None:
-            raise _SetupError(problem)
-
-
-def _create_database(conn: _Connection, database: str) -> None:
-    with conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    conn.select_db(database)
-
-
-def _schema_problem(found: Mapping[str, str], table: str, database: str) -> str | None:
-    """Why an existing table cannot hold lock records, or None when its columns fit."""
-    create = " ".join(schema(table).split())
-    if not found:
-        return (
-            f"lock table `{database}`.`{table}` does not exist and this user may not create it; "
-            f"grant CREATE, or create it once as: {create}"
-        )
-    missing = [column for column in REQUIRED_COLUMNS if column not in found]
-    if missing:
-        return (
-            f"table `{database}`.`{table}` is not a gomaster lock table: it lacks the columns "
-            f"{', '.join(missing)}; use another ?table= or create it as: {create}"
-        )
-    wrong = [
-        f"{column} is {found[column]}, expected {' or '.join(kinds)}"
-        for column, kinds in REQUIRED_COLUMNS.items()
-        if found[column] not in kinds
-    ]
-    if wrong:
-        return f"table `{database}`.`{table}` has columns of the wrong type: {'; '.join(wrong)}"
-    return None
-
-
-def _epoch(value: datetime) -> float:
-    """A DATETIME the server wrote from ``UTC_TIMESTAMP`` as epoch seconds."""
-    return (value - _EPOCH) / _SECOND
-
-
-def _plain(value: object) -> object:
-    """A driver value as ``parse_record`` expects it; anything odd passes through to be refused there."""
-    if isinstance(value, datetime):
-        return _epoch(value)
-    if isinstance(value, bytes | bytearray):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
-
-
-def _record(name: str, row: Sequence[object]) -> Result[LockRecord, MalformedRecord]:
-    return parse_record(name, {key: _plain(value) for key, value in zip(FIELDS, row, strict=True)})
-
-
-def _name(value: object) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="backslashreplace")
-    return str(value)
+        return conn
 
 
 # -- the backend ---------------------------------------------------------------------------
 
 
-class MySQLBackend(Configured[_Settings]):
+class MySQLBackend(SQLBackend[_Settings]):
     """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
 
     Build it from a URL with :func:`from_url` (``connect("mysql://...")``) or with keywords, as
@@ -947,26 +832,20 @@ class MySQLBackend(Configured[_Settings]):
             "late_reply_wait": late_reply_wait,
             **driver_options,
         }
-        self._setup(
-            or_raise(
-                checked(
-                    lambda: _settings(
-                        _parse_dsn(dsn) if dsn is not None else BackendURL(scheme="mysql"), given
-                    )
-                )
-            )
-        )
+        base = BackendURL(scheme="mysql")
+        self._setup(or_raise(checked(lambda: _settings(base if dsn is None else _parse_dsn(dsn), given))))
 
     def _start(self) -> None:
         settings = self._settings
-        self._driver = _Driver(settings)
-        self._session = self._driver.session = Session(
-            self._driver, url=self.url, where=settings.where, secrets=settings.secrets()
+        self._sql = Statements(MYSQL, settings.table, label=f"`{settings.database}`.`{settings.table}`")
+        driver = _Driver(settings, self._sql)
+        self._session = driver.session = Session(
+            driver, url=self.url, where=settings.where, secrets=settings.secrets()
         )
 
     @property
     def _conn(self) -> _Connection | None:
-        """This process's connection, if it has one (for tests)."""
+        """This process's connection, if it has one."""
         return self._session.conn
 
     @property
@@ -979,188 +858,12 @@ class MySQLBackend(Configured[_Settings]):
         """The database that holds the lock table."""
         return self._settings.database
 
-    @property
-    def notifies(self) -> bool:
-        """MySQL cannot notify: followers poll."""
-        return False
-
-    def _run(
-        self, step: str, timeout: float, work: Callable[[_Connection], _T]
-    ) -> IOResult[_T, BackendError]:
-        return IOResult.from_result(self._session.run(step, timeout, work))
-
-    # -- the steps --------------------------------------------------------------------------
-
-    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """One SELECT returning the row (if any) and the server's clock at the same moment."""
-        sql = (
-            f"SELECT n.now, t.name IS NOT NULL, {', '.join('t.' + c for c in FIELDS)} "
-            f"FROM (SELECT {NOW} AS now) AS n LEFT JOIN `{self._settings.table}` AS t ON t.name = %s"
-        )
-        rows: IOResult[list[_Row], BackendError | MalformedRecord] = self._run(
-            "observe", timeout, lambda conn: _query(conn, sql, (name,))
-        )
-        return rows.bind_result(lambda found: self._observation(name, found[0]))
-
-    def _observation(self, name: str, row: _Row) -> Result[Observation, BackendError | MalformedRecord]:
-        now, found, *fields = row
-        if not isinstance(now, datetime):
-            return Failure(BackendError(self.url, f"server clock returned {now!r}"))
-        if not found:
-            return Success(Observation(None, _epoch(now)))
-        return _record(name, fields).map(lambda record: Observation(record, _epoch(now)))
-
-    def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
-        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
-        me = claim.node
-        table = self._settings.table
-        ttl = round(claim.ttl * _MICROSECONDS)
-        if claim.expected is None:
-            write = (
-                f"INSERT INTO `{table}` (name, {COLUMNS}) VALUES "
-                f"(%s, %s, %s, %s, {NOW}, {NOW}, {NOW} + INTERVAL %s MICROSECOND, %s, %s)"
-            )
-            params: tuple[object, ...] = (
-                claim.name,
-                me.node_id,
-                me.version,
-                claim.token,
-                ttl,
-                me.host,
-                me.pid,
-            )
-        else:
-            write = (
-                f"UPDATE `{table}` SET holder = %s, version = %s, token = %s, acquired_at = {NOW}, "
-                f"renewed_at = {NOW}, expires_at = {NOW} + INTERVAL %s MICROSECOND, host = %s, pid = %s "
-                f"WHERE name = %s AND token = %s AND holder = %s AND expires_at <= {NOW}"
-            )
-            expected = claim.expected
-            params = (me.node_id, me.version, claim.token, ttl, me.host, me.pid)
-            params += (claim.name, expected.token, expected.holder)
-        mine = (claim.name, me.node_id, claim.token)
-        return self._write_and_read("claim", claim.name, write, params, mine, timeout, Conflict(claim.name))
-
-    def renew(
-        self, record: LockRecord, ttl: float, timeout: float
-    ) -> IOResult[LockRecord, Lost | BackendError]:
-        """Extend only our own, still-live lease, in one round trip."""
-        write = (
-            f"UPDATE `{self._settings.table}` SET renewed_at = {NOW}, "
-            f"expires_at = {NOW} + INTERVAL %s MICROSECOND "
-            f"WHERE name = %s AND holder = %s AND token = %s AND expires_at > {NOW}"
-        )
-        mine = (record.name, record.holder, record.token)
-        params = (round(ttl * _MICROSECONDS), *mine)
-        return self._write_and_read("renew", record.name, write, params, mine, timeout, Lost(record))
-
-    def _write_and_read(
-        self,
-        step: str,
-        name: str,
-        write: str,
-        params: tuple[object, ...],
-        mine: tuple[str, str, int],
-        timeout: float,
-        missing: _Refusal,
-    ) -> IOResult[LockRecord, _Refusal | BackendError]:
-        """The write and the read-back of our row as one multi-statement query (see the module doc)."""
-        read_back = (
-            f"SELECT {COLUMNS} FROM `{self._settings.table}` WHERE name = %s AND holder = %s AND token = %s"
-        )
-        sql = f"{write}; {read_back}"
-        rows: IOResult[list[_Row], _Refusal | BackendError] = self._run(
-            step, timeout, lambda conn: _write_then_select(conn, sql, (*params, *mine))
-        )
-        return rows.bind_result(lambda found: self._ours(name, found, missing))
-
-    def _ours(
-        self, name: str, rows: list[_Row], missing: _Refusal
-    ) -> Result[LockRecord, _Refusal | BackendError]:
-        """The record read back, ``missing`` when the write matched nothing."""
-        if not rows:
-            return Failure(missing)
-        return _record(name, rows[0]).alt(lambda problem: BackendError(self.url, str(problem)))
-
-    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Mark the lease released if it is still exactly this holder's; the token stays."""
-        sql = (
-            f"UPDATE `{self._settings.table}` SET holder = '', expires_at = LEAST(expires_at, {NOW}) "
-            "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
-        )
-        params = (record.name, record.holder, record.token)
-        return self._run("release", timeout, lambda conn: _execute(conn, sql, params)).map(lambda n: n == 1)
-
-    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """The operator's release: clear the holder if it is still ``record``'s, keeping token and
-        expiry, so nobody claims before the holder's own deadline has stopped its work."""
-        sql = (
-            f"UPDATE `{self._settings.table}` SET holder = '' "
-            "WHERE name = %s AND holder = %s AND token = %s AND holder <> ''"
-        )
-        params = (record.name, record.holder, record.token)
-        return self._run("revoke", timeout, lambda conn: _execute(conn, sql, params)).map(lambda n: n == 1)
-
-    def repair(
-        self, name: str, hold: float, token_floor: int, timeout: float
-    ) -> IOResult[int | None, BackendError]:
-        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``), and
-        read its token back, in one round trip. ``token`` is assigned first, from the old value."""
-        table = self._settings.table
-        sql = (
-            f"UPDATE `{table}` SET token = GREATEST(%s, IF(token >= 0 AND token < {MAX_TOKEN}, token, "
-            "UNIX_TIMESTAMP() * 1000)), holder = '', version = '', host = '', pid = 0, "
-            f"acquired_at = {NOW}, renewed_at = {NOW}, expires_at = {NOW} + INTERVAL %s MICROSECOND "
-            f"WHERE name = %s; SELECT token FROM `{table}` WHERE name = %s"
-        )
-        params = (token_floor, round(hold * _MICROSECONDS), name, name)
-        rows = self._run("repair", timeout, lambda conn: _write_then_select(conn, sql, params))
-        return rows.map(lambda found: int(str(found[0][0])) if found else None)
-
-    def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """MySQL has no notifications: report at once that none came, and let the elector poll."""
-        return IOSuccess(False)
-
-    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
-        """Every lock name in the table."""
-        sql = f"SELECT name FROM `{self._settings.table}` ORDER BY name"
-        rows = self._run("names", timeout, lambda conn: _query(conn, sql, ()))
-        return rows.map(lambda found: [_name(row[0]) for row in found])
+    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
+        return self._session.run(step, timeout, lambda conn: _execute(conn, statement))
 
     def close(self) -> None:
         """Say goodbye on this process's connection; the object reconnects if used again."""
         self._session.close()
-
-
-def _query(conn: _Connection, sql: str, params: tuple[object, ...]) -> list[_Row]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-
-
-def _execute(conn: _Connection, sql: str, params: tuple[object, ...]) -> int:
-    with conn.cursor() as cursor:
-        count: int = cursor.execute(sql, params)
-        return count
-
-
-def _write_then_select(conn: _Connection, sql: str, params: tuple[object, ...]) -> list[_Row]:
-    """Rows of the read-back when the write matched exactly one row, else none.
-
-    A duplicate key on the INSERT of a first claim is the expected losing answer, not an error:
-    the server stopped at it, so the connection is still in a clean state and is kept.
-    """
-    with conn.cursor() as cursor:
-        try:
-            matched = cursor.execute(sql, params)
-        except pymysql.IntegrityError as exc:
-            if _error_number(exc) == ER.DUP_ENTRY:
-                return []
-            raise
-        cursor.nextset()
-        rows = list(cursor.fetchall())
-    return rows if matched == 1 else []
 
 
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
