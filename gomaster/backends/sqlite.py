@@ -15,111 +15,140 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import quote
 
-from returns.io import IOFailure, IOResult, IOSuccess
+from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import _settings as read
 from gomaster.backends import sqlite_files
-from gomaster.backends.base import check_identifier
+from gomaster.backends._session import Fault, Session
+from gomaster.backends._settings import checked, or_raise
+from gomaster.backends._sql import SQLITE, Row, SQLBackend, Statement, Statements
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
-from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.errors import BackendError, Conflict
+from gomaster.core.record import LockRecord
 
 DEFAULT_TABLE = "gomaster_lock"
 #: Epoch seconds from SQLite's clock; julianday('now') is fixed for the whole statement.
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-COLUMNS = "holder, version, token, acquired_at, renewed_at, expires_at, host, pid"
-#: Column -> the type affinity it needs. SQLite derives affinity from the declared type, and
-#: stores a value of another kind as it comes (a token as text, a time as an integer) whenever
-#: the affinity does not convert it, which the lock statements would then compare wrongly.
-REQUIRED_COLUMNS: dict[str, str] = {
-    "name": "TEXT",
-    "holder": "TEXT",
-    "version": "TEXT",
-    "token": "INTEGER",
-    "acquired_at": "REAL",
-    "renewed_at": "REAL",
-    "expires_at": "REAL",
-    "host": "TEXT",
-    "pid": "INTEGER",
-}
+NOW = SQLITE.clock
 #: gomaster's own query parameters; SQLite has no driver options to pass on.
 OWN_OPTIONS = ("table",)
 _MS = 1000
 _BUSY_STEP_MS = 100
 _SETUP_PAUSE = 0.005
 _SETUP_PAUSE_MAX = 0.1
-_Refusal = TypeVar("_Refusal", Conflict, Lost)
 _MEMORY = ":memory:"
 _log = logging.getLogger("gomaster")
 
 
-def _schema(table: str) -> str:
-    return f"""
-        CREATE TABLE IF NOT EXISTS {table} (
-            name        TEXT PRIMARY KEY,
-            holder      TEXT NOT NULL,
-            version     TEXT NOT NULL,
-            token       INTEGER NOT NULL,
-            acquired_at REAL NOT NULL,
-            renewed_at  REAL NOT NULL,
-            expires_at  REAL NOT NULL,
-            host        TEXT NOT NULL,
-            pid         INTEGER NOT NULL
-        )"""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Settings:
+    """The file, its lock table, and the default file's rules (see :class:`SQLiteBackend`)."""
 
+    path: str
+    table: str = DEFAULT_TABLE
+    private: bool = False
+    supersedes: str | None = None
 
-def _fields(row: tuple[object, ...]) -> dict[str, object]:
-    return dict(zip(COLUMNS.split(", "), row, strict=True))
+    @property
+    def where(self) -> str:
+        """The database file."""
+        return self.path
 
+    @property
+    def redacted_url(self) -> str:
+        """``sqlite:///path`` (there is never a password)."""
+        suffix = "" if self.table == DEFAULT_TABLE else f"?table={self.table}"
+        return f"sqlite:///{self.path}{suffix}"
 
-def affinity(declared: str) -> str:
-    """The type affinity SQLite gives a column declared as ``declared`` (its rules, in order)."""
-    kind = declared.upper()
-    if "INT" in kind:
-        return "INTEGER"
-    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
-        return "TEXT"
-    if "BLOB" in kind or not kind:
-        return "BLOB"
-    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
-        return "REAL"
-    return "NUMERIC"
-
-
-def _schema_problem(found: Mapping[str, str], unique_name: bool, table: str) -> str | None:
-    """Why an existing table cannot hold lock records, or None when its columns fit."""
-    ddl = " ".join(_schema(table).split())
-    missing = [column for column in REQUIRED_COLUMNS if column not in found]
-    if missing:
-        return (
-            f'table "{table}" is not a gomaster lock table: it lacks the columns '
-            f"{', '.join(missing)}; use another ?table= or create it as: {ddl}"
-        )
-    wrong = [
-        f"{column} is {found[column] or 'untyped'}, expected {kind}"
-        for column, kind in REQUIRED_COLUMNS.items()
-        if affinity(found[column]) != kind
-    ]
-    if wrong:
-        return f'table "{table}" has columns of the wrong type: {"; ".join(wrong)}'
-    if not unique_name:
-        return f'table "{table}" needs a primary key (or unique index) on name alone; create it as: {ddl}'
-    return None
+    def secrets(self) -> tuple[str, ...]:
+        """None: a file path is no secret."""
+        return ()
 
 
 class _SetupError(Exception):
     """The file or its lock table cannot be used as configured; the message says what to fix."""
 
 
-class SQLiteBackend:
+class _Driver:
+    """sqlite3 connections to the file, each checked (files, table) as it opens."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, _SetupError)
+
+    def __init__(self, settings: _Settings, tables: Statements) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.busy_ms = 0
+
+    def open(self, deadline: float) -> sqlite3.Connection:
+        """Check the files, connect, switch to WAL, and prepare and check the table.
+
+        The files are checked (and the database created with its mode) first in every process,
+        since a file can change between parsing the URL and connecting. Switching a new file to
+        WAL can answer "locked" without waiting on the busy handler when many processes start
+        at once, so setup is retried.
+        """
+        settings = self.settings
+        path = Path(settings.path)
+        prepared = (
+            sqlite_files.prepare_private(path) if settings.private else sqlite_files.prepare_shared(path)
+        )
+        if isinstance(prepared, Failure):
+            raise _SetupError(prepared.failure())
+        pause = _SETUP_PAUSE
+        while True:
+            left = min(max(deadline - time.monotonic(), 0.0), read.MAX_SECONDS)
+            conn = sqlite3.connect(path, timeout=left, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                problem = self.tables.prepare(partial(_rows, conn), lambda _: False)
+            except sqlite3.OperationalError:
+                conn.close()
+                if time.monotonic() + pause >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, _SETUP_PAUSE_MAX)
+                continue
+            if problem is not None:
+                conn.close()
+                raise _SetupError(problem)
+            self.busy_ms = 0
+            return conn
+
+    def usable(self, conn: sqlite3.Connection) -> bool:
+        return True
+
+    def arm(self, conn: sqlite3.Connection, deadline: float) -> None:
+        """The busy timeout: what is left of the call, rounded down to 100 ms steps so that a
+        renewal's shrinking timeout rarely costs the PRAGMA (a statement of its own)."""
+        wanted = max(1, int(min(deadline - time.monotonic(), read.MAX_SECONDS) * _MS))
+        busy_ms = wanted if wanted < _BUSY_STEP_MS else wanted - wanted % _BUSY_STEP_MS
+        if busy_ms != self.busy_ms:
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self.busy_ms = busy_ms
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def classify(self, exc: BaseException) -> Fault:
+        if isinstance(exc, _SetupError):
+            return Fault("setup", str(exc))
+        return Fault("other", f"{type(exc).__name__}: {exc}")
+
+
+def _rows(conn: sqlite3.Connection, statement: Statement) -> list[Row]:
+    return conn.execute(statement.sql, statement.params).fetchall()
+
+
+class SQLiteBackend(SQLBackend[_Settings]):
     """Lock records in a table of a SQLite file; picklable, connects lazily per process.
 
     ``private`` applies the default file's rules (owner-only files, no links, no foreign
@@ -131,282 +160,43 @@ class SQLiteBackend:
     def __init__(
         self, path: str, *, table: str = DEFAULT_TABLE, private: bool = False, supersedes: str | None = None
     ) -> None:
-        self._path = path
-        self._table = check_identifier("table", table).value_or("")
-        if not self._table:
-            raise ValueError(check_identifier("table", table).failure())
+        table = or_raise(checked(lambda: read.identifier("table", table)))
         if private and not sqlite_files.has_default_shape(Path(path)):
             raise ValueError(f"private=True is for the default file, not {path}; see private_default()")
-        self._private = private
-        self._supersedes = supersedes
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._busy_ms = 0
-        self._lock = threading.Lock()
+        self._setup(_Settings(path=path, table=table, private=private, supersedes=supersedes))
 
-    def __getstate__(self) -> dict[str, object]:
-        return {
-            "path": self._path,
-            "table": self._table,
-            "private": self._private,
-            "supersedes": self._supersedes,
-        }
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        supersedes = state.get("supersedes")
-        self.__init__(  # type: ignore[misc]
-            str(state["path"]),
-            table=str(state["table"]),
-            private=state.get("private") is True,
-            supersedes=None if supersedes is None else str(supersedes),
-        )
-
-    def __repr__(self) -> str:
-        return f"SQLiteBackend({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        """``sqlite:///path`` (there is never a password)."""
-        suffix = "" if self._table == DEFAULT_TABLE else f"?table={self._table}"
-        return f"sqlite:///{self._path}{suffix}"
+    def _start(self) -> None:
+        self._sql = Statements(SQLITE, self._settings.table)
+        driver = _Driver(self._settings, self._sql)
+        self._session = Session(driver, url=self.url, where=self._settings.where, secrets=())
 
     @property
     def path(self) -> str:
         """The database file."""
-        return self._path
+        return self._settings.path
 
     @property
     def private(self) -> bool:
         """True for the default file, which only its owner may touch."""
-        return self._private
+        return self._settings.private
 
-    @property
-    def notifies(self) -> bool:
-        """SQLite cannot notify: followers poll."""
-        return False
-
-    # -- connection ---------------------------------------------------------------------
-
-    def _connection(self, timeout: float) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self._conn, self._pid = self._open(timeout), os.getpid()
-            self._busy_ms = 0
-        wanted = max(1, int(timeout * _MS))
-        # Rounded down to 100 ms steps so a renewal's shrinking timeout rarely needs the PRAGMA.
-        busy_ms = wanted if wanted < _BUSY_STEP_MS else wanted - wanted % _BUSY_STEP_MS
-        if busy_ms != self._busy_ms:  # a statement of its own: only when the caller's timeout changes
-            self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            self._busy_ms = busy_ms
-        return self._conn
-
-    def _open(self, timeout: float) -> sqlite3.Connection:
-        """Check the files, connect and prepare the table, then check its columns.
-
-        The files are checked (and the database created with its mode) first in every process,
-        since a file can change between parsing the URL and connecting. Switching a new file to
-        WAL can answer "locked" without waiting on the busy handler when many processes start at
-        once, so setup is retried.
-        """
-        path = Path(self._path)
-        prepared = sqlite_files.prepare_private(path) if self._private else sqlite_files.prepare_shared(path)
-        if isinstance(prepared, Failure):
-            raise _SetupError(prepared.failure())
-        deadline = time.monotonic() + timeout
-        pause = _SETUP_PAUSE
-        while True:
-            conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_schema(self._table))
-                problem = self._table_problem(conn)
-            except sqlite3.OperationalError:
-                conn.close()
-                if time.monotonic() + pause >= deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, _SETUP_PAUSE_MAX)
-                continue
-            if problem is not None:
-                conn.close()
-                raise _SetupError(problem)
-            return conn
-
-    def _table_problem(self, conn: sqlite3.Connection) -> str | None:
-        """Why the lock table, as it exists now, cannot hold lock records (see ``REQUIRED_COLUMNS``)."""
-        table = self._table
-        found = {
-            str(c): str(t) for c, t in conn.execute("SELECT name, type FROM pragma_table_info(?)", (table,))
-        }
-        unique_name = False
-        indexes = conn.execute(
-            'SELECT name FROM pragma_index_list(?) WHERE "unique" AND NOT partial', (table,)
-        )
-        for (index,) in indexes.fetchall():
-            covered = [str(c) for (c,) in conn.execute("SELECT name FROM pragma_index_info(?)", (index,))]
-            unique_name = unique_name or covered == ["name"]
-        return _schema_problem(found, unique_name, table)
-
-    def _run(
-        self, sql: str, params: tuple[object, ...], timeout: float
-    ) -> Result[list[tuple[object, ...]], BackendError]:
-        with self._lock:
-            try:
-                return Success(self._connection(timeout).execute(sql, params).fetchall())
-            except _SetupError as exc:
-                self._drop()
-                return Failure(BackendError(self.url, str(exc)))
-            except sqlite3.Error as exc:
-                self._drop()
-                return Failure(BackendError(self.url, f"{type(exc).__name__}: {exc}"))
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-        self._conn = None
-
-    def _record(self, name: str, row: tuple[object, ...]) -> Result[LockRecord, MalformedRecord]:
-        return parse_record(name, _fields(row))
-
-    # -- the steps ----------------------------------------------------------------------
-
-    def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """One SELECT returning the row (if any) and SQLite's clock."""
-        sql = (
-            f"SELECT n.now, t.name, {', '.join('t.' + c for c in COLUMNS.split(', '))} "
-            f"FROM (SELECT {NOW} AS now) AS n LEFT JOIN {self._table} AS t ON t.name = ?"
-        )
-        rows = self._run(sql, (name,), timeout)
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        now, found, *fields = rows.unwrap()[0]
-        if not isinstance(now, float):
-            return IOFailure(BackendError(self.url, f"SQLite clock returned {now!r}"))
-        if found is None:
-            return IOSuccess(Observation(None, now))
-        return IOResult.from_result(self._record(name, tuple(fields)).map(lambda r: Observation(r, now)))
+    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
+        return self._session.run(step, timeout, lambda conn: _rows(conn, statement))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """INSERT when absent, else UPDATE only the exact expected row once it is free by SQLite's clock.
-
-        Refused while the superseded file holds a live lease on the name (see ``supersedes``).
-        """
-        if self._supersedes is not None:
-            deadline = time.monotonic() + timeout
-            blocked = _superseded_lease(Path(self._supersedes), claim.name, timeout)
-            if blocked is not None:
-                return IOFailure(BackendError(self.url, blocked))
-            timeout = max(deadline - time.monotonic(), 0.001)
-        me = claim.node
-        if claim.expected is None:
-            sql = (
-                f"INSERT INTO {self._table} (name, {COLUMNS}) "
-                f"VALUES (?, ?, ?, ?, {NOW}, {NOW}, {NOW} + ?, ?, ?) "
-                f"ON CONFLICT(name) DO NOTHING RETURNING {COLUMNS}"
-            )
-            params: tuple[object, ...] = (
-                claim.name,
-                me.node_id,
-                me.version,
-                claim.token,
-                claim.ttl,
-                me.host,
-                me.pid,
-            )
-        else:
-            sql = (
-                f"UPDATE {self._table} SET holder = ?, version = ?, token = ?, acquired_at = {NOW}, "
-                f"renewed_at = {NOW}, expires_at = {NOW} + ?, host = ?, pid = ? "
-                f"WHERE name = ? AND token = ? AND holder = ? AND expires_at <= {NOW} "
-                f"RETURNING {COLUMNS}"
-            )
-            params = (
-                me.node_id,
-                me.version,
-                claim.token,
-                claim.ttl,
-                me.host,
-                me.pid,
-                claim.name,
-                claim.expected.token,
-                claim.expected.holder,
-            )
-        return self._one(claim.name, sql, params, timeout, missing=Conflict(claim.name))
-
-    def renew(
-        self, record: LockRecord, ttl: float, timeout: float
-    ) -> IOResult[LockRecord, Lost | BackendError]:
-        """Extend only our own, still-live lease."""
-        sql = (
-            f"UPDATE {self._table} SET renewed_at = {NOW}, expires_at = {NOW} + ? "
-            f"WHERE name = ? AND holder = ? AND token = ? AND expires_at > {NOW} RETURNING {COLUMNS}"
-        )
-        params = (ttl, record.name, record.holder, record.token)
-        return self._one(record.name, sql, params, timeout, missing=Lost(record))
-
-    def _one(
-        self, name: str, sql: str, params: tuple[object, ...], timeout: float, *, missing: _Refusal
-    ) -> IOResult[LockRecord, _Refusal | BackendError]:
-        rows = self._run(sql, params, timeout)
-        if isinstance(rows, Failure):
-            return IOFailure(rows.failure())
-        found = rows.unwrap()
-        if not found:
-            return IOFailure(missing)
-        parsed = self._record(name, found[0])
-        if isinstance(parsed, Failure):
-            return IOFailure(BackendError(self.url, str(parsed.failure())))
-        return IOSuccess(parsed.unwrap())
-
-    def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Mark the lease released if it is still exactly this holder's; the token stays."""
-        sql = (
-            f"UPDATE {self._table} SET holder = '', expires_at = MIN(expires_at, {NOW}) "
-            "WHERE name = ? AND holder = ? AND token = ? AND holder <> '' RETURNING token"
-        )
-        rows = self._run(sql, (record.name, record.holder, record.token), timeout)
-        return IOResult.from_result(rows).map(bool)
-
-    def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Clear the holder, keeping token and expiry (see ``LockBackend.revoke``)."""
-        sql = (
-            f"UPDATE {self._table} SET holder = '' "
-            "WHERE name = ? AND holder = ? AND token = ? AND holder <> '' RETURNING token"
-        )
-        rows = self._run(sql, (record.name, record.holder, record.token), timeout)
-        return IOResult.from_result(rows).map(bool)
-
-    def repair(
-        self, name: str, hold: float, token_floor: int, timeout: float
-    ) -> IOResult[int | None, BackendError]:
-        """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``).
-
-        SQLite's columns take any type, so a valid token is an INTEGER in range, nothing else.
-        """
-        sql = (
-            f"UPDATE {self._table} SET token = MAX(?, CASE WHEN typeof(token) = 'integer' "
-            f"AND token >= 0 AND token < {MAX_TOKEN} THEN token ELSE CAST({NOW} * 1000 AS INTEGER) END), "
-            f"holder = '', version = '', host = '', pid = 0, acquired_at = {NOW}, "
-            f"renewed_at = {NOW}, expires_at = {NOW} + ? WHERE name = ? RETURNING token"
-        )
-        rows = self._run(sql, (token_floor, hold, name), timeout)
-        return IOResult.from_result(rows).map(lambda found: int(str(found[0][0])) if found else None)
-
-    def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """SQLite has no notifications: report that none came."""
-        return IOSuccess(False)
-
-    def names(self, timeout: float) -> IOResult[list[str], BackendError]:
-        """Every lock name in the table."""
-        rows = self._run(f"SELECT name FROM {self._table} ORDER BY name", (), timeout)
-        return IOResult.from_result(rows).map(lambda found: [str(r[0]) for r in found])
+        """Refused while the superseded file holds a live lease on the name (see ``supersedes``)."""
+        old = self._settings.supersedes
+        if old is None:
+            return super().claim(claim, timeout)
+        deadline = time.monotonic() + timeout
+        blocked = _superseded_lease(Path(old), claim.name, timeout)
+        if blocked is not None:
+            return IOFailure(BackendError(self.url, blocked))
+        return super().claim(claim, max(deadline - time.monotonic(), 0.001))
 
     def close(self) -> None:
         """Close this process's connection."""
-        with self._lock:
-            if self._pid == os.getpid():
-                self._drop()
+        self._session.close()
 
 
 def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
@@ -485,16 +275,19 @@ def from_url(url: BackendURL) -> Result[SQLiteBackend, str]:
     for key, _ in url.query:
         if key not in OWN_OPTIONS:
             return Failure(f"unknown SQLite option {key!r}; known options: {', '.join(OWN_OPTIONS)}")
-    table = url.option("table", DEFAULT_TABLE) or DEFAULT_TABLE
-    named = check_identifier("table", table)
-    if isinstance(named, Failure):
-        return Failure(named.failure())
+    table = checked(lambda: read.identifier("table", url.option("table") or DEFAULT_TABLE))
+    return table.bind(lambda found: _shared(path).map(lambda usable: SQLiteBackend(usable, table=found)))
+
+
+def _shared(path: str) -> Result[str, str]:
+    """``path`` if this process can use it as a database file (warning about what other users
+    could do to it), else why not."""
     problem = sqlite_files.shared_problem(Path(path)) or writable_problem(Path(path))
     if problem is not None:
         return Failure(problem)
     for warning in sqlite_files.shared_warnings(Path(path)):
         _log.warning("%s", warning)
-    return Success(SQLiteBackend(path, table=table))
+    return Success(path)
 
 
 def private_default() -> Result[SQLiteBackend, str]:
