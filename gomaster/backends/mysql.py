@@ -48,13 +48,10 @@ reconnects.
 TLS
 ---
 Asking for TLS (``ssl=true`` or any of ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
-``ssl_verify_cert``, ``ssl_verify_identity``) makes it required and verified: the server's
-chain against ``ssl_ca`` (else the system's CA store) and its host name, unless
-``ssl_verify_identity=false`` (chain only) or ``ssl_verify_cert=false`` (nothing) says
-otherwise. The backend builds that context itself, once, because PyMySQL given only ``ssl_ca``
-verifies nothing, and before 1.2 goes on in plain text when the server does not offer TLS.
-Without TLS options PyMySQL's default stays: no TLS, or in recent versions TLS when the server
-offers it, unverified either way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
+``ssl_verify_cert``, ``ssl_verify_identity``) makes it required and verified, chain and host
+name, unless an option turns a check off by name (see ``_TLS``). Without TLS options PyMySQL's
+default stays: no TLS, or in recent versions TLS when the server offers it, unverified either
+way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
 """
 
 from __future__ import annotations
@@ -174,8 +171,9 @@ class _TLS:
     ``verify_cert`` checks that a trusted CA signed the server's certificate: the one in ``ca``,
     else the system's CA store. ``verify_identity`` checks that the certificate names the host
     connected to; it needs ``verify_cert``, since a name on a certificate nobody vouched for
-    proves nothing. PyMySQL itself checks neither when given only ``ssl_ca``, which is why the
-    backend builds the context instead of passing the options on.
+    proves nothing. PyMySQL itself checks neither when given only ``ssl_ca``, and before 1.2
+    goes on in plain text when the server does not offer TLS, which is why the backend builds
+    the context (once) and refuses such a server itself.
     """
 
     ca: str | None = None
@@ -234,14 +232,8 @@ def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
     TLS when the server offers it, checking nothing (at most it keeps out a passive eavesdropper).
     """
     asked = (["ssl=true"] if found.get("ssl") is True else []) + [k for k in _ASKS_FOR_TLS if k in found]
-    refused = [
-        option
-        for option, off in (
-            ("ssl=false", found.get("ssl") is False),
-            ("ssl_disabled=true", found.get("ssl_disabled") is True),
-        )
-        if off
-    ]
+    refused = ["ssl=false"] if found.get("ssl") is False else []
+    refused += ["ssl_disabled=true"] if found.get("ssl_disabled") is True else []
     if refused and asked:
         raise SettingError(
             f"{refused[0]} turns TLS off, but {', '.join(asked)} asks for TLS; keep one or the other"
@@ -372,18 +364,8 @@ def _parse_dsn(dsn: str) -> BackendURL:
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``."""
-    database_in_url = url.path.removeprefix("/") or None
-    parts, options = merge(
-        url,
-        given,
-        {
-            "host": url.host,
-            "port": url.port,
-            "user": url.username,
-            "password": url.password,
-            "database": database_in_url,
-        },
-    )
+    found = dict(host=url.host, port=url.port, user=url.username, password=url.password)
+    parts, options = merge(url, given, {**found, "database": url.path.removeprefix("/") or None})
     database = parts["database"] or DEFAULT_DATABASE
     if not isinstance(database, str) or not 0 < len(database) <= 64 or re.search(r"[`/\\.\x00]", database):
         raise SettingError(f"database name {database!r} is not allowed: at most 64 characters, no ` / \\ .")
@@ -699,22 +681,18 @@ class _Driver:
             return Fault("timeout", cause)
         if isinstance(exc, UnicodeError):
             return Fault("encoding", cause)
-        label = self.statements.label
+        table, database = f"lock table {self.statements.label}", f"database {settings.database!r}"
         kinds: dict[int | None, Fault] = {
             ER.ACCESS_DENIED_ERROR: Fault("login", cause),
             _ACCESS_DENIED_NO_PASSWORD: Fault("login", cause),
-            ER.DBACCESS_DENIED_ERROR: Fault(
-                "denied", cause, f"grant this user database {settings.database!r}"
-            ),
+            ER.DBACCESS_DENIED_ERROR: Fault("denied", cause, f"grant this user {database}"),
             ER.TABLEACCESS_DENIED_ERROR: Fault(
-                "denied", cause, f"the user needs SELECT, INSERT and UPDATE on {label}"
+                "denied", cause, f"the user needs SELECT, INSERT and UPDATE on {table}"
             ),
             ER.BAD_DB_ERROR: Fault(
-                "no_database",
-                f"{cause}; add ?create_db=true (create_db=True) or create it",
-                f"database {settings.database!r}",
+                "no_database", f"{cause}; add ?create_db=true (create_db=True) or create it", database
             ),
-            ER.NO_SUCH_TABLE: Fault("no_table", cause, f"lock table {label}"),
+            ER.NO_SUCH_TABLE: Fault("no_table", cause, table),
             ER.OPTION_PREVENTS_STATEMENT: Fault("read_only", cause),
             CR.CR_SSL_CONNECTION_ERROR: Fault(
                 "tls",
@@ -818,20 +796,12 @@ class MySQLBackend(SQLBackend[_Settings]):
         late_reply_wait: float | None = None,
         **driver_options: object,
     ) -> None:
-        given = {
-            "user": user,
-            "password": password,
-            "host": host,
-            "port": port,
-            "database": database,
-            "table": table,
-            "create_db": create_db,
-            "connect_timeout": connect_timeout,
-            "connect_retries": connect_retries,
-            "connect_wait": connect_wait,
-            "late_reply_wait": late_reply_wait,
-            **driver_options,
-        }
+        given: dict[str, object] = dict(user=user, password=password, host=host, port=port)
+        given |= dict(database=database, table=table, create_db=create_db, connect_timeout=connect_timeout)
+        given |= dict(
+            connect_retries=connect_retries, connect_wait=connect_wait, late_reply_wait=late_reply_wait
+        )
+        given |= driver_options
         base = BackendURL(scheme="mysql")
         self._setup(or_raise(checked(lambda: _settings(base if dsn is None else _parse_dsn(dsn), given))))
 
