@@ -252,6 +252,7 @@ class Statements:
         self.head = f"WITH n AS (SELECT {dialect.clock} AS now) " if dialect.once else ""
         self.source = " FROM n" if dialect.once else ""
         self.later = dialect.later.format(now=self.now, p=self.p)
+        self.held = f"WHERE name = {self.p} AND holder = {self.p} AND token = {self.p} AND holder <> ''"
         columns = [
             f"    {c:<11} {t} NOT NULL{' PRIMARY KEY' if c == 'name' else ''}"
             for c, t in dialect.types.items()
@@ -313,17 +314,13 @@ class Statements:
         mine = {"name": record.name, "holder": record.holder, "token": record.token}
         return self._written(sql, (self.dialect.span(ttl), *mine.values()), self.returned(), **mine)
 
-    def _matches(self, record: LockRecord) -> str:
-        p = self.p
-        return f"WHERE name = {p} AND holder = {p} AND token = {p} AND holder <> ''"
-
     def release(self, record: LockRecord, channel: str) -> Statement:
         """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
         dialect notifies, the notice goes out on ``channel`` when the statement commits."""
         least = self.dialect.least
         sql = (
             f"UPDATE {self.table} SET holder = '', expires_at = {least}(expires_at, {self.now})"
-            f"{self.source} {self._matches(record)}"
+            f"{self.source} {self.held}"
         )
         params = (record.name, record.holder, record.token)
         notify = self.dialect.notify
@@ -333,7 +330,7 @@ class Statements:
         return self._written(self.head + sql, params, "token", name=record.name)
 
     def revoke(self, record: LockRecord) -> Statement:
-        sql = f"UPDATE {self.table} SET holder = '' {self._matches(record)}"
+        sql = f"UPDATE {self.table} SET holder = '' {self.held}"
         return self._written(sql, (record.name, record.holder, record.token), "token", name=record.name)
 
     def repair(self, name: str, hold: float, token_floor: int) -> Statement:
