@@ -323,10 +323,7 @@ _GO_TLS: dict[str, tuple[tuple[str, str], ...]] = {
 def _parse_dsn(dsn: str) -> BackendURL:
     """A ``mysql://`` URL, or go-master's base DSN in go-sql-driver form ``user:pass@tcp(host:port)/db``."""
     if "://" in dsn:
-        parsed = parse_url(dsn)
-        if isinstance(parsed, Failure):
-            raise SettingError(parsed.failure())
-        url = parsed.unwrap()
+        url = or_raise(parse_url(dsn))
         if url.scheme not in _SCHEMES:
             raise SettingError(f"dsn must be a mysql:// or mariadb:// URL, not {url.scheme}://")
         return url
@@ -678,6 +675,8 @@ class _Driver:
         if isinstance(original, ssl.SSLError):
             return Fault("tls", str(original))
         if isinstance(exc, TimeoutError) or isinstance(original, TimeoutError):
+            if code == CR.CR_CONN_HOST_ERROR and time.monotonic() < self.session.deadline:
+                return Fault("connect_timeout", cause, f"{settings.connect_timeout:g}")
             return Fault("timeout", cause)
         if isinstance(exc, UnicodeError):
             return Fault("encoding", cause)
