@@ -189,14 +189,14 @@ MYSQL = Dialect(
         _MYSQL_TEXT, ("bigint",), ("datetime",), ("bigint", "int", "mediumint"), name=_MYSQL_TEXT[:4]
     ),
     engine=" ENGINE=InnoDB",
+    # One scan of the table's own columns: a correlated subquery over information_schema makes
+    # MariaDB 10.11 read every table of every database, and it crashed the server (signal 11)
+    # doing so under load. A key is PRI (the primary key: alone when it is the only PRI column)
+    # or UNI (a unique index of that column alone).
     columns=(
-        "SELECT LOWER(c.column_name), LOWER(c.data_type), EXISTS (SELECT 1 FROM "
-        "information_schema.statistics AS s WHERE s.table_schema = c.table_schema "
-        "AND s.table_name = c.table_name AND s.column_name = c.column_name AND s.non_unique = 0 "
-        "AND s.sub_part IS NULL AND NOT EXISTS (SELECT 1 FROM information_schema.statistics AS o "
-        "WHERE o.table_schema = s.table_schema AND o.table_name = s.table_name "
-        "AND o.index_name = s.index_name AND o.seq_in_index > 1)) "
-        "FROM information_schema.columns AS c WHERE c.table_schema = DATABASE() AND c.table_name = %s"
+        "SELECT LOWER(column_name), LOWER(data_type), column_key = 'UNI' OR column_key = 'PRI' "
+        "AND SUM(column_key = 'PRI') OVER () = 1 FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND table_name = %s"
     ),
 )
 
