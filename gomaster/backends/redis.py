@@ -33,7 +33,7 @@ the script yet), judged by ``TIME`` read inside it, so it is atomic and costs on
 - renew extends our lease only while it is ours and unexpired by ``TIME``; release marks it
   released (holder ``""``, ``expires_at`` = now, the token kept) and ``PUBLISH``-es on the
   name's channel in the same script; revoke only clears the holder, keeping token, expiry and
-  the key's TTL. Revoke is the one script that needs no clock.
+  the key's TTL (release and revoke are one script; a revoke reads no clock).
 
 A lost token counter
 --------------------
@@ -100,9 +100,8 @@ from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, Session, seconds_left
 from gomaster.backends._settings import (
-    MAX_SECONDS,
     Configured,
     SettingError,
     checked,
@@ -138,8 +137,6 @@ FIRST_TOKEN_CLOCK = "clock"
 SCHEMES = ("redis", "rediss")
 MAX_PREFIX_LENGTH = 100
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]+$")
-#: A socket timeout once the deadline has passed: enough to drain bytes already received.
-_MIN_SOCKET_TIMEOUT = 0.001
 _MS = 1000
 _MAX_DB = 1 << 31
 _FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
@@ -179,6 +176,9 @@ local function lease_of(key)
     return nil, 'lease ' .. key .. ' has no valid expires_at'
   end
   return {holder = f[1] or '', token = f[2], expires = expires}
+end
+local function ours(lease)
+  return lease and lease.holder ~= '' and lease.holder == ARGV[1] and lease.token == ARGV[2]
 end
 """
 
@@ -254,40 +254,29 @@ _RENEW = r"""
 local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2]
-    or lease.expires <= now then
-  return {'lost'}
-end
+if not ours(lease) or lease.expires <= now then return {'lost'} end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'renewed_at', text(now), 'expires_at', text(expires))
 redis.call('PEXPIREAT', KEYS[1], text(expires))
 return {'ok', now, redis.call('HGETALL', KEYS[1])}
 """
 
-#: KEYS: lease. ARGV: holder, token, channel. The lease stays (released) until its old expiry.
-_RELEASE = r"""
-local now = now_ms()
+#: KEYS: lease. ARGV: holder, token, and the channel a release publishes on ('' to revoke). Both
+#: clear the holder of a lease that is still (holder, token)'s, keeping the token. A release also
+#: ends the lease now (it stays readable, released, until its old expiry) and publishes; a revoke
+#: keeps the expiry and the key's TTL, and needs no clock.
+_LET_GO = r"""
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2] then
-  return {'unchanged'}
+if not ours(lease) then return {'unchanged'} end
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'holder', '')
+  return {'done'}
 end
-redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now)))
+redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now_ms())))
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return {'done'}
 """
-
-#: KEYS: lease. ARGV: holder, token. Token, expiry and the key's TTL stay.
-_REVOKE = r"""
-local lease, problem = lease_of(KEYS[1])
-if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2] then
-  return {'unchanged'}
-end
-redis.call('HSET', KEYS[1], 'holder', '')
-return {'done'}
-"""
-
 
 #: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Rewrites the lease as
 #: released until now + hold whatever it held (wrong type, garbage fields); the token is the
@@ -336,8 +325,8 @@ class _Script:
 OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter")
 CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry")
 RENEW = _Script.of("renew", _RENEW, "lease")
-RELEASE = _Script.of("release", _RELEASE, "lease")
-REVOKE = _Script.of("revoke", _REVOKE, "lease")
+RELEASE = _Script.of("release", _LET_GO, "lease")
+REVOKE = _Script.of("revoke", _LET_GO, "lease")
 REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry")
 
 
@@ -551,11 +540,15 @@ def _released(token: int) -> dict[str, object]:
 
 
 def _observation(
-    name: str, keys: RedisKeys, now_ms: int, kinds: tuple[object, object], raw_counter: object, flat: object
-) -> Result[Observation, MalformedRecord]:
-    """What the observe script read, as an observation (see ``RedisBackend.observe``)."""
-    server_now = now_ms / _MS
-    lease_kind, counter_kind = kinds
+    name: str, keys: RedisKeys, answer: list[object]
+) -> Result[Observation, MalformedRecord] | None:
+    """The observe script's answer as an observation (see ``RedisBackend.observe``); None for an
+    answer it never gives."""
+    match answer:
+        case [int(now_ms), lease_kind, counter_kind, raw_counter, flat]:
+            server_now = now_ms / _MS
+        case _:
+            return None
     if lease_kind not in ("none", "hash"):
         return Failure(MalformedRecord(name, f"lease key {keys.lease} holds a {lease_kind}, not a hash"))
     if counter_kind not in ("none", "string"):
@@ -629,14 +622,6 @@ class _Wire(Protocol):
     def read_response(self) -> Any: ...
 
 
-def _left(deadline: float, cap: float | None = None) -> float:
-    """Seconds until ``deadline`` as a socket timeout: at least a millisecond (NaN too), at most a
-    day (an infinite one overflows) and ``cap``."""
-    left = deadline - time.monotonic()
-    left = min(left, MAX_SECONDS) if left > _MIN_SOCKET_TIMEOUT else _MIN_SOCKET_TIMEOUT
-    return left if cap is None else min(left, cap)
-
-
 def _socket(conn: _Wire) -> socket.socket | None:
     sock = getattr(conn, "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
@@ -695,8 +680,8 @@ class _Redis:
                 db=settings.db,
                 username=settings.username,
                 password=settings.password,
-                socket_timeout=_left(deadline, settings.read_timeout),
-                socket_connect_timeout=_left(deadline, settings.connect_timeout),
+                socket_timeout=seconds_left(deadline, settings.read_timeout),
+                socket_connect_timeout=seconds_left(deadline, settings.connect_timeout),
                 retry=Retry(NoBackoff(), 0),
                 protocol=2,
                 **options,
@@ -732,7 +717,7 @@ class _Redis:
     def arm(self, conn: _Wire, deadline: float) -> None:
         sock = _socket(conn)
         if sock is not None:
-            sock.settimeout(_left(deadline, self.settings.read_timeout))
+            sock.settimeout(seconds_left(deadline, self.settings.read_timeout))
 
     def close(self, conn: _Wire) -> None:
         """Close the socket without a goodbye: after an error the protocol state is unknown."""
@@ -771,7 +756,7 @@ class _Redis:
         """The channels of the release messages that arrive first, within ``timeout``."""
         deadline = time.monotonic() + timeout
         heard: list[str] = []
-        while not heard and time.monotonic() < deadline and conn.can_read(timeout=_left(deadline)):
+        while not heard and time.monotonic() < deadline and conn.can_read(timeout=seconds_left(deadline)):
             self.arm(conn, deadline)  # a timed can_read leaves the socket's timeout at redis-py's
             channel = _release_channel(conn.read_response())
             if channel is not None:
@@ -928,15 +913,8 @@ class RedisBackend(Configured[_Settings]):
         ``counter + 1``. A key of the wrong type or a field that is not what it should be is a
         ``MalformedRecord``, never an exception.
         """
-
-        def seen(answer: list[object]) -> Result[Observation, MalformedRecord] | None:
-            match answer:
-                case [int(now_ms), lease_kind, counter_kind, raw_counter, flat]:
-                    kinds = (lease_kind, counter_kind)
-                    return _observation(name, self.keys(name), now_ms, kinds, raw_counter, flat)
-            return None
-
-        return self._script(OBSERVE, name, timeout, (), seen)
+        keys = self.keys(name)
+        return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set on the counter, in one script judged by ``TIME`` (see the module doc).
@@ -1025,9 +1003,8 @@ class RedisBackend(Configured[_Settings]):
         return self._script(RENEW, record.name, timeout, args, renewed)
 
     def _change(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        args: tuple[object, ...] = (_encode(record.holder), str(record.token))
-        if script is RELEASE:
-            args += (self.keys(record.name).channel,)
+        channel = self.keys(record.name).channel if script is RELEASE else ""
+        args = (_encode(record.holder), str(record.token), channel)
         return self._script(script, record.name, timeout, args, _changed)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
