@@ -71,7 +71,8 @@ supported (the scripts use keys of several slots).
 Timeouts and connections
 ------------------------
 Each process makes its own connections on first use, each in a ``Session`` (see ``_session``):
-one for commands, one for pub/sub (``Notices``). Every call arms the socket's connect, write and
+one for commands, and one for pub/sub (``Notices``) per lock name waited for, so waiters for
+different names never queue behind each other. Every call arms the socket's connect, write and
 read timeouts with what is left of its own timeout (capped by ``socket_connect_timeout`` and
 ``socket_timeout``), so a frozen server costs a call its timeout and no more; host name
 resolution is the one part a socket timeout cannot bound. An idle connection the server has
@@ -359,7 +360,7 @@ _MANAGED = {
     "health_check_interval": "an idle connection is checked before every call anyway",
     "retry_on_timeout": "the driver never retries a step; the elector decides what to do next",
     "retry_on_error": "the driver never retries a step; the elector decides what to do next",
-    "max_connections": "each process uses one command connection and one pub/sub connection",
+    "max_connections": "each process uses one command connection and a pub/sub one per name it waits for",
     "single_connection_client": "each process uses one command connection already",
 }
 _SECRET_OPTIONS = ("ssl_password",)
@@ -850,11 +851,20 @@ class RedisBackend(Configured[_Settings]):
         self._setup(or_raise(checked(lambda: _settings(url, given))))
 
     def _start(self) -> None:
+        self._session = self._session_of(_Redis(self._settings))
+        self._notices: dict[str, Notices[_Wire]] = {}
+
+    def _session_of(self, driver: _Redis) -> Session[_Wire]:
         settings = self._settings
-        url, where, secrets = settings.redacted_url, settings.where, settings.secrets()
-        self._session = Session(_Redis(settings), url=url, where=where, secrets=secrets)
-        listener = _Redis(settings, listens=True)
-        self._notices = Notices(Session(listener, url=url, where=where, secrets=secrets), listener)
+        return Session(driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets())
+
+    def _listener(self, name: str) -> Notices[_Wire]:
+        """The release notices of ``name``, on a pub/sub connection of their own."""
+        found = self._notices.get(name)
+        if found is None:
+            listener = _Redis(self._settings, listens=True)
+            found = self._notices.setdefault(name, Notices(self._session_of(listener), listener))
+        return found
 
     @property
     def prefix(self) -> str:
@@ -1029,13 +1039,13 @@ class RedisBackend(Configured[_Settings]):
         return self._script(REPAIR, name, timeout, args, _repaired)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on this process's pub/sub connection for ``name``'s release.
+        """Block up to ``timeout`` on this process's pub/sub connection for ``name`` until it is released.
 
         The first wait for a name subscribes to its channel, and the subscription is kept, so a
         release published between two waits still wakes the next one. True when a release
         message came, False on timeout, a failure when the connection broke.
         """
-        return IOResult.from_result(self._notices.wait(self.keys(name).channel, timeout))
+        return IOResult.from_result(self._listener(name).wait(self.keys(name).channel, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name ever claimed under this prefix, sorted."""
@@ -1047,7 +1057,8 @@ class RedisBackend(Configured[_Settings]):
         """Close this process's connections, ending a wait in progress at once (it returns False);
         the object reconnects if used again."""
         self._session.close()
-        self._notices.close(_interrupt)
+        for notices in list(self._notices.values()):
+            notices.close(_interrupt)
 
 
 def from_url(url: BackendURL) -> Result[RedisBackend, str]:
