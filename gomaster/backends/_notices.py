@@ -54,8 +54,8 @@ class Notices(Generic[_C]):
         self.pending.clear()
 
     def close(self, interrupt: Callable[[_C], None] | None = None) -> None:
-        """Close the connection. A wait in progress returns False: at once if ``interrupt``
-        (called from this thread) wakes a reader blocked on the connection, else when it ends."""
+        """Close the connection. A wait in progress returns False: at once when ``interrupt``
+        (run by the closing thread) wakes a reader blocked on the connection, else when it ends."""
         self.closes += 1
         conn = self.session.conn
         if interrupt is not None and conn is not None:
