@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
@@ -44,6 +44,8 @@ class Notices(Generic[_C]):
         self.listener = listener
         self.channels: set[str] = set()
         self.pending: set[str] = set()
+        #: How many times :meth:`close` ran: a wait that sees it move returns False.
+        self.closes = 0
         session.on_drop = self.forget
 
     def forget(self) -> None:
@@ -51,10 +53,21 @@ class Notices(Generic[_C]):
         self.channels.clear()
         self.pending.clear()
 
+    def close(self, interrupt: Callable[[_C], None] | None = None) -> None:
+        """Close the connection. A wait in progress returns False: at once when ``interrupt``
+        (run by the closing thread) wakes a reader blocked on the connection, else when it ends."""
+        self.closes += 1
+        conn = self.session.conn
+        if interrupt is not None and conn is not None:
+            interrupt(conn)
+        self.session.close()
+
     def wait(self, channel: str, timeout: float) -> Result[bool, BackendError]:
         """Block up to ``timeout`` for a notice on ``channel``: True when one came (perhaps while
-        nobody waited), False when time ran out or another thread held the listener all along."""
+        nobody waited), False when time ran out, another thread held the listener all along or
+        :meth:`close` ended the wait."""
         deadline = time.monotonic() + timeout
+        closes = self.closes
         session = self.session
         if not session.hold(timeout):
             return Success(False)
@@ -63,13 +76,18 @@ class Notices(Generic[_C]):
             outcome = session.locked(
                 "wait_for_release", timeout, deadline, lambda conn: self._wait(conn, channel, deadline)
             )
-            if reused and isinstance(outcome, Failure) and time.monotonic() < deadline:
+            if (
+                reused
+                and isinstance(outcome, Failure)
+                and time.monotonic() < deadline
+                and self.closes == closes
+            ):
                 # An idle listener learns that its server restarted only by waiting on it; the
                 # notices it would have had are gone anyway, so listen afresh at once.
                 outcome = session.locked(
                     "wait_for_release", timeout, deadline, lambda conn: self._wait(conn, channel, deadline)
                 )
-            return outcome
+            return Success(False) if self.closes != closes else outcome
         finally:
             session.let_go()
 

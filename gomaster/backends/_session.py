@@ -39,6 +39,8 @@ _LONGEST_WAIT = 86_400.0
 _MAYBE_LATE = frozenset({"lost", "other", "unreachable"})
 #: How long ``close()`` waits for a call in progress before leaving the close to that call.
 _CLOSE_WAIT = 0.1
+#: A socket timeout once the deadline has passed: enough to read bytes already received.
+_MIN_SOCKET_TIMEOUT = 0.001
 
 Kind = Literal[
     "timeout",
@@ -120,6 +122,14 @@ class Driver(Protocol[_C]):
     def classify(self, exc: BaseException) -> Fault:
         """The kind of failure ``exc`` (one of ``errors``) is."""
         ...
+
+
+def seconds_left(deadline: float, cap: float | None = None) -> float:
+    """What is left until ``deadline`` as a socket timeout: at least a millisecond (also once it
+    has passed, or for NaN), at most a day (an infinite one overflows) and ``cap``."""
+    left = deadline - time.monotonic()
+    left = min(left, _LONGEST_WAIT) if left > _MIN_SOCKET_TIMEOUT else _MIN_SOCKET_TIMEOUT
+    return left if cap is None else min(left, cap)
 
 
 def word(fault: Fault, *, step: str, timeout: float, where: str, secrets: tuple[str, ...]) -> str:

@@ -33,7 +33,7 @@ the script yet), judged by ``TIME`` read inside it, so it is atomic and costs on
 - renew extends our lease only while it is ours and unexpired by ``TIME``; release marks it
   released (holder ``""``, ``expires_at`` = now, the token kept) and ``PUBLISH``-es on the
   name's channel in the same script; revoke only clears the holder, keeping token, expiry and
-  the key's TTL. Revoke is the one script that needs no clock.
+  the key's TTL (release and revoke are one script; a revoke reads no clock).
 
 A lost token counter
 --------------------
@@ -56,41 +56,27 @@ condition), at the price of large token numbers. Use it when Redis runs without 
 
 Persistence, eviction, replication and failover
 -----------------------------------------------
-What a restart keeps decides what survives it. Without persistence a restart drops every live
-lease, so a successor can claim at once while the old holder works on until its next renewal
-fails (up to a heartbeat, plus the grace its work needs to stop), and it drops every counter
-(see above). RDB snapshots alone restore counters and leases as of the last snapshot: tokens
-already handed out are handed out again, and a lease restored with an older expiry ends before
-its holder's deadline. Mutual exclusion and fencing across restarts therefore need
-``appendonly yes`` with ``appendfsync always`` (with ``everysec`` a crash of the host, not of
-Redis alone, can lose the last second of writes). They also need ``maxmemory-policy
-noeviction``: evicting a counter loses it, and evicting a *lease* (the ``volatile-*`` policies
-prefer keys with a TTL) lets a second node claim while the holder still works. The backend
-logs a warning on its first connection when the server's configuration (``CONFIG GET``, where
-permitted) shows any of these risks.
-
-Redis replication is asynchronous. A replica promoted by Sentinel or Cluster failover may lack
-the last writes the old primary acknowledged: it can grant a lease that is still held (two
-masters at once, until the old holder's renew deadline stops it) and it can grant a token that
-was already granted. Mutual exclusion therefore holds only while the primary survives; across a
-failover the fencing token is the defence, and it is reliable only if the promoted replica had
-every counter update (``WAIT`` is not used: it narrows the window, but Redis does not promise
-that a write acknowledged by replicas survives a failover). Each member's clock
-must also agree with the others within the safety margin, as for any backend clock step. The
-backend talks to exactly the server in its URL: a read-only replica refuses every write, which
-is reported as an error. Redis Cluster is not supported (the scripts use keys of several slots).
+(docs/backends/redis.md says more.) Mutual exclusion and fencing across restarts need
+``appendonly yes`` with ``appendfsync always``: without persistence a restart drops every lease
+and counter, and RDB snapshots alone roll both back, so tokens repeat. They also need
+``maxmemory-policy noeviction``: evicting a counter loses it, and evicting a lease lets a second
+node claim while the holder still works. The first connection of each process warns when
+``CONFIG GET`` (where permitted) shows either risk. Replication is asynchronous: a promoted
+replica may lack acknowledged writes, so across a failover only the fencing token defends, and
+only if the replica had every counter update (``WAIT`` narrows that window without closing it,
+so it is not used); members' clocks must agree within the safety margin. The backend talks to
+exactly the server in its URL; a read-only replica's refusal is an error. Redis Cluster is not
+supported (the scripts use keys of several slots).
 
 Timeouts and connections
 ------------------------
-A backend is picklable configuration. Each process makes its own connections on first use: one
-for commands, used by one thread at a time under a lock, and one dedicated pub/sub connection
-for ``wait_for_release``, with a lock of its own. Every call arms the socket's connect, write and
+Each process makes its own connections on first use, each in a ``Session`` (see ``_session``):
+one for commands, and one for pub/sub (``Notices``) per lock name waited for, so waiters for
+different names never queue behind each other. Every call arms the socket's connect, write and
 read timeouts with what is left of its own timeout (capped by ``socket_connect_timeout`` and
-``socket_timeout`` when given), so a frozen server costs a call its timeout and no more. After
-any error the connection is dropped; before reusing an idle one the backend checks that the
-server has not closed it, so the first call after a restart already reconnects. Host name
-resolution is the one part a socket timeout cannot bound. Every driver exception becomes a
-``BackendError`` in ``_run``, and no message ever contains the password.
+``socket_timeout``), so a frozen server costs a call its timeout and no more; host name
+resolution is the one part a socket timeout cannot bound. An idle connection the server has
+closed is replaced before use, so the first call after a restart already reconnects.
 """
 
 from __future__ import annotations
@@ -101,23 +87,40 @@ import logging
 import os
 import re
 import socket
-import threading
+import ssl
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import quote
+from typing import Any, Never, Protocol, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
-from returns.io import IOFailure, IOResult, IOSuccess
+from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
-from gomaster.backends.url import REDACTED, BackendURL
+from gomaster.backends._notices import Notices
+from gomaster.backends._session import Fault, Session, seconds_left
+from gomaster.backends._settings import (
+    Configured,
+    SettingError,
+    checked,
+    choice,
+    credentials,
+    existing_file,
+    flag,
+    merge,
+    or_raise,
+    port,
+    refuse,
+    seconds,
+    secrets_of,
+    shown,
+    text,
+    whole,
+)
+from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
@@ -135,22 +138,15 @@ FIRST_TOKEN_CLOCK = "clock"
 SCHEMES = ("redis", "rediss")
 MAX_PREFIX_LENGTH = 100
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]+$")
-#: A socket timeout once the deadline has passed: enough to drain bytes already received.
-_MIN_SOCKET_TIMEOUT = 0.001
-#: Socket timeouts overflow on an infinite budget; no call needs more than a day.
-_MAX_SECONDS = 86400.0
-#: How long ``close()`` lets a connection's goodbye take.
-_CLOSE_TIMEOUT = 0.5
 _MS = 1000
-_MAX_PORT = 65535
 _MAX_DB = 1 << 31
 _FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
 _WHOLE = re.compile(r"^-?[0-9]+$")
-_DIGITS = re.compile(r"^[0-9]{1,10}$")
 _CANONICAL = re.compile(r"^(0|[1-9][0-9]*)$")
 _SSL_REQS = ("none", "optional", "required")
 
 _T = TypeVar("_T")
+_E = TypeVar("_E")
 _log = logging.getLogger("gomaster")
 
 
@@ -181,6 +177,9 @@ local function lease_of(key)
     return nil, 'lease ' .. key .. ' has no valid expires_at'
   end
   return {holder = f[1] or '', token = f[2], expires = expires}
+end
+local function ours(lease)
+  return lease and lease.holder ~= '' and lease.holder == ARGV[1] and lease.token == ARGV[2]
 end
 """
 
@@ -256,40 +255,29 @@ _RENEW = r"""
 local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2]
-    or lease.expires <= now then
-  return {'lost'}
-end
+if not ours(lease) or lease.expires <= now then return {'lost'} end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'renewed_at', text(now), 'expires_at', text(expires))
 redis.call('PEXPIREAT', KEYS[1], text(expires))
 return {'ok', now, redis.call('HGETALL', KEYS[1])}
 """
 
-#: KEYS: lease. ARGV: holder, token, channel. The lease stays (released) until its old expiry.
-_RELEASE = r"""
-local now = now_ms()
+#: KEYS: lease. ARGV: holder, token, and the channel a release publishes on ('' to revoke). Both
+#: clear the holder of a lease that is still (holder, token)'s, keeping the token. A release also
+#: ends the lease now (it stays readable, released, until its old expiry) and publishes; a revoke
+#: keeps the expiry and the key's TTL, and needs no clock.
+_LET_GO = r"""
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2] then
-  return {'unchanged'}
+if not ours(lease) then return {'unchanged'} end
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'holder', '')
+  return {'done'}
 end
-redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now)))
+redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now_ms())))
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return {'done'}
 """
-
-#: KEYS: lease. ARGV: holder, token. Token, expiry and the key's TTL stay.
-_REVOKE = r"""
-local lease, problem = lease_of(KEYS[1])
-if problem then return {'corrupt', problem} end
-if not lease or lease.holder == '' or lease.holder ~= ARGV[1] or lease.token ~= ARGV[2] then
-  return {'unchanged'}
-end
-redis.call('HSET', KEYS[1], 'holder', '')
-return {'done'}
-"""
-
 
 #: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Rewrites the lease as
 #: released until now + hold whatever it held (wrong type, garbage fields); the token is the
@@ -321,88 +309,46 @@ return {'done', best}
 
 @dataclass(frozen=True, slots=True)
 class _Script:
-    """A Lua script with the SHA1 that ``EVALSHA`` names it by."""
+    """A step's Lua script, the keys it takes (fields of ``RedisKeys``) and the SHA1 that
+    ``EVALSHA`` names it by."""
 
+    step: str
+    keys: tuple[str, ...]
     text: str
     sha: str
 
     @classmethod
-    def of(cls, body: str) -> _Script:
-        text = _PREAMBLE + body
-        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+    def of(cls, step: str, body: str, *keys: str) -> _Script:
+        source = _PREAMBLE + body
+        return cls(step, keys, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
-OBSERVE = _Script.of(_OBSERVE)
-CLAIM = _Script.of(_CLAIM)
-RENEW = _Script.of(_RENEW)
-RELEASE = _Script.of(_RELEASE)
-REVOKE = _Script.of(_REVOKE)
-REPAIR = _Script.of(_REPAIR)
+OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter")
+CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry")
+RENEW = _Script.of("renew", _RENEW, "lease")
+RELEASE = _Script.of("release", _LET_GO, "lease")
+REVOKE = _Script.of("revoke", _LET_GO, "lease")
+REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry")
 
 
 # -- configuration -------------------------------------------------------------------------
 
 
-class _SettingError(ValueError):
-    """A configuration value that cannot work; its message says what to write instead."""
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _text_option(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _SettingError(f"option {key} must be text, not {type(value).__name__}")
-    return value
-
-
-def _bool_option(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise _SettingError(f"option {key}={value!r} is not a boolean; use true or false")
-
-
-def _seconds_option(key: str, value: object) -> float:
-    seconds = -1.0
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        with contextlib.suppress(ValueError):
-            seconds = float(value)
-    if not 0 < seconds <= _MAX_SECONDS:
-        raise _SettingError(f"option {key}={value!r} must be a positive number of seconds, at most a day")
-    return seconds
-
-
-def _file_option(key: str, value: object) -> str:
-    path = _text_option(key, value)
-    if not Path(path).exists():
-        raise _SettingError(f"option {key}: {path} does not exist")
-    return path
-
-
-def _cert_reqs_option(key: str, value: object) -> str:
-    reqs = _text_option(key, value).lower()
-    if reqs not in _SSL_REQS:
-        raise _SettingError(f"option {key}={value!r} must be one of {', '.join(_SSL_REQS)}")
-    return reqs
+def _cert_reqs(key: str, value: object) -> str:
+    return choice(key, text(key, value).lower(), _SSL_REQS)
 
 
 #: Query parameters passed on to redis-py, with how to read each from a URL.
-DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
-    "client_name": _text_option,
-    "socket_keepalive": _bool_option,
-}
+DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {"client_name": text, "socket_keepalive": flag}
 #: TLS options, for ``rediss://`` only.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
-    "ssl_cert_reqs": _cert_reqs_option,
-    "ssl_ca_certs": _file_option,
-    "ssl_ca_path": _file_option,
-    "ssl_certfile": _file_option,
-    "ssl_keyfile": _file_option,
-    "ssl_password": _text_option,
-    "ssl_check_hostname": _bool_option,
+    "ssl_cert_reqs": _cert_reqs,
+    "ssl_ca_certs": existing_file,
+    "ssl_ca_path": existing_file,
+    "ssl_certfile": existing_file,
+    "ssl_keyfile": existing_file,
+    "ssl_password": text,
+    "ssl_check_hostname": flag,
 }
 #: gomaster's own query parameters.
 OWN_OPTIONS = ("prefix", "first_token", "socket_connect_timeout", "socket_timeout")
@@ -414,7 +360,7 @@ _MANAGED = {
     "health_check_interval": "an idle connection is checked before every call anyway",
     "retry_on_timeout": "the driver never retries a step; the elector decides what to do next",
     "retry_on_error": "the driver never retries a step; the elector decides what to do next",
-    "max_connections": "each process uses one command connection and one pub/sub connection",
+    "max_connections": "each process uses one command connection and a pub/sub one per name it waits for",
     "single_connection_client": "each process uses one command connection already",
 }
 _SECRET_OPTIONS = ("ssl_password",)
@@ -442,112 +388,82 @@ class _Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def secrets(self) -> list[str]:
-        """Strings that must never appear in a URL, repr or message."""
-        found = [self.password] if self.password else []
-        found += [str(v) for k, v in self.options if k in _SECRET_OPTIONS and v]
-        return found + [quote(s, safe="") for s in found if quote(s, safe="") != s]
+    def secrets(self) -> tuple[str, ...]:
+        """The password and secret options, which no URL, repr or message may show."""
+        return secrets_of(self.password, *(str(v) for k, v in self.options if k in _SECRET_OPTIONS))
 
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: the password and secret options as ``***``."""
-        auth = ""
-        if self.username or self.password is not None:
-            auth = quote(self.username or "", safe="") + (f":{REDACTED}" if self.password is not None else "")
-            auth += "@"
-        query: list[tuple[str, object]] = []
-        if self.prefix != DEFAULT_PREFIX:
-            query.append(("prefix", self.prefix))
-        if self.first_token != FIRST_TOKEN_ONE:
-            query.append(("first_token", self.first_token))
-        if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
-            query.append(("socket_connect_timeout", self.connect_timeout))
-        if self.read_timeout is not None:
-            query.append(("socket_timeout", self.read_timeout))
-        query += [(k, REDACTED if k in _SECRET_OPTIONS else v) for k, v in self.options]
-        tail = "&".join(f"{k}={quote(str(v), safe='/:.')}" for k, v in query)
+        query: list[tuple[str, object]] = [
+            (key, value)
+            for key, value, default in (
+                ("prefix", self.prefix, DEFAULT_PREFIX),
+                ("first_token", self.first_token, FIRST_TOKEN_ONE),
+                ("socket_connect_timeout", self.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+                ("socket_timeout", self.read_timeout, None),
+            )
+            if value != default
+        ]
         scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{auth}{self.where}/{self.db}" + (f"?{tail}" if tail else "")
-
-
-def _whole_option(key: str, value: object, limit: int) -> int:
-    number = -1
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _DIGITS.match(value):
-        number = int(value)
-    if not 0 <= number <= limit:
-        raise _SettingError(f"{key} {value!r} must be a whole number from 0 to {limit}")
-    return number
+        tail = shown([*query, *self.options], _SECRET_OPTIONS.__contains__)
+        return f"{scheme}://{credentials(self.username, self.password)}{self.where}/{self.db}{tail}"
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """Merge a URL with keyword overrides into checked settings, or raise ``_SettingError``."""
-    db_text = url.path.removeprefix("/")
-    parts: dict[str, object] = {
-        "host": url.host,
-        "port": url.port,
-        "db": db_text or None,
-        "username": url.username or None,
-        "password": url.password,
-    }
-    options: dict[str, object] = dict(url.query)
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in parts:
-            parts[key] = value
-        else:
-            options[key] = value
-    tls = url.scheme == "rediss"
-    prefix = _text_option("prefix", options.pop("prefix", DEFAULT_PREFIX))
+    """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``.
+
+    The database number is the URL's path, or the ``db`` keyword, never a query parameter.
+    """
+    refuse(dict(url.query), _MANAGED)
+    path = url.path.removeprefix("/") or None
+    parts, options = merge(
+        url,
+        given,
+        {"host": url.host, "port": url.port, "db": path, "username": url.username, "password": url.password},
+    )
+    refuse(options, _MANAGED)
+    prefix = text("prefix", options.pop("prefix", DEFAULT_PREFIX))
     if not _PREFIX.match(prefix) or len(prefix) > MAX_PREFIX_LENGTH:
-        raise _SettingError(
+        raise SettingError(
             f"key prefix {prefix!r} is not allowed: use letters, digits, '_', '-', ':' and '.', "
             f"1 to {MAX_PREFIX_LENGTH} characters"
         )
     first_token = str(options.pop("first_token", FIRST_TOKEN_ONE)).lower()
-    if first_token not in (FIRST_TOKEN_ONE, FIRST_TOKEN_CLOCK):
-        raise _SettingError(
-            f"option first_token={first_token!r} must be 1 (new names start at token 1) or clock "
-            "(every counter starts at the server clock in milliseconds)"
-        )
+    connect_timeout = options.pop("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     read_timeout = options.pop("socket_timeout", None)
-    username, password = parts["username"], parts["password"]
-    settings = _Settings(
-        tls=tls,
-        host=_text_option("host", parts["host"] or DEFAULT_HOST),
-        port=_whole_option("port", parts["port"] or DEFAULT_PORT, _MAX_PORT),
-        db=_whole_option("database number", parts["db"] or 0, _MAX_DB),
-        username=None if username is None else _text_option("username", username),
-        password=None if password is None else _text_option("password", password),
-        prefix=prefix,
-        first_token=first_token,
-        connect_timeout=_seconds_option(
-            "socket_connect_timeout", options.pop("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        ),
-        read_timeout=None if read_timeout is None else _seconds_option("socket_timeout", read_timeout),
-    )
+    tls = url.scheme == "rediss"
     driver: list[tuple[str, object]] = []
     for key, value in options.items():
-        if key in _MANAGED:
-            raise _SettingError(f"option {key} cannot be set: {_MANAGED[key]}")
         reader = DRIVER_OPTIONS.get(key) or (TLS_OPTIONS.get(key) if tls else None)
         if reader is None:
             if key in TLS_OPTIONS:
-                raise _SettingError(f"option {key} needs TLS: use a rediss:// URL (or tls=True)")
+                raise SettingError(f"option {key} needs TLS: use a rediss:// URL (or tls=True)")
             known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS, *TLS_OPTIONS))
-            raise _SettingError(f"unknown Redis option {key!r}; known options: {known}")
+            raise SettingError(f"unknown Redis option {key!r}; known options: {known}")
         driver.append((key, reader(key, value)))
-    return replace(settings, options=tuple(driver))
+    username, password = parts["username"], parts["password"]
+    return _Settings(
+        tls=tls,
+        host=text("host", parts["host"] or DEFAULT_HOST),
+        port=port(parts["port"] or DEFAULT_PORT),
+        db=whole("database number", parts["db"] or 0, _MAX_DB),
+        username=None if username is None else text("username", username) or None,
+        password=None if password is None else text("password", password),
+        prefix=prefix,
+        first_token=choice("first_token", first_token, (FIRST_TOKEN_ONE, FIRST_TOKEN_CLOCK)),
+        connect_timeout=seconds("socket_connect_timeout", connect_timeout),
+        read_timeout=None if read_timeout is None else seconds("socket_timeout", read_timeout),
+        options=tuple(driver),
+    )
 
 
 # -- keys and values -------------------------------------------------------------------------
 
 
-def _encode(text: str) -> bytes:
+def _encode(value: str) -> bytes:
     """Text as stored: UTF-8, with lone surrogates kept (a name is never refused late)."""
-    return text.encode("utf-8", "surrogatepass")
+    return value.encode("utf-8", "surrogatepass")
 
 
 def _decode(value: object) -> object:
@@ -588,26 +504,23 @@ def _keys(prefix: str, name: str) -> RedisKeys:
 
 def _whole(value: object) -> object:
     """A stored integer as ``int``; anything else passes through for ``parse_record`` to refuse."""
-    text = _decode(value)
-    if isinstance(text, str) and _WHOLE.match(text):
-        return int(text)
-    return text
+    found = _decode(value)
+    return int(found) if isinstance(found, str) and _WHOLE.match(found) else found
 
 
 def _fields(flat: object) -> dict[str, object]:
     """A flat ``HGETALL`` reply as the fields ``parse_record`` expects (times in seconds)."""
     fields: dict[str, object] = {}
-    if not isinstance(flat, list):
-        return fields
-    for raw_key, raw_value in zip(flat[::2], flat[1::2], strict=True):
-        key = _decode(raw_key)
+    pairs = zip(flat[::2], flat[1::2], strict=True) if isinstance(flat, list) else ()
+    for raw_key, raw_value in pairs:
+        key = str(_decode(raw_key))
         if key in ("token", "pid"):
-            fields[str(key)] = _whole(raw_value)
+            fields[key] = _whole(raw_value)
         elif key in ("acquired_at", "renewed_at", "expires_at"):
             ms = _whole(raw_value)
-            fields[str(key)] = ms / _MS if isinstance(ms, int) else ms
+            fields[key] = ms / _MS if isinstance(ms, int) else ms
         elif key in _FIELDS:
-            fields[str(key)] = _decode(raw_value)
+            fields[key] = _decode(raw_value)
     return fields
 
 
@@ -615,51 +528,91 @@ def _counter(name: str, key: str, raw: object) -> Result[int | None, MalformedRe
     """The counter's value: None when absent, a failure when it is not a token."""
     if raw is None:
         return Success(None)
-    text = _decode(raw)
-    if not isinstance(text, str) or not _CANONICAL.match(text) or int(text) >= MAX_TOKEN:
+    found = _decode(raw)
+    if not isinstance(found, str) or not _CANONICAL.match(found) or int(found) >= MAX_TOKEN:
         return Failure(MalformedRecord(name, f"token counter {key} holds {raw!r}, not a token"))
-    return Success(int(text))
+    return Success(int(found))
 
 
 def _released(token: int) -> dict[str, object]:
     """The record of a lease Redis has dropped: released, with the counter's token, times unknown."""
-    return {
-        "holder": "",
-        "version": "",
-        "token": token,
-        "acquired_at": 0.0,
-        "renewed_at": 0.0,
-        "expires_at": 0.0,
-        "host": "",
-        "pid": 0,
-    }
+    times = dict.fromkeys(("acquired_at", "renewed_at", "expires_at"), 0.0)
+    return {"holder": "", "version": "", "token": token, **times, "host": "", "pid": 0}
 
 
-def _milliseconds(seconds: float) -> int:
+def _observation(
+    name: str, keys: RedisKeys, answer: list[object]
+) -> Result[Observation, MalformedRecord] | None:
+    """The observe script's answer as an observation (see ``RedisBackend.observe``); None for an
+    answer it never gives."""
+    match answer:
+        case [int(now_ms), lease_kind, counter_kind, raw_counter, flat]:
+            server_now = now_ms / _MS
+        case _:
+            return None
+    if lease_kind not in ("none", "hash"):
+        return Failure(MalformedRecord(name, f"lease key {keys.lease} holds a {lease_kind}, not a hash"))
+    if counter_kind not in ("none", "string"):
+        return Failure(
+            MalformedRecord(name, f"token counter {keys.counter} holds a {counter_kind}, not a string")
+        )
+
+    def seen(token: int | None) -> Result[Observation, MalformedRecord]:
+        if lease_kind == "hash":
+            fields = _fields(flat)
+        elif token is not None:
+            fields = _released(token)
+        else:
+            return Success(Observation(None, server_now))
+        return parse_record(name, fields).map(
+            lambda record: Observation(
+                replace(record, token=token)
+                if token is not None and token > record.token and not record.live_at(server_now)
+                else record,
+                server_now,
+            )
+        )
+
+    return _counter(name, keys.counter, raw_counter).bind(seen)
+
+
+def _names(members: object) -> list[str]:
+    """Registry members (hex) back as lock names; anything that is not one is skipped."""
+    found: list[str] = []
+    for member in members if isinstance(members, list) else ():
+        with contextlib.suppress(ValueError, AttributeError):
+            found.append(bytes.fromhex(member.decode("ascii")).decode("utf-8", "surrogatepass"))
+    return sorted(found)
+
+
+def _changed(answer: list[object]) -> Result[bool, Never] | None:
+    """What release and revoke answer: whether the lease was still the record's."""
+    match answer:
+        case ["done" | "unchanged" as done]:
+            return Success(done == "done")
+    return None
+
+
+def _repaired(answer: list[object]) -> Result[int | None, Never] | None:
+    """What repair answers: the token it left, or None when there was nothing to repair."""
+    match answer:
+        case ["absent"]:
+            return Success(None)
+        case ["done", str(token)] if _CANONICAL.match(token):
+            return Success(int(token))
+    return None
+
+
+def _milliseconds(duration: float) -> int:
     """A ttl as whole milliseconds, at least one (``PEXPIREAT`` now would delete the lease)."""
-    return max(1, round(seconds * _MS))
+    return max(1, round(duration * _MS))
 
 
-# -- connections -----------------------------------------------------------------------------
-
-
-def _deadline(timeout: float) -> float:
-    """The monotonic time a call with ``timeout`` must end by (NaN and negatives: now)."""
-    budget = timeout if timeout > 0 else 0.0
-    return time.monotonic() + min(budget, _MAX_SECONDS)
-
-
-def _left(deadline: float, cap: float | None = None) -> float:
-    """Seconds until ``deadline`` for a socket timeout, never more than ``cap`` nor less than a ms."""
-    left = max(deadline - time.monotonic(), _MIN_SOCKET_TIMEOUT)
-    return left if cap is None else min(left, cap)
+# -- the driver ------------------------------------------------------------------------------
 
 
 class _Wire(Protocol):
     """The part of a redis-py ``Connection`` the backend uses, with the types redis-py leaves out."""
-
-    socket_timeout: float | None
-    socket_connect_timeout: float | None
 
     def connect(self) -> None: ...
     def disconnect(self) -> None: ...
@@ -670,116 +623,193 @@ class _Wire(Protocol):
     def read_response(self) -> Any: ...
 
 
-class _Link:
-    """One connection to the server for one process, used by one thread at a time.
+def _socket(conn: _Wire) -> socket.socket | None:
+    sock = getattr(conn, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
-    Every call passes a deadline: connecting, writing and reading are all bounded by what is left
-    of it. After an error the caller drops the link's connection; the next call reconnects.
+
+def _call(conn: _Wire, *args: object) -> Any:
+    """One command and its reply: one round trip."""
+    conn.send_command(*args)
+    return conn.read_response()
+
+
+def _interrupt(conn: _Wire) -> None:
+    """Wake a thread blocked reading ``conn`` (it then sees the connection closed)."""
+    sock = _socket(conn)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _release_channel(reply: object) -> str | None:
+    """The channel of a published message; None for subscription confirmations and the like."""
+    match reply:
+        case [b"message", bytes(channel), _]:
+            return channel.decode()
+    return None
+
+
+class _Unreachable(redis.ConnectionError):
+    """No connection could be made at all (redis-py's message; the OSError is its cause)."""
+
+
+class _Redis:
+    """redis-py for a :class:`Session`: a connection per open, armed with the deadline of each call.
+
+    With ``listens`` it is the pub/sub side (a :class:`Listener` too): replies waiting on an idle
+    connection are release messages, not a sign that the server has closed it.
     """
 
-    def __init__(self, settings: _Settings) -> None:
-        self._settings = settings
-        arguments: dict[str, Any] = {
-            "host": settings.host,
-            "port": settings.port,
-            "db": settings.db,
-            "username": settings.username,
-            "password": settings.password,
-            "socket_timeout": settings.read_timeout,
-            "socket_connect_timeout": settings.connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "protocol": 2,
-            **dict(settings.options),
-        }
-        kind = redis.SSLConnection if settings.tls else redis.Connection
-        self.conn = cast(_Wire, kind(**arguments))
+    errors: tuple[type[BaseException], ...] = (RedisError, OSError, UnicodeError)
 
-    def _socket(self) -> socket.socket | None:
-        sock = getattr(self.conn, "_sock", None)
-        return sock if isinstance(sock, socket.socket) else None
+    def __init__(self, settings: _Settings, *, listens: bool = False) -> None:
+        self.settings = settings
+        self.listens = listens
+        self.checked_in: int | None = None
 
-    @property
-    def connected(self) -> bool:
-        """True while a socket is open (the server may still have closed its end)."""
-        return self._socket() is not None
-
-    def ready(self, deadline: float) -> bool:
-        """Make sure the connection is open and armed for ``deadline``; True if it is a new one.
-
-        An idle connection with anything to read has been closed by the server (a restart, a
-        ``CLIENT KILL``, an idle timeout): it is replaced before a command goes down it.
-        """
-        if self.connected:
+    def open(self, deadline: float) -> _Wire:
+        """Connect (with AUTH and SELECT) before ``deadline``; the first command connection of a
+        process also checks the server's configuration."""
+        settings = self.settings
+        options: dict[str, Any] = dict(settings.options)
+        conn = cast(
+            _Wire,
+            (redis.SSLConnection if settings.tls else redis.Connection)(
+                host=settings.host,
+                port=settings.port,
+                db=settings.db,
+                username=settings.username,
+                password=settings.password,
+                socket_timeout=seconds_left(deadline, settings.read_timeout),
+                socket_connect_timeout=seconds_left(deadline, settings.connect_timeout),
+                retry=Retry(NoBackoff(), 0),
+                protocol=2,
+                **options,
+            ),
+        )
+        try:
+            conn.connect()
+        except AuthenticationError:
+            raise
+        except redis.ConnectionError as exc:
+            raise _Unreachable(str(exc)) from exc.__cause__
+        if not self.listens and self.checked_in != os.getpid():
             try:
-                stale = self.conn.can_read(0)
-            except (RedisError, OSError):
-                stale = True
-            if not stale:
-                self.arm(deadline)
-                return False
-            self.drop()
-        self.open(deadline)
-        return True
+                _check_configuration(conn, settings)
+            except BaseException:
+                self.close(conn)
+                raise
+            self.checked_in = os.getpid()
+        return conn
 
-    def open(self, deadline: float) -> None:
-        """Connect (including AUTH and SELECT) before ``deadline``."""
-        settings = self._settings
-        self.conn.socket_connect_timeout = _left(deadline, settings.connect_timeout)
-        self.conn.socket_timeout = _left(deadline, settings.read_timeout)
-        self.conn.connect()
-        self.arm(deadline)
+    def usable(self, conn: _Wire) -> bool:
+        """False when the server has closed the idle connection (a restart, ``CLIENT KILL``, an
+        idle timeout): the parser then reads end of file, or a goodbye a command would take for
+        its reply."""
+        if _socket(conn) is None:
+            return False
+        try:
+            waiting = conn.can_read(0)
+        except (RedisError, OSError):
+            return False
+        return self.listens or not waiting
 
-    def arm(self, deadline: float) -> None:
-        """Bound the socket's next writes and reads by ``deadline``."""
-        sock = self._socket()
+    def arm(self, conn: _Wire, deadline: float) -> None:
+        sock = _socket(conn)
         if sock is not None:
-            sock.settimeout(_left(deadline, self._settings.read_timeout))
+            sock.settimeout(seconds_left(deadline, self.settings.read_timeout))
 
-    def call(self, deadline: float, *args: object) -> Any:
-        """Send one command and read its reply, all before ``deadline``."""
-        self.ready(deadline)
-        self.conn.send_command(*args)
-        return self.conn.read_response()
-
-    def calls(self, deadline: float, commands: Sequence[tuple[object, ...]]) -> list[object]:
-        """Send several commands in one write; each reply is its value or its error."""
-        self.ready(deadline)
-        self.conn.send_packed_command(self.conn.pack_commands(commands))
-        replies: list[object] = []
-        for _ in commands:
-            try:
-                replies.append(self.conn.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
-        return replies
-
-    def shutdown(self) -> None:
-        """Wake a thread blocked reading this connection, which then sees it closed."""
-        sock = self._socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def drop(self) -> None:
+    def close(self, conn: _Wire) -> None:
         """Close the socket without a goodbye: after an error the protocol state is unknown."""
         with contextlib.suppress(RedisError, OSError):
-            self.conn.disconnect()
+            conn.disconnect()
+
+    def classify(self, exc: BaseException) -> Fault:
+        cause = str(exc)
+        match exc:
+            case redis.TimeoutError() | TimeoutError():
+                return Fault("timeout", cause)
+            case AuthenticationError():
+                return Fault("login", cause)
+            case ReadOnlyError():
+                return Fault("read_only", cause)
+            case _Unreachable() if isinstance(exc.__cause__, socket.gaierror):
+                return Fault("unresolved", cause, self.settings.host)
+            case _Unreachable() if isinstance(exc.__cause__, ssl.SSLError):
+                return Fault("tls", cause)
+            case _Unreachable():
+                return Fault("unreachable", cause)
+            case redis.ConnectionError() | ConnectionError():
+                return Fault("lost", cause)
+            case UnicodeError():
+                return Fault("encoding", cause)
+            case ResponseError():
+                return Fault("other", cause)
+        return Fault("other", f"{type(exc).__name__}: {cause}")
+
+    def subscribe(self, conn: _Wire, channel: str) -> None:
+        """SUBSCRIBE without waiting for the confirmation (``receive`` skips it): Redis orders it
+        before any PUBLISH that reaches the server later."""
+        conn.send_command("SUBSCRIBE", channel)
+
+    def receive(self, conn: _Wire, timeout: float) -> list[str]:
+        """The channels of the release messages that arrive first, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        heard: list[str] = []
+        while not heard and time.monotonic() < deadline and conn.can_read(timeout=seconds_left(deadline)):
+            self.arm(conn, deadline)  # a timed can_read leaves the socket's timeout at redis-py's
+            channel = _release_channel(conn.read_response())
+            if channel is not None:
+                heard.append(channel)
+        return heard
+
+
+def _check_configuration(conn: _Wire, settings: _Settings) -> None:
+    """Warn when the server can lose or roll back counters or evict leases (see the module doc).
+
+    ``CONFIG`` may be renamed, disabled or denied by ACL: then nothing is known and nothing is
+    said. The three reads go in one write; connection errors propagate, failing the call.
+    """
+    commands = [("CONFIG", "GET", key) for key in ("appendonly", "save", "maxmemory-policy")]
+    conn.send_packed_command(conn.pack_commands(commands))
+    values: list[str | None] = []
+    for _ in commands:
+        try:
+            reply = conn.read_response()
+        except ResponseError:
+            reply = None
+        found = _decode(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None
+        values.append(found if isinstance(found, str) else None)
+    appendonly, save, policy = values
+    where = settings.where
+    counters = (
+        "restarts token counters from the server clock"
+        if settings.first_token == FIRST_TOKEN_CLOCK
+        else "loses the token counters, so tokens start again at 1 (unless ?first_token=clock)"
+    )
+    if appendonly is not None and save is not None and appendonly != "yes":
+        risk = (
+            f"keeps only RDB snapshots (save {save!r}): a restart rolls leases and token counters "
+            "back to the last snapshot, so fencing tokens can repeat"
+            if save.strip()
+            else "has no persistence (appendonly no, save ''): a restart drops live leases, so a "
+            f"successor may start before the old holder stops, and {counters}"
+        )
+        _log.warning("Redis at %s %s; use appendonly yes with appendfsync always", where, risk)
+    if policy is not None and policy != "noeviction":
+        _log.warning(
+            "Redis at %s evicts keys (maxmemory-policy %s): a lease can vanish while its holder "
+            "still works, or a token counter can be lost; set maxmemory-policy noeviction",
+            where,
+            policy,
+        )
 
 
 # -- the backend -----------------------------------------------------------------------------
 
-_LIVE: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
-
-def _forget_after_fork() -> None:
-    for backend in list(_LIVE):
-        backend._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-class RedisBackend:
+class RedisBackend(Configured[_Settings]):
     """Lock records in Redis; picklable configuration that connects lazily in each process.
 
     Build it from a URL with :func:`from_url` (``connect("redis://:pass@host:6379/0")``) or with
@@ -817,42 +847,24 @@ class RedisBackend:
             "socket_timeout": socket_timeout,
             **driver_options,
         }
-        try:
-            settings = _settings(BackendURL(scheme="rediss" if tls else "redis"), given)
-        except _SettingError as exc:
-            raise ValueError(str(exc)) from None
-        self._setup(settings)
+        url = BackendURL(scheme="rediss" if tls else "redis")
+        self._setup(or_raise(checked(lambda: _settings(url, given))))
 
-    @classmethod
-    def _of(cls, settings: _Settings) -> RedisBackend:
-        backend = cls.__new__(cls)
-        backend._setup(settings)
-        return backend
+    def _start(self) -> None:
+        self._session = self._session_of(_Redis(self._settings))
+        self._notices: dict[str, Notices[_Wire]] = {}
 
-    def _setup(self, settings: _Settings) -> None:
-        self._settings = settings
-        self._url = settings.redacted_url
-        self._lock = threading.Lock()
-        self._listen_lock = threading.Lock()
-        self._link: _Link | None = None
-        self._listener: _Listener | None = None
-        self._pid = os.getpid()
-        self._checked = False
-        _LIVE.add(self)
+    def _session_of(self, driver: _Redis) -> Session[_Wire]:
+        settings = self._settings
+        return Session(driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets())
 
-    def __getstate__(self) -> _Settings:
-        return self._settings
-
-    def __setstate__(self, state: _Settings) -> None:
-        self._setup(state)
-
-    def __repr__(self) -> str:
-        return f"RedisBackend({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        """The configuration as a URL, with the password (and secret options) as ``***``."""
-        return self._url
+    def _listener(self, name: str) -> Notices[_Wire]:
+        """The release notices of ``name``, on a pub/sub connection of their own."""
+        found = self._notices.get(name)
+        if found is None:
+            listener = _Redis(self._settings, listens=True)
+            found = self._notices.setdefault(name, Notices(self._session_of(listener), listener))
+        return found
 
     @property
     def prefix(self) -> str:
@@ -868,140 +880,38 @@ class RedisBackend:
         """The keys and channel of lock ``name``, for operators inspecting the server by hand."""
         return _keys(self._settings.prefix, name)
 
-    # -- connection -------------------------------------------------------------------------
-
-    def _after_fork(self) -> None:
-        """In a forked child only the forking thread survives, so a lock another thread held
-        would stay locked forever: the child gets fresh locks and no connections. Dropping the
-        parent's connection objects never closes the parent's sockets (redis-py only closes its
-        own process's copy)."""
-        self._lock = threading.Lock()
-        self._listen_lock = threading.Lock()
-        self._link = None
-        self._listener = None
-        self._pid = os.getpid()
-        self._checked = False
-
-    def _run(self, step: str, timeout: float, work: Callable[[_Link, float], _T]) -> Result[_T, BackendError]:
-        """Do ``work`` on this process's link within ``timeout``: the one place where driver errors
-        become ``BackendError``. Any error drops the connection, so the next call reconnects."""
-        deadline = _deadline(timeout)
-        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            return Failure(self._error(step, timeout, TimeoutError("another thread's call is still running")))
-        link: _Link | None = None
-        try:
-            if self._pid != os.getpid():
-                self._after_fork_in_place()
-            link = self._link if self._link is not None else _Link(self._settings)
-            self._link = link
-            if link.ready(deadline) and not self._checked:
-                self._check_configuration(link, deadline)
-            return Success(work(link, deadline))
-        except (RedisError, OSError, UnicodeError) as exc:
-            if link is not None:
-                link.drop()
-            return Failure(self._error(step, timeout, exc))
-        except BaseException:
-            if link is not None:
-                link.drop()
-            raise
-        finally:
-            self._lock.release()
-
-    def _after_fork_in_place(self) -> None:
-        """A backend unpickled or copied into another process without a fork hook: forget the link."""
-        self._link, self._listener, self._pid, self._checked = None, None, os.getpid(), False
-
-    def _error(self, step: str, timeout: float, exc: BaseException) -> BackendError:
-        """What went wrong, naming the server and the cause, and never the password."""
-        where = self._settings.where
-        if isinstance(exc, redis.TimeoutError | TimeoutError | socket.timeout):
-            message = (
-                f"{step} did not finish within {timeout:.3f} s on {where} ({exc}); the connection was dropped"
-            )
-        elif isinstance(exc, AuthenticationError):
-            message = f"authentication failed on {where}: check the user name and password ({exc})"
-        elif isinstance(exc, ReadOnlyError):
-            message = f"{step} refused by {where}, a read-only replica: point the URL at the primary ({exc})"
-        elif isinstance(exc, redis.ConnectionError):
-            message = f"cannot reach {where} during {step}: {exc}"
-        elif isinstance(exc, ResponseError):
-            message = f"{step} failed on {where}: {exc}"
-        else:
-            message = f"{step} failed on {where}: {type(exc).__name__}: {exc}"
-        for secret in self._settings.secrets():
-            message = message.replace(secret, REDACTED)
-        return BackendError(self.url, message)
-
-    def _check_configuration(self, link: _Link, deadline: float) -> None:
-        """Warn once when the server can lose or roll back counters or evict leases.
-
-        ``CONFIG`` may be renamed, disabled or denied by ACL: then nothing is known and nothing
-        is said. Connection errors propagate, failing the call that connected.
-        """
-        replies = link.calls(
-            deadline,
-            [
-                ("CONFIG", "GET", "appendonly"),
-                ("CONFIG", "GET", "save"),
-                ("CONFIG", "GET", "maxmemory-policy"),
-            ],
-        )
-        self._checked = True
-        values: list[str | None] = []
-        for reply in replies:
-            found = _decode(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None
-            values.append(found if isinstance(found, str) else None)
-        appendonly, save, policy = values
-        where = self._settings.where
-        counters = (
-            "restarts token counters from the server clock"
-            if self._settings.first_token == FIRST_TOKEN_CLOCK
-            else "loses the token counters, so tokens start again at 1 (unless ?first_token=clock)"
-        )
-        if appendonly is not None and save is not None and appendonly != "yes":
-            if not save.strip():
-                _log.warning(
-                    "Redis at %s has no persistence (appendonly no, save ''): a restart drops live "
-                    "leases, so a successor may start before the old holder stops, and %s; "
-                    "use appendonly yes with appendfsync always",
-                    where,
-                    counters,
-                )
-            else:
-                _log.warning(
-                    "Redis at %s keeps only RDB snapshots (save %r): a restart rolls leases and token "
-                    "counters back to the last snapshot, so fencing tokens can repeat; use appendonly "
-                    "yes with appendfsync always",
-                    where,
-                    save,
-                )
-        if policy is not None and policy != "noeviction":
-            _log.warning(
-                "Redis at %s evicts keys (maxmemory-policy %s): a lease can vanish while its holder "
-                "still works, or a token counter can be lost; set maxmemory-policy noeviction",
-                where,
-                policy,
-            )
-
     def _script(
-        self, step: str, timeout: float, script: _Script, keys: Sequence[str], args: Sequence[object]
-    ) -> Result[list[object], BackendError]:
-        """Run ``script`` in one round trip (``EVAL`` only when the server does not know it yet)."""
+        self,
+        script: _Script,
+        name: str,
+        timeout: float,
+        args: Sequence[object],
+        then: Callable[[list[object]], Result[_T, _E] | None],
+    ) -> IOResult[_T, _E | BackendError]:
+        """Run ``script`` for lock ``name`` in one round trip (``EVAL`` only when the server does
+        not know it yet) and read its answer with ``then`` (None: an answer it does not expect).
+        A ``corrupt`` answer (a key the script refused to touch) is a failure naming the problem."""
+        keys = [getattr(self.keys(name), key) for key in script.keys]
+        step = script.step
 
-        def run(link: _Link, deadline: float) -> object:
+        def run(conn: _Wire) -> object:
             try:
-                return link.call(deadline, "EVALSHA", script.sha, len(keys), *keys, *args)
+                return _call(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                return link.call(deadline, "EVAL", script.text, len(keys), *keys, *args)
+                return _call(conn, "EVAL", script.text, len(keys), *keys, *args)
 
-        reply = self._run(step, timeout, run)
-        if isinstance(reply, Failure):
-            return Failure(reply.failure())
-        found = reply.unwrap()
-        if not isinstance(found, list) or not found:
+        def answer(found: object) -> Result[_T, _E | BackendError]:
+            match found:
+                case [b"corrupt", bytes(problem)]:
+                    return Failure(BackendError(self.url, f"{step} of {name!r} refused: {problem.decode()}"))
+                case [_, *_]:
+                    read = then([_decode(item) for item in found])
+                    if read is not None:
+                        return read
             return Failure(BackendError(self.url, f"{step} got an unexpected reply: {found!r}"))
-        return Success([_decode(item) if isinstance(item, bytes) else item for item in found])
+
+        ran: Result[object, _E | BackendError] = self._session.run(step, timeout, run)
+        return IOResult.from_result(ran.bind(answer))
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -1014,40 +924,7 @@ class RedisBackend:
         ``MalformedRecord``, never an exception.
         """
         keys = self.keys(name)
-        reply = self._script("observe", timeout, OBSERVE, (keys.lease, keys.counter), ())
-        if isinstance(reply, Failure):
-            return IOFailure(reply.failure())
-        answer = reply.unwrap()
-        if len(answer) != 5 or isinstance(answer[0], bool) or not isinstance(answer[0], int):
-            return IOFailure(BackendError(self.url, f"observe got an unexpected reply: {answer!r}"))
-        now_ms: int = answer[0]
-        lease_kind, counter_kind, raw_counter, flat = answer[1:]
-        server_now = now_ms / _MS
-        if lease_kind not in ("none", "hash"):
-            return IOFailure(
-                MalformedRecord(name, f"lease key {keys.lease} holds a {lease_kind}, not a hash")
-            )
-        if counter_kind not in ("none", "string"):
-            return IOFailure(
-                MalformedRecord(name, f"token counter {keys.counter} holds a {counter_kind}, not a string")
-            )
-        counter = _counter(name, keys.counter, raw_counter)
-        if isinstance(counter, Failure):
-            return IOFailure(counter.failure())
-        token = counter.unwrap()
-        if lease_kind == "none":
-            if token is None:
-                return IOSuccess(Observation(None, server_now))
-            fields = _released(token)
-        else:
-            fields = _fields(flat)
-        parsed = parse_record(name, fields)
-        if isinstance(parsed, Failure):
-            return IOFailure(parsed.failure())
-        record = parsed.unwrap()
-        if token is not None and token > record.token and not record.live_at(server_now):
-            record = replace(record, token=token)
-        return IOSuccess(Observation(record, server_now))
+        return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set on the counter, in one script judged by ``TIME`` (see the module doc).
@@ -1055,16 +932,11 @@ class RedisBackend:
         A claim that finds the counter lost restarts it from the server clock and reports a
         ``Conflict``, so the elector observes the restarted counter and claims the next token.
         """
-        expected = claim.expected
-        if expected is not None and claim.token != expected.token + 1:
+        expected, me = claim.expected, claim.node
+        if (expected is not None and claim.token != expected.token + 1) or not 0 < claim.token < MAX_TOKEN:
             return IOFailure(Conflict(claim.name))
-        if not 0 < claim.token < MAX_TOKEN:
-            return IOFailure(Conflict(claim.name))
-        me = claim.node
-        keys = self.keys(claim.name)
-        ttl_ms = _milliseconds(claim.ttl)
         args: list[object] = [
-            keys.member,
+            self.keys(claim.name).member,
             "" if expected is None else str(expected.token),
             b"" if expected is None else _encode(expected.holder),
             str(claim.token),
@@ -1072,36 +944,34 @@ class RedisBackend:
             _encode(me.version),
             _encode(me.host),
             str(me.pid),
-            str(ttl_ms),
+            str(_milliseconds(claim.ttl)),
             "1" if self._settings.first_token == FIRST_TOKEN_CLOCK else "0",
         ]
-        reply = self._script("claim", timeout, CLAIM, (keys.lease, keys.counter, keys.registry), args)
-        if isinstance(reply, Failure):
-            return IOFailure(reply.failure())
-        answer = reply.unwrap()
-        match answer:
-            case ["ok", int(now), int(expires)]:
-                return IOSuccess(
-                    LockRecord(
-                        name=claim.name,
-                        holder=me.node_id,
-                        version=me.version,
-                        token=claim.token,
-                        acquired_at=now / _MS,
-                        renewed_at=now / _MS,
-                        expires_at=expires / _MS,
-                        host=me.host,
-                        pid=me.pid,
+
+        def claimed(answer: list[object]) -> Result[LockRecord, Conflict] | None:
+            match answer:
+                case ["ok", int(now), int(expires)]:
+                    return Success(
+                        LockRecord(
+                            name=claim.name,
+                            holder=me.node_id,
+                            version=me.version,
+                            token=claim.token,
+                            acquired_at=now / _MS,
+                            renewed_at=now / _MS,
+                            expires_at=expires / _MS,
+                            host=me.host,
+                            pid=me.pid,
+                        )
                     )
-                )
-            case ["conflict"]:
-                return IOFailure(Conflict(claim.name))
-            case ["seeded", str(seed), str(why)]:
-                self._report_seed(claim.name, seed, why)
-                return IOFailure(Conflict(claim.name))
-            case ["corrupt", str(problem)]:
-                return IOFailure(BackendError(self.url, f"claim of {claim.name!r} refused: {problem}"))
-        return IOFailure(BackendError(self.url, f"claim got an unexpected reply: {answer!r}"))
+                case ["conflict"]:
+                    return Failure(Conflict(claim.name))
+                case ["seeded", str(seed), str(why)]:
+                    self._report_seed(claim.name, seed, why)
+                    return Failure(Conflict(claim.name))
+            return None
+
+        return self._script(CLAIM, claim.name, timeout, args, claimed)
 
     def _report_seed(self, name: str, seed: str, why: str) -> None:
         if why == "clock":
@@ -1126,47 +996,26 @@ class RedisBackend:
         self, record: LockRecord, ttl: float, timeout: float
     ) -> IOResult[LockRecord, Lost | BackendError]:
         """Extend only our own lease, and only while it is unexpired by ``TIME``."""
-        keys = self.keys(record.name)
-        args = (_encode(record.holder), str(record.token), str(_milliseconds(ttl)))
-        reply = self._script("renew", timeout, RENEW, (keys.lease,), args)
-        if isinstance(reply, Failure):
-            return IOFailure(reply.failure())
-        answer = reply.unwrap()
-        match answer:
-            case ["ok", int(), list(flat)]:
-                parsed = parse_record(record.name, _fields(flat))
-                if isinstance(parsed, Failure):
-                    return IOFailure(
-                        BackendError(
-                            self.url, f"renew wrote a record that reads back wrong: {parsed.failure()}"
+
+        def renewed(answer: list[object]) -> Result[LockRecord, Lost | BackendError] | None:
+            match answer:
+                case ["ok", int(), list(flat)]:
+                    return parse_record(record.name, _fields(flat)).alt(
+                        lambda problem: BackendError(
+                            self.url, f"renew wrote a record that reads back wrong: {problem}"
                         )
                     )
-                return IOSuccess(parsed.unwrap())
-            case ["lost"]:
-                return IOFailure(Lost(record))
-            case ["corrupt", str(problem)]:
-                return IOFailure(BackendError(self.url, f"renew of {record.name!r} refused: {problem}"))
-        return IOFailure(BackendError(self.url, f"renew got an unexpected reply: {answer!r}"))
+                case ["lost"]:
+                    return Failure(Lost(record))
+            return None
 
-    def _change(
-        self, step: str, script: _Script, record: LockRecord, timeout: float
-    ) -> IOResult[bool, BackendError]:
-        keys = self.keys(record.name)
-        args: tuple[object, ...] = (_encode(record.holder), str(record.token))
-        if script is RELEASE:
-            args += (keys.channel,)
-        reply = self._script(step, timeout, script, (keys.lease,), args)
-        if isinstance(reply, Failure):
-            return IOFailure(reply.failure())
-        answer = reply.unwrap()
-        match answer:
-            case ["done"]:
-                return IOSuccess(True)
-            case ["unchanged"]:
-                return IOSuccess(False)
-            case ["corrupt", str(problem)]:
-                return IOFailure(BackendError(self.url, f"{step} of {record.name!r} refused: {problem}"))
-        return IOFailure(BackendError(self.url, f"{step} got an unexpected reply: {answer!r}"))
+        args = (_encode(record.holder), str(record.token), str(_milliseconds(ttl)))
+        return self._script(RENEW, record.name, timeout, args, renewed)
+
+    def _change(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+        channel = self.keys(record.name).channel if script is RELEASE else ""
+        args = (_encode(record.holder), str(record.token), channel)
+        return self._script(script, record.name, timeout, args, _changed)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Mark the lease released if it is still exactly ``record``'s, and publish the release.
@@ -1174,214 +1023,42 @@ class RedisBackend:
         The token stays (in the lease and the counter); the released lease stays readable until
         its old expiry, after which observe reports the same token from the counter.
         """
-        return self._change("release", RELEASE, record, timeout)
+        return self._change(RELEASE, record, timeout)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """The operator's release: clear the holder if it is still ``record``'s, keeping token,
         expiry and the key's TTL, so nobody claims before the holder's own deadline has passed."""
-        return self._change("revoke", REVOKE, record, timeout)
+        return self._change(REVOKE, record, timeout)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
         """Rewrite lease and counter as released until ``hold`` from now, in one script (see
         ``LockBackend.repair``); a lease key of the wrong type is replaced too."""
-        keys = self.keys(name)
-        args = (keys.member, str(round(hold * _MS)), str(max(token_floor, 0)))
-        reply = self._script("repair", timeout, REPAIR, (keys.lease, keys.counter, keys.registry), args)
-        if isinstance(reply, Failure):
-            return IOFailure(reply.failure())
-        match reply.unwrap():
-            case ["absent"]:
-                return IOSuccess(None)
-            case ["done", str(token)] if _CANONICAL.match(token):
-                return IOSuccess(int(token))
-            case answer:
-                return IOFailure(BackendError(self.url, f"repair got an unexpected reply: {answer!r}"))
+        args = (self.keys(name).member, str(round(hold * _MS)), str(max(token_floor, 0)))
+        return self._script(REPAIR, name, timeout, args, _repaired)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on this process's pub/sub connection for ``name``'s release.
+        """Block up to ``timeout`` on this process's pub/sub connection for ``name`` until it is released.
 
         The first wait for a name subscribes to its channel, and the subscription is kept, so a
         release published between two waits still wakes the next one. True when a release
         message came, False on timeout, a failure when the connection broke.
         """
-        with self._listen_lock:
-            if self._pid != os.getpid():
-                self._after_fork_in_place()
-            listener = self._listener
-            if listener is None:
-                listener = self._listener = _Listener(self._settings, self._error)
-        return IOResult.from_result(listener.wait(self.keys(name).channel, timeout))
+        return IOResult.from_result(self._listener(name).wait(self.keys(name).channel, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name ever claimed under this prefix, sorted."""
         registry = _registry(self._settings.prefix)
-        members = self._run(
-            "names", timeout, lambda link, deadline: link.call(deadline, "SMEMBERS", registry)
-        )
+        members = self._session.run("names", timeout, lambda conn: _call(conn, "SMEMBERS", registry))
         return IOResult.from_result(members.map(_names))
 
     def close(self) -> None:
-        """Close this process's connections; the object reconnects if used again."""
-        with self._lock:
-            link, listener, self._link, self._listener = self._link, self._listener, None, None
-            mine = self._pid == os.getpid()
-        if not mine:
-            return
-        if link is not None:
-            link.arm(time.monotonic() + _CLOSE_TIMEOUT)
-            link.drop()
-        if listener is not None:
-            listener.close()
-
-
-def _names(members: object) -> list[str]:
-    """Registry members (hex) back as lock names; anything that is not one is skipped."""
-    found: list[str] = []
-    for member in members if isinstance(members, list) else ():
-        if not isinstance(member, bytes):
-            continue
-        try:
-            found.append(bytes.fromhex(member.decode("ascii")).decode("utf-8", "surrogatepass"))
-        except ValueError:
-            continue
-    return sorted(found)
-
-
-class _Listener:
-    """This process's pub/sub connection: one waiter reads it while the others wait for what it reads.
-
-    ``released`` counts the release messages seen per channel. A waiter notes its channel's
-    count, then either reads the socket itself (when no one else is) or waits for the reader to
-    signal; it returns True as soon as the count moves. Subscriptions are kept for the life of
-    the connection and renewed after a reconnect.
-    """
-
-    def __init__(
-        self, settings: _Settings, error: Callable[[str, float, BaseException], BackendError]
-    ) -> None:
-        self._link = _Link(settings)
-        self._error = error
-        self._cond = threading.Condition()
-        self._wanted: set[str] = set()
-        self._live = False
-        self._released: dict[bytes, int] = {}
-        self._reading = False
-        self._closed = False
-
-    def wait(self, channel: str, timeout: float) -> Result[bool, BackendError]:
-        """True once a release is published on ``channel``; False when ``timeout`` runs out.
-
-        The count is noted before anything is read, so a release that arrived since the last
-        wait (still buffered, or drained while checking the connection) wakes this one at once.
-        """
-        deadline = _deadline(timeout)
-        key = channel.encode()
-        with self._cond:
-            seen = self._released.get(key, 0)
-            if self._closed:
-                return Success(False)
-            try:
-                self._subscribe(channel, deadline)
-            except (RedisError, OSError) as exc:
-                self._broken()
-                return Failure(self._error("wait_for_release", timeout, exc))
-            while self._released.get(key, 0) == seen:
-                if time.monotonic() >= deadline or not self._live:
-                    return Success(False)
-                if self._reading:
-                    self._cond.wait(deadline - time.monotonic())
-                    continue
-                self._reading = True
-                try:
-                    self._cond.release()
-                    try:
-                        heard = self._read(deadline)
-                    finally:
-                        self._cond.acquire()
-                except (RedisError, OSError) as exc:
-                    self._broken()
-                    if self._closed:
-                        return Success(False)
-                    return Failure(self._error("wait_for_release", timeout, exc))
-                finally:
-                    self._reading = False
-                    self._cond.notify_all()
-                self._count(heard)
-            return Success(True)
-
-    def _subscribe(self, channel: str, deadline: float) -> None:
-        """Subscribe without waiting for the confirmation (the reader skips it): Redis orders the
-        SUBSCRIBE before any PUBLISH that reaches it later. An idle connection is drained first,
-        which also finds one the server has closed; a new connection subscribes to every channel
-        wanted so far."""
-        new = channel not in self._wanted
-        self._wanted.add(channel)
-        if self._live and self._link.connected and not self._reading:
-            try:
-                self._drain(deadline)
-            except (RedisError, OSError):
-                self._live = False
-        if self._live and self._link.connected:
-            if new:
-                self._link.conn.send_command("SUBSCRIBE", channel)
-            return
-        self._link.drop()
-        self._link.open(deadline)
-        self._link.conn.send_command("SUBSCRIBE", *sorted(self._wanted))
-        self._live = True
-
-    def _drain(self, deadline: float) -> None:
-        """Count every reply already waiting on the idle connection; raise if it was closed."""
-        conn = self._link.conn
-        while conn.can_read(0):
-            self._link.arm(deadline)
-            self._count([channel for channel in [_release_channel(conn.read_response())] if channel])
-
-    def _read(self, deadline: float) -> list[bytes]:
-        """The channels of the release messages that arrive first, before ``deadline``."""
-        conn = self._link.conn
-        heard: list[bytes] = []
-        while not heard and conn.can_read(timeout=_left(deadline)):
-            self._link.arm(deadline)
-            channel = _release_channel(conn.read_response())
-            if channel is not None:
-                heard.append(channel)
-            if time.monotonic() >= deadline:
-                break
-        return heard
-
-    def _count(self, channels: list[bytes]) -> None:
-        for channel in channels:
-            self._released[channel] = self._released.get(channel, 0) + 1
-
-    def _broken(self) -> None:
-        self._link.drop()
-        self._live = False
-
-    def close(self) -> None:
-        """End every wait (each returns False) and drop the connection.
-
-        A waiter blocked reading the socket is woken by shutting the socket down, and drops the
-        connection itself, so no thread ever closes a socket another thread is reading.
-        """
-        with self._cond:
-            self._closed = True
-            self._live = False
-            self._cond.notify_all()
-            if self._reading:
-                self._link.shutdown()
-            else:
-                self._link.drop()
-
-
-def _release_channel(reply: object) -> bytes | None:
-    """The channel of a published message; None for subscription confirmations and the like."""
-    match reply:
-        case [b"message", bytes(channel), _]:
-            return channel
-    return None
+        """Close this process's connections, ending a wait in progress at once (it returns False);
+        the object reconnects if used again."""
+        self._session.close()
+        for notices in list(self._notices.values()):
+            notices.close(_interrupt)
 
 
 def from_url(url: BackendURL) -> Result[RedisBackend, str]:
@@ -1395,7 +1072,4 @@ def from_url(url: BackendURL) -> Result[RedisBackend, str]:
         return Failure(f"a Redis URL starts with redis:// or rediss://, not {url.scheme}://")
     if "," in (url.host or ""):
         return Failure("a Redis URL names one server, e.g. redis://localhost:6379/0")
-    try:
-        return Success(RedisBackend._of(_settings(url, {})))
-    except _SettingError as exc:
-        return Failure(str(exc))
+    return checked(lambda: RedisBackend._of(_settings(url, {})))
