@@ -169,8 +169,9 @@ def test_the_monitor_checks_twice_a_second_unless_the_url_says_otherwise(mongodb
         made = connect(url)
         assert isinstance(made, MongoBackend)
         ok(made.observe("heartbeat", TIMEOUT))
-        assert made._client is not None
-        assert made._client.options.heartbeat_frequency == every
+        link = made._session.conn
+        assert link is not None
+        assert link.client.options.heartbeat_frequency == every
         made.close()
 
 
