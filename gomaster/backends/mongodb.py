@@ -32,7 +32,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -80,7 +81,6 @@ DEFAULT_COLLECTION = "masterlock"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: How often pymongo's monitor checks the server, in ms (500 is the least it accepts).
 HEARTBEAT_MS = 500
-SCHEMES = ("mongodb", "mongodb+srv")
 _MS = 1000
 #: pymongo.timeout(0) would fail before sending anything; a caller with no time left gets this.
 _MIN_CALL_TIMEOUT = 0.001
@@ -95,7 +95,6 @@ _AWAIT_GRACE = _AWAIT + 1.0
 _WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
 _NOW = {"$toLong": "$$NOW"}
-_TIME_FIELDS = ("acquired_at", "renewed_at", "expires_at")
 #: MongoDB refuses these in database names (the Unix set, plus NUL).
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_DATABASE_BYTES = 63
@@ -113,10 +112,6 @@ _log = logging.getLogger("gomaster")
 
 def _secret(option: str) -> bool:
     return any(word in option.lower() for word in _SECRET_OPTIONS)
-
-
-def _plain(option: str) -> bool:
-    return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,9 +149,8 @@ class _Settings:
         uri = f"{self.scheme}://{self.where}/{quote(self.database or '', safe='')}"
         given = {key.lower() for key, _ in self.options}
         defaults: dict[str, Any] = {
-            # Off, because SecantusDB slows down with it on. Correctness does not depend on it:
-            # a retried claim is a compare-and-set on the token, so it cannot grant a lease
-            # twice, and a retried renew or release is idempotent.
+            # Off, as SecantusDB slows down with it on; a retried claim is a compare-and-set on
+            # the token (it cannot grant a lease twice), a retried renew or release idempotent.
             "retryWrites": False,
             "w": "majority",
             "appName": "gomaster",
@@ -172,31 +166,32 @@ class _Settings:
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
         login = {"username": self.username, "password": self.password}
         chosen.update((key, value) for key, value in login.items() if value is not None)
-        return MongoClient(uri + shown(self.options, _plain, _OPTION_SAFE), connect=False, **chosen)
+        query = "&".join(f"{key}={quote(value, safe=_OPTION_SAFE)}" for key, value in self.options)
+        return MongoClient(uri + (f"?{query}" if query else ""), connect=False, **chosen)
 
 
 def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """The settings ``url`` and ``given`` (keywords, as connection-string options) describe;
-    ``SettingError`` naming the problem, never the password, for any that cannot work.
-
-    ``collection`` is ours; every other option is pymongo's, checked by pymongo itself: one by
-    one (inside a URI it would only warn about a bad one), then by building a ``MongoClient``
-    with ``connect=False``, which touches no network (not even for SRV lookups).
+    """The settings ``url`` and ``given`` (keywords) describe, or ``SettingError``. ``collection``
+    is ours; pymongo checks the other options one by one (inside a URI it only warns about a bad
+    one), then all together by building a client with ``connect=False`` (no network, not even SRV).
     """
     parts, options = merge(url, given, {"collection": DEFAULT_COLLECTION})
+    text = {
+        key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in options.items()
+    }
     hosts = url.host or ""
     if url.port is not None:
         hosts = f"[{hosts}]:{url.port}" if ":" in hosts else f"{hosts}:{url.port}"
     settings = _Settings(
         scheme=url.scheme,
-        hosts=tuple(hosts.split(",")) if hosts else (),
+        hosts=tuple(hosts.split(",")),
         database=unquote(url.path.removeprefix("/")) or None,
         collection=identifier("collection", parts["collection"] or DEFAULT_COLLECTION),
         username=url.username,
         password=url.password,
-        options=tuple((key, _option_text(value)) for key, value in options.items()),
+        options=tuple(text.items()),
     )
-    if not all(settings.hosts) or not settings.hosts:
+    if not all(settings.hosts):
         raise SettingError(f"no MongoDB host given in {settings.redacted_url}")
     database = settings.database or ""
     if _DATABASE_FORBIDDEN.intersection(database) or len(database.encode()) > _MAX_DATABASE_BYTES:
@@ -204,29 +199,20 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
             f"database name {database!r} is not allowed: at most {_MAX_DATABASE_BYTES} "
             'bytes, with no / \\ . " $, space or NUL'
         )
-    secrets = settings.secrets()
     try:
         for key, value in settings.options:
             problem = f"bad MongoDB option {key}={REDACTED if _secret(key) else value!r}"
-            split_options(shown([(key, value)], _plain, _OPTION_SAFE)[1:], validate=True, warn=False)
+            split_options(f"{key}={quote(value, safe=_OPTION_SAFE)}", validate=True, warn=False)
         problem = f"bad MongoDB configuration in {settings.redacted_url}"
         settings.client().close()
     except (PyMongoError, ValueError, TypeError, OSError) as exc:
-        raise SettingError(f"{problem}: {scrub(str(exc), *secrets)}") from None
+        raise SettingError(f"{problem}: {scrub(str(exc), *settings.secrets())}") from None
     return settings
-
-
-def _option_text(value: object) -> str:
-    """A keyword option as connection-string text (``True`` is ``true``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @dataclass(slots=True)
 class _Link:
-    """This process's client and lock collection, the deadline of the call in progress and,
-    on a listener's link, the change stream and the names it watches."""
+    """A client, its lock collection, the call's deadline; a listener's stream and its names."""
 
     client: MongoClient[Document]
     locks: Collection[Document]
@@ -236,25 +222,20 @@ class _Link:
 
 
 def _bounded(link: _Link) -> contextlib.AbstractContextManager[None]:
-    """pymongo's per-call timeout for what is left of the call the session armed.
-
-    ``pymongo.timeout`` is a context manager around the call, which ``Driver.arm`` (called just
-    before the work, with no counterpart after it) cannot enter and leave; so ``arm`` records
-    the deadline on the link and the work enters the timeout itself, through this.
-    """
+    """pymongo's per-call timeout for what is left of the call the session armed: a context
+    manager around the work, which ``arm`` (with no counterpart after the work) cannot enter and
+    leave, so ``arm`` records the deadline on the link and the work enters this."""
     left = link.deadline - time.monotonic()
     return pymongo.timeout(min(left, MAX_SECONDS) if left > _MIN_CALL_TIMEOUT else _MIN_CALL_TIMEOUT)
 
 
 class _Driver:
-    """pymongo for the session. A client is a pool that heals itself, so the steps' client is
-    kept through errors; a listener's is dropped, taking its change stream along."""
+    """pymongo for the steps' session: a client is a pool that heals itself, kept through errors."""
 
     errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
 
-    def __init__(self, settings: _Settings, *, listens: bool = False) -> None:
+    def __init__(self, settings: _Settings) -> None:
         self.settings = settings
-        self.listens = listens
 
     def open(self, deadline: float) -> _Link:
         client = self.settings.client()
@@ -267,7 +248,7 @@ class _Driver:
         return True
 
     def arm(self, link: _Link, deadline: float) -> None:
-        link.deadline = deadline + (_AWAIT_GRACE if self.listens else 0.0)
+        link.deadline = deadline
 
     def close(self, link: _Link) -> None:
         with contextlib.suppress(PyMongoError), pymongo.timeout(_CLOSE_TIMEOUT):
@@ -289,26 +270,21 @@ class _Driver:
         elif code is not None:
             kind = _CODES.get(code, "other")
         detail = f"{self.settings.lock_database}.{self.settings.collection}"
-        return Fault(kind, cause, self.settings.where if kind == "unresolved" else detail, not self.listens)
+        return Fault(kind, cause, self.settings.where if kind == "unresolved" else detail, keep=True)
 
 
-def _released(names: Sequence[str]) -> list[Document]:
-    """Changes that left ``names``' holder empty: a pipeline update is an ``update`` on MongoDB
-    and a ``replace`` (carrying the whole document) on SecantusDB."""
-    emptied = [
-        {"operationType": "update", "updateDescription.updatedFields.holder": ""},
-        {"operationType": "replace", "fullDocument.holder": ""},
-    ]
-    return [{"$match": {"documentKey._id": {"$in": list(names)}, "$or": emptied}}]
-
-
-class _ChangeStream:
-    """Release notices from a change stream on the lock collection, or polling where the
+class _ChangeStream(_Driver):
+    """The listener's driver and its ``Listener``: release notices from a change stream on the
+    lock collection, on a client that any error drops with its stream; or polling where the
     server refuses to watch (``notifies`` is then False, for this process)."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.notifies = True
+    notifies = True
+
+    def arm(self, link: _Link, deadline: float) -> None:
+        link.deadline = deadline + _AWAIT_GRACE
+
+    def classify(self, exc: BaseException) -> Fault:
+        return replace(super().classify(exc), keep=False)
 
     def subscribe(self, link: _Link, channel: str) -> None:
         """Watch ``channel`` too: a new stream for all the names, resuming where the old one
@@ -317,10 +293,15 @@ class _ChangeStream:
         if not self.notifies:
             return
         old = link.stream
+        # A pipeline update is an ``update`` on MongoDB, a ``replace`` (whole document) on SecantusDB.
+        emptied = [
+            {"operationType": "update", "updateDescription.updatedFields.holder": ""},
+            {"operationType": "replace", "fullDocument.holder": ""},
+        ]
         try:
             with _bounded(link):
                 link.stream = link.locks.watch(
-                    _released(link.names),
+                    [{"$match": {"documentKey._id": {"$in": link.names}, "$or": emptied}}],
                     max_await_time_ms=round(_AWAIT * _MS),
                     start_after=None if old is None else old.resume_token,
                 )
@@ -330,7 +311,8 @@ class _ChangeStream:
             if exc.code not in _WATCH_REFUSED:
                 raise
             self.notifies = False
-            _log.warning("%s refuses change streams (code %s): followers poll instead", self.where, exc.code)
+            where = self.settings.where
+            _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
 
     def receive(self, link: _Link, timeout: float) -> Iterable[str]:
         if link.stream is None:
@@ -344,28 +326,24 @@ class _ChangeStream:
 def _fields(document: Mapping[str, Any]) -> dict[str, object]:
     """A stored document as ``parse_record`` fields: milliseconds become seconds, garbage stays."""
     fields: dict[str, object] = dict(document)
-    for key in _TIME_FIELDS:
+    for key in ("acquired_at", "renewed_at", "expires_at"):
         value = fields.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             fields[key] = value / _MS
     return fields
 
 
-def _literal(value: str) -> dict[str, object]:
-    """Values in a pipeline ``$set`` are expressions: keep a holder named ``$x`` plain text."""
-    return {"$literal": value}
-
-
 def _lease_fields(claim: Claim) -> dict[str, object]:
     me = claim.node
+    # Values in a pipeline ``$set`` are expressions: ``$literal`` keeps a holder named ``$x`` text.
     return {
-        "holder": _literal(me.node_id),
-        "version": _literal(me.version),
+        "holder": {"$literal": me.node_id},
+        "version": {"$literal": me.version},
         "token": Int64(claim.token),
         "acquired_at": _NOW,
         "renewed_at": _NOW,
         "expires_at": {"$add": [_NOW, _milliseconds(claim.ttl)]},
-        "host": _literal(me.host),
+        "host": {"$literal": me.host},
         "pid": Int64(me.pid),
     }
 
@@ -422,11 +400,10 @@ class MongoBackend(Configured[_Settings]):
 
     def _start(self) -> None:
         settings = self._settings
-        where, secrets = settings.where, settings.secrets()
-        self._session = Session(_Driver(settings), url=self.url, where=where, secrets=secrets)
-        listen = Session(_Driver(settings, listens=True), url=self.url, where=where, secrets=secrets)
-        self._listener = _ChangeStream(where)
-        self._notices = Notices(listen, self._listener)
+        session = partial(Session, url=self.url, where=settings.where, secrets=settings.secrets())
+        self._session: Session[_Link] = session(_Driver(settings))
+        self._listener = _ChangeStream(settings)
+        self._notices: Notices[_Link] = Notices(session(self._listener), self._listener)
 
     @property
     def database(self) -> str:
@@ -440,8 +417,7 @@ class MongoBackend(Configured[_Settings]):
 
     @property
     def notifies(self) -> bool:
-        """True until the server refuses a change stream (it is not a replica set); then
-        followers poll."""
+        """True until the server refuses a change stream (not a replica set): then followers poll."""
         return self._listener.notifies
 
     def _run(
@@ -543,12 +519,11 @@ class MongoBackend(Configured[_Settings]):
         missing: _Refusal,
     ) -> IOResult[LockRecord, _Refusal | BackendError]:
         def record(document: Document | None) -> Result[LockRecord, _Refusal | BackendError]:
+            wrong = f"{step} wrote a record that reads back wrong"
             if document is None:
                 return Failure(missing)
             return parse_record(name, _fields(document)).alt(
-                lambda problem: BackendError(
-                    self.url, f"{step} wrote a record that reads back wrong: {problem}"
-                )
+                lambda bad: BackendError(self.url, f"{wrong}: {bad}")
             )
 
         answer: IOResult[Document | None, _Refusal | BackendError] = self._run(step, timeout, work)
@@ -567,11 +542,7 @@ class MongoBackend(Configured[_Settings]):
         self, step: str, record: LockRecord, update: Document | list[Document], timeout: float
     ) -> IOResult[bool, BackendError]:
         """``update`` the document if it is still exactly ``record``'s; True when it was."""
-        query: Document = {
-            "_id": record.name,
-            "token": record.token,
-            "holder": {"$eq": record.holder, "$ne": ""},
-        }
+        query = {"_id": record.name, "token": record.token, "holder": {"$eq": record.holder, "$ne": ""}}
         return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
 
     def repair(

@@ -456,7 +456,9 @@ def test_a_server_that_refuses_change_streams_leaves_followers_polling(
             started = time.monotonic()
             assert ok(made.wait_for_release(lock_name, QUIET_WAIT)) is False
             waited = time.monotonic() - started
-            assert QUIET_WAIT <= waited < QUIET_WAIT + 1.0, f"a poller sleeps out its wait, not {waited:.2f} s"
+            assert QUIET_WAIT <= waited < QUIET_WAIT + 1.0, (
+                f"a poller sleeps out its wait, not {waited:.2f} s"
+            )
         assert not made.notifies
         refusals = [entry for entry in caplog.records if "refuses change streams" in entry.getMessage()]
         assert len(refusals) == 1, "the fallback is logged once"
