@@ -294,10 +294,7 @@ class _ChangeStream(_Driver):
             return
         old = link.stream
         # A pipeline update is an ``update`` on MongoDB, a ``replace`` (whole document) on SecantusDB.
-        emptied = [
-            {"operationType": "update", "updateDescription.updatedFields.holder": ""},
-            {"operationType": "replace", "fullDocument.holder": ""},
-        ]
+        emptied = [{"updateDescription.updatedFields.holder": ""}, {"fullDocument.holder": ""}]
         try:
             with _bounded(link):
                 link.stream = link.locks.watch(
