@@ -40,6 +40,12 @@ FROZEN_SLACK = 0.5
 SHORT_TIMEOUT = 1.0
 SECRET = "pa55-w0rd:not/for@logs"
 RACES = 10
+#: A wait for a release notice that should end long before this.
+NOTICE_WAIT = 10.0
+#: SecantusDB delivers a change about 5 ms after the write; a woken wait comes well within this.
+NOTICE_LATENCY = 0.5
+#: A wait that no notice should end.
+QUIET_WAIT = 0.5
 
 Document = dict[str, Any]
 
@@ -384,35 +390,18 @@ def test_release_keeps_the_document_and_its_token(
     assert lock_name in ok(backend.names(TIMEOUT))
 
 
-#: A wait for a release notice that should end long before this.
-NOTICE_WAIT = 10.0
-#: SecantusDB delivers a change about 5 ms after the write; a woken wait comes well within this.
-NOTICE_LATENCY = 0.5
-#: A wait that no notice should end.
-QUIET_WAIT = 0.5
-
-
-def _waiting(backend: MongoBackend, name: str) -> tuple[threading.Thread, list[tuple[bool, float]]]:
-    """A thread waiting for ``name``'s release on ``backend``, and where it puts what it saw, when."""
-    woke: list[tuple[bool, float]] = []
-
-    def wait() -> None:
-        woke.append((ok(backend.wait_for_release(name, NOTICE_WAIT)), time.monotonic()))
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    return waiter, woke
-
-
 def test_a_release_wakes_another_backends_wait_within_milliseconds(mongodb_url: str, lock_name: str) -> None:
     holder, follower = connect(mongodb_url), connect(mongodb_url)
-    assert isinstance(follower, MongoBackend)
     record = _claim_first(holder, lock_name)
     # The first wait opens the change stream; from then on no release of the name is missed.
     assert ok(follower.wait_for_release(lock_name, 0.05)) is False
     if not follower.notifies:
         pytest.skip("this server refuses change streams (not a replica set)")
-    waiter, woke = _waiting(follower, lock_name)
+    woke: list[tuple[bool, float]] = []
+    waiter = threading.Thread(
+        target=lambda: woke.append((ok(follower.wait_for_release(lock_name, NOTICE_WAIT)), time.monotonic()))
+    )
+    waiter.start()
     time.sleep(0.1)
     released_at = time.monotonic()
     assert ok(holder.release(record, TIMEOUT)) is True
