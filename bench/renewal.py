@@ -161,7 +161,7 @@ def _raw_ping(kind: str, backend: LockBackend) -> tuple[Callable[[], object], st
 
         return select_one, "SELECT 1"
     if kind == "mongodb":
-        return (lambda: state["_client"].admin.command("ping")), "ping"
+        return (lambda: state["_session"].conn.client.admin.command("ping")), "ping"
     if kind == "redis":
         link = state["_link"]
 
@@ -205,7 +205,7 @@ def _raw_write(kind: str, backend: LockBackend, url: str) -> Callable[[], object
             execute(sql)
         return lambda: execute(bump)
     if kind == "mongodb":
-        scratch = state["_client"][urlsplit(url).path.strip("/") or "gomaster"]["bench_scratch"]
+        scratch = state["_session"].conn.client[urlsplit(url).path.strip("/") or "gomaster"]["bench_scratch"]
         return lambda: scratch.update_one({"_id": 1}, {"$inc": {"v": 1}}, upsert=True)
     if kind == "redis":
         link = state["_link"]

@@ -21,30 +21,50 @@ the safety margin (NTP), like any backend clock step.
 
 Every call runs inside :func:`pymongo.timeout`, pymongo's client-side operation timeout, which
 bounds server selection, connection set-up and the socket reads, and sends ``maxTimeMS`` so the
-server gives up too.
+server gives up too. Release notices come through a change stream on the lock collection, read
+on a client of its own; a server that refuses change streams (a MongoDB that is not a replica
+set) leaves followers polling.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import pymongo
 from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo import MongoClient, ReturnDocument
+from pymongo.change_stream import ChangeStream
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import ConfigurationError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference
 from pymongo.uri_parser import split_options
-from returns.io import IOFailure, IOResult, IOSuccess
+from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
-from gomaster.backends.base import check_identifier, timeout_error
+from gomaster.backends._notices import Notices
+from gomaster.backends._session import Fault, Kind, Session
+from gomaster.backends._settings import (
+    MAX_SECONDS,
+    Configured,
+    SettingError,
+    checked,
+    credentials,
+    flag,
+    identifier,
+    merge,
+    or_raise,
+    seconds,
+    secrets_of,
+    shown,
+)
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -61,26 +81,41 @@ DEFAULT_COLLECTION = "masterlock"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: How often pymongo's monitor checks the server, in ms (500 is the least it accepts).
 HEARTBEAT_MS = 500
-SCHEMES = ("mongodb", "mongodb+srv")
 _MS = 1000
 #: pymongo.timeout(0) would fail before sending anything; a caller with no time left gets this.
 _MIN_CALL_TIMEOUT = 0.001
-#: Socket timeouts overflow on an infinite budget; no step needs more than a day.
-_MAX_CALL_TIMEOUT = 86400.0
+#: Closing a client says goodbye to the server (endSessions); a hung server gets this long.
+_CLOSE_TIMEOUT = 0.1
+#: The longest one read of the change stream waits on the server: a wait for a notice may end
+#: this much after its timeout, and an idle follower asks this often.
+_AWAIT = 0.25
+#: What a listener's call may run past its deadline: one read of the stream, and its reply.
+_AWAIT_GRACE = _AWAIT + 1.0
+#: What a server that cannot watch answers (not a replica set, no such stage, not allowed).
+_WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
 _NOW = {"$toLong": "$$NOW"}
-_TIME_FIELDS = ("acquired_at", "renewed_at", "expires_at")
 #: MongoDB refuses these in database names (the Unix set, plus NUL).
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_DATABASE_BYTES = 63
 #: Option values shown as *** in URLs and scrubbed from error messages.
 _SECRET_OPTIONS = ("password", "authmechanismproperties")
+#: Option values keep the ``:`` and ``,`` that tag lists are made of.
+_OPTION_SAFE = ":,"
 #: pymongo appends a dump of the topology to selection errors; the first line says it all.
 _NOISE = (", Topology Description:", ", full error:")
+#: Server error codes with a kind of their own: AuthenticationFailed, Unauthorized.
+_CODES: Mapping[int, Kind] = {18: "login", 13: "denied"}
+
+_log = logging.getLogger("gomaster")
+
+
+def _secret(option: str) -> bool:
+    return any(word in option.lower() for word in _SECRET_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Config:
+class _Settings:
     """Everything a process needs to reach the collection; what pickling carries."""
 
     scheme: str
@@ -95,28 +130,27 @@ class _Config:
     def lock_database(self) -> str:
         return self.database or DEFAULT_DATABASE
 
-    def option_names(self) -> set[str]:
-        return {key.lower() for key, _ in self.options}
+    @property
+    def where(self) -> str:
+        return ",".join(self.hosts)
 
-    def secrets(self) -> list[str]:
-        """Strings that must never appear in a URL, repr or message."""
-        found = [self.password] if self.password else []
-        found += [value for key, value in self.options if _secret(key) and value]
-        return found + [quote(value, safe="") for value in found]
+    def secrets(self) -> tuple[str, ...]:
+        return secrets_of(self.password, *(value for key, value in self.options if _secret(key)))
 
-    def connection_string(self) -> str:
-        """The URI handed to pymongo, without credentials (those go as keywords)."""
-        database = quote(self.database or "", safe="")
-        query = "&".join(f"{key}={_quote_option(value)}" for key, value in self.options)
-        return f"{self.scheme}://{','.join(self.hosts)}/{database}" + (f"?{query}" if query else "")
+    @property
+    def redacted_url(self) -> str:
+        ours = () if self.collection == DEFAULT_COLLECTION else (("collection", self.collection),)
+        query = shown((*ours, *self.options), _secret, _OPTION_SAFE)
+        auth = credentials(self.username, self.password) if self.username is not None else ""
+        return f"{self.scheme}://{auth}{self.where}/{self.database or ''}{query}"
 
-    def client_arguments(self) -> dict[str, Any]:
-        """Keywords for ``MongoClient``: our defaults wherever the user did not choose."""
-        given = self.option_names()
+    def client(self) -> MongoClient[Document]:
+        """A client that has not connected yet; credentials go as keywords, never in the URI."""
+        uri = f"{self.scheme}://{self.where}/{quote(self.database or '', safe='')}"
+        given = {key.lower() for key, _ in self.options}
         defaults: dict[str, Any] = {
-            # Off, because SecantusDB slows down with it on. Correctness does not depend on it:
-            # a retried claim is a compare-and-set on the token, so it cannot grant a lease
-            # twice, and a retried renew or release is idempotent.
+            # Off, as SecantusDB slows down with it on; a retried claim is a compare-and-set on
+            # the token (it cannot grant a lease twice), a retried renew or release idempotent.
             "retryWrites": False,
             "w": "majority",
             "appName": "gomaster",
@@ -130,113 +164,192 @@ class _Config:
             "heartbeatFrequencyMS": HEARTBEAT_MS,
         }
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
-        if self.username is not None:
-            chosen["username"] = self.username
-        if self.password is not None:
-            chosen["password"] = self.password
-        return chosen
-
-    def redacted(self) -> str:
-        """The URL as users may see it: the password and secret options shown as ***."""
-        auth = ""
-        if self.username is not None:
-            auth = quote(self.username, safe="") + (f":{REDACTED}" if self.password is not None else "") + "@"
-        shown = [] if self.collection == DEFAULT_COLLECTION else [("collection", self.collection)]
-        shown += [(key, REDACTED if _secret(key) else value) for key, value in self.options]
-        query = "&".join(f"{key}={value}" for key, value in shown)
-        database = self.database or ""
-        return f"{self.scheme}://{auth}{','.join(self.hosts)}/{database}" + (f"?{query}" if query else "")
+        login = {"username": self.username, "password": self.password}
+        chosen.update((key, value) for key, value in login.items() if value is not None)
+        query = "&".join(f"{key}={quote(value, safe=_OPTION_SAFE)}" for key, value in self.options)
+        return MongoClient(uri + (f"?{query}" if query else ""), connect=False, **chosen)
 
 
-def _quote_option(value: str) -> str:
-    """Percent-encode an option value, leaving the ``:`` and ``,`` that tag lists are made of."""
-    return quote(value, safe=":,")
-
-
-def _secret(option: str) -> bool:
-    return any(word in option.lower() for word in _SECRET_OPTIONS)
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    return scrub(text, *secrets)
-
-
-def _check_config(config: _Config) -> Result[_Config, str]:
-    """Refuse a configuration that cannot work, naming the problem and never the password.
-
-    Building a ``MongoClient`` with ``connect=False`` runs pymongo's own validation of every
-    option without touching the network (not even for SRV lookups).
+def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
+    """The settings ``url`` and ``given`` (keywords) describe, or ``SettingError``. ``collection``
+    is ours; pymongo checks the other options one by one (inside a URI it only warns about a bad
+    one), then all together by building a client with ``connect=False`` (no network, not even SRV).
     """
-    if config.scheme not in SCHEMES:
-        return Failure(f"a MongoDB URL starts with mongodb:// or mongodb+srv://, not {config.scheme}://")
-    if not config.hosts or not all(config.hosts):
-        return Failure(f"no MongoDB host given in {config.redacted()}")
-    if config.database is not None:
-        bad = sorted(_DATABASE_FORBIDDEN.intersection(config.database))
-        if bad or len(config.database.encode()) > _MAX_DATABASE_BYTES:
-            return Failure(
-                f"database name {config.database!r} is not allowed: at most {_MAX_DATABASE_BYTES} "
-                'bytes, with no / \\ . " $, space or NUL'
-            )
-    named = check_identifier("collection", config.collection)
-    if isinstance(named, Failure):
-        return Failure(named.failure())
-    secrets = config.secrets()
-    for key, value in config.options:
-        try:
-            # Only warns about a bad option inside a URI; asked this way, it raises.
-            split_options(f"{key}={_quote_option(value)}", validate=True, warn=False)
-        except (PyMongoError, ValueError, TypeError, OSError) as exc:
-            shown = REDACTED if _secret(key) else value
-            return Failure(f"bad MongoDB option {key}={shown!r}: {_scrub(str(exc), secrets)}")
+    parts, options = merge(url, given, {"collection": DEFAULT_COLLECTION})
+    text = {
+        key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in options.items()
+    }
+    hosts = url.host or ""
+    if url.port is not None:
+        hosts = f"[{hosts}]:{url.port}" if ":" in hosts else f"{hosts}:{url.port}"
+    settings = _Settings(
+        scheme=url.scheme,
+        hosts=tuple(hosts.split(",")),
+        database=unquote(url.path.removeprefix("/")) or None,
+        collection=identifier("collection", parts["collection"] or DEFAULT_COLLECTION),
+        username=url.username,
+        password=url.password,
+        options=tuple(text.items()),
+    )
+    if not all(settings.hosts):
+        raise SettingError(f"no MongoDB host given in {settings.redacted_url}")
+    database = settings.database or ""
+    if _DATABASE_FORBIDDEN.intersection(database) or len(database.encode()) > _MAX_DATABASE_BYTES:
+        raise SettingError(
+            f"database name {database!r} is not allowed: at most {_MAX_DATABASE_BYTES} "
+            'bytes, with no / \\ . " $, space or NUL'
+        )
     try:
-        MongoClient[Document](config.connection_string(), connect=False, **config.client_arguments()).close()
+        for key, value in settings.options:
+            problem = f"bad MongoDB option {key}={REDACTED if _secret(key) else value!r}"
+            split_options(f"{key}={quote(value, safe=_OPTION_SAFE)}", validate=True, warn=False)
+        problem = f"bad MongoDB configuration in {settings.redacted_url}"
+        settings.client().close()
     except (PyMongoError, ValueError, TypeError, OSError) as exc:
-        return Failure(f"bad MongoDB configuration in {config.redacted()}: {_scrub(str(exc), secrets)}")
-    return Success(config)
+        raise SettingError(f"{problem}: {scrub(str(exc), *settings.secrets())}") from None
+    return settings
+
+
+@dataclass(slots=True)
+class _Link:
+    """A client, its lock collection, the call's deadline; a listener's stream and its names."""
+
+    client: MongoClient[Document]
+    locks: Collection[Document]
+    deadline: float = 0.0
+    stream: ChangeStream[Document] | None = None
+    names: list[str] = field(default_factory=list)
+
+
+def _bounded(link: _Link) -> contextlib.AbstractContextManager[None]:
+    """pymongo's per-call timeout for what is left of the call the session armed: a context
+    manager around the work, which ``arm`` (with no counterpart after the work) cannot enter and
+    leave, so ``arm`` records the deadline on the link and the work enters this."""
+    left = link.deadline - time.monotonic()
+    return pymongo.timeout(min(left, MAX_SECONDS) if left > _MIN_CALL_TIMEOUT else _MIN_CALL_TIMEOUT)
+
+
+class _Driver:
+    """pymongo for the steps' session: a client is a pool that heals itself, kept through errors."""
+
+    errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
+
+    def __init__(self, settings: _Settings) -> None:
+        self.settings = settings
+
+    def open(self, deadline: float) -> _Link:
+        client = self.settings.client()
+        collection = client[self.settings.lock_database].get_collection(
+            self.settings.collection, read_preference=ReadPreference.PRIMARY
+        )
+        return _Link(client, collection)
+
+    def usable(self, link: _Link) -> bool:
+        return True
+
+    def arm(self, link: _Link, deadline: float) -> None:
+        link.deadline = deadline
+
+    def close(self, link: _Link) -> None:
+        with contextlib.suppress(PyMongoError), pymongo.timeout(_CLOSE_TIMEOUT):
+            link.client.close()
+
+    def classify(self, exc: BaseException) -> Fault:
+        text = str(exc)
+        for noise in _NOISE:
+            text = text.split(noise, 1)[0]
+        code = exc.code if isinstance(exc, OperationFailure) else None
+        cause = f"{type(exc).__name__}: {text}" + ("" if code is None else f" (code {code})")
+        kind: Kind = "other"
+        if not isinstance(exc, PyMongoError):
+            kind = "encoding"  # a value BSON cannot carry, e.g. a lone surrogate
+        elif exc.timeout:
+            kind = "timeout"
+        elif isinstance(exc, ConfigurationError):
+            kind = "unresolved"  # a mongodb+srv:// name without its DNS records
+        elif code is not None:
+            kind = _CODES.get(code, "other")
+        detail = f"{self.settings.lock_database}.{self.settings.collection}"
+        return Fault(kind, cause, self.settings.where if kind == "unresolved" else detail, keep=True)
+
+
+class _ChangeStream(_Driver):
+    """The listener's driver and its ``Listener``: release notices from a change stream on the
+    lock collection, on a client that any error drops with its stream; or polling where the
+    server refuses to watch (``notifies`` is then False, for this process)."""
+
+    notifies = True
+
+    def arm(self, link: _Link, deadline: float) -> None:
+        link.deadline = deadline + _AWAIT_GRACE
+
+    def classify(self, exc: BaseException) -> Fault:
+        return replace(super().classify(exc), keep=False)
+
+    def subscribe(self, link: _Link, channel: str) -> None:
+        """Watch ``channel`` too: a new stream for all the names, resuming where the old one
+        was, so no release between the two is missed."""
+        link.names.append(channel)
+        if not self.notifies:
+            return
+        old = link.stream
+        # A pipeline update is an ``update`` on MongoDB, a ``replace`` (whole document) on SecantusDB.
+        emptied = [{"updateDescription.updatedFields.holder": ""}, {"fullDocument.holder": ""}]
+        try:
+            with _bounded(link):
+                link.stream = link.locks.watch(
+                    [{"$match": {"documentKey._id": {"$in": link.names}, "$or": emptied}}],
+                    max_await_time_ms=round(_AWAIT * _MS),
+                    start_after=None if old is None else old.resume_token,
+                )
+                if old is not None:
+                    old.close()
+        except OperationFailure as exc:
+            if exc.code not in _WATCH_REFUSED:
+                raise
+            self.notifies = False
+            where = self.settings.where
+            _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
+
+    def receive(self, link: _Link, timeout: float) -> Iterable[str]:
+        if link.stream is None:
+            time.sleep(min(timeout, MAX_SECONDS))
+            return ()
+        with _bounded(link):
+            change = link.stream.try_next()
+        return () if change is None else (str(change["documentKey"]["_id"]),)
 
 
 def _fields(document: Mapping[str, Any]) -> dict[str, object]:
     """A stored document as ``parse_record`` fields: milliseconds become seconds, garbage stays."""
     fields: dict[str, object] = dict(document)
-    for key in _TIME_FIELDS:
+    for key in ("acquired_at", "renewed_at", "expires_at"):
         value = fields.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             fields[key] = value / _MS
     return fields
 
 
-def _literal(value: str) -> dict[str, object]:
-    """Values in a pipeline ``$set`` are expressions: keep a holder named ``$x`` plain text."""
-    return {"$literal": value}
-
-
 def _lease_fields(claim: Claim) -> dict[str, object]:
     me = claim.node
+    # Values in a pipeline ``$set`` are expressions: ``$literal`` keeps a holder named ``$x`` text.
     return {
-        "holder": _literal(me.node_id),
-        "version": _literal(me.version),
+        "holder": {"$literal": me.node_id},
+        "version": {"$literal": me.version},
         "token": Int64(claim.token),
         "acquired_at": _NOW,
         "renewed_at": _NOW,
         "expires_at": {"$add": [_NOW, _milliseconds(claim.ttl)]},
-        "host": _literal(me.host),
+        "host": {"$literal": me.host},
         "pid": Int64(me.pid),
     }
-
-
-def _budget(timeout: float) -> float:
-    """The caller's timeout as pymongo can take it (NaN and negatives become the minimum)."""
-    if not timeout > _MIN_CALL_TIMEOUT:
-        return _MIN_CALL_TIMEOUT
-    return min(timeout, _MAX_CALL_TIMEOUT)
 
 
 def _milliseconds(seconds: float) -> Int64:
     return Int64(round(seconds * _MS))
 
 
-class MongoBackend:
+class MongoBackend(Configured[_Settings]):
     """Lock records in a MongoDB collection; picklable, connects lazily in each process.
 
     The keywords follow go-master's Mongo options: ``hosts`` (``"host:port"`` strings),
@@ -262,120 +375,58 @@ class MongoBackend:
         srv: bool = False,
         options: Mapping[str, object] | None = None,
     ) -> None:
-        chosen: list[tuple[str, object]] = [
-            ("replicaSet", replica_set),
-            ("authSource", auth_source),
-            ("tls", tls),
-            ("maxPoolSize", pool_limit),
-        ]
-        if timeout is not None:
-            if not timeout > 0:
-                raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-            chosen += [
-                ("connectTimeoutMS", round(timeout * _MS)),
-                ("serverSelectionTimeoutMS", round(timeout * _MS)),
-            ]
-        chosen += list((options or {}).items())
-        config = _Config(
+        wait = None if timeout is None else round(seconds("timeout", timeout) * _MS)
+        given = {
+            "collection": collection,
+            "replicaSet": replica_set,
+            "authSource": auth_source,
+            "tls": None if tls is None else flag("tls", tls),
+            "maxPoolSize": pool_limit,
+            "connectTimeoutMS": wait,
+            "serverSelectionTimeoutMS": wait,
+            **(options or {}),
+        }
+        url = BackendURL(
             scheme="mongodb+srv" if srv else "mongodb",
-            hosts=(hosts,) if isinstance(hosts, str) else tuple(hosts),
-            database=database,
-            collection=collection,
             username=user,
             password=password,
-            options=tuple((key, _option_text(value)) for key, value in chosen if value is not None),
+            host=hosts if isinstance(hosts, str) else ",".join(hosts),
+            path=f"/{quote(database, safe='')}" if database else "",
         )
-        checked = _check_config(config)
-        if isinstance(checked, Failure):
-            raise ValueError(checked.failure())
-        self._adopt(checked.unwrap())
+        self._setup(or_raise(checked(lambda: _read(url, given))))
 
-    @classmethod
-    def _from_config(cls, config: _Config) -> MongoBackend:
-        backend = cls.__new__(cls)
-        backend._adopt(config)
-        return backend
-
-    def _adopt(self, config: _Config) -> None:
-        self._config = config
-        self._url = config.redacted()
-        self._secrets = config.secrets()
-        self._client: MongoClient[Document] | None = None
-        self._locks: Collection[Document] | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, _Config]:
-        return {"config": self._config}
-
-    def __setstate__(self, state: dict[str, _Config]) -> None:
-        self._adopt(state["config"])
-
-    def __repr__(self) -> str:
-        return f"MongoBackend({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        """The connection URL with the password (and any secret option) replaced by ``***``."""
-        return self._url
+    def _start(self) -> None:
+        settings = self._settings
+        session = partial(Session, url=self.url, where=settings.where, secrets=settings.secrets())
+        self._session: Session[_Link] = session(_Driver(settings))
+        self._listener = _ChangeStream(settings)
+        self._notices: Notices[_Link] = Notices(session(self._listener), self._listener)
 
     @property
     def database(self) -> str:
         """The database holding the lock collection."""
-        return self._config.lock_database
+        return self._settings.lock_database
 
     @property
     def collection(self) -> str:
         """The collection holding one document per lock name."""
-        return self._config.collection
+        return self._settings.collection
 
     @property
     def notifies(self) -> bool:
-        """Not yet: followers poll (a change stream could wake them later)."""
-        return False
-
-    # -- connection ---------------------------------------------------------------------
-
-    def _collection(self) -> Collection[Document]:
-        """This process's client, made on first use, and the lock collection reading the primary.
-
-        A client inherited through ``fork`` is left alone (closing it could disturb the parent's
-        sockets) and a new one made, so no connection is ever shared across processes.
-        """
-        with self._lock:
-            if self._locks is None or self._pid != os.getpid():
-                config = self._config
-                self._client = MongoClient(
-                    config.connection_string(), connect=False, **config.client_arguments()
-                )
-                self._locks = self._client[config.lock_database].get_collection(
-                    config.collection, read_preference=ReadPreference.PRIMARY
-                )
-                self._pid = os.getpid()
-            return self._locks
+        """True until the server refuses a change stream (not a replica set): then followers poll."""
+        return self._listener.notifies
 
     def _run(
-        self, step: str, timeout: float, operation: Callable[[Collection[Document]], T]
-    ) -> Result[T, BackendError]:
-        """The one place where driver exceptions become ``BackendError`` values."""
-        try:
-            with pymongo.timeout(_budget(timeout)):
-                return Success(operation(self._collection()))
-        except PyMongoError as exc:
-            return Failure(self._error(step, timeout, exc, timed_out=exc.timeout))
-        except (BSONError, UnicodeEncodeError) as exc:  # a value BSON cannot carry, e.g. a lone surrogate
-            return Failure(self._error(step, timeout, exc, timed_out=False))
+        self, step: str, timeout: float, work: Callable[[Collection[Document]], T]
+    ) -> IOResult[T, BackendError]:
+        """``work`` on the lock collection, within ``timeout``, through the session."""
 
-    def _error(self, step: str, timeout: float, exc: Exception, *, timed_out: bool) -> BackendError:
-        text = str(exc)
-        for noise in _NOISE:
-            text = text.split(noise, 1)[0]
-        if isinstance(exc, OperationFailure) and exc.code is not None:
-            text += f" (code {exc.code})"
-        cause = f"{type(exc).__name__}: {_scrub(text, self._secrets)}"
-        if timed_out:
-            return BackendError(self.url, f"{timeout_error(self.url, step, timeout).message}: {cause}")
-        return BackendError(self.url, f"{step} failed: {cause}")
+        def bounded(link: _Link) -> T:
+            with _bounded(link):
+                return work(link.locks)
+
+        return IOResult.from_result(self._session.run(step, timeout, bounded))
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -390,19 +441,20 @@ class MongoBackend:
             {"$facet": {"found": [{"$limit": 1}]}},
             {"$addFields": {"now": _NOW}},
         ]
-        answer = self._run("observe", timeout, lambda coll: list(coll.aggregate(pipeline)))
-        if isinstance(answer, Failure):
-            return IOFailure(answer.failure())
-        documents = answer.unwrap()
-        now = documents[0].get("now") if len(documents) == 1 else None
-        found = documents[0].get("found") if len(documents) == 1 else None
-        if isinstance(now, bool) or not isinstance(now, int) or not isinstance(found, list):
-            return IOFailure(BackendError(self.url, f"observe got an unexpected answer: {documents!r}"))
-        server_now = now / _MS
-        if not found:
-            return IOSuccess(Observation(None, server_now))
-        record = parse_record(name, _fields(found[0]))
-        return IOResult.from_result(record.map(lambda parsed: Observation(parsed, server_now)))
+
+        def observation(documents: list[Document]) -> Result[Observation, BackendError | MalformedRecord]:
+            now = documents[0].get("now") if len(documents) == 1 else None
+            found = documents[0].get("found") if len(documents) == 1 else None
+            if isinstance(now, bool) or not isinstance(now, int) or not isinstance(found, list):
+                return Failure(BackendError(self.url, f"observe got an unexpected answer: {documents!r}"))
+            if not found:
+                return Success(Observation(None, now / _MS))
+            return parse_record(name, _fields(found[0])).map(lambda parsed: Observation(parsed, now / _MS))
+
+        found: IOResult[list[Document], BackendError | MalformedRecord] = self._run(
+            "observe", timeout, lambda locks: list(locks.aggregate(pipeline))
+        )
+        return found.bind_result(observation)
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Create the document, or take over exactly the expected one once it is free.
@@ -427,9 +479,9 @@ class MongoBackend:
             }
         pipeline = [{"$set": _lease_fields(claim)}]
 
-        def take(coll: Collection[Document]) -> Document | None:
+        def take(locks: Collection[Document]) -> Document | None:
             try:
-                return coll.find_one_and_update(
+                return locks.find_one_and_update(
                     query, pipeline, upsert=expected is None, return_document=ReturnDocument.AFTER
                 )
             except DuplicateKeyError:
@@ -449,8 +501,8 @@ class MongoBackend:
         }
         pipeline = [{"$set": {"renewed_at": _NOW, "expires_at": {"$add": [_NOW, _milliseconds(ttl)]}}}]
 
-        def extend(coll: Collection[Document]) -> Document | None:
-            return coll.find_one_and_update(query, pipeline, return_document=ReturnDocument.AFTER)
+        def extend(locks: Collection[Document]) -> Document | None:
+            return locks.find_one_and_update(query, pipeline, return_document=ReturnDocument.AFTER)
 
         return self._one("renew", record.name, timeout, extend, missing=Lost(record))
 
@@ -459,45 +511,36 @@ class MongoBackend:
         step: str,
         name: str,
         timeout: float,
-        operation: Callable[[Collection[Document]], Document | None],
+        work: Callable[[Collection[Document]], Document | None],
         *,
         missing: _Refusal,
     ) -> IOResult[LockRecord, _Refusal | BackendError]:
-        answer = self._run(step, timeout, operation)
-        if isinstance(answer, Failure):
-            return IOFailure(answer.failure())
-        document = answer.unwrap()
-        if document is None:
-            return IOFailure(missing)
-        parsed = parse_record(name, _fields(document))
-        if isinstance(parsed, Failure):
-            return IOFailure(
-                BackendError(self.url, f"{step} wrote a record that reads back wrong: {parsed.failure()}")
+        def record(document: Document | None) -> Result[LockRecord, _Refusal | BackendError]:
+            wrong = f"{step} wrote a record that reads back wrong"
+            if document is None:
+                return Failure(missing)
+            return parse_record(name, _fields(document)).alt(
+                lambda bad: BackendError(self.url, f"{wrong}: {bad}")
             )
-        return IOSuccess(parsed.unwrap())
+
+        answer: IOResult[Document | None, _Refusal | BackendError] = self._run(step, timeout, work)
+        return answer.bind_result(record)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Mark the lease released if it is still exactly this holder's. Never deletes: the token stays."""
-        query: Document = {
-            "_id": record.name,
-            "token": record.token,
-            "holder": {"$eq": record.holder, "$ne": ""},
-        }
         pipeline = [{"$set": {"holder": "", "expires_at": {"$min": [{"$toLong": "$expires_at"}, _NOW]}}}]
-        answer = self._run("release", timeout, lambda coll: coll.update_one(query, pipeline).matched_count)
-        return IOResult.from_result(answer).map(lambda matched: matched == 1)
+        return self._clear("release", record, pipeline, timeout)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Clear the holder, keeping token and expiry (see ``LockBackend.revoke``)."""
-        query: Document = {
-            "_id": record.name,
-            "token": record.token,
-            "holder": {"$eq": record.holder, "$ne": ""},
-        }
-        answer = self._run(
-            "revoke", timeout, lambda coll: coll.update_one(query, {"$set": {"holder": ""}}).matched_count
-        )
-        return IOResult.from_result(answer).map(lambda matched: matched == 1)
+        return self._clear("revoke", record, {"$set": {"holder": ""}}, timeout)
+
+    def _clear(
+        self, step: str, record: LockRecord, update: Document | list[Document], timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """``update`` the document if it is still exactly ``record``'s; True when it was."""
+        query = {"_id": record.name, "token": record.token, "holder": {"$eq": record.holder, "$ne": ""}}
+        return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
@@ -526,41 +569,33 @@ class MongoBackend:
             "expires_at": {"$add": [_NOW, _milliseconds(hold)]},
         }
 
-        def rewrite(coll: Collection[Document]) -> Document | None:
+        def rewrite(locks: Collection[Document]) -> Document | None:
             pipeline = [{"$set": fields}]
             after = ReturnDocument.AFTER
-            return coll.find_one_and_update({"_id": name}, pipeline, {"token": 1}, return_document=after)
+            return locks.find_one_and_update({"_id": name}, pipeline, {"token": 1}, return_document=after)
 
-        answer = self._run("repair", timeout, rewrite)
-        return IOResult.from_result(answer).map(lambda found: None if found is None else int(found["token"]))
+        return self._run("repair", timeout, rewrite).map(
+            lambda found: None if found is None else int(found["token"])
+        )
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """No notifications yet: report at once that none came, so the caller polls."""
-        return IOSuccess(False)
+        """Block up to ``timeout`` for a change that releases ``name`` (a poller sleeps instead);
+        it may end one read of the stream (a quarter second) after ``timeout``."""
+        return IOResult.from_result(self._notices.wait(name, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name in the collection, sorted."""
 
-        def ids(coll: Collection[Document]) -> list[str]:
-            found = coll.find({}, {"_id": 1}).sort("_id", pymongo.ASCENDING)
+        def ids(locks: Collection[Document]) -> list[str]:
+            found = locks.find({}, {"_id": 1}).sort("_id", pymongo.ASCENDING)
             return [doc["_id"] for doc in found if isinstance(doc.get("_id"), str)]
 
-        return IOResult.from_result(self._run("names", timeout, ids))
+        return self._run("names", timeout, ids)
 
     def close(self) -> None:
-        """Close this process's client; the next call makes a new one."""
-        with self._lock:
-            client, self._client, self._locks = self._client, None, None
-            mine = self._pid == os.getpid()
-        if client is not None and mine:
-            client.close()
-
-
-def _option_text(value: object) -> str:
-    """A keyword option as connection-string text (``True`` is ``true``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        """Close this process's clients; the next call makes a new one."""
+        self._session.close()
+        self._notices.session.close()
 
 
 def from_url(url: BackendURL) -> Result[MongoBackend, str]:
@@ -571,18 +606,4 @@ def from_url(url: BackendURL) -> Result[MongoBackend, str]:
     checked in that database, or in ``admin`` when the URL names none, unless ``authSource``
     says otherwise.
     """
-    netloc = urlsplit(url.raw).netloc if url.raw else ""
-    hostlist = netloc.rpartition("@")[2]
-    if not hostlist and url.host:
-        hostlist = url.host + (f":{url.port}" if url.port is not None else "")
-    database = unquote(url.path.removeprefix("/")) or None
-    config = _Config(
-        scheme=url.scheme,
-        hosts=tuple(hostlist.split(",")) if hostlist else (),
-        database=database,
-        collection=url.option("collection", DEFAULT_COLLECTION) or DEFAULT_COLLECTION,
-        username=url.username,
-        password=url.password,
-        options=tuple((key, value) for key, value in url.query if key != "collection"),
-    )
-    return _check_config(config).map(MongoBackend._from_config)
+    return checked(lambda: _read(url, {})).map(MongoBackend._of)

@@ -40,6 +40,12 @@ FROZEN_SLACK = 0.5
 SHORT_TIMEOUT = 1.0
 SECRET = "pa55-w0rd:not/for@logs"
 RACES = 10
+#: A wait for a release notice that should end long before this.
+NOTICE_WAIT = 10.0
+#: SecantusDB delivers a change about 5 ms after the write; a woken wait comes well within this.
+NOTICE_LATENCY = 0.5
+#: A wait that no notice should end.
+QUIET_WAIT = 0.5
 
 Document = dict[str, Any]
 
@@ -169,8 +175,9 @@ def test_the_monitor_checks_twice_a_second_unless_the_url_says_otherwise(mongodb
         made = connect(url)
         assert isinstance(made, MongoBackend)
         ok(made.observe("heartbeat", TIMEOUT))
-        assert made._client is not None
-        assert made._client.options.heartbeat_frequency == every
+        link = made._session.conn
+        assert link is not None
+        assert link.client.options.heartbeat_frequency == every
         made.close()
 
 
@@ -381,3 +388,70 @@ def test_release_keeps_the_document_and_its_token(
     assert stored is not None
     assert (stored["holder"], stored["token"]) == ("", record.token)
     assert lock_name in ok(backend.names(TIMEOUT))
+
+
+def test_a_release_wakes_another_backends_wait_within_milliseconds(mongodb_url: str, lock_name: str) -> None:
+    holder, follower = connect(mongodb_url), connect(mongodb_url)
+    record = _claim_first(holder, lock_name)
+    # The first wait opens the change stream; from then on no release of the name is missed.
+    assert ok(follower.wait_for_release(lock_name, 0.05)) is False
+    if not follower.notifies:
+        pytest.skip("this server refuses change streams (not a replica set)")
+    woke: list[tuple[bool, float]] = []
+    waiter = threading.Thread(
+        target=lambda: woke.append((ok(follower.wait_for_release(lock_name, NOTICE_WAIT)), time.monotonic()))
+    )
+    waiter.start()
+    time.sleep(0.1)
+    released_at = time.monotonic()
+    assert ok(holder.release(record, TIMEOUT)) is True
+    waiter.join(NOTICE_WAIT + 1)
+    [(came, at)] = woke
+    assert came is True, "the wait ran out instead of being woken"
+    assert at - released_at < NOTICE_LATENCY, f"woken {at - released_at:.3f} s after the release"
+    for made in (holder, follower):
+        made.close()
+
+
+def test_only_a_release_of_a_watched_name_wakes_a_wait(mongodb_url: str, lock_name: str) -> None:
+    holder, follower = connect(mongodb_url), connect(mongodb_url)
+    other = f"{lock_name}-other"
+    record, elsewhere = _claim_first(holder, lock_name), _claim_first(holder, other)
+    # Watching a second name widens the stream without losing the first.
+    assert ok(follower.wait_for_release(other, 0.05)) is False
+    if not follower.notifies:
+        pytest.skip("this server refuses change streams (not a replica set)")
+    assert ok(follower.wait_for_release(lock_name, 0.05)) is False
+    renewed = ok(holder.renew(record, TTL, TIMEOUT))
+    assert ok(follower.wait_for_release(lock_name, QUIET_WAIT)) is False, "a renewal is not a release"
+    assert ok(holder.release(elsewhere, TIMEOUT)) is True
+    assert ok(follower.wait_for_release(lock_name, QUIET_WAIT)) is False, "another name's release woke it"
+    assert ok(follower.wait_for_release(other, 0.05)) is True, "the other name's notice was kept for it"
+    assert ok(holder.release(renewed, TIMEOUT)) is True
+    assert ok(follower.wait_for_release(lock_name, NOTICE_WAIT)) is True
+    for made in (holder, follower):
+        made.close()
+
+
+def test_a_server_that_refuses_change_streams_leaves_followers_polling(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture, lock_name: str
+) -> None:
+    server = SecantusServer(tmp_path_factory.mktemp("secantus-standalone"), extra_args=["--standalone"])
+    server.start()
+    try:
+        made = connect(server.url)
+        assert made.notifies, "a backend expects notices until the server says otherwise"
+        for _ in range(2):
+            started = time.monotonic()
+            assert ok(made.wait_for_release(lock_name, QUIET_WAIT)) is False
+            waited = time.monotonic() - started
+            assert QUIET_WAIT <= waited < QUIET_WAIT + 1.0, (
+                f"a poller sleeps out its wait, not {waited:.2f} s"
+            )
+        assert not made.notifies
+        refusals = [entry for entry in caplog.records if "refuses change streams" in entry.getMessage()]
+        assert len(refusals) == 1, "the fallback is logged once"
+        assert ok(made.release(_claim_first(made, lock_name), TIMEOUT)) is True
+        made.close()
+    finally:
+        server.stop()
