@@ -1,11 +1,8 @@
-"""The ``gomaster`` command line, the top of the package: it may use every layer below.
+"""The ``gomaster`` command: :mod:`~gomaster.cli.commands` (the parser, ``status``, ``release``,
+``repair``), :mod:`~gomaster.cli.run` (``run -- CMD``) and :mod:`~gomaster.cli.demo`.
 
-- :mod:`gomaster.cli.commands`: the parser and ``status``, ``release`` and ``repair``;
-- :mod:`gomaster.cli.run`: ``run -- CMD``, a shell command as master work;
-- :mod:`gomaster.cli.demo`: ``demo``, and the node processes it starts.
-
-This module stays empty of them: a demo node's workers import :mod:`gomaster.cli.demo` (their
-work lives there), and must not pay for the supervisor's machinery at every start.
+Kept empty of them: a demo node's workers import :mod:`gomaster.cli.demo`, and must not pay
+for the supervisor's machinery at every start.
 """
 
 from __future__ import annotations

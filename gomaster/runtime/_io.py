@@ -13,9 +13,5 @@ _E = TypeVar("_E")
 
 
 def performed(io: IOResult[_T, _E]) -> Result[_T, _E]:
-    """The ``Result`` inside an ``IOResult`` whose I/O has already happened.
-
-    ``unsafe_perform_io`` is typed for ``IO`` only, so the ``IOResult`` becomes the
-    ``IO[Result]`` it stands for first.
-    """
+    """The ``Result`` inside an ``IOResult`` whose I/O has already happened."""
     return unsafe_perform_io(IO.from_ioresult(io))

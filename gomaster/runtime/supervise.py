@@ -18,21 +18,17 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+from gomaster.runtime.worker import Target
 
 if TYPE_CHECKING:
     from gomaster.runtime.metrics import Metrics
-from gomaster.runtime.worker import Target
 
 
 def new_identity(version: str, node_id: str = "") -> NodeIdentity:
-    """This process as a node: ``node_id`` (a fresh one if not given), this host and pid.
-
-    The one way every front door (``supervise``, ``Master``, ``gomaster run``) names its node.
-    A node id is fresh for every start, so a restarted process is a new node.
-    """
-    return NodeIdentity(
-        node_id=node_id or uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), version=version
-    )
+    """This process as a node, for every front door: a fresh id unless ``Master`` chose one, so
+    that a restarted process is a new node."""
+    node_id = node_id or uuid.uuid4().hex
+    return NodeIdentity(node_id=node_id, host=socket.gethostname(), pid=os.getpid(), version=version)
 
 
 def check_targets(targets: Callable[..., object] | Sequence[Callable[..., object]]) -> list[Target]:
