@@ -5,7 +5,7 @@
 
 Three nodes contend; each round stops the current master (SIGKILL for ``crash``, SIGTERM for
 ``graceful``) at a random moment of its renewal cycle and times how long until the next
-master's work writes its first mark. Nodes are ``gomaster.demo`` processes, or with
+master's work writes its first mark. Nodes are ``gomaster.cli.demo`` processes, or with
 ``--peer tooz`` the tooz contenders of ``bench.tooz_node`` (Redis URLs only), timed the same way.
 
 For crashes each round also reads the dead master's lease expiry from the backend (the record's
@@ -30,8 +30,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
-
-from returns.result import Success
 
 from bench.marks import MarkTail
 from bench.tooz_node import lock_key, renewal_period
@@ -85,10 +83,8 @@ class _LeaseReader:
     def expires_at(self) -> float | None:
         if self._backend is not None:
             seen = performed(self._backend.observe(self._name, 5.0))
-            if isinstance(seen, Success) and seen.unwrap().record is not None:
-                record = seen.unwrap().record
-                return record.expires_at if record is not None else None
-            return None
+            record = seen.map(lambda observation: observation.record).value_or(None)
+            return record.expires_at if record is not None else None
         if self._redis is not None:
             pipe = self._redis.pipeline(transaction=True)
             pipe.time()
@@ -111,7 +107,7 @@ def renewal_cycle(kind: Kind, ttl: float) -> float:
 
 def _command(kind: Kind, url: str, log: Path, node: str, ttl: float, name: str) -> list[str]:
     if kind == "gomaster":
-        command = [sys.executable, "-m", "gomaster.demo", "node", "--backend", url, "--log", str(log)]
+        command = [sys.executable, "-m", "gomaster.cli.demo", "node", "--backend", url, "--log", str(log)]
         return [*command, "--node", node, "--ttl", str(ttl), "--name", name]
     command = [sys.executable, "-m", "bench.tooz_node", "--url", url, "--log", str(log), "--node", node]
     return [*command, "--ttl", str(round(ttl)), "--group", name]

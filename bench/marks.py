@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from gomaster.history import append_mark
 from gomaster.runtime.lease import Leadership
+from gomaster.testing import append_mark
 
 #: How often a reader looks for new marks; the times come from the marks, not from this.
 POLL = 0.005
@@ -20,7 +20,7 @@ IDLE = 1.0
 
 
 class MarkTail:
-    """Reads a marks file (``gomaster.history`` JSON lines) incrementally, so polling stays cheap."""
+    """Reads a marks file (``gomaster.testing`` JSON lines) incrementally, so polling stays cheap."""
 
     def __init__(self, path: Path) -> None:
         self._path = path

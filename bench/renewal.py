@@ -25,16 +25,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from returns.result import Failure
+from returns.io import IOResult
+from returns.pipeline import is_successful
+from returns.result import Result
 
 from bench.proxy import CountingProxy
 from bench.stats import Summary, summarize
 from gomaster.backends import LockBackend, connect
-from gomaster.core.decide import plan_acquire
-from gomaster.core.record import LockRecord
+from gomaster.core.decide import Claim, plan_acquire
+from gomaster.core.record import LockRecord, Observation
 from gomaster.core.timing import Timing
 from gomaster.runtime._io import performed
 from gomaster.runtime.supervise import new_identity
@@ -47,6 +49,7 @@ GOAL_ROUND_TRIPS = 1.0
 GOAL_RATIO = 1.3
 #: PostgreSQL publishes a session's counters at most once a second (PGSTAT_MIN_INTERVAL).
 _PG_STATS_FLUSH = 1.2
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +89,27 @@ def _kind(url: str) -> str:
     return {"mariadb": "mysql", "postgres": "postgresql"}.get(scheme, scheme)
 
 
+def _sure(outcome: IOResult[_T, str]) -> _T:
+    """The value of a step that must work, or ``RuntimeError`` saying what failed."""
+    done = performed(outcome)
+    if not is_successful(done):
+        raise RuntimeError(done.failure())
+    return done.unwrap()
+
+
 def _acquire(backend: LockBackend, name: str) -> LockRecord:
     """Take the lock ``name`` (nobody else contends for it) and return the fresh record."""
     me = new_identity("bench")
     timing = Timing.from_ttl(TTL)
-    seen = performed(backend.observe(name, TIMEOUT))
-    if isinstance(seen, Failure):
-        raise RuntimeError(f"observe failed: {seen.failure()}")
-    planned = plan_acquire(seen.unwrap(), name, me, timing)
-    if isinstance(planned, Failure):
-        raise RuntimeError(f"lock {name} is held: {planned.failure()}")
-    claimed = performed(backend.claim(planned.unwrap(), TIMEOUT))
-    if isinstance(claimed, Failure):
-        raise RuntimeError(f"claim failed: {claimed.failure()}")
-    return claimed.unwrap()
+
+    def plan(seen: Observation) -> Result[Claim, str]:
+        return plan_acquire(seen, name, me, timing).alt(lambda held: f"lock {name} is held: {held}")
+
+    def claim(planned: Claim) -> IOResult[LockRecord, str]:
+        return backend.claim(planned, TIMEOUT).alt(lambda error: f"claim failed: {error}")
+
+    observed = backend.observe(name, TIMEOUT).alt(lambda error: f"observe failed: {error}")
+    return _sure(observed.bind_result(plan).bind(claim))
 
 
 def foreign_types(record: LockRecord) -> tuple[str, ...]:
@@ -138,10 +148,7 @@ def unpickle_seconds(value: object) -> float:
 
 
 def _renew(backend: LockBackend, record: LockRecord) -> LockRecord:
-    renewed = performed(backend.renew(record, TTL, TIMEOUT))
-    if isinstance(renewed, Failure):
-        raise RuntimeError(f"renewal failed: {renewed.failure()}")
-    return renewed.unwrap()
+    return _sure(backend.renew(record, TTL, TIMEOUT).alt(lambda error: f"renewal failed: {error}"))
 
 
 # -- a raw round trip on the backend's own connection ----------------------------------------

@@ -5,7 +5,7 @@
 It follows tooz's documented pattern: start the coordinator with its heartbeat thread, register
 ``watch_elected_as_leader``, and call ``run_watchers`` every ``retry`` (the same ``ttl / 5`` that
 gomaster followers poll at). Once elected, the work writes a ``start`` mark and then ``alive``
-marks, like ``gomaster.demo``'s work, so one harness times both. SIGTERM stops the work and then
+marks, like ``gomaster.cli.demo``'s work, so one harness times both. SIGTERM stops the work and then
 the coordinator, which deletes the leader key: tooz's graceful handover.
 
 What tooz promises here: the lock key expires ``lock_timeout`` whole seconds after its last
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from gomaster.core.timing import Timing
-from gomaster.history import append_mark
+from gomaster.testing import append_mark
 
 MARK_EVERY = 0.05
 

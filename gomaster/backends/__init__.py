@@ -11,6 +11,7 @@ from typing import cast
 from returns.io import IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends._settings import or_raise
 from gomaster.backends.base import LockBackend
 from gomaster.backends.url import BackendURL, parse_url, redact
 from gomaster.core.errors import BackendError
@@ -53,10 +54,11 @@ def parse_backend(url: str) -> Result[LockBackend, str]:
 
     The message of a ``Failure`` says what to fix and never contains the password.
     """
-    parsed = parse_url(url)
-    if isinstance(parsed, Failure):
-        return Failure(parsed.failure())
-    backend_url = parsed.unwrap()
+    return parse_url(url).bind(_from_url)
+
+
+def _from_url(backend_url: BackendURL) -> Result[LockBackend, str]:
+    """The backend module of ``backend_url``'s scheme, imported now, makes the backend."""
     if backend_url.scheme == "memory":
         from gomaster.backends.memory import MemoryBackend
 
@@ -83,10 +85,7 @@ def connect(url: str) -> LockBackend:
     Raises ``ValueError`` naming the problem for a URL that cannot work. No connection is made
     yet: backends connect lazily in the process that uses them.
     """
-    parsed = parse_backend(url)
-    if isinstance(parsed, Failure):
-        raise ValueError(parsed.failure())
-    return parsed.unwrap()
+    return or_raise(parse_backend(url))
 
 
 def default_sqlite_path() -> str:
@@ -98,10 +97,7 @@ def default_sqlite_path() -> str:
     """
     from gomaster.backends import sqlite_files
 
-    path = sqlite_files.default_path()
-    if isinstance(path, Failure):
-        raise ValueError(path.failure())
-    return str(path.unwrap())
+    return str(or_raise(sqlite_files.default_path()))
 
 
 def parse_default_backend() -> Result[LockBackend, str]:
@@ -114,19 +110,18 @@ def parse_default_backend() -> Result[LockBackend, str]:
     configured = os.environ.get(ENV_BACKEND)
     if configured:
         return parse_backend(configured)
-    from gomaster.backends.sqlite import private_default
+    from gomaster.backends.sqlite import SQLiteBackend, private_default
 
-    made = private_default()
-    if isinstance(made, Failure):
-        return Failure(f"default SQLite backend: {made.failure()}")
-    backend = made.unwrap()
-    _log.warning(
-        "no backend given: using SQLite file %s, which only this user's processes on this machine "
-        "share; set %s or pass backend= to elect across users or machines",
-        backend.path,
-        ENV_BACKEND,
-    )
-    return Success(backend)
+    def warned(backend: SQLiteBackend) -> LockBackend:
+        _log.warning(
+            "no backend given: using SQLite file %s, which only this user's processes on this "
+            "machine share; set %s or pass backend= to elect across users or machines",
+            backend.path,
+            ENV_BACKEND,
+        )
+        return backend
+
+    return private_default().alt(lambda problem: f"default SQLite backend: {problem}").map(warned)
 
 
 def default_backend() -> LockBackend:
@@ -134,10 +129,7 @@ def default_backend() -> LockBackend:
 
     Raises ``ValueError`` saying what to fix (see :func:`parse_default_backend`).
     """
-    parsed = parse_default_backend()
-    if isinstance(parsed, Failure):
-        raise ValueError(parsed.failure())
-    return parsed.unwrap()
+    return or_raise(parse_default_backend())
 
 
 def resolve_backend(backend: LockBackend | str | None) -> LockBackend:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
+from returns.pipeline import is_successful
 from returns.result import Failure, Result, Success
 
 from gomaster.backends.base import check_identifier
@@ -103,11 +104,7 @@ def choice(key: str, value: object, choices: Iterable[str]) -> str:
 
 def identifier(kind: str, value: object) -> str:
     """A table or collection name that is safe to splice into a statement."""
-    name = text(kind, value)
-    checked = check_identifier(kind, name)
-    if isinstance(checked, Failure):
-        raise SettingError(checked.failure())
-    return name
+    return or_raise(check_identifier(kind, text(kind, value)), SettingError)
 
 
 def merge(
@@ -226,8 +223,11 @@ def checked(build: Callable[[], _V], where: str = "") -> Result[_V, str]:
         return Failure(f"{exc} (in {where})" if where else str(exc))
 
 
-def or_raise(result: Result[_V, str]) -> _V:
-    """The value of a check a constructor made, or ``ValueError`` with its message."""
-    if isinstance(result, Failure):
-        raise ValueError(result.failure())
+def or_raise(result: Result[_V, str], error: Callable[[str], Exception] = ValueError) -> _V:
+    """The value of a check a constructor made, or ``error`` (``ValueError``) with its message.
+
+    The one place a backend's ``Result`` becomes an exception, for the public facade.
+    """
+    if not is_successful(result):
+        raise error(result.failure())
     return result.unwrap()

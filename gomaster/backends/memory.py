@@ -1,115 +1,23 @@
-"""The model store: the backend semantics as pure functions, plus an in-process backend on them.
+"""``memory://``: the store model of :mod:`gomaster.core.model` as an in-process backend.
 
-The pure functions (``claim_in``, ``renew_in``, ...) are the specification every real backend's
-statements implement; the deterministic simulation drives them with simulated time, and
-:class:`MemoryBackend` wraps them with a lock and a clock for in-process use and the contract
-suite. A memory backend cannot be shared between processes: use ``sqlite://`` for that.
+:class:`MemoryBackend` applies the model's statements under a lock, with a clock standing in
+for the backend's, for in-process use and the contract suite. A memory backend cannot be shared
+between processes: use ``sqlite://`` for that.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from returns.io import IOResult, IOSuccess
-from returns.result import Failure, Result, Success
 
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.model import claim_in, release_in, renew_in, repair_in, revoke_in
 from gomaster.core.record import LockRecord, MalformedRecord, Observation
-
-Table = Mapping[str, LockRecord]
-
-
-def _new_record(claim: Claim, now: float) -> LockRecord:
-    return LockRecord(
-        name=claim.name,
-        holder=claim.node.node_id,
-        version=claim.node.version,
-        token=claim.token,
-        acquired_at=now,
-        renewed_at=now,
-        expires_at=now + claim.ttl,
-        host=claim.node.host,
-        pid=claim.node.pid,
-    )
-
-
-def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Conflict]:
-    """The claim statement: insert if absent, or take over the exact expected, expired row."""
-    current = table.get(claim.name)
-    expected = claim.expected
-    if expected is None:
-        return Failure(Conflict(claim.name)) if current is not None else Success(_new_record(claim, now))
-    if (
-        current is None
-        or current.token != expected.token
-        or current.holder != expected.holder
-        or not current.claimable_at(now)
-        or claim.token != current.token + 1
-    ):
-        return Failure(Conflict(claim.name))
-    return Success(_new_record(claim, now))
-
-
-def renew_in(table: Table, record: LockRecord, ttl: float, now: float) -> Result[LockRecord, Lost]:
-    """The renew statement: extend only our own lease, and only while it is still live."""
-    current = table.get(record.name)
-    if (
-        current is None
-        or current.holder != record.holder
-        or current.token != record.token
-        or not current.live_at(now)
-    ):
-        return Failure(Lost(record))
-    return Success(replace(current, renewed_at=now, expires_at=now + ttl))
-
-
-def release_in(table: Table, record: LockRecord, now: float) -> LockRecord | None:
-    """The release statement: the new row if ``record`` was still ours, else None (no change)."""
-    current = table.get(record.name)
-    if (
-        current is None
-        or current.released
-        or current.holder != record.holder
-        or current.token != record.token
-    ):
-        return None
-    return replace(current, holder="", expires_at=min(current.expires_at, now))
-
-
-def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
-    """The operator's revoke: the holder loses the lease (its renewals fail) but the expiry
-    stays, so no successor can claim it before the holder's own deadline has stopped its work."""
-    current = table.get(record.name)
-    if (
-        current is None
-        or current.released
-        or (current.holder, current.token) != (record.holder, record.token)
-    ):
-        return None
-    return replace(current, holder="")
-
-
-def repair_in(table: Table, name: str, hold: float, token_floor: int, now: float) -> LockRecord | None:
-    """The repair statement: the row rewritten as released until ``now + hold``, its token kept
-    (a model record's token is always valid) unless ``token_floor`` is higher; None if absent."""
-    current = table.get(name)
-    if current is None:
-        return None
-    return replace(
-        current,
-        holder="",
-        version="",
-        host="",
-        pid=0,
-        token=max(current.token, token_floor),
-        acquired_at=now,
-        renewed_at=now,
-        expires_at=now + hold,
-    )
 
 
 @dataclass(slots=True)
@@ -120,6 +28,11 @@ class MemoryStore:
     records: dict[str, LockRecord] = field(default_factory=dict)
     lock: threading.Condition = field(default_factory=threading.Condition)
     releases: int = 0
+
+    def keep(self, record: LockRecord) -> LockRecord:
+        """Store ``record`` (under ``lock``, which the caller holds) and return it."""
+        self.records[record.name] = record
+        return record
 
 
 class MemoryBackend:
@@ -162,9 +75,7 @@ class MemoryBackend:
         """Compare-and-set claim under the store's lock."""
         with self._store.lock:
             outcome = claim_in(self._store.records, claim, self._store.clock())
-            if isinstance(outcome, Success):
-                self._store.records[claim.name] = outcome.unwrap()
-            return IOResult.from_result(outcome)
+            return IOResult.from_result(outcome.map(self._store.keep))
 
     def renew(
         self, record: LockRecord, ttl: float, timeout: float
@@ -172,9 +83,7 @@ class MemoryBackend:
         """Extend our live lease."""
         with self._store.lock:
             outcome = renew_in(self._store.records, record, ttl, self._store.clock())
-            if isinstance(outcome, Success):
-                self._store.records[record.name] = outcome.unwrap()
-            return IOResult.from_result(outcome)
+            return IOResult.from_result(outcome.map(self._store.keep))
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Release our lease and wake anyone waiting for it."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from returns.io import IOResult
+from returns.io import IO, IOResult
 from returns.result import Result
+from returns.unsafe import unsafe_perform_io
 
 _T = TypeVar("_T")
 _E = TypeVar("_E")
@@ -13,5 +14,4 @@ _E = TypeVar("_E")
 
 def performed(io: IOResult[_T, _E]) -> Result[_T, _E]:
     """The ``Result`` inside an ``IOResult`` whose I/O has already happened."""
-    inner: Result[_T, _E] = io._inner_value
-    return inner
+    return unsafe_perform_io(IO.from_ioresult(io))

@@ -236,6 +236,7 @@ class Elector:
         record: LockRecord | None = None
         server_now: float | None = None
         error: str | None = None
+        reason: Literal["lost", "unavailable"] | None = None
         match event:
             case Observed(outcome=Success(seen)):
                 record, server_now = seen.record, seen.server_now
@@ -245,12 +246,10 @@ class Elector:
                 error = str(problem)
             case RenewResult(outcome=Failure(problem)):
                 error = str(problem)
+                reason = "lost" if isinstance(problem, Lost) else "unavailable"
             case _:
                 return
         if isinstance(event, RenewResult):
-            reason: Literal["lost", "unavailable"] | None = None
-            if error is not None:
-                reason = "lost" if isinstance(event.outcome.failure(), Lost) else "unavailable"
             self._tell(RenewOutcome(event.now - event.sent_at, error is None, reason))
         if record is not None or error is None:
             holder = (record.holder, record.token) if record is not None and not record.released else None

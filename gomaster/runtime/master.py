@@ -22,19 +22,19 @@ import multiprocess
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected
-from gomaster.core.record import LockRecord, NodeIdentity
+from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.status import Status
-from gomaster.runtime.supervise import check_config, check_targets, watcher
+from gomaster.runtime.supervise import check_config, check_targets, new_identity, watcher
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
 from gomaster.runtime.tree import die_with_parent
 
 if TYPE_CHECKING:
-    from gomaster.metrics import Metrics
+    from gomaster.runtime.metrics import Metrics
 
 _log = logging.getLogger("gomaster")
 #: How long ``is_master()``/``status()`` wait for the supervisor's answer.
@@ -146,10 +146,8 @@ def _supervise_hooks(
         on_failure=lambda text: send(_Failed(text)),
         watch=chain(send, announce_holder(node_id)),
     )
-    me = NodeIdentity(node_id=node_id, host=os.uname().nodename, pid=os.getpid(), version=version)
-    supervisor = Supervisor(
-        targets, backend, Config(name=name, me=me, timing=timing), options, labels=["start_hook"]
-    )
+    config = Config(name=name, me=new_identity(version, node_id), timing=timing)
+    supervisor = Supervisor(targets, backend, config, options, labels=["start_hook"])
 
     def on_control(ready: Any) -> None:
         try:

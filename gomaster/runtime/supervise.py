@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import dill
+from returns.result import Failure
 
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.election import Config
@@ -17,15 +18,17 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
-
-if TYPE_CHECKING:
-    from gomaster.metrics import Metrics
 from gomaster.runtime.worker import Target
 
+if TYPE_CHECKING:
+    from gomaster.runtime.metrics import Metrics
 
-def new_identity(version: str) -> NodeIdentity:
-    """A node identity that is fresh for every start, so a restarted process is a new node."""
-    return NodeIdentity(node_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), version=version)
+
+def new_identity(version: str, node_id: str = "") -> NodeIdentity:
+    """This process as a node, for every front door: a fresh id unless ``Master`` chose one, so
+    that a restarted process is a new node."""
+    node_id = node_id or uuid.uuid4().hex
+    return NodeIdentity(node_id=node_id, host=socket.gethostname(), pid=os.getpid(), version=version)
 
 
 def check_targets(targets: Callable[..., object] | Sequence[Callable[..., object]]) -> list[Target]:
@@ -60,18 +63,18 @@ def check_targets(targets: Callable[..., object] | Sequence[Callable[..., object
 
 def check_config(name: str, timing: Timing | None, version: str) -> tuple[str, Timing]:
     """Validate the lock name, timing and version up front, with errors that say what to fix."""
-    checked = check_name(name)
-    if not isinstance(checked.value_or(None), str):
-        raise ValueError(checked.failure())
+    match check_name(name):
+        case Failure(problem):
+            raise ValueError(problem)
     if timing is None:
         timing = Timing()
     if not isinstance(timing, Timing):
         raise TypeError(f"timing must be a gomaster.Timing, not {type(timing).__name__}")
     if not isinstance(version, str):
         raise TypeError(f"version must be a string, not {type(version).__name__}")
-    refused = check_version(version).swap().value_or(None)
-    if refused is not None:
-        raise ValueError(refused)
+    match check_version(version):
+        case Failure(problem):
+            raise ValueError(problem)
     return name, timing
 
 

@@ -1,10 +1,10 @@
 """Chaos harness: groups of real nodes on a real backend, faults from a seeded schedule.
 
 A *group* is one throwaway backend server of its own (or one SQLite file), ``nodes`` nodes and
-``locks`` lock names. Every node runs one ``gomaster.demo node`` process per lock (its own
+``locks`` lock names. Every node runs one ``gomaster.cli.demo node`` process per lock (its own
 supervisor and workers) and reaches the server through a fault proxy port of its own, shared by
 its processes as a host's network would be. The work of every master appends witness marks to
-one log per lock, and only those logs are judged (:func:`gomaster.history.judge`).
+one log per lock, and only those logs are judged (:func:`gomaster.testing.judge`).
 
 A group applies its faults one at a time: wait until every lock has a working master (and, when a
 node process was started lately, until it has had ``BOOT_TTLS`` to boot), apply a fault, clear
@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gomaster.core.timing import Timing
-from gomaster.history import STALE_LIMIT, Freeze, Judgement, judge, longest_gap, read_marks
+from gomaster.testing import STALE_LIMIT, Freeze, Judgement, judge, longest_gap, read_marks
 from tests.chaos.proxy import BLACKHOLE, CUT, PASS, FaultProxy, ProxyHub, delayed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -396,7 +396,7 @@ def _signal(pid: int, sig: int) -> None:
 
 @dataclass
 class _Proc:
-    """One node's process for one lock: a ``gomaster.demo node`` supervisor in its own session."""
+    """One node's process for one lock: a ``gomaster.cli.demo node`` supervisor in its own session."""
 
     label: str
     node: str

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gomaster import Leadership, Timing
-from gomaster.demo import _work
+from gomaster.cli.demo import _work
 
 #: One escapee: ignores SIGTERM, records who it is, then sleeps as long as nobody kills it. The
 #: marker is written into the script, so the escapee's command line holds it from its first

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gomaster.history import STALE_LIMIT
+from gomaster.testing import STALE_LIMIT
 from tests.chaos.harness import (
     ALL_KINDS,
     BACKENDS,
@@ -178,8 +178,8 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         f"safety margin {timing.safety_margin:.3f} s.",
         f"- Per backend, {plan.groups} groups run at once; each has its own throwaway server (or SQLite "
         f"file), {plan.nodes} nodes and {plan.locks} lock names, so {plan.nodes * plan.locks} supervisors "
-        "(`python -m gomaster.demo node`), each with its own workers. Each node reaches the server through "
-        "its own fault proxy port (tests/chaos/proxy.py).",
+        "(`python -m gomaster.cli.demo node`), each with its own workers. Each node reaches the server "
+        "through its own fault proxy port (tests/chaos/proxy.py).",
         f"- Faults come one at a time per group, in a seeded order (seed {plan.seed}; group *g* of backend "
         "*b* uses `random.Random('seed:b:g')`), every kind once per round; the target is the master of a "
         "random lock of the group. Before each fault the group waits until every lock has a master at "
@@ -188,7 +188,7 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         "booted, and after a supervisor was killed and replaced), so that no fault lands on a node "
         "that is still booting.",
         "- The only evidence is the witness log each master's work appends (start/alive marks every "
-        "50 ms with `CLOCK_MONOTONIC`), judged by `gomaster.history.judge`. Times without a master are "
+        "50 ms with `CLOCK_MONOTONIC`), judged by `gomaster.testing.judge`. Times without a master are "
         "therefore upper bounds, accurate to one mark interval (50 ms).",
         "- The machine may be shared with other work. Timing faults mean little on starved CPUs, so the "
         "summary gives the 1-minute load average (median / max) while each backend ran, and every quoted "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gomaster.history import STALE_LIMIT
+from gomaster.testing import STALE_LIMIT
 from tests.chaos.harness import BACKENDS, BackendResult, Plan, kinds_for, liveness_bound, run_backend
 from tests.chaos.proxy import ProxyHub
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gomaster.history import Freeze, judge, longest_gap
+from gomaster.testing import Freeze, judge, longest_gap
 
 
 def _marks(token: int, node: str, *times: float) -> list[dict[str, object]]:

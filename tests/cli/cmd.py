@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from gomaster.history import append_mark
+from gomaster.testing import append_mark
 
 
 def main() -> None:

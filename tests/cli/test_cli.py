@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gomaster.history import overlaps, read_marks, tenures
+from gomaster.testing import overlaps, read_marks, tenures
 from tests.runtime.cluster import ROOT, wait_gone
 
 TTL = 2.0

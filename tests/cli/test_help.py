@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gomaster import __version__
-from gomaster.cli import build_parser
+from gomaster.cli.commands import build_parser
 from tests.helpers import wait_until
 from tests.runtime.cluster import ROOT
 

@@ -4,7 +4,7 @@ Everything here is simulated: one ``random.Random(seed)``, one heap of timed eve
 and no real clock, so a seed replays exactly. The model:
 
 - **Real time** is the heap's clock. The store (a plain dict driven by the pure statements of
-  :mod:`gomaster.backends.memory`) applies each statement at the real time it arrives, so the
+  :mod:`gomaster.core.model`) applies each statement at the real time it arrives, so the
   backend's clock *is* real time.
 - **Nodes** run the pure election machine. Each has a local clock ``offset + rate * real`` with
   ``rate`` in ``[1 - drift, 1 + drift]``; the machine only ever sees local times.
@@ -44,7 +44,6 @@ from typing import TypeAlias
 
 from returns.result import Failure, Success
 
-from gomaster.backends.memory import claim_in, release_in, renew_in
 from gomaster.core.election import (
     Announce,
     ClaimResult,
@@ -70,6 +69,7 @@ from gomaster.core.election import (
 )
 from gomaster.core.errors import BackendError
 from gomaster.core.events import Demoted, Elected, Renewed
+from gomaster.core.model import claim_in, release_in, renew_in
 from gomaster.core.record import LockRecord, NodeIdentity, Observation
 from gomaster.core.timing import Timing
 

@@ -9,7 +9,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
-from gomaster.backends.memory import claim_in, release_in, renew_in
 from gomaster.core.decide import (
     EXPIRY_SLACK,
     RENEW_RETRIES_PER_HEARTBEAT,
@@ -22,6 +21,7 @@ from gomaster.core.decide import (
     start_lease,
 )
 from gomaster.core.errors import Conflict, Lost
+from gomaster.core.model import claim_in, release_in, renew_in
 from gomaster.core.record import LockRecord, NodeIdentity, Observation
 from gomaster.core.timing import Timing
 from tests.core.strategies import NAME, NODE_IDS, identities, identity, observations, record, records, timings

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gomaster import history
+from gomaster import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL = 0.005
@@ -135,4 +135,4 @@ def wait_gone(pids: list[int], timeout: float) -> float:
 
 def overlaps(events: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """Pairs of tokens (older, newer) whose witnessed work overlapped in time."""
-    return [(o.older, o.newer) for o in history.overlaps(history.tenures(events))]
+    return [(o.older, o.newer) for o in testing.overlaps(testing.tenures(events))]

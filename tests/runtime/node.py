@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gomaster
 from gomaster import Leadership, Timing
-from gomaster.history import append_mark
+from gomaster.testing import append_mark
 
 MARK_INTERVAL = 0.02
 

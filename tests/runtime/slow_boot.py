@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gomaster import Leadership, Timing, supervise
 from gomaster.core.record import LockRecord
-from gomaster.history import append_mark
+from gomaster.testing import append_mark
 
 
 class SlowToLoad:

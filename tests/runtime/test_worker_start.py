@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import gomaster
-from gomaster.history import read_marks
+from gomaster.testing import read_marks
 
 #: The machinery a worker never runs; loading it cost a cold worker start over 100 ms of CPU.
 SUPERVISOR_ONLY = (
@@ -31,7 +31,7 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_a_worker_and_the_demo_work_load_none_of_the_supervisor_machinery() -> None:
-    loaded = _modules_after("import gomaster.runtime.worker, gomaster.demo")
+    loaded = _modules_after("import gomaster.runtime.worker, gomaster.cli.demo")
     assert "gomaster.runtime.worker" in loaded
     assert not loaded & set(SUPERVISOR_ONLY), sorted(loaded & set(SUPERVISOR_ONLY))
 

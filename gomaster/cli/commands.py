@@ -17,9 +17,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from returns.result import Failure, Success
+from returns.methods import unwrap_or_failure
+from returns.pipeline import is_successful
+from returns.result import Failure, Result, Success
 
 from gomaster._version import __version__
 from gomaster.backends import (
@@ -30,8 +32,16 @@ from gomaster.backends import (
     parse_default_backend,
     redact,
 )
+from gomaster.cli.run import (
+    EXIT_DEMOTED,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    RunOptions,
+    find_command,
+    run_command,
+)
 from gomaster.core.errors import BackendError
-from gomaster.core.record import MAX_TOKEN, MalformedRecord, check_name, check_version
+from gomaster.core.record import MAX_TOKEN, MalformedRecord, Observation, check_name, check_version
 from gomaster.core.timing import (
     DEFAULT_TTL,
     MAX_CALL_TIMEOUT,
@@ -39,16 +49,9 @@ from gomaster.core.timing import (
     MIN_CALL_TIMEOUT,
     MIN_TTL,
     Timing,
+    TimingError,
     check_seconds,
     validate_timing,
-)
-from gomaster.runner import (
-    EXIT_DEMOTED,
-    EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND,
-    RunOptions,
-    find_command,
-    run_command,
 )
 from gomaster.runtime._io import performed
 from gomaster.runtime.console import FORMAT, printable
@@ -67,6 +70,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 #: program killed by SIGPIPE, so pipelines and ``set -o pipefail`` treat us like cat or grep.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEFAULT_TIMEOUT = 5.0
+_T = TypeVar("_T")
 #: The lock name ``run`` and ``status`` use when given none: the one ``supervise()`` and
 #: ``Master`` use. ``release`` and ``repair`` act on no name the operator did not give.
 DEFAULT_NAME = "default"
@@ -237,12 +241,16 @@ def _fail_usage(message: str) -> NoReturn:
     raise UsageError(message)
 
 
+def _usable(checked: Result[_T, object], prefix: str = "") -> _T:
+    """The value of a check, or a usage error with its message: where a ``Result`` meets the user."""
+    if not is_successful(checked):
+        _fail_usage(f"{prefix}{checked.failure()}")
+    return checked.unwrap()
+
+
 def _seconds(option: str, value: float, least: float, most: float) -> float:
     """``value`` if it is a number of seconds in ``[least, most]``, else a usage error naming them."""
-    checked = check_seconds(option, value, least, most)
-    if isinstance(checked, Failure):
-        _fail_usage(str(checked.failure()))
-    return checked.unwrap()
+    return _usable(check_seconds(option, value, least, most))
 
 
 def _subparser(
@@ -434,11 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _backend(url: str | None) -> LockBackend:
     """The backend for ``url``, else ``GOMASTER_BACKEND``'s, else the default file's."""
-    parsed = parse_backend(url) if url else parse_default_backend()
-    if isinstance(parsed, Failure):
-        _fail_usage(str(parsed.failure()))
-    backend: LockBackend = parsed.unwrap()
-    return backend
+    return _usable(parse_backend(url) if url else parse_default_backend())
 
 
 def _timing(args: argparse.Namespace) -> Timing:
@@ -461,6 +465,14 @@ def _timing(args: argparse.Namespace) -> Timing:
         if value is not None
     }
     fields = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
+
+    def in_flags(problem: TimingError) -> str:
+        fix = ""
+        if problem.fix:
+            fix = f". Fix: change {', '.join(given)}, or leave {'it' if len(given) == 1 else 'them'} out "
+            fix += f"to derive every timing from --ttl {base.ttl:g}"
+        return f"impossible timing: {problem.rule}{fix}"
+
     checked = validate_timing(
         ttl=base.ttl,
         heartbeat=fields.get("heartbeat", base.heartbeat),
@@ -469,30 +481,17 @@ def _timing(args: argparse.Namespace) -> Timing:
         grace=fields.get("grace", base.grace),
         max_drift=base.max_drift,
     )
-    if isinstance(checked, Failure):
-        problem = checked.failure()
-        fix = ""
-        if problem.fix:
-            fix = f". Fix: change {', '.join(given)}, or leave {'it' if len(given) == 1 else 'them'} out "
-            fix += f"to derive every timing from --ttl {base.ttl:g}"
-        _fail_usage(f"impossible timing: {problem.rule}{fix}")
-    return checked.unwrap()
+    return _usable(checked.alt(in_flags))
 
 
 def _check_name(name: str | None) -> str:
     if name is None:
         _fail_usage("--name is required (or set GOMASTER_NAME): this command acts on no default lock")
-    checked = check_name(name)
-    if isinstance(checked, Failure):
-        _fail_usage(str(checked.failure()))
-    return name
+    return _usable(check_name(name))
 
 
 def _check_version(version: str) -> str:
-    checked = check_version(version)
-    if isinstance(checked, Failure):
-        _fail_usage(f"--app-version: {checked.failure()}")
-    return version
+    return _usable(check_version(version), "--app-version: ")
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -523,21 +522,23 @@ def _malformed(problem: MalformedRecord) -> str:
 
 def _snapshot(backend: LockBackend, name: str, timeout: float) -> Status | str:
     """The lock's status, or what stopped us reading it (unreachable, or a malformed record)."""
-    match performed(backend.observe(name, timeout)):
-        case Failure(BackendError() as problem):
-            return f"cannot reach the backend: {problem}"
-        case Failure(problem):
-            return _malformed(problem)
-        case outcome:
-            seen = outcome.unwrap()
-    return status_from_record(
-        name=name,
-        node_id="",
-        is_master=False,
-        backend=backend.url,
-        record=seen.record,
-        server_now=seen.server_now,
-    )
+
+    def status(seen: Observation) -> Status:
+        return status_from_record(
+            name=name,
+            node_id="",
+            is_master=False,
+            backend=backend.url,
+            record=seen.record,
+            server_now=seen.server_now,
+        )
+
+    def problem(error: BackendError | MalformedRecord) -> str:
+        if isinstance(error, MalformedRecord):
+            return _malformed(error)
+        return f"cannot reach the backend: {error}"
+
+    return unwrap_or_failure(performed(backend.observe(name, timeout).map(status).alt(problem)))
 
 
 def _when(epoch: float | None) -> str:
@@ -582,10 +583,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
 
     if args.all:
-        listed = performed(backend.names(args.timeout))
-        if isinstance(listed, Failure):
-            return cannot_read("", f"cannot reach the backend: {listed.failure()}")
-        names: list[str] = listed.unwrap()
+        listed = backend.names(args.timeout).alt(lambda error: f"cannot reach the backend: {error}")
+        names = unwrap_or_failure(performed(listed))
+        if isinstance(names, str):
+            return cannot_read("", names)
     else:
         names = [_check_name(args.name)]
     snapshots: list[Status] = []
@@ -633,17 +634,16 @@ def _cmd_repair(args: argparse.Namespace) -> int:
     if not 0 <= args.token < MAX_TOKEN:
         _fail_usage(f"--token must be a whole number from 0 to {MAX_TOKEN - 1}, not {args.token}")
     backend = _backend(args.backend)
-    before = performed(backend.observe(name, args.timeout))
-    if isinstance(before, Failure) and isinstance(before.failure(), MalformedRecord):
-        print(f"{name}: was {printable(str(before.failure()))}")
-    outcome = performed(backend.repair(name, hold, args.token, args.timeout))
-    if isinstance(outcome, Failure):
-        return _unreachable("repair", outcome.failure())
-    token = outcome.unwrap()
-    if token is None:
-        print(f"{name}: no record; nothing to repair")
-    else:
-        print(f"{name}: repaired: released with token {token}; claimable in {hold:g} s")
+    match performed(backend.observe(name, args.timeout)):
+        case Failure(MalformedRecord() as problem):
+            print(f"{name}: was {printable(str(problem))}")
+    match performed(backend.repair(name, hold, args.token, args.timeout)):
+        case Failure(problem):
+            return _unreachable("repair", problem)
+        case Success(None):
+            print(f"{name}: no record; nothing to repair")
+        case Success(token):
+            print(f"{name}: repaired: released with token {token}; claimable in {hold:g} s")
     return EXIT_OK
 
 
@@ -660,7 +660,7 @@ def _reader_gone() -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gomaster.demo import run_demo
+    from gomaster.cli.demo import run_demo
 
     try:
         Timing.from_ttl(args.ttl)
@@ -742,7 +742,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args, command)
     except UsageError as error:
         return _refuse(error, raw, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,9 +26,9 @@ from types import FrameType
 from typing import TextIO
 
 from gomaster.core.timing import Timing
-from gomaster.history import append_mark, overlaps, read_marks, tenures
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.tree import die_with_parent
+from gomaster.testing import append_mark, overlaps, read_marks, tenures
 
 MARK_EVERY = 0.05
 POLL = 0.01
@@ -82,8 +82,8 @@ def _end_with_parent(parent: int | None, alive_fd: int | None) -> None:
 
 
 def node_main(argv: list[str]) -> None:
-    """One demo node: ``python -m gomaster.demo node --backend URL --log FILE --node NAME``."""
-    parser = argparse.ArgumentParser(prog="gomaster.demo node")
+    """One demo node: ``python -m gomaster.cli.demo node --backend URL --log FILE --node NAME``."""
+    parser = argparse.ArgumentParser(prog="gomaster.cli.demo node")
     parser.add_argument("--backend", required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--node", required=True)
@@ -142,7 +142,7 @@ class _Demo:
         self.spawned += 1
         name = f"node-{self.spawned}"
         alive_r = self.alive[0]
-        command = [sys.executable, "-m", "gomaster.demo", "node", "--backend", self.backend]
+        command = [sys.executable, "-m", "gomaster.cli.demo", "node", "--backend", self.backend]
         command += ["--log", str(self.log), "--node", name, "--ttl", str(self.ttl)]
         command += ["--parent", str(os.getpid()), "--alive-fd", str(alive_r)]
         self.nodes[name] = subprocess.Popen(

@@ -1,4 +1,5 @@
-"""Tenure history: master work writes what it did, and a checker judges it independently.
+"""Witnessed tenures, for the demo and for tests: master work writes what it did, and a checker
+judges it independently.
 
 The work itself appends ``start``/``alive``/``stop`` marks with the machine's shared
 ``CLOCK_MONOTONIC`` to an append-only file, so the checker never relies on the election's own

@@ -1,0 +1,108 @@
+"""The store model: what each backend statement does to a table of lock records, as pure functions.
+
+These are the specification every real backend's statements implement. The deterministic
+simulation applies them at simulated times; ``memory://`` (:mod:`gomaster.backends.memory`)
+applies them under a lock with a real clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from returns.result import Failure, Result, Success
+
+from gomaster.core.decide import Claim
+from gomaster.core.errors import Conflict, Lost
+from gomaster.core.record import LockRecord
+
+Table = Mapping[str, LockRecord]
+
+
+def _new_record(claim: Claim, now: float) -> LockRecord:
+    return LockRecord(
+        name=claim.name,
+        holder=claim.node.node_id,
+        version=claim.node.version,
+        token=claim.token,
+        acquired_at=now,
+        renewed_at=now,
+        expires_at=now + claim.ttl,
+        host=claim.node.host,
+        pid=claim.node.pid,
+    )
+
+
+def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Conflict]:
+    """The claim statement: insert if absent, or take over the exact expected, expired row."""
+    current = table.get(claim.name)
+    expected = claim.expected
+    if expected is None:
+        return Failure(Conflict(claim.name)) if current is not None else Success(_new_record(claim, now))
+    if (
+        current is None
+        or current.token != expected.token
+        or current.holder != expected.holder
+        or not current.claimable_at(now)
+        or claim.token != current.token + 1
+    ):
+        return Failure(Conflict(claim.name))
+    return Success(_new_record(claim, now))
+
+
+def renew_in(table: Table, record: LockRecord, ttl: float, now: float) -> Result[LockRecord, Lost]:
+    """The renew statement: extend only our own lease, and only while it is still live."""
+    current = table.get(record.name)
+    if (
+        current is None
+        or current.holder != record.holder
+        or current.token != record.token
+        or not current.live_at(now)
+    ):
+        return Failure(Lost(record))
+    return Success(replace(current, renewed_at=now, expires_at=now + ttl))
+
+
+def release_in(table: Table, record: LockRecord, now: float) -> LockRecord | None:
+    """The release statement: the new row if ``record`` was still ours, else None (no change)."""
+    current = table.get(record.name)
+    if (
+        current is None
+        or current.released
+        or current.holder != record.holder
+        or current.token != record.token
+    ):
+        return None
+    return replace(current, holder="", expires_at=min(current.expires_at, now))
+
+
+def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
+    """The operator's revoke: the holder loses the lease (its renewals fail) but the expiry
+    stays, so no successor can claim it before the holder's own deadline has stopped its work."""
+    current = table.get(record.name)
+    if (
+        current is None
+        or current.released
+        or (current.holder, current.token) != (record.holder, record.token)
+    ):
+        return None
+    return replace(current, holder="")
+
+
+def repair_in(table: Table, name: str, hold: float, token_floor: int, now: float) -> LockRecord | None:
+    """The repair statement: the row rewritten as released until ``now + hold``, its token kept
+    (a model record's token is always valid) unless ``token_floor`` is higher; None if absent."""
+    current = table.get(name)
+    if current is None:
+        return None
+    return replace(
+        current,
+        holder="",
+        version="",
+        host="",
+        pid=0,
+        token=max(current.token, token_floor),
+        acquired_at=now,
+        renewed_at=now,
+        expires_at=now + hold,
+    )
