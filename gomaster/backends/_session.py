@@ -138,6 +138,8 @@ def word(fault: Fault, *, step: str, timeout: float, where: str, secrets: tuple[
     text = WORDING[fault.kind].format(
         step=step, timeout=timeout, where=where, cause=cause, detail=fault.detail
     )
+    if cause and "{cause}" not in WORDING[fault.kind]:
+        text += f" ({cause})"  # a timeout keeps what the driver saw last: refused, reset, ...
     return scrub(text, *secrets)
 
 
