@@ -459,7 +459,7 @@ class _MongoDB(Traits):
 
     @contextlib.contextmanager
     def raw(self, url: str, backend: Any) -> Iterator[Any]:
-        client: MongoClient[dict[str, Any]] = MongoClient(url)
+        client: MongoClient[dict[str, Any]] = MongoClient(url.partition("?")[0])
         try:
             yield client[backend.database][backend.collection]
         finally:
@@ -492,7 +492,14 @@ _MYSQL_AUTH = f"mysql://gm:{QUOTED}@db.invalid/gomaster?"
 _POSTGRESQL_AUTH = f"postgresql://gm:{QUOTED}@db.invalid/gomaster?"
 _REDIS_AUTH = f":{QUOTED}@"
 _MONGO_AUTH = f"alice:{QUOTED}@"
-_BAD_COLLECTIONS = ("locks;drop", "system.users", "$cmd", "a b", "x" * 64, "lock-name")
+_BAD_COLLECTIONS = {
+    "sql": "locks;drop",
+    "system": "system.users",
+    "dollar": "$cmd",
+    "space": "a b",
+    "too-long": "x" * 64,
+    "dash": "lock-name",
+}
 
 TRAITS: dict[str, Traits] = {
     "memory": _Memory("memory", network=False, stores_any_name=True),
@@ -716,11 +723,11 @@ TRAITS: dict[str, Traits] = {
             Refusal("srv-with-port", f"mongodb+srv://{_MONGO_AUTH}cluster.example.com:27017/db", ("port",)),
             *(
                 Refusal(
-                    f"collection-{number}",
+                    f"collection-{what}",
                     f"mongodb://127.0.0.1:27017/db?collection={quote(name)}",
                     ("collection name",),
                 )
-                for number, name in enumerate(_BAD_COLLECTIONS)
+                for what, name in _BAD_COLLECTIONS.items()
             ),
         ),
         bad_keywords=(
@@ -728,8 +735,8 @@ TRAITS: dict[str, Traits] = {
             Refusal("text-number", {"options": {"maxPoolSize": "lots"}}, ("maxPoolSize",)),
             Refusal("no-host", {"hosts": []}, ("host",)),
             *(
-                Refusal(f"collection-{number}", {"collection": name}, ("collection name",))
-                for number, name in enumerate(_BAD_COLLECTIONS)
+                Refusal(f"collection-{what}", {"collection": name}, ("collection name",))
+                for what, name in _BAD_COLLECTIONS.items()
             ),
         ),
     ),
