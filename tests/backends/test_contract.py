@@ -26,7 +26,7 @@ from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, NodeIdentity, Observation
 from gomaster.core.timing import Timing
 from tests.backends.conftest import BackendCase, case_of
-from tests.backends.traits import KEY_SECRET, QUOTED, SECRET, TRAITS, Corruption, Refusal, param, parts
+from tests.backends.traits import KEY_SECRET, QUOTED, SECRET, TRAITS, Corruption, Refusal, Table, param, parts
 from tests.helpers import err, free_port, identity, ok, result
 from tests.servers.base import ThrowawayServer
 
@@ -724,6 +724,46 @@ def test_a_row_that_expires_in_centuries_is_claimable_after_the_hold_with_its_to
     assert stuck.record is not None and stuck.record.expires_at > stuck.server_now + 10**9
     assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
     assert _acquire(backend, lock_name, identity()).token == record.token + 1
+
+
+def test_a_live_lease_moved_into_the_stores_past_is_lost_and_claimable(
+    case: BackendCase, backend: LockBackend, lock_name: str
+) -> None:
+    """Expiry is judged by the store's clock alone: no local clock moves here."""
+    live = _acquire(backend, lock_name, identity(), ttl=LONG_TTL)
+    # A contender whose own clock says the lease is over is still refused by the statement.
+    forced = Claim.after(live, identity(), TTL)
+    assert isinstance(err(backend.claim(forced, TIMEOUT)), Conflict)
+    _spoiled(case, backend, lock_name, case.traits.expire_now)
+    assert isinstance(err(backend.renew(live, TTL, TIMEOUT)), Lost)
+    assert ok(backend.claim(forced, TIMEOUT)).token == live.token + 1
+
+
+def _tables() -> list[Any]:
+    return [param(kind, table, id=table.id) for kind, traits in TRAITS.items() for table in traits.tables]
+
+
+@pytest.mark.parametrize(("kind", "table"), _tables())
+def test_a_hand_made_lock_table_is_checked_and_a_wrong_one_named_with_what_is_wrong(
+    kind: str, table: Table, request: pytest.FixtureRequest, tmp_path: Path, lock_name: str
+) -> None:
+    case = case_of(kind, request, tmp_path)
+    assert case.url is not None
+    ok(connect(case.url).names(TIMEOUT))  # the store (and its database) exist
+    tag = f"t_{lock_name[5:]}"
+    url = case.traits.apart(case.url, tag)
+    made = connect(url)
+    with case.traits.raw(url, made) as raw:
+        for statement in table.ddl.split("; "):
+            raw(statement)
+    if table.says:
+        error = err(made.observe(lock_name, TIMEOUT))
+        assert isinstance(error, BackendError), error
+        for words in (*table.says, tag):
+            assert words in error.message, error.message
+    else:
+        assert _acquire(made, lock_name, identity()).token == 1
+    made.close()
 
 
 def test_names_are_compared_exactly(backend: LockBackend, lock_name: str) -> None:

@@ -17,7 +17,7 @@ from gomaster.backends import LockBackend, connect
 from gomaster.backends.mysql import MySQLBackend
 from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.decide import Claim, plan_acquire
-from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.errors import BackendError
 from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
 from tests.chaos.proxy import BLACKHOLE, PASS, ProxyHub
@@ -139,24 +139,6 @@ def test_server_clock_is_utc_whatever_the_session_time_zone(mysql_url: str, admi
         backend.close()
     finally:
         _execute(admin, "SET GLOBAL time_zone = SYSTEM")
-
-
-def test_expiry_is_judged_by_the_server_clock(mysql_url: str, admin: Any, table: str) -> None:
-    backend = connect(_url(mysql_url, table=table))
-    live = _acquire(backend, "lease")
-    # A contender whose own clock says the lease is over is still refused by the statement.
-    forced = Claim.after(live, identity(), TTL)
-    assert isinstance(err(backend.claim(forced, TIMEOUT)), Conflict)
-    # Move the expiry to the server's past, without touching any local clock.
-    _execute(
-        admin,
-        f"UPDATE `{table}` SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE name = %s",
-        ("lease",),
-    )
-    assert isinstance(err(backend.renew(live, TTL, TIMEOUT)), Lost)
-    taken = ok(backend.claim(forced, TIMEOUT))
-    assert taken.token == live.token + 1
-    backend.close()
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -304,29 +286,6 @@ def test_a_connection_lost_while_its_reply_is_owed_is_replaced_within_the_next_c
 
 
 # -- what is in the table -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ddl", "complaint"),
-    [
-        ("name VARCHAR(200) PRIMARY KEY, owner VARCHAR(10)", "lacks the columns holder, version, token"),
-        (
-            "name VARBINARY(800) PRIMARY KEY, holder VARBINARY(255), version TEXT, token INT, "
-            "acquired_at DATETIME(6), renewed_at DATETIME(6), expires_at TIMESTAMP(6) NULL, "
-            "host TEXT, pid INT",
-            "token is int, expected bigint; expires_at is timestamp, expected datetime",
-        ),
-    ],
-)
-def test_a_table_with_the_wrong_columns_is_named_with_what_is_wrong(
-    mysql_url: str, admin: Any, table: str, ddl: str, complaint: str
-) -> None:
-    _execute(admin, f"CREATE TABLE `{table}` ({ddl})")
-    backend = connect(_url(mysql_url, table=table))
-    error = err(backend.observe("x", TIMEOUT))
-    assert isinstance(error, BackendError)
-    assert complaint in error.message
-    assert table in error.message
 
 
 def test_a_user_without_create_rights_works_on_an_existing_table(

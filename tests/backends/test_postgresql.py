@@ -25,7 +25,7 @@ from gomaster.backends import LockBackend, connect
 from gomaster.backends.postgresql import PostgreSQLBackend, channel_for
 from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.decide import Claim, plan_acquire
-from gomaster.core.errors import BackendError, Conflict, Lost
+from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_NAME_LENGTH, LockRecord
 from gomaster.core.timing import Timing
 from tests.helpers import err, identity, ok
@@ -162,17 +162,6 @@ def test_a_session_time_zone_does_not_move_the_times(postgresql_url: str, table:
     assert abs(ok(far.observe("zone", TIMEOUT)).server_now - time.time()) < 1.0
     utc.close()
     far.close()
-
-
-def test_a_live_lease_moved_into_the_servers_past_is_lost_and_claimable(
-    backend: PostgreSQLBackend, admin: psycopg.Connection[tuple[Any, ...]], table: str
-) -> None:
-    live = _acquire(backend, "lease")
-    forced = Claim.after(live, identity(), TTL)
-    assert isinstance(err(backend.claim(forced, TIMEOUT)), Conflict)
-    admin.execute(f"UPDATE \"{table}\" SET expires_at = clock_timestamp() - interval '1 second'")
-    assert isinstance(err(backend.renew(live, TTL, TIMEOUT)), Lost)
-    assert ok(backend.claim(forced, TIMEOUT)).token == live.token + 1
 
 
 # -- one round trip per step ----------------------------------------------------------------
@@ -331,49 +320,6 @@ def test_a_user_with_only_select_insert_update_works_on_an_existing_table(
     assert isinstance(refused, BackendError)
     assert "needs SELECT, INSERT and UPDATE" in refused.message
     admin.execute(f'DROP TABLE "{readonly}"')
-
-
-@pytest.mark.parametrize(
-    ("ddl", "complaint"),
-    [
-        ("name TEXT PRIMARY KEY, owner TEXT", "lacks the columns holder, version, token"),
-        (
-            "name TEXT PRIMARY KEY, holder TEXT, version TEXT, token INTEGER, acquired_at TIMESTAMPTZ, "
-            "renewed_at TIMESTAMPTZ, expires_at TIMESTAMP, host TEXT, pid INTEGER",
-            "token is integer, expected bigint; expires_at is timestamp without time zone",
-        ),
-        (
-            "name TEXT, holder TEXT, version TEXT, token BIGINT, acquired_at TIMESTAMPTZ, "
-            "renewed_at TIMESTAMPTZ, expires_at TIMESTAMPTZ, host TEXT, pid BIGINT",
-            "needs a primary key (or unique index) on name",
-        ),
-    ],
-    ids=["missing", "wrong-types", "no-key"],
-)
-def test_a_table_with_the_wrong_columns_is_named_with_what_is_wrong(
-    postgresql_url: str, admin: psycopg.Connection[tuple[Any, ...]], table: str, ddl: str, complaint: str
-) -> None:
-    admin.execute(f'CREATE TABLE "{table}" ({ddl})')
-    backend = connect(_url(postgresql_url, table=table))
-    error = err(backend.observe("x", TIMEOUT))
-    assert isinstance(error, BackendError)
-    assert complaint in error.message
-    assert table in error.message
-
-
-def test_a_varchar_table_with_a_unique_name_index_is_fine(
-    postgresql_url: str, admin: psycopg.Connection[tuple[Any, ...]], table: str
-) -> None:
-    admin.execute(
-        f'CREATE TABLE "{table}" (name VARCHAR(200) NOT NULL, holder VARCHAR(64) NOT NULL, '
-        "version TEXT NOT NULL, "
-        "token BIGINT NOT NULL, acquired_at TIMESTAMPTZ NOT NULL, renewed_at TIMESTAMPTZ NOT NULL, "
-        "expires_at TIMESTAMPTZ NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL)"
-    )
-    admin.execute(f'CREATE UNIQUE INDEX ON "{table}" (name)')
-    backend = connect(_url(postgresql_url, table=table))
-    assert _acquire(backend, "varchar").token == 1
-    backend.close()
 
 
 def test_a_missing_database_says_so(postgresql_url: str) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -66,6 +66,16 @@ class Refusal:
     says: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Table:
+    """A lock table made by hand (statements separated by ``; ``, ``{t}`` its name), and what
+    the refusal must say; a table whose refusal says nothing is accepted."""
+
+    id: str
+    ddl: str
+    says: tuple[str, ...] = ()
+
+
 def parts(url: str) -> BackendURL:
     """``url`` parsed, failing the test if it does not parse."""
     parsed = parse_url(url)
@@ -104,6 +114,8 @@ class Traits:
     #: Settings refused before connecting: URLs (``{auth}`` is ``user:password@``) or keywords.
     bad_urls: tuple[Refusal, ...] = ()
     bad_keywords: tuple[Refusal, ...] = ()
+    #: Lock tables made by hand, refused before use or accepted (SQL backends).
+    tables: tuple[Table, ...] = ()
     #: Whether a lock name that UTF-8 cannot encode (a lone surrogate) is stored as given;
     #: otherwise it is a failure that says so.
     stores_any_name: bool = False
@@ -163,16 +175,22 @@ class Traits:
         """Give the record a valid but absurd expiry: nobody could claim it for centuries."""
         raise NotImplementedError
 
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        """Move the record's expiry a second into the past of the store's own clock."""
+        raise NotImplementedError
+
 
 # -- the in-process stores ---------------------------------------------------------------------
 
 
 class _Memory(Traits):
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
-        from dataclasses import replace
-
         store = backend.store
         store.records[name] = replace(store.records[name], holder="", expires_at=FAR_FUTURE)
+
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        store = backend.store
+        store.records[name] = replace(store.records[name], expires_at=store.clock() - 1)
 
     @contextlib.contextmanager
     def raw(self, url: str, backend: Any) -> Iterator[Any]:
@@ -202,6 +220,9 @@ class _SQLite(Traits):
 
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw(f"UPDATE {{t}} SET holder = '', expires_at = {FAR_FUTURE} WHERE name = %s", name)
+
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET expires_at = (julianday('now') - 2440587.5) * 86400.0 - 1 WHERE name = %s", name)
 
 
 # -- the servers -------------------------------------------------------------------------------
@@ -288,6 +309,9 @@ class _MySQL(Traits):
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET holder = '', expires_at = '2999-01-01' WHERE name = %s", name)
 
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE name = %s", name)
+
 
 class _PostgreSQL(Traits):
     def keywords(self, url: str) -> LockBackend:
@@ -363,6 +387,9 @@ class _PostgreSQL(Traits):
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET holder = '', expires_at = '2999-01-01' WHERE name = %s", name)
 
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET expires_at = clock_timestamp() - interval '1 second' WHERE name = %s", name)
+
 
 class _Redis(Traits):
     def apart(self, url: str, tag: str) -> str:
@@ -413,6 +440,10 @@ class _Redis(Traits):
         lease = backend.keys(name).lease
         raw.hset(lease, mapping={"holder": "", "expires_at": str(int(FAR_FUTURE * 1000))})
         raw.persist(lease)
+
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        seconds, micros = raw.time()
+        raw.hset(backend.keys(name).lease, "expires_at", str(seconds * 1000 + micros // 1000 - 1000))
 
 
 class _MongoDB(Traits):
@@ -471,6 +502,10 @@ class _MongoDB(Traits):
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw.update_one({"_id": name}, {"$set": {"holder": "", "expires_at": int(FAR_FUTURE * 1000)}})
 
+    def expire_now(self, raw: Any, backend: Any, name: str) -> None:
+        past = {"$subtract": [{"$toLong": "$$NOW"}, 1000]}
+        raw.update_one({"_id": name}, [{"$set": {"expires_at": past}}])
+
 
 def _document(change: Callable[[dict[str, Any]], object]) -> Spoil:
     """A corruption of a MongoDB document: ``change`` edits it in place, and it is written back."""
@@ -486,6 +521,30 @@ def _document(change: Callable[[dict[str, Any]], object]) -> Spoil:
 def _keys(change: Callable[[redis.Redis, Any], object]) -> Spoil:
     """A corruption of Redis keys: ``change(raw, keys)``."""
     return lambda raw, backend, name: change(raw, backend.keys(name))
+
+
+#: The lock table as gomaster makes it in SQLite; the hand-made ones change a column or two.
+_SQLITE_COLUMNS = {
+    "name": "TEXT PRIMARY KEY",
+    "holder": "TEXT NOT NULL",
+    "version": "TEXT NOT NULL",
+    "token": "INTEGER NOT NULL",
+    "acquired_at": "REAL NOT NULL",
+    "renewed_at": "REAL NOT NULL",
+    "expires_at": "REAL NOT NULL",
+    "host": "TEXT NOT NULL",
+    "pid": "INTEGER NOT NULL",
+}
+
+
+def _sqlite_table(id: str, says: tuple[str, ...], **changed: str) -> Table:
+    columns = {**_SQLITE_COLUMNS, **changed}
+    return Table(id, f"CREATE TABLE {{t}} ({', '.join(f'{c} {t}' for c, t in columns.items())})", says)
+
+
+def _sqlite_wrong_type(column: str, declared: str, expected: str) -> Table:
+    says = (f"has columns of the wrong type: {column} is {declared or 'untyped'}, expected {expected}",)
+    return _sqlite_table(f"{column}-{declared or 'untyped'}", says, **{column: declared})
 
 
 _MYSQL_AUTH = f"mysql://gm:{QUOTED}@db.invalid/gomaster?"
@@ -521,6 +580,26 @@ TRAITS: dict[str, Traits] = {
         bad_keywords=(
             Refusal("bad-table", {"path": "{dir}/locks.db", "table": "x; DROP TABLE y"}, ("table",)),
         ),
+        tables=(
+            _sqlite_wrong_type("token", "TEXT", "INTEGER"),
+            _sqlite_wrong_type("expires_at", "INTEGER", "REAL"),
+            _sqlite_wrong_type("holder", "BLOB", "TEXT"),
+            _sqlite_wrong_type("pid", "", "INTEGER"),
+            Table(
+                "missing",
+                "CREATE TABLE {t} (name TEXT PRIMARY KEY, holder TEXT)",
+                (
+                    "is not a gomaster lock table: it lacks the columns version, token",
+                    "create it as: CREATE TABLE",
+                ),
+            ),
+            _sqlite_table(
+                "no-key", ("needs a primary key (or unique index) on name alone",), name="TEXT NOT NULL"
+            ),
+            _sqlite_table(
+                "other-spellings", (), name="VARCHAR(200) PRIMARY KEY", token="BIGINT", expires_at="DOUBLE"
+            ),
+        ),
     ),
     "mysql": _MySQL(
         "mysql",
@@ -554,6 +633,20 @@ TRAITS: dict[str, Traits] = {
         bad_keywords=(
             Refusal("bad-table", {"host": "db.invalid", "table": "x; DROP TABLE y"}, ("table name",)),
             Refusal("bad-database", {"host": "db.invalid", "database": "a`b"}, ("database name",)),
+        ),
+        tables=(
+            Table(
+                "missing",
+                "CREATE TABLE {t} (name VARCHAR(200) PRIMARY KEY, owner VARCHAR(10))",
+                ("lacks the columns holder, version, token",),
+            ),
+            Table(
+                "wrong-types",
+                "CREATE TABLE {t} (name VARBINARY(800) PRIMARY KEY, holder VARBINARY(255), version TEXT, "
+                "token INT, acquired_at DATETIME(6), renewed_at DATETIME(6), expires_at TIMESTAMP(6) NULL, "
+                "host TEXT, pid INT)",
+                ("token is int, expected bigint; expires_at is timestamp, expected datetime",),
+            ),
         ),
     ),
     "postgresql": _PostgreSQL(
@@ -603,6 +696,35 @@ TRAITS: dict[str, Traits] = {
         bad_keywords=(
             Refusal("bad-table", {"host": "db.invalid", "table": "x; DROP TABLE y"}, ("table name",)),
             Refusal("unknown-option", {"host": "db.invalid", "sslmod": "require"}, ("sslmod", "unknown")),
+        ),
+        tables=(
+            Table(
+                "missing",
+                "CREATE TABLE {t} (name TEXT PRIMARY KEY, owner TEXT)",
+                ("lacks the columns holder, version, token",),
+            ),
+            Table(
+                "wrong-types",
+                "CREATE TABLE {t} (name TEXT PRIMARY KEY, holder TEXT, version TEXT, token INTEGER, "
+                "acquired_at TIMESTAMPTZ, renewed_at TIMESTAMPTZ, expires_at TIMESTAMP, host TEXT, "
+                "pid INTEGER)",
+                ("token is integer, expected bigint; expires_at is timestamp without time zone",),
+            ),
+            Table(
+                "no-key",
+                "CREATE TABLE {t} (name TEXT, holder TEXT, version TEXT, token BIGINT, "
+                "acquired_at TIMESTAMPTZ, renewed_at TIMESTAMPTZ, expires_at TIMESTAMPTZ, host TEXT, "
+                "pid BIGINT)",
+                ("needs a primary key (or unique index) on name",),
+            ),
+            Table(
+                "varchar-with-unique-index",
+                "CREATE TABLE {t} (name VARCHAR(200) NOT NULL, holder VARCHAR(64) NOT NULL, "
+                "version TEXT NOT NULL, token BIGINT NOT NULL, acquired_at TIMESTAMPTZ NOT NULL, "
+                "renewed_at TIMESTAMPTZ NOT NULL, "
+                "expires_at TIMESTAMPTZ NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL); "
+                "CREATE UNIQUE INDEX ON {t} (name)",
+            ),
         ),
     ),
     "redis": _Redis(
