@@ -26,7 +26,18 @@ from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, NodeIdentity, Observation
 from gomaster.core.timing import Timing
 from tests.backends.conftest import BackendCase, case_of
-from tests.backends.traits import KEY_SECRET, QUOTED, SECRET, TRAITS, Corruption, Refusal, Table, param, parts
+from tests.backends.traits import (
+    KEY_SECRET,
+    QUOTED,
+    SECRET,
+    TRAITS,
+    Corruption,
+    Refusal,
+    Table,
+    param,
+    parts,
+    with_query,
+)
 from tests.helpers import err, free_port, identity, ok, result
 from tests.servers.base import ThrowawayServer
 
@@ -839,6 +850,8 @@ def test_bad_keyword_settings_are_refused_saying_what_is_wrong(
 def test_keywords_build_the_same_backend_as_the_url(shared_case: BackendCase, lock_name: str) -> None:
     assert shared_case.url is not None
     url = shared_case.traits.apart(shared_case.url, f"t_{lock_name[5:]}")
+    if shared_case.traits.driver_option:
+        url = with_query(url, **shared_case.traits.driver_option)
     by_url = connect(url)
     by_keywords = shared_case.traits.keywords(url)
     assert by_keywords.url == by_url.url

@@ -114,6 +114,8 @@ class Traits:
     #: Settings refused before connecting: URLs (``{auth}`` is ``user:password@``) or keywords.
     bad_urls: tuple[Refusal, ...] = ()
     bad_keywords: tuple[Refusal, ...] = ()
+    #: A driver option the backend passes on, for URLs and keywords to carry alike.
+    driver_option: dict[str, str] = field(default_factory=dict)
     #: Lock tables made by hand, refused before use or accepted (SQL backends).
     tables: tuple[Table, ...] = ()
     #: Whether a lock name that UTF-8 cannot encode (a lone surrogate) is stored as given;
@@ -604,6 +606,7 @@ TRAITS: dict[str, Traits] = {
     "mysql": _MySQL(
         "mysql",
         marks=(pytest.mark.mysql,),
+        driver_option={"program_name": "gomaster-test"},
         corruptions=(
             _sql_statements(
                 "ALTER TABLE {t} MODIFY token BIGINT NULL; UPDATE {t} SET token = NULL", "token", "null-token"
@@ -652,6 +655,7 @@ TRAITS: dict[str, Traits] = {
     "postgresql": _PostgreSQL(
         "postgresql",
         marks=(pytest.mark.postgresql,),
+        driver_option={"application_name": "gomaster-test"},
         corruptions=(
             _sql_statements(
                 "ALTER TABLE {t} ALTER token DROP NOT NULL; UPDATE {t} SET token = NULL",
@@ -730,6 +734,7 @@ TRAITS: dict[str, Traits] = {
     "redis": _Redis(
         "redis",
         marks=(pytest.mark.redis,),
+        driver_option={"client_name": "gomaster-test"},
         stores_any_name=True,
         corruptions=(
             Corruption(
@@ -816,6 +821,7 @@ TRAITS: dict[str, Traits] = {
     "mongodb": _MongoDB(
         "mongodb",
         marks=(pytest.mark.mongodb,),
+        driver_option={"appName": "gomaster-test"},
         corruptions=(
             Corruption("no-token", _document(lambda doc: doc.pop("token")), "token"),
             Corruption("no-expiry", _document(lambda doc: doc.pop("expires_at")), "expires_at"),
