@@ -53,6 +53,8 @@ SHORT_TIMEOUT = 0.5
 SLACK = 0.5
 #: What a step against a server that cannot be reached gets.
 UNREACHABLE_TIMEOUT = 1.0
+#: A host no resolver knows (``.invalid`` is reserved for that), on any port.
+UNKNOWN_HOST = ("no-such-host.invalid", 9)
 #: How soon after a release a waiter on another backend must have woken.
 NOTIFY_WITHIN = 0.1
 #: Long enough for a first ``wait_for_release`` to connect its listener.
@@ -535,7 +537,7 @@ def test_a_restarted_server_is_used_again_by_the_next_call(
 def test_an_unreachable_server_fails_within_the_timeout_naming_it_and_never_its_password(
     server_case: BackendCase, where: str, cause: str
 ) -> None:
-    host, port = ("127.0.0.1", free_port()) if where == "closed port" else ("no-such-host.invalid", 5)
+    host, port = ("127.0.0.1", free_port()) if where == "closed port" else UNKNOWN_HOST
     address = server_case.traits.address(host, port)
     made, keyworded = connect(address), server_case.traits.keywords(address)
     error = _failed_in_time("observe", lambda: made.observe("x", UNREACHABLE_TIMEOUT), UNREACHABLE_TIMEOUT)
