@@ -789,10 +789,11 @@ def test_names_are_compared_exactly(backend: LockBackend, lock_name: str) -> Non
 
 
 def test_a_name_utf8_cannot_encode_is_stored_or_refused_never_raised(
-    case: BackendCase, backend: LockBackend, lock_name: str
+    case: BackendCase, backend: LockBackend, lock_name: str, request: pytest.FixtureRequest
 ) -> None:
     if case.kind == "sqlite":
-        pytest.xfail("the SQLite backend raises UnicodeEncodeError on a lone surrogate (issue 17 review)")
+        reason = "the SQLite backend raises UnicodeEncodeError on a lone surrogate (before its Session port)"
+        request.applymarker(pytest.mark.xfail(reason=reason, raises=UnicodeEncodeError, strict=False))
     name = f"{lock_name} lone surrogate \ud800"
     if case.traits.stores_any_name:
         record = _acquire(backend, name, identity())
