@@ -21,9 +21,9 @@ lease's token, restarts it at ``max(TIME in ms, lease token, observed token)`` a
 ``Conflict``, so the elector observes again and claims the next token. ``first_token=clock``
 starts every new counter that way too.
 
-Each process has a command connection and one pub/sub connection for every name it waits for,
-each in a ``Session`` that arms the socket with what is left of the call's timeout.
-docs/backends/redis.md says what an operator needs: persistence, eviction, failover, TLS.
+Each process has a command connection and a pub/sub connection that serves every name it waits
+for (``Notices``), each in a ``Session`` that arms the socket with what is left of the call's
+timeout. docs/backends/redis.md says what an operator needs: persistence, eviction, failover, TLS.
 """
 
 from __future__ import annotations
@@ -96,15 +96,11 @@ local function text(ms) return string.format('%d', ms) end
 local function canonical(s)
   return type(s) == 'string' and #s <= 19 and (s == '0' or string.match(s, '^[1-9]%d*$') ~= nil)
 end
-local function larger(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
 local function highest(...)
   local best = false
   for i = 1, select('#', ...) do
     local s = select(i, ...)
-    if canonical(s) and (not best or larger(s, best)) then best = s end
+    if canonical(s) and (not best or #s > #best or #s == #best and s > best) then best = s end
   end
   return best
 end
@@ -162,10 +158,11 @@ end
 local first = ARGV[2] == ''
 local why = false
 if counter then
-  if lease and larger(lease.token, counter) then why = 'behind' end
-elseif lease then why = 'lease'
-elseif kind(KEYS[3]) == 'set' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then why = 'registered'
-elseif not first then why = 'expected'
+  if lease and highest(lease.token, counter) ~= counter then why = "it was below the lease's token" end
+elseif lease then why = 'its lease still exists'
+elseif kind(KEYS[3]) == 'set' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  why = 'it is listed in ' .. KEYS[3]
+elseif not first then why = 'a claimant had observed an earlier record'
 elseif ARGV[10] == '1' then why = 'clock'
 end
 if why then
@@ -195,10 +192,8 @@ redis.call('PEXPIREAT', KEYS[1], text(expires))
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 
-#: KEYS: lease. ARGV: holder, token, and the channel a release publishes on ('' to revoke). Both
-#: clear the holder of a lease that is still (holder, token)'s, keeping the token. A release also
-#: ends the lease now (it stays readable, released, until its old expiry) and publishes; a revoke
-#: keeps the expiry and the key's TTL, and needs no clock.
+#: KEYS: lease. ARGV: holder, token, the channel to publish a release on ('' to revoke, which
+#: keeps expiry and TTL and reads no clock). Either keeps the token; a release ends the lease now.
 _LET_GO = r"""
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
@@ -212,10 +207,9 @@ end
 return {'done'}
 """
 
-#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Rewrites the lease as
-#: released until now + hold whatever it held (wrong type, garbage fields); the token is the
-#: largest valid one of lease and counter, the clock in ms when neither is valid, and at least
-#: the floor; the counter is set to it, so the next claim counts on from there.
+#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Whatever the keys held, a
+#: released lease until now + hold, with the largest valid token of lease and counter (the clock
+#: in ms when neither has one, at least the floor), which the counter then holds too.
 _REPAIR = r"""
 local now = now_ms()
 local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
@@ -230,8 +224,7 @@ return {'done', token}
 
 @dataclass(frozen=True, slots=True)
 class _Script:
-    """A step's Lua script, the keys it takes (fields of ``RedisKeys``) and the SHA1 that
-    ``EVALSHA`` names it by."""
+    """A step's Lua script, its keys (fields of ``RedisKeys``) and the SHA1 ``EVALSHA`` names."""
 
     step: str
     keys: tuple[str, ...]
@@ -327,10 +320,8 @@ _DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``.
-
-    The database number is the URL's path, or the ``db`` keyword, never a query parameter.
-    """
+    """A URL with keyword overrides as checked settings, or ``SettingError``. The database number
+    is the URL's path or the ``db`` keyword, never a query parameter."""
     refuse(dict(url.query), _MANAGED)
     path = url.path.removeprefix("/") or None
     parts, options = merge(
@@ -385,11 +376,8 @@ def _encode(value: str) -> bytes:
 
 def _decode(value: object) -> object:
     """Stored bytes as text; anything that is not valid UTF-8 stays bytes for the parser to refuse."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            return value
+    with contextlib.suppress(UnicodeDecodeError):
+        return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
     return value
 
 
@@ -409,8 +397,7 @@ def _registry(prefix: str) -> str:
 
 
 def _fields(flat: list[Any]) -> dict[str, object]:
-    """A flat ``HGETALL`` reply as ``parse_record`` fields: whole numbers as ``int``, times in
-    seconds, and anything else as found, for ``parse_record`` to refuse."""
+    """An ``HGETALL`` reply as ``parse_record`` fields (times in seconds); garbage stays as found."""
     found = {_decode(key): _decode(value) for key, value in zip(flat[::2], flat[1::2], strict=True)}
     fields: dict[str, object] = {}
     for key in _FIELDS:
@@ -424,8 +411,7 @@ def _fields(flat: list[Any]) -> dict[str, object]:
 def _observation(
     name: str, keys: RedisKeys, answer: list[object]
 ) -> Result[Observation, MalformedRecord] | None:
-    """The observe script's answer as an observation (see ``RedisBackend.observe``); None for an
-    answer it never gives."""
+    """The observe script's answer as an observation; None for an answer it never gives."""
     match answer:
         case [int(now_ms), lease_kind, counter_kind, raw_counter, list(flat)]:
             server_now = now_ms / _MS
@@ -472,10 +458,7 @@ def _names(members: object) -> list[str]:
 
 def _changed(answer: list[object]) -> Result[bool, Never] | None:
     """What release and revoke answer: whether the lease was still the record's."""
-    match answer:
-        case ["done" | "unchanged" as done]:
-            return Success(done == "done")
-    return None
+    return Success(answer == ["done"]) if answer in (["done"], ["unchanged"]) else None
 
 
 def _repaired(answer: list[object]) -> Result[int | None, Never] | None:
@@ -532,11 +515,8 @@ class _Unreachable(redis.ConnectionError):
 
 
 class _Redis:
-    """redis-py for a :class:`Session`: a connection per open, armed with the deadline of each call.
-
-    With ``listens`` it is the pub/sub side (a :class:`Listener` too): replies waiting on an idle
-    connection are release messages, not a sign that the server has closed it.
-    """
+    """redis-py for a :class:`Session`. With ``listens`` it is the pub/sub side (a ``Listener``
+    too), where replies waiting on an idle connection are messages, not the server's goodbye."""
 
     errors: tuple[type[BaseException], ...] = (RedisError, OSError, UnicodeError)
 
@@ -643,22 +623,17 @@ class _Redis:
 
 
 def _check_configuration(conn: _Wire, settings: _Settings) -> None:
-    """Warn when the server can lose or roll back counters, or evict leases.
-
-    ``CONFIG`` may be renamed, disabled or denied by ACL: then nothing is known and nothing is
-    said. The three reads go in one write; connection errors propagate, failing the call.
-    """
-    commands = [("CONFIG", "GET", key) for key in ("appendonly", "save", "maxmemory-policy")]
-    conn.send_packed_command(conn.pack_commands(commands))
-    values: list[str | None] = []
-    for _ in commands:
-        try:
-            reply = conn.read_response()
-        except ResponseError:
-            reply = None
-        found = _decode(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None
-        values.append(found if isinstance(found, str) else None)
-    appendonly, save, policy = values
+    """Warn when the server can lose or roll back counters, or evict leases. Where ``CONFIG`` is
+    renamed, disabled or denied by ACL, nothing is said; connection errors fail the call."""
+    keys = ("appendonly", "save", "maxmemory-policy")
+    conn.send_packed_command(conn.pack_commands([("CONFIG", "GET", key) for key in keys]))
+    found: dict[str, str] = {}
+    for key in keys:
+        with contextlib.suppress(ResponseError):
+            match conn.read_response():
+                case [_, bytes(value)]:
+                    found[key] = value.decode("utf-8", "replace")
+    appendonly, save, policy = (found.get(key) for key in keys)
     counters = (
         "restarts token counters from the server clock"
         if settings.first_token == FIRST_TOKEN_CLOCK
@@ -688,12 +663,8 @@ def _check_configuration(conn: _Wire, settings: _Settings) -> None:
 class RedisBackend(Configured[_Settings]):
     """Lock records in Redis; picklable configuration that connects lazily in each process.
 
-    Build it from a URL with :func:`from_url` (``connect("redis://:pass@host:6379/0")``) or with
-    keywords: ``host``, ``port``, ``db``, ``username``, ``password``, ``tls``, ``prefix`` (of
-    every key), ``first_token`` (``1``, or ``"clock"`` to start every counter at the server
-    clock), ``socket_connect_timeout``/``socket_timeout`` (caps on every call's own timeout), and
-    redis-py options such as ``client_name`` or ``ssl_ca_certs``. Bad settings raise
-    ``ValueError`` here, so a typo fails at start-up rather than at the first election.
+    Keywords are the URL's parts and options (docs/backends/redis.md); ``tls=True`` is
+    ``rediss://``. Bad settings raise ``ValueError`` here, so a typo fails at start-up.
     """
 
     def __init__(
@@ -718,7 +689,7 @@ class RedisBackend(Configured[_Settings]):
             "username": username,
             "password": password,
             "prefix": prefix,
-            "first_token": None if first_token is None else str(first_token),
+            "first_token": first_token,
             "socket_connect_timeout": socket_connect_timeout,
             "socket_timeout": socket_timeout,
             **driver_options,
@@ -801,9 +772,8 @@ class RedisBackend(Configured[_Settings]):
     # -- the steps --------------------------------------------------------------------------
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """``TIME``, lease and counter, read together. A lease Redis has dropped, or a released
-        one, carries the counter's token, so the next claim is ``counter + 1``; a key of the wrong
-        type or a field that is not what it should be is a ``MalformedRecord``."""
+        """``TIME``, lease and counter, read together; a key or field that is not what it should
+        be is a ``MalformedRecord``."""
         keys = self.keys(name)
         return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
 
@@ -840,21 +810,16 @@ class RedisBackend(Configured[_Settings]):
         return self._script(CLAIM, claim.name, timeout, args, claimed)
 
     def _report_seed(self, name: str, seed: str, why: str) -> None:
+        """Log a restarted counter; ``why`` is the script's evidence that the name was used before."""
         if why == "clock":
             _log.debug("token counter of lock %r starts at the server clock: %s", name, seed)
             return
-        evidence = {
-            "lease": "its lease still exists",
-            "registered": f"it is listed in {_registry(self._settings.prefix)}",
-            "expected": "a claimant had observed an earlier record",
-            "behind": "it was below the lease's token",
-        }.get(why, why)
         _log.warning(
             "token counter of lock %r on %s was lost (%s: a restart without persistence, a flush, "
             "eviction or a manual change); restarted it from the server clock at %s so tokens keep rising",
             name,
             self._settings.where,
-            evidence,
+            why,
             seed,
         )
 
@@ -898,11 +863,8 @@ class RedisBackend(Configured[_Settings]):
         return self._script(REPAIR, name, timeout, args, _repaired)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on this process's pub/sub connection until ``name`` is released.
-
-        The subscription is kept, so a release published between two waits still wakes the
-        next one. True when a release came, False on timeout, a failure when the connection broke.
-        """
+        """Block up to ``timeout`` until ``name`` is released: True when a release came (perhaps
+        between two waits: the subscription is kept), False when none did."""
         return IOResult.from_result(self._notices.wait(self.keys(name).channel, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
@@ -912,8 +874,7 @@ class RedisBackend(Configured[_Settings]):
         return IOResult.from_result(members.map(_names))
 
     def close(self) -> None:
-        """Close this process's connections, ending a wait in progress at once (it returns False);
-        the object reconnects if used again."""
+        """Close this process's connections, ending every wait at once; they reopen on demand."""
         self._session.close()
         self._notices.close(_interrupt)
 
