@@ -142,11 +142,12 @@ class Notices(Generic[_C]):
 
     def _receive(self, conn: _C, channel: str, deadline: float) -> bool:
         """Hand every notice heard to its waiter, subscribing to new channels between turns."""
-        heard: Iterable[str] = ()
+        heard: set[str] = set()
         while True:
             with self._changed:
-                self.pending.update(heard)
-                self._changed.notify_all()
+                if heard:
+                    self.pending.update(heard)
+                    self._changed.notify_all()
                 if channel in self.pending:
                     self.pending.discard(channel)
                     return True
@@ -157,4 +158,4 @@ class Notices(Generic[_C]):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            heard = self.listener.receive(conn, min(left, self.turn))
+            heard = set(self.listener.receive(conn, min(left, self.turn)))

@@ -413,7 +413,7 @@ def _observation(
 ) -> Result[Observation, MalformedRecord] | None:
     """The observe script's answer as an observation; None for an answer it never gives."""
     match answer:
-        case [int(now_ms), lease_kind, counter_kind, raw_counter, list(flat)]:
+        case [int(now_ms), lease_kind, counter_kind, counter, list(flat)]:
             server_now = now_ms / _MS
         case _:
             return None
@@ -423,13 +423,10 @@ def _observation(
         return Failure(
             MalformedRecord(name, f"token counter {keys.counter} holds a {counter_kind}, not a string")
         )
-    counter = _decode(raw_counter)
     if counter is not None and not (
         isinstance(counter, str) and _CANONICAL.match(counter) and int(counter) < MAX_TOKEN
     ):
-        return Failure(
-            MalformedRecord(name, f"token counter {keys.counter} holds {raw_counter!r}, not a token")
-        )
+        return Failure(MalformedRecord(name, f"token counter {keys.counter} holds {counter!r}, not a token"))
     token = None if counter is None else int(counter)
     if lease_kind == "hash":
         fields = _fields(flat)
@@ -783,18 +780,11 @@ class RedisBackend(Configured[_Settings]):
         expected, me = claim.expected, claim.node
         if (expected is not None and claim.token != expected.token + 1) or not 0 < claim.token < MAX_TOKEN:
             return IOFailure(Conflict(claim.name))
-        args: list[object] = [
-            self.keys(claim.name).member,
-            "" if expected is None else str(expected.token),
-            b"" if expected is None else _encode(expected.holder),
-            str(claim.token),
-            _encode(me.node_id),
-            _encode(me.version),
-            _encode(me.host),
-            str(me.pid),
-            str(_milliseconds(claim.ttl)),
-            "1" if self._settings.first_token == FIRST_TOKEN_CLOCK else "0",
-        ]
+        seen = ("", b"") if expected is None else (str(expected.token), _encode(expected.holder))
+        node = (_encode(me.node_id), _encode(me.version), _encode(me.host), str(me.pid))
+        clock = "1" if self._settings.first_token == FIRST_TOKEN_CLOCK else "0"
+        ttl = str(_milliseconds(claim.ttl))
+        args = (self.keys(claim.name).member, *seen, str(claim.token), *node, ttl, clock)
 
         def claimed(answer: list[object]) -> Result[LockRecord, Conflict | BackendError] | None:
             match answer:
