@@ -854,7 +854,8 @@ class RedisBackend(Configured[_Settings]):
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` until ``name`` is released: True when a release came (perhaps
-        between two waits: the subscription is kept), False when none did."""
+        between two waits: the subscription is kept), False when none did, a failure when the
+        connection broke."""
         return IOResult.from_result(self._notices.wait(self.keys(name).channel, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
