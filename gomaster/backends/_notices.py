@@ -3,13 +3,19 @@
 PostgreSQL (LISTEN), Redis (pub/sub) and MongoDB (a change stream) each deliver "lock X was
 released" on a connection of its own, never the one the steps use, so a waiting follower never
 delays a renewal. :class:`Notices` keeps what a process subscribed to and notices that came
-while it waited for another name (they answer the next wait for that name at once); the
-backend writes only how to subscribe and how to receive.
+while nobody waited for them (they answer the next wait for that name at once); the backend
+writes only how to subscribe and how to receive.
+
+Any number of threads may wait at once, for one name or for several: one of them, the reader,
+holds the session and receives for all; the others sleep until it hands them their notice, or
+until it is done and one of them reads in its place.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
@@ -17,10 +23,12 @@ from typing import Generic, Protocol, TypeVar
 from returns.result import Failure, Result, Success
 
 from gomaster.backends._session import Session
+from gomaster.backends._settings import MAX_SECONDS
 from gomaster.core.errors import BackendError
 
 _C = TypeVar("_C")
 _C_contra = TypeVar("_C_contra", contravariant=True)
+_STEP = "wait_for_release"
 
 
 class Listener(Protocol[_C_contra]):
@@ -37,26 +45,45 @@ class Listener(Protocol[_C_contra]):
 
 
 class Notices(Generic[_C]):
-    """Release notices for one backend in one process, over a session of their own."""
+    """Release notices for one backend in one process, over a session of their own.
 
-    def __init__(self, session: Session[_C], listener: Listener[_C]) -> None:
+    ``turn`` bounds one ``receive``: a reader subscribes to the channels that other threads
+    began to wait for only between two, so a backend whose reader cannot be woken sets it to
+    how late such a subscription may be (``math.inf``: when the reader's own wait ends).
+    """
+
+    def __init__(self, session: Session[_C], listener: Listener[_C], *, turn: float = math.inf) -> None:
         self.session = session
         self.listener = listener
+        self.turn = turn
         self.channels: set[str] = set()
         self.pending: set[str] = set()
+        #: Every channel waited for in this process: a reader subscribes to those it lacks.
+        self.wanted: set[str] = set()
         #: How many times :meth:`close` ran: a wait that sees it move returns False.
         self.closes = 0
+        self._begin()
         session.on_drop = self.forget
 
+    def _begin(self) -> None:
+        self._pid = os.getpid()
+        self._changed = threading.Condition()
+        self._reading = False
+
     def forget(self) -> None:
-        """The connection is gone, and with it every subscription and unread notice."""
+        """The connection is gone, and with it every subscription and unread notice (in a forked
+        child, also the parent's reader, which is none of the child's)."""
+        if self._pid != os.getpid():
+            self._begin()
         self.channels.clear()
         self.pending.clear()
 
     def close(self, interrupt: Callable[[_C], None] | None = None) -> None:
-        """Close the connection. A wait in progress returns False: at once when ``interrupt``
+        """Close the connection. Every wait in progress returns False: at once when ``interrupt``
         (run by the closing thread) wakes a reader blocked on the connection, else when it ends."""
-        self.closes += 1
+        with self._changed:
+            self.closes += 1
+            self._changed.notify_all()
         conn = self.session.conn
         if interrupt is not None and conn is not None:
             interrupt(conn)
@@ -64,18 +91,42 @@ class Notices(Generic[_C]):
 
     def wait(self, channel: str, timeout: float) -> Result[bool, BackendError]:
         """Block up to ``timeout`` for a notice on ``channel``: True when one came (perhaps while
-        nobody waited), False when time ran out, another thread held the listener all along or
-        :meth:`close` ended the wait."""
+        nobody waited), False when time ran out or :meth:`close` ended the wait."""
         deadline = time.monotonic() + timeout
         closes = self.closes
+        with self._changed:
+            self.wanted.add(channel)
+            settled = self._changed.wait_for(
+                lambda: not self._reading or channel in self.pending or self.closes != closes,
+                min(deadline - time.monotonic(), MAX_SECONDS),
+            )
+            if not settled or self.closes != closes:
+                return Success(False)
+            if channel in self.pending:
+                self.pending.discard(channel)
+                return Success(True)
+            self._reading = True
+        try:
+            return self._read(channel, timeout, deadline, closes)
+        finally:
+            with self._changed:
+                self._reading = False
+                self._changed.notify_all()
+
+    def _read(self, channel: str, timeout: float, deadline: float, closes: int) -> Result[bool, BackendError]:
+        """Be the reader until ``channel``'s notice comes, ``deadline`` passes or a close."""
         session = self.session
+
+        def read() -> Result[bool, BackendError]:
+            return session.locked(
+                _STEP, timeout, deadline, lambda conn: self._receive(conn, channel, deadline)
+            )
+
         if not session.hold(timeout):
             return Success(False)
         try:
             reused = session.conn is not None
-            outcome = session.locked(
-                "wait_for_release", timeout, deadline, lambda conn: self._wait(conn, channel, deadline)
-            )
+            outcome = read()
             if (
                 reused
                 and isinstance(outcome, Failure)
@@ -84,21 +135,27 @@ class Notices(Generic[_C]):
             ):
                 # An idle listener learns that its server restarted only by waiting on it; the
                 # notices it would have had are gone anyway, so listen afresh at once.
-                outcome = session.locked(
-                    "wait_for_release", timeout, deadline, lambda conn: self._wait(conn, channel, deadline)
-                )
+                outcome = read()
             return Success(False) if self.closes != closes else outcome
         finally:
             session.let_go()
 
-    def _wait(self, conn: _C, channel: str, deadline: float) -> bool:
-        if channel not in self.channels:
-            self.listener.subscribe(conn, channel)
-            self.channels.add(channel)
-        while channel not in self.pending:
+    def _receive(self, conn: _C, channel: str, deadline: float) -> bool:
+        """Hand every notice heard to its waiter, subscribing to new channels between turns."""
+        heard: set[str] = set()
+        while True:
+            with self._changed:
+                if heard:
+                    self.pending.update(heard)
+                    self._changed.notify_all()
+                if channel in self.pending:
+                    self.pending.discard(channel)
+                    return True
+                fresh = self.wanted - self.channels
+            for name in fresh:
+                self.listener.subscribe(conn, name)
+                self.channels.add(name)
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.pending.update(self.listener.receive(conn, math.inf if left == math.inf else left))
-        self.pending.discard(channel)
-        return True
+            heard = set(self.listener.receive(conn, min(left, self.turn)))

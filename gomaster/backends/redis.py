@@ -1,82 +1,29 @@
-"""Redis: a lease hash that expires on its own, a token counter that never does, Lua for every step.
+"""Redis: a lease hash that Redis expires itself, a token counter that never expires, Lua for every step.
 
-Keys
-----
-For lock ``name`` and key prefix ``P`` (``?prefix=``, default ``gomaster``), with ``H`` the
-lower-case hex of the name's UTF-8 bytes (so any name, quotes, spaces, ``*``, braces or lone
-surrogates included, becomes a safe key and can never collide with another prefix's keys):
+Keys of lock ``name`` under prefix ``P``, with ``H`` the hex of the name's UTF-8 bytes (so any
+name makes a safe key): ``P:lease:H``, a hash whose times are integer milliseconds of the
+server's ``TIME`` and whose key expires when the lease does (``PEXPIREAT``); ``P:token:H``, the
+token counter, which never expires; ``P:names``, the set of every ``H`` claimed; and the
+channel ``P:released:H``.
 
-- ``P:lease:H`` is a hash with ``holder``, ``version``, ``token``, ``acquired_at``,
-  ``renewed_at``, ``expires_at`` (integer milliseconds of the server's ``TIME``), ``host`` and
-  ``pid``. Every claim and renewal sets its expiry with ``PEXPIREAT expires_at``, so Redis drops
-  it exactly when the lease ends by its own clock, and the key carries a TTL of ``ttl``.
-- ``P:token:H`` is the token counter, a plain integer that never expires. It survives the lease's
-  expiry and release, so the next holder still gets ``token + 1``.
-- ``P:names`` is a set of every ``H`` ever claimed: ``names()`` reads it, and it is evidence that
-  a name existed when its counter has vanished (see below).
-- ``P:released:H`` is the pub/sub channel a release publishes on.
+Each step is one Lua script (``EVALSHA``; ``EVAL`` when the server does not know it yet) that
+reads ``TIME`` itself, so it is atomic and one round trip. observe reads lease and counter
+together: a lease Redis has dropped reads as released, with the counter's token. claim is a
+compare-and-set on the counter: token ``t + 1`` only while the counter is ``t``, the holder is
+the observed one and no lease is live, so one of any number of racing claimers wins. renew
+extends our live lease. release and revoke (one script) clear the holder; a release also ends
+the lease now and publishes on the channel.
 
-Steps
------
-Each step is ONE Lua script (``EVALSHA``, falling back to ``EVAL`` when the server does not know
-the script yet), judged by ``TIME`` read inside it, so it is atomic and costs one round trip:
+The invariant that needs care: tokens never repeat, yet Redis can lose a counter (no
+persistence, ``FLUSHALL``, eviction, ``DEL``). A claim that finds it missing while the name was
+evidently used (its lease, its entry in ``P:names``, an observed older record), or below the
+lease's token, restarts it at ``max(TIME in ms, lease token, observed token)`` and reports a
+``Conflict``, so the elector observes again and claims the next token. ``first_token=clock``
+starts every new counter that way too.
 
-- observe returns ``TIME``, the lease hash and the counter. An absent or expired lease (Redis
-  dropped it) is reported as a *released* record carrying the counter's token, with all times 0,
-  so the core plans ``token + 1``; a name with neither key reads as no record at all.
-- claim is a compare-and-set on the counter: token ``t + 1`` is granted iff the counter is still
-  ``t`` (the observed token), the lease's holder is still the observed one (``""`` when it was
-  released, revoked or is gone) and no unexpired lease exists by ``TIME``. A revoked lease keeps
-  its expiry, so it is not claimable before then. The first claim of a new name (``expected``
-  None) needs both keys absent. Since every grant moves the counter, at most one of any number
-  of racing claimers for ``t + 1`` wins.
-- renew extends our lease only while it is ours and unexpired by ``TIME``; release marks it
-  released (holder ``""``, ``expires_at`` = now, the token kept) and ``PUBLISH``-es on the
-  name's channel in the same script; revoke only clears the holder, keeping token, expiry and
-  the key's TTL (release and revoke are one script; a revoke reads no clock).
-
-A lost token counter
---------------------
-A counter can vanish: a restart without persistence, ``FLUSHALL``, eviction, an operator's
-``DEL``. Handing out token 1 again would break fencing, so a claim that finds the counter
-missing while there is evidence that the name was used before (its lease hash, its entry in
-``P:names``, or a claimant that observed an older record), or a counter smaller than the
-lease's token, restarts the counter from the server clock: ``max(TIME in ms, lease token,
-expected token)``. That claim reports a ``Conflict``; the elector observes again at once and
-claims the next token. Tokens keep rising across such a loss only if the server's clock does:
-the new counter must exceed every token issued since the counter was last seeded, which holds
-as long as the clock has not stepped back and fewer than one acquisition per millisecond
-happened on average since then.
-
-When *everything* is gone (a restart without persistence, ``FLUSHALL``), a used name looks
-exactly like a brand-new one, and by default a new name starts at token 1 as on every other
-backend. ``?first_token=clock`` closes that gap: every counter then starts from the server
-clock in milliseconds, so tokens keep rising even after a total loss (under the same clock
-condition), at the price of large token numbers. Use it when Redis runs without AOF.
-
-Persistence, eviction, replication and failover
------------------------------------------------
-(docs/backends/redis.md says more.) Mutual exclusion and fencing across restarts need
-``appendonly yes`` with ``appendfsync always``: without persistence a restart drops every lease
-and counter, and RDB snapshots alone roll both back, so tokens repeat. They also need
-``maxmemory-policy noeviction``: evicting a counter loses it, and evicting a lease lets a second
-node claim while the holder still works. The first connection of each process warns when
-``CONFIG GET`` (where permitted) shows either risk. Replication is asynchronous: a promoted
-replica may lack acknowledged writes, so across a failover only the fencing token defends, and
-only if the replica had every counter update (``WAIT`` narrows that window without closing it,
-so it is not used); members' clocks must agree within the safety margin. The backend talks to
-exactly the server in its URL; a read-only replica's refusal is an error. Redis Cluster is not
-supported (the scripts use keys of several slots).
-
-Timeouts and connections
-------------------------
-Each process makes its own connections on first use, each in a ``Session`` (see ``_session``):
-one for commands, and one for pub/sub (``Notices``) per lock name waited for, so waiters for
-different names never queue behind each other. Every call arms the socket's connect, write and
-read timeouts with what is left of its own timeout (capped by ``socket_connect_timeout`` and
-``socket_timeout``), so a frozen server costs a call its timeout and no more; host name
-resolution is the one part a socket timeout cannot bound. An idle connection the server has
-closed is replaced before use, so the first call after a restart already reconnects.
+Each process has a command connection and a pub/sub connection that serves every name it waits
+for (``Notices``), each in a ``Session`` that arms the socket with what is left of the call's
+timeout. docs/backends/redis.md says what an operator needs: persistence, eviction, failover, TLS.
 """
 
 from __future__ import annotations
@@ -90,7 +37,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Never, Protocol, TypeVar, cast
 
 import redis
@@ -100,26 +47,10 @@ from redis.retry import Retry
 from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, Session, seconds_left
-from gomaster.backends._settings import (
-    Configured,
-    SettingError,
-    checked,
-    choice,
-    credentials,
-    existing_file,
-    flag,
-    merge,
-    or_raise,
-    port,
-    refuse,
-    seconds,
-    secrets_of,
-    shown,
-    text,
-    whole,
-)
+from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -137,13 +68,15 @@ FIRST_TOKEN_ONE = "1"
 FIRST_TOKEN_CLOCK = "clock"
 SCHEMES = ("redis", "rediss")
 MAX_PREFIX_LENGTH = 100
+#: How late a name that one thread begins to wait for while another reads is subscribed.
+NOTICE_TURN = 0.05
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _MS = 1000
 _MAX_DB = 1 << 31
 _FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
+_NUMBERS = ("token", "pid", "acquired_at", "renewed_at", "expires_at")
 _WHOLE = re.compile(r"^-?[0-9]+$")
 _CANONICAL = re.compile(r"^(0|[1-9][0-9]*)$")
-_SSL_REQS = ("none", "optional", "required")
 
 _T = TypeVar("_T")
 _E = TypeVar("_E")
@@ -152,6 +85,8 @@ _log = logging.getLogger("gomaster")
 
 # -- the scripts ---------------------------------------------------------------------------
 
+#: Helpers of every script. ``register`` and ``write`` take KEYS lease, counter, registry and
+#: ARGV[1] the name's registry member.
 _PREAMBLE = r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -161,9 +96,13 @@ local function text(ms) return string.format('%d', ms) end
 local function canonical(s)
   return type(s) == 'string' and #s <= 19 and (s == '0' or string.match(s, '^[1-9]%d*$') ~= nil)
 end
-local function larger(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
+local function highest(...)
+  local best = false
+  for i = 1, select('#', ...) do
+    local s = select(i, ...)
+    if canonical(s) and (not best or #s > #best or #s == #best and s > best) then best = s end
+  end
+  return best
 end
 local function kind(key) return redis.call('TYPE', key)['ok'] end
 local function lease_of(key)
@@ -181,17 +120,26 @@ end
 local function ours(lease)
   return lease and lease.holder ~= '' and lease.holder == ARGV[1] and lease.token == ARGV[2]
 end
+local function register()
+  local k = kind(KEYS[3])
+  if k == 'set' or k == 'none' then redis.call('SADD', KEYS[3], ARGV[1]) end
+end
+local function write(token, now, expires, holder, version, host, pid)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'holder', holder, 'version', version, 'token', token,
+    'acquired_at', text(now), 'renewed_at', text(now), 'expires_at', text(expires), 'host', host, 'pid', pid)
+  redis.call('PEXPIREAT', KEYS[1], text(expires))
+  redis.call('SET', KEYS[2], token)
+  register()
+end
 """
 
 #: KEYS: lease, counter. Returns {now ms, lease type, counter type, counter or nil, lease fields}.
 _OBSERVE = r"""
-local now = now_ms()
 local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
-local counter = false
-if counter_kind == 'string' then counter = redis.call('GET', KEYS[2]) end
-local fields = {}
-if lease_kind == 'hash' then fields = redis.call('HGETALL', KEYS[1]) end
-return {now, lease_kind, counter_kind, counter, fields}
+local counter = counter_kind == 'string' and redis.call('GET', KEYS[2])
+local fields = lease_kind == 'hash' and redis.call('HGETALL', KEYS[1]) or {}
+return {now_ms(), lease_kind, counter_kind, counter, fields}
 """
 
 #: KEYS: lease, counter, registry. ARGV: member, expected token ('' for a first claim), expected
@@ -201,56 +149,38 @@ local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
 local counter_kind = kind(KEYS[2])
-local counter = false
-if counter_kind == 'string' then
-  counter = redis.call('GET', KEYS[2])
-  if not canonical(counter) then
-    return {'corrupt', 'token counter ' .. KEYS[2] .. ' is not a whole number'}
-  end
-elseif counter_kind ~= 'none' then
+local counter = counter_kind == 'string' and redis.call('GET', KEYS[2])
+if counter_kind ~= 'string' and counter_kind ~= 'none' then
   return {'corrupt', 'token counter ' .. KEYS[2] .. ' holds a ' .. counter_kind .. ', not a string'}
+elseif counter and not canonical(counter) then
+  return {'corrupt', 'token counter ' .. KEYS[2] .. ' is not a whole number'}
 end
-local registry_kind = kind(KEYS[3])
-local registry_ok = registry_kind == 'set' or registry_kind == 'none'
 local first = ARGV[2] == ''
 local why = false
 if counter then
-  if lease and larger(lease.token, counter) then why = 'behind' end
-elseif lease then why = 'lease'
-elseif registry_kind == 'set' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then why = 'registered'
-elseif not first then why = 'expected'
+  if lease and highest(lease.token, counter) ~= counter then why = "it was below the lease's token" end
+elseif lease then why = 'its lease still exists'
+elseif kind(KEYS[3]) == 'set' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  why = 'it is listed in ' .. KEYS[3]
+elseif not first then why = 'a claimant had observed an earlier record'
 elseif ARGV[10] == '1' then why = 'clock'
 end
 if why then
-  local seed = text(now)
-  if lease and larger(lease.token, seed) then seed = lease.token end
-  if counter and larger(counter, seed) then seed = counter end
-  if not first and canonical(ARGV[2]) and larger(ARGV[2], seed) then seed = ARGV[2] end
+  local seed = highest(text(now), lease and lease.token, counter, ARGV[2])
   redis.call('SET', KEYS[2], seed)
-  if registry_ok then redis.call('SADD', KEYS[3], ARGV[1]) end
+  register()
   return {'seeded', seed, why}
 end
 if first then
   if counter then return {'conflict'} end
-else
-  if counter ~= ARGV[2] then return {'conflict'} end
-  local holder = ''
-  if lease then holder = lease.holder end
-  if holder ~= ARGV[3] then return {'conflict'} end
-  if lease and lease.expires > now then return {'conflict'} end
+elseif counter ~= ARGV[2] or (lease and lease.holder or '') ~= ARGV[3] or (lease and lease.expires > now) then
+  return {'conflict'}
 end
-local expires = now + tonumber(ARGV[9])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'holder', ARGV[5], 'version', ARGV[6], 'token', ARGV[4],
-  'acquired_at', text(now), 'renewed_at', text(now), 'expires_at', text(expires),
-  'host', ARGV[7], 'pid', ARGV[8])
-redis.call('PEXPIREAT', KEYS[1], text(expires))
-redis.call('SET', KEYS[2], ARGV[4])
-if registry_ok then redis.call('SADD', KEYS[3], ARGV[1]) end
-return {'ok', now, expires}
+write(ARGV[4], now, now + tonumber(ARGV[9]), ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 
-#: KEYS: lease. ARGV: holder, token, ttl ms. Returns {'ok', now, lease fields} or {'lost'}.
+#: KEYS: lease. ARGV: holder, token, ttl ms. Returns {'ok', lease fields} or {'lost'}.
 _RENEW = r"""
 local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
@@ -259,58 +189,42 @@ if not ours(lease) or lease.expires <= now then return {'lost'} end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'renewed_at', text(now), 'expires_at', text(expires))
 redis.call('PEXPIREAT', KEYS[1], text(expires))
-return {'ok', now, redis.call('HGETALL', KEYS[1])}
+return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 
-#: KEYS: lease. ARGV: holder, token, and the channel a release publishes on ('' to revoke). Both
-#: clear the holder of a lease that is still (holder, token)'s, keeping the token. A release also
-#: ends the lease now (it stays readable, released, until its old expiry) and publishes; a revoke
-#: keeps the expiry and the key's TTL, and needs no clock.
+#: KEYS: lease. ARGV: holder, token, the channel to publish a release on ('' to revoke, which
+#: keeps expiry and TTL and reads no clock). Either keeps the token; a release ends the lease now.
 _LET_GO = r"""
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
 if not ours(lease) then return {'unchanged'} end
 if ARGV[3] == '' then
   redis.call('HSET', KEYS[1], 'holder', '')
-  return {'done'}
+else
+  redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now_ms())))
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
 end
-redis.call('HSET', KEYS[1], 'holder', '', 'expires_at', text(math.min(lease.expires, now_ms())))
-redis.call('PUBLISH', ARGV[3], ARGV[2])
 return {'done'}
 """
 
-#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Rewrites the lease as
-#: released until now + hold whatever it held (wrong type, garbage fields); the token is the
-#: largest valid one of lease and counter, the clock in ms when neither is valid, and at least
-#: the floor; the counter is set to it, so the next claim counts on from there.
+#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Whatever the keys held, a
+#: released lease until now + hold, with the largest valid token of lease and counter (the clock
+#: in ms when neither has one, at least the floor), which the counter then holds too.
 _REPAIR = r"""
 local now = now_ms()
 local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
 if lease_kind == 'none' and counter_kind == 'none' then return {'absent'} end
-local best = false
-local function consider(s)
-  if canonical(s) and (not best or larger(s, best)) then best = s end
-end
-if lease_kind == 'hash' then consider(redis.call('HGET', KEYS[1], 'token')) end
-if counter_kind == 'string' then consider(redis.call('GET', KEYS[2])) end
-if not best then best = text(now) end
-if larger(ARGV[3], best) then best = ARGV[3] end
-local expires = now + tonumber(ARGV[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'holder', '', 'version', '', 'token', best, 'acquired_at', text(now),
-  'renewed_at', text(now), 'expires_at', text(expires), 'host', '', 'pid', '0')
-redis.call('PEXPIREAT', KEYS[1], text(expires))
-redis.call('SET', KEYS[2], best)
-local registry_kind = kind(KEYS[3])
-if registry_kind == 'set' or registry_kind == 'none' then redis.call('SADD', KEYS[3], ARGV[1]) end
-return {'done', best}
+local found = highest(lease_kind == 'hash' and redis.call('HMGET', KEYS[1], 'token')[1],
+  counter_kind == 'string' and redis.call('GET', KEYS[2]))
+local token = highest(found or text(now), ARGV[3])
+write(token, now, now + tonumber(ARGV[2]), '', '', '', '0')
+return {'done', token}
 """
 
 
 @dataclass(frozen=True, slots=True)
 class _Script:
-    """A step's Lua script, the keys it takes (fields of ``RedisKeys``) and the SHA1 that
-    ``EVALSHA`` names it by."""
+    """A step's Lua script, its keys (fields of ``RedisKeys``) and the SHA1 ``EVALSHA`` names."""
 
     step: str
     keys: tuple[str, ...]
@@ -335,22 +249,25 @@ REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry")
 
 
 def _cert_reqs(key: str, value: object) -> str:
-    return choice(key, text(key, value).lower(), _SSL_REQS)
+    return read.choice(key, read.text(key, value).lower(), ("none", "optional", "required"))
 
 
 #: Query parameters passed on to redis-py, with how to read each from a URL.
-DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {"client_name": text, "socket_keepalive": flag}
+DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
+    "client_name": read.text,
+    "socket_keepalive": read.flag,
+}
 #: TLS options, for ``rediss://`` only.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "ssl_cert_reqs": _cert_reqs,
-    "ssl_ca_certs": existing_file,
-    "ssl_ca_path": existing_file,
-    "ssl_certfile": existing_file,
-    "ssl_keyfile": existing_file,
-    "ssl_password": text,
-    "ssl_check_hostname": flag,
+    "ssl_ca_certs": read.existing_file,
+    "ssl_ca_path": read.existing_file,
+    "ssl_certfile": read.existing_file,
+    "ssl_keyfile": read.existing_file,
+    "ssl_password": read.text,
+    "ssl_check_hostname": read.flag,
 }
-#: gomaster's own query parameters.
+#: gomaster's own query parameters (fields of ``_Settings`` of the same names).
 OWN_OPTIONS = ("prefix", "first_token", "socket_connect_timeout", "socket_timeout")
 #: redis-py options this backend decides itself, and why.
 _MANAGED = {
@@ -360,7 +277,7 @@ _MANAGED = {
     "health_check_interval": "an idle connection is checked before every call anyway",
     "retry_on_timeout": "the driver never retries a step; the elector decides what to do next",
     "retry_on_error": "the driver never retries a step; the elector decides what to do next",
-    "max_connections": "each process uses one command connection and a pub/sub one per name it waits for",
+    "max_connections": "each process uses one command connection and one pub/sub connection",
     "single_connection_client": "each process uses one command connection already",
 }
 _SECRET_OPTIONS = ("ssl_password",)
@@ -378,8 +295,8 @@ class _Settings:
     password: str | None = field(default=None, repr=False)
     prefix: str = DEFAULT_PREFIX
     first_token: str = FIRST_TOKEN_ONE
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float | None = None
+    socket_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    socket_timeout: float | None = None
     options: tuple[tuple[str, object], ...] = field(default=(), repr=False)
 
     @property
@@ -389,32 +306,22 @@ class _Settings:
         return f"{host}:{self.port}"
 
     def secrets(self) -> tuple[str, ...]:
-        """The password and secret options, which no URL, repr or message may show."""
-        return secrets_of(self.password, *(str(v) for k, v in self.options if k in _SECRET_OPTIONS))
+        return read.secrets_of(self.password, *(str(v) for k, v in self.options if k in _SECRET_OPTIONS))
 
     @property
     def redacted_url(self) -> str:
-        """The settings as a URL a user may see: the password and secret options as ``***``."""
-        query: list[tuple[str, object]] = [
-            (key, value)
-            for key, value, default in (
-                ("prefix", self.prefix, DEFAULT_PREFIX),
-                ("first_token", self.first_token, FIRST_TOKEN_ONE),
-                ("socket_connect_timeout", self.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
-                ("socket_timeout", self.read_timeout, None),
-            )
-            if value != default
-        ]
-        scheme = "rediss" if self.tls else "redis"
-        tail = shown([*query, *self.options], _SECRET_OPTIONS.__contains__)
-        return f"{scheme}://{credentials(self.username, self.password)}{self.where}/{self.db}{tail}"
+        own = [(key, getattr(self, key)) for key in OWN_OPTIONS if getattr(self, key) != _DEFAULTS[key]]
+        tail = read.shown([*own, *self.options], _SECRET_OPTIONS.__contains__)
+        auth = read.credentials(self.username, self.password)
+        return f"{'rediss' if self.tls else 'redis'}://{auth}{self.where}/{self.db}{tail}"
+
+
+_DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``.
-
-    The database number is the URL's path, or the ``db`` keyword, never a query parameter.
-    """
+    """A URL with keyword overrides as checked settings, or ``SettingError``. The database number
+    is the URL's path or the ``db`` keyword, never a query parameter."""
     refuse(dict(url.query), _MANAGED)
     path = url.path.removeprefix("/") or None
     parts, options = merge(
@@ -422,16 +329,14 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         given,
         {"host": url.host, "port": url.port, "db": path, "username": url.username, "password": url.password},
     )
+    own = {key: options.pop(key) for key in OWN_OPTIONS if key in options}
     refuse(options, _MANAGED)
-    prefix = text("prefix", options.pop("prefix", DEFAULT_PREFIX))
+    prefix = read.text("prefix", own.get("prefix", DEFAULT_PREFIX))
     if not _PREFIX.match(prefix) or len(prefix) > MAX_PREFIX_LENGTH:
         raise SettingError(
             f"key prefix {prefix!r} is not allowed: use letters, digits, '_', '-', ':' and '.', "
             f"1 to {MAX_PREFIX_LENGTH} characters"
         )
-    first_token = str(options.pop("first_token", FIRST_TOKEN_ONE)).lower()
-    connect_timeout = options.pop("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    read_timeout = options.pop("socket_timeout", None)
     tls = url.scheme == "rediss"
     driver: list[tuple[str, object]] = []
     for key, value in options.items():
@@ -442,18 +347,21 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
             known = ", ".join((*OWN_OPTIONS, *DRIVER_OPTIONS, *TLS_OPTIONS))
             raise SettingError(f"unknown Redis option {key!r}; known options: {known}")
         driver.append((key, reader(key, value)))
-    username, password = parts["username"], parts["password"]
+    username, password, timeout = parts["username"], parts["password"], own.get("socket_timeout")
+    first_token = str(own.get("first_token", FIRST_TOKEN_ONE)).lower()
     return _Settings(
         tls=tls,
-        host=text("host", parts["host"] or DEFAULT_HOST),
-        port=port(parts["port"] or DEFAULT_PORT),
-        db=whole("database number", parts["db"] or 0, _MAX_DB),
-        username=None if username is None else text("username", username) or None,
-        password=None if password is None else text("password", password),
+        host=read.text("host", parts["host"] or DEFAULT_HOST),
+        port=read.port(parts["port"] or DEFAULT_PORT),
+        db=read.whole("database number", parts["db"] or 0, _MAX_DB),
+        username=None if username is None else read.text("username", username) or None,
+        password=None if password is None else read.text("password", password),
         prefix=prefix,
-        first_token=choice("first_token", first_token, (FIRST_TOKEN_ONE, FIRST_TOKEN_CLOCK)),
-        connect_timeout=seconds("socket_connect_timeout", connect_timeout),
-        read_timeout=None if read_timeout is None else seconds("socket_timeout", read_timeout),
+        first_token=read.choice("first_token", first_token, (FIRST_TOKEN_ONE, FIRST_TOKEN_CLOCK)),
+        socket_connect_timeout=read.seconds(
+            "socket_connect_timeout", own.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        ),
+        socket_timeout=None if timeout is None else read.seconds("socket_timeout", timeout),
         options=tuple(driver),
     )
 
@@ -468,11 +376,8 @@ def _encode(value: str) -> bytes:
 
 def _decode(value: object) -> object:
     """Stored bytes as text; anything that is not valid UTF-8 stays bytes for the parser to refuse."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            return value
+    with contextlib.suppress(UnicodeDecodeError):
+        return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
     return value
 
 
@@ -491,62 +396,24 @@ def _registry(prefix: str) -> str:
     return f"{prefix}:names"
 
 
-def _keys(prefix: str, name: str) -> RedisKeys:
-    member = _encode(name).hex()
-    return RedisKeys(
-        lease=f"{prefix}:lease:{member}",
-        counter=f"{prefix}:token:{member}",
-        registry=_registry(prefix),
-        channel=f"{prefix}:released:{member}",
-        member=member,
-    )
-
-
-def _whole(value: object) -> object:
-    """A stored integer as ``int``; anything else passes through for ``parse_record`` to refuse."""
-    found = _decode(value)
-    return int(found) if isinstance(found, str) and _WHOLE.match(found) else found
-
-
-def _fields(flat: object) -> dict[str, object]:
-    """A flat ``HGETALL`` reply as the fields ``parse_record`` expects (times in seconds)."""
+def _fields(flat: list[Any]) -> dict[str, object]:
+    """An ``HGETALL`` reply as ``parse_record`` fields (times in seconds); garbage stays as found."""
+    found = {_decode(key): _decode(value) for key, value in zip(flat[::2], flat[1::2], strict=True)}
     fields: dict[str, object] = {}
-    pairs = zip(flat[::2], flat[1::2], strict=True) if isinstance(flat, list) else ()
-    for raw_key, raw_value in pairs:
-        key = str(_decode(raw_key))
-        if key in ("token", "pid"):
-            fields[key] = _whole(raw_value)
-        elif key in ("acquired_at", "renewed_at", "expires_at"):
-            ms = _whole(raw_value)
-            fields[key] = ms / _MS if isinstance(ms, int) else ms
-        elif key in _FIELDS:
-            fields[key] = _decode(raw_value)
+    for key in _FIELDS:
+        value = found.get(key)
+        if key in _NUMBERS and isinstance(value, str) and _WHOLE.match(value):
+            value = int(value) / _MS if key.endswith("_at") else int(value)
+        fields[key] = value
     return fields
-
-
-def _counter(name: str, key: str, raw: object) -> Result[int | None, MalformedRecord]:
-    """The counter's value: None when absent, a failure when it is not a token."""
-    if raw is None:
-        return Success(None)
-    found = _decode(raw)
-    if not isinstance(found, str) or not _CANONICAL.match(found) or int(found) >= MAX_TOKEN:
-        return Failure(MalformedRecord(name, f"token counter {key} holds {raw!r}, not a token"))
-    return Success(int(found))
-
-
-def _released(token: int) -> dict[str, object]:
-    """The record of a lease Redis has dropped: released, with the counter's token, times unknown."""
-    times = dict.fromkeys(("acquired_at", "renewed_at", "expires_at"), 0.0)
-    return {"holder": "", "version": "", "token": token, **times, "host": "", "pid": 0}
 
 
 def _observation(
     name: str, keys: RedisKeys, answer: list[object]
 ) -> Result[Observation, MalformedRecord] | None:
-    """The observe script's answer as an observation (see ``RedisBackend.observe``); None for an
-    answer it never gives."""
+    """The observe script's answer as an observation; None for an answer it never gives."""
     match answer:
-        case [int(now_ms), lease_kind, counter_kind, raw_counter, flat]:
+        case [int(now_ms), lease_kind, counter_kind, counter, list(flat)]:
             server_now = now_ms / _MS
         case _:
             return None
@@ -556,24 +423,25 @@ def _observation(
         return Failure(
             MalformedRecord(name, f"token counter {keys.counter} holds a {counter_kind}, not a string")
         )
-
-    def seen(token: int | None) -> Result[Observation, MalformedRecord]:
-        if lease_kind == "hash":
-            fields = _fields(flat)
-        elif token is not None:
-            fields = _released(token)
-        else:
-            return Success(Observation(None, server_now))
-        return parse_record(name, fields).map(
-            lambda record: Observation(
-                replace(record, token=token)
-                if token is not None and token > record.token and not record.live_at(server_now)
-                else record,
-                server_now,
-            )
+    if counter is not None and not (
+        isinstance(counter, str) and _CANONICAL.match(counter) and int(counter) < MAX_TOKEN
+    ):
+        return Failure(MalformedRecord(name, f"token counter {keys.counter} holds {counter!r}, not a token"))
+    token = None if counter is None else int(counter)
+    if lease_kind == "hash":
+        fields = _fields(flat)
+    elif token is not None:  # the lease is gone: released, with the counter's token, times unknown
+        fields = {"token": token, "pid": 0, **dict.fromkeys(("acquired_at", "renewed_at", "expires_at"), 0.0)}
+    else:
+        return Success(Observation(None, server_now))
+    return parse_record(name, fields).map(
+        lambda record: Observation(
+            replace(record, token=token)
+            if token is not None and token > record.token and not record.live_at(server_now)
+            else record,
+            server_now,
         )
-
-    return _counter(name, keys.counter, raw_counter).bind(seen)
+    )
 
 
 def _names(members: object) -> list[str]:
@@ -587,10 +455,7 @@ def _names(members: object) -> list[str]:
 
 def _changed(answer: list[object]) -> Result[bool, Never] | None:
     """What release and revoke answer: whether the lease was still the record's."""
-    match answer:
-        case ["done" | "unchanged" as done]:
-            return Success(done == "done")
-    return None
+    return Success(answer == ["done"]) if answer in (["done"], ["unchanged"]) else None
 
 
 def _repaired(answer: list[object]) -> Result[int | None, Never] | None:
@@ -642,24 +507,13 @@ def _interrupt(conn: _Wire) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _release_channel(reply: object) -> str | None:
-    """The channel of a published message; None for subscription confirmations and the like."""
-    match reply:
-        case [b"message", bytes(channel), _]:
-            return channel.decode()
-    return None
-
-
 class _Unreachable(redis.ConnectionError):
     """No connection could be made at all (redis-py's message; the OSError is its cause)."""
 
 
 class _Redis:
-    """redis-py for a :class:`Session`: a connection per open, armed with the deadline of each call.
-
-    With ``listens`` it is the pub/sub side (a :class:`Listener` too): replies waiting on an idle
-    connection are release messages, not a sign that the server has closed it.
-    """
+    """redis-py for a :class:`Session`. With ``listens`` it is the pub/sub side (a ``Listener``
+    too), where replies waiting on an idle connection are messages, not the server's goodbye."""
 
     errors: tuple[type[BaseException], ...] = (RedisError, OSError, UnicodeError)
 
@@ -681,8 +535,8 @@ class _Redis:
                 db=settings.db,
                 username=settings.username,
                 password=settings.password,
-                socket_timeout=seconds_left(deadline, settings.read_timeout),
-                socket_connect_timeout=seconds_left(deadline, settings.connect_timeout),
+                socket_timeout=seconds_left(deadline, settings.socket_timeout),
+                socket_connect_timeout=seconds_left(deadline, settings.socket_connect_timeout),
                 retry=Retry(NoBackoff(), 0),
                 protocol=2,
                 **options,
@@ -718,7 +572,7 @@ class _Redis:
     def arm(self, conn: _Wire, deadline: float) -> None:
         sock = _socket(conn)
         if sock is not None:
-            sock.settimeout(seconds_left(deadline, self.settings.read_timeout))
+            sock.settimeout(seconds_left(deadline, self.settings.socket_timeout))
 
     def close(self, conn: _Wire) -> None:
         """Close the socket without a goodbye: after an error the protocol state is unknown."""
@@ -759,30 +613,24 @@ class _Redis:
         heard: list[str] = []
         while not heard and time.monotonic() < deadline and conn.can_read(timeout=seconds_left(deadline)):
             self.arm(conn, deadline)  # a timed can_read leaves the socket's timeout at redis-py's
-            channel = _release_channel(conn.read_response())
-            if channel is not None:
-                heard.append(channel)
+            match conn.read_response():
+                case [b"message", bytes(channel), _]:
+                    heard.append(channel.decode())
         return heard
 
 
 def _check_configuration(conn: _Wire, settings: _Settings) -> None:
-    """Warn when the server can lose or roll back counters or evict leases (see the module doc).
-
-    ``CONFIG`` may be renamed, disabled or denied by ACL: then nothing is known and nothing is
-    said. The three reads go in one write; connection errors propagate, failing the call.
-    """
-    commands = [("CONFIG", "GET", key) for key in ("appendonly", "save", "maxmemory-policy")]
-    conn.send_packed_command(conn.pack_commands(commands))
-    values: list[str | None] = []
-    for _ in commands:
-        try:
-            reply = conn.read_response()
-        except ResponseError:
-            reply = None
-        found = _decode(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None
-        values.append(found if isinstance(found, str) else None)
-    appendonly, save, policy = values
-    where = settings.where
+    """Warn when the server can lose or roll back counters, or evict leases. Where ``CONFIG`` is
+    renamed, disabled or denied by ACL, nothing is said; connection errors fail the call."""
+    keys = ("appendonly", "save", "maxmemory-policy")
+    conn.send_packed_command(conn.pack_commands([("CONFIG", "GET", key) for key in keys]))
+    found: dict[str, str] = {}
+    for key in keys:
+        with contextlib.suppress(ResponseError):
+            match conn.read_response():
+                case [_, bytes(value)]:
+                    found[key] = value.decode("utf-8", "replace")
+    appendonly, save, policy = (found.get(key) for key in keys)
     counters = (
         "restarts token counters from the server clock"
         if settings.first_token == FIRST_TOKEN_CLOCK
@@ -796,12 +644,12 @@ def _check_configuration(conn: _Wire, settings: _Settings) -> None:
             else "has no persistence (appendonly no, save ''): a restart drops live leases, so a "
             f"successor may start before the old holder stops, and {counters}"
         )
-        _log.warning("Redis at %s %s; use appendonly yes with appendfsync always", where, risk)
+        _log.warning("Redis at %s %s; use appendonly yes with appendfsync always", settings.where, risk)
     if policy is not None and policy != "noeviction":
         _log.warning(
             "Redis at %s evicts keys (maxmemory-policy %s): a lease can vanish while its holder "
             "still works, or a token counter can be lost; set maxmemory-policy noeviction",
-            where,
+            settings.where,
             policy,
         )
 
@@ -812,12 +660,8 @@ def _check_configuration(conn: _Wire, settings: _Settings) -> None:
 class RedisBackend(Configured[_Settings]):
     """Lock records in Redis; picklable configuration that connects lazily in each process.
 
-    Build it from a URL with :func:`from_url` (``connect("redis://:pass@host:6379/0")``) or with
-    keywords: ``host``, ``port``, ``db``, ``username``, ``password``, ``tls``, ``prefix`` (of
-    every key), ``first_token`` (``1``, or ``"clock"`` to start every counter at the server
-    clock), ``socket_connect_timeout``/``socket_timeout`` (caps on every call's own timeout), and
-    redis-py options such as ``client_name`` or ``ssl_ca_certs``. Bad settings raise
-    ``ValueError`` here, so a typo fails at start-up rather than at the first election.
+    Keywords are the URL's parts and options (docs/backends/redis.md); ``tls=True`` is
+    ``rediss://``. Bad settings raise ``ValueError`` here, so a typo fails at start-up.
     """
 
     def __init__(
@@ -842,7 +686,7 @@ class RedisBackend(Configured[_Settings]):
             "username": username,
             "password": password,
             "prefix": prefix,
-            "first_token": None if first_token is None else str(first_token),
+            "first_token": first_token,
             "socket_connect_timeout": socket_connect_timeout,
             "socket_timeout": socket_timeout,
             **driver_options,
@@ -851,20 +695,16 @@ class RedisBackend(Configured[_Settings]):
         self._setup(or_raise(checked(lambda: _settings(url, given))))
 
     def _start(self) -> None:
-        self._session = self._session_of(_Redis(self._settings))
-        self._notices: dict[str, Notices[_Wire]] = {}
-
-    def _session_of(self, driver: _Redis) -> Session[_Wire]:
         settings = self._settings
-        return Session(driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets())
 
-    def _listener(self, name: str) -> Notices[_Wire]:
-        """The release notices of ``name``, on a pub/sub connection of their own."""
-        found = self._notices.get(name)
-        if found is None:
-            listener = _Redis(self._settings, listens=True)
-            found = self._notices.setdefault(name, Notices(self._session_of(listener), listener))
-        return found
+        def session(driver: _Redis) -> Session[_Wire]:
+            return Session(
+                driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets()
+            )
+
+        self._session = session(_Redis(settings))
+        listener = _Redis(settings, listens=True)
+        self._notices = Notices(session(listener), listener, turn=NOTICE_TURN)
 
     @property
     def prefix(self) -> str:
@@ -878,7 +718,14 @@ class RedisBackend(Configured[_Settings]):
 
     def keys(self, name: str) -> RedisKeys:
         """The keys and channel of lock ``name``, for operators inspecting the server by hand."""
-        return _keys(self._settings.prefix, name)
+        prefix, member = self._settings.prefix, _encode(name).hex()
+        return RedisKeys(
+            lease=f"{prefix}:lease:{member}",
+            counter=f"{prefix}:token:{member}",
+            registry=_registry(prefix),
+            channel=f"{prefix}:released:{member}",
+            member=member,
+        )
 
     def _script(
         self,
@@ -905,65 +752,44 @@ class RedisBackend(Configured[_Settings]):
                 case [b"corrupt", bytes(problem)]:
                     return Failure(BackendError(self.url, f"{step} of {name!r} refused: {problem.decode()}"))
                 case [_, *_]:
-                    read = then([_decode(item) for item in found])
-                    if read is not None:
-                        return read
+                    got = then([_decode(item) for item in found])
+                    if got is not None:
+                        return got
             return Failure(BackendError(self.url, f"{step} got an unexpected reply: {found!r}"))
 
         ran: Result[object, _E | BackendError] = self._session.run(step, timeout, run)
         return IOResult.from_result(ran.bind(answer))
 
+    def _written(self, step: str, name: str, flat: list[Any]) -> Result[LockRecord, BackendError]:
+        """The lease a claim or renewal wrote, as the script read it back in the same round trip."""
+        return parse_record(name, _fields(flat)).alt(
+            lambda problem: BackendError(self.url, f"{step} wrote a record that reads back wrong: {problem}")
+        )
+
     # -- the steps --------------------------------------------------------------------------
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """One script: ``TIME``, the lease hash and the counter, read together.
-
-        A lease Redis has dropped (expired) reads as released with the counter's token, and a
-        released or expired lease carries the counter's token, so the next claim is always
-        ``counter + 1``. A key of the wrong type or a field that is not what it should be is a
-        ``MalformedRecord``, never an exception.
-        """
+        """``TIME``, lease and counter, read together; a key or field that is not what it should
+        be is a ``MalformedRecord``."""
         keys = self.keys(name)
         return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """Compare-and-set on the counter, in one script judged by ``TIME`` (see the module doc).
-
-        A claim that finds the counter lost restarts it from the server clock and reports a
-        ``Conflict``, so the elector observes the restarted counter and claims the next token.
-        """
+        """Compare-and-set on the counter; a claim that finds the counter lost restarts it from
+        the server clock and reports a ``Conflict`` (see the module doc)."""
         expected, me = claim.expected, claim.node
         if (expected is not None and claim.token != expected.token + 1) or not 0 < claim.token < MAX_TOKEN:
             return IOFailure(Conflict(claim.name))
-        args: list[object] = [
-            self.keys(claim.name).member,
-            "" if expected is None else str(expected.token),
-            b"" if expected is None else _encode(expected.holder),
-            str(claim.token),
-            _encode(me.node_id),
-            _encode(me.version),
-            _encode(me.host),
-            str(me.pid),
-            str(_milliseconds(claim.ttl)),
-            "1" if self._settings.first_token == FIRST_TOKEN_CLOCK else "0",
-        ]
+        seen = ("", b"") if expected is None else (str(expected.token), _encode(expected.holder))
+        node = (_encode(me.node_id), _encode(me.version), _encode(me.host), str(me.pid))
+        clock = "1" if self._settings.first_token == FIRST_TOKEN_CLOCK else "0"
+        ttl = str(_milliseconds(claim.ttl))
+        args = (self.keys(claim.name).member, *seen, str(claim.token), *node, ttl, clock)
 
-        def claimed(answer: list[object]) -> Result[LockRecord, Conflict] | None:
+        def claimed(answer: list[object]) -> Result[LockRecord, Conflict | BackendError] | None:
             match answer:
-                case ["ok", int(now), int(expires)]:
-                    return Success(
-                        LockRecord(
-                            name=claim.name,
-                            holder=me.node_id,
-                            version=me.version,
-                            token=claim.token,
-                            acquired_at=now / _MS,
-                            renewed_at=now / _MS,
-                            expires_at=expires / _MS,
-                            host=me.host,
-                            pid=me.pid,
-                        )
-                    )
+                case ["ok", list(flat)]:
+                    return self._written("claim", claim.name, flat)
                 case ["conflict"]:
                     return Failure(Conflict(claim.name))
                 case ["seeded", str(seed), str(why)]:
@@ -974,21 +800,16 @@ class RedisBackend(Configured[_Settings]):
         return self._script(CLAIM, claim.name, timeout, args, claimed)
 
     def _report_seed(self, name: str, seed: str, why: str) -> None:
+        """Log a restarted counter; ``why`` is the script's evidence that the name was used before."""
         if why == "clock":
             _log.debug("token counter of lock %r starts at the server clock: %s", name, seed)
             return
-        evidence = {
-            "lease": "its lease still exists",
-            "registered": f"it is listed in {_registry(self._settings.prefix)}",
-            "expected": "a claimant had observed an earlier record",
-            "behind": "it was below the lease's token",
-        }.get(why, why)
         _log.warning(
             "token counter of lock %r on %s was lost (%s: a restart without persistence, a flush, "
             "eviction or a manual change); restarted it from the server clock at %s so tokens keep rising",
             name,
             self._settings.where,
-            evidence,
+            why,
             seed,
         )
 
@@ -999,12 +820,8 @@ class RedisBackend(Configured[_Settings]):
 
         def renewed(answer: list[object]) -> Result[LockRecord, Lost | BackendError] | None:
             match answer:
-                case ["ok", int(), list(flat)]:
-                    return parse_record(record.name, _fields(flat)).alt(
-                        lambda problem: BackendError(
-                            self.url, f"renew wrote a record that reads back wrong: {problem}"
-                        )
-                    )
+                case ["ok", list(flat)]:
+                    return self._written("renew", record.name, flat)
                 case ["lost"]:
                     return Failure(Lost(record))
             return None
@@ -1012,23 +829,20 @@ class RedisBackend(Configured[_Settings]):
         args = (_encode(record.holder), str(record.token), str(_milliseconds(ttl)))
         return self._script(RENEW, record.name, timeout, args, renewed)
 
-    def _change(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
+    def _let_go(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         channel = self.keys(record.name).channel if script is RELEASE else ""
         args = (_encode(record.holder), str(record.token), channel)
         return self._script(script, record.name, timeout, args, _changed)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Mark the lease released if it is still exactly ``record``'s, and publish the release.
-
-        The token stays (in the lease and the counter); the released lease stays readable until
-        its old expiry, after which observe reports the same token from the counter.
-        """
-        return self._change(RELEASE, record, timeout)
+        The released lease (and its token) stays readable until its old expiry."""
+        return self._let_go(RELEASE, record, timeout)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """The operator's release: clear the holder if it is still ``record``'s, keeping token,
         expiry and the key's TTL, so nobody claims before the holder's own deadline has passed."""
-        return self._change(REVOKE, record, timeout)
+        return self._let_go(REVOKE, record, timeout)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
@@ -1039,13 +853,10 @@ class RedisBackend(Configured[_Settings]):
         return self._script(REPAIR, name, timeout, args, _repaired)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on this process's pub/sub connection for ``name`` until it is released.
-
-        The first wait for a name subscribes to its channel, and the subscription is kept, so a
-        release published between two waits still wakes the next one. True when a release
-        message came, False on timeout, a failure when the connection broke.
-        """
-        return IOResult.from_result(self._listener(name).wait(self.keys(name).channel, timeout))
+        """Block up to ``timeout`` until ``name`` is released: True when a release came (perhaps
+        between two waits: the subscription is kept), False when none did, a failure when the
+        connection broke."""
+        return IOResult.from_result(self._notices.wait(self.keys(name).channel, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name ever claimed under this prefix, sorted."""
@@ -1054,20 +865,14 @@ class RedisBackend(Configured[_Settings]):
         return IOResult.from_result(members.map(_names))
 
     def close(self) -> None:
-        """Close this process's connections, ending a wait in progress at once (it returns False);
-        the object reconnects if used again."""
+        """Close this process's connections, ending every wait at once; they reopen on demand."""
         self._session.close()
-        for notices in list(self._notices.values()):
-            notices.close(_interrupt)
+        self._notices.close(_interrupt)
 
 
 def from_url(url: BackendURL) -> Result[RedisBackend, str]:
-    """``redis://[user][:password]@host:port/db?prefix=gomaster&<redis-py options>``, ``rediss://`` for TLS.
-
-    ``prefix`` and ``first_token`` are ours, ``socket_connect_timeout``/``socket_timeout`` cap
-    every call's timeout, and the rest (``client_name``, ``socket_keepalive``, ``ssl_*``) go to
-    redis-py after being checked here.
-    """
+    """``redis://[user][:password]@host:port/db?prefix=gomaster&<options>``, ``rediss://`` for TLS
+    (the options: docs/backends/redis.md)."""
     if url.scheme not in SCHEMES:
         return Failure(f"a Redis URL starts with redis:// or rediss://, not {url.scheme}://")
     if "," in (url.host or ""):

@@ -345,6 +345,38 @@ def _wait_in_thread(backend: LockBackend, name: str, timeout: float) -> tuple[th
     return thread, outcome
 
 
+def test_waiters_for_many_names_share_one_pub_sub_connection_and_each_wakes_at_once(
+    redis_url: str, raw: redis.Redis, lock_name: str
+) -> None:
+    separator = "&" if "?" in redis_url else "?"
+    holder, follower = _backend(redis_url), _backend(f"{redis_url}{separator}client_name={lock_name}")
+    names = [f"{lock_name}-{each}" for each in range(3)]
+    records = [_claim_first(holder, name) for name in names]
+    # The first waiter reads for all; the others begin while it reads, and are subscribed in time.
+    waiting = [_wait_in_thread(follower, name, TIMEOUT) for name in names]
+    time.sleep(0.2)
+    pub_sub = [c for c in raw.client_list() if c["name"] == lock_name and int(c["sub"]) > 0]
+    assert [c["sub"] for c in pub_sub] == ["3"], pub_sub
+    for index in (1, 0, 2):  # a waiter woken by the reader, the reader, then its successor's
+        thread, outcome = waiting[index]
+        released_at = time.monotonic()
+        assert ok(holder.release(records[index], TIMEOUT)) is True
+        thread.join(TIMEOUT)
+        assert outcome[0] == Success(True), names[index]
+        assert outcome[1] - released_at < NOTIFY_WITHIN, (
+            f"{names[index]} woke {outcome[1] - released_at:.3f} s after"
+        )
+    waiting = [_wait_in_thread(follower, name, TIMEOUT) for name in names]
+    time.sleep(0.1)
+    closed_at = time.monotonic()
+    follower.close()
+    for thread, outcome in waiting:
+        thread.join(TIMEOUT)
+        assert outcome[0] == Success(False)
+        assert outcome[1] - closed_at < FROZEN_SLACK, "a close ends every wait at once"
+    holder.close()
+
+
 def test_a_release_between_two_waits_still_wakes_the_next(backend: RedisBackend, lock_name: str) -> None:
     assert ok(backend.wait_for_release(lock_name, 0.01)) is False  # subscribes
     ok(backend.release(_claim_first(backend, lock_name), TIMEOUT))
