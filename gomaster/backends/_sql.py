@@ -25,11 +25,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from returns.io import IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends._session import Driver, Session
 from gomaster.backends._settings import Configured, Settings
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -43,7 +44,9 @@ _SECOND = timedelta(seconds=1)
 _MICROSECONDS = 1_000_000
 
 Row = Sequence[Any]
-_S = TypeVar("_S", bound=Settings)
+_S = TypeVar("_S", bound="TableSettings")
+_N = TypeVar("_N", bound="ServerSettings")
+_C = TypeVar("_C")
 _T = TypeVar("_T")
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
 
@@ -226,6 +229,11 @@ POSTGRESQL = Dialect(
 )
 
 
+class SetupError(Exception):
+    """The server answered, but the database, file or lock table cannot be used as configured; the
+    message says what to fix."""
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One step's SQL and its values, sent in one round trip.
@@ -379,8 +387,8 @@ class Statements:
 
     def prepare(
         self, run: Callable[[Statement], Sequence[Row]], tolerated: Callable[[Exception], bool]
-    ) -> str | None:
-        """Create the table if absent, then check it: why it cannot be used, or None.
+    ) -> None:
+        """Create the table if absent, then check it; a :class:`SetupError` says why it cannot be used.
 
         Looking first means a user with only SELECT, INSERT and UPDATE never needs CREATE once
         the table exists. A CREATE that was denied, or lost a race with another process
@@ -394,7 +402,9 @@ class Statements:
                 if not tolerated(exc):
                     raise
             found = run(self.columns)
-        return self.problem(found)
+        problem = self.problem(found)
+        if problem is not None:
+            raise SetupError(problem)
 
 
 def name_text(value: object) -> str:
@@ -404,21 +414,56 @@ def name_text(value: object) -> str:
     return str(value)
 
 
+class TableSettings(Settings, Protocol):
+    """An SQL backend's settings: they name the lock table."""
+
+    @property
+    def table(self) -> str:
+        """The lock table's name, a checked identifier."""
+        ...
+
+
+class ServerSettings(TableSettings, Protocol):
+    """A server's settings: they also name the database that holds the table."""
+
+    @property
+    def database(self) -> str:
+        """The database's name."""
+        ...
+
+
 class SQLBackend(Configured[_S]):
-    """The lock steps of an SQL backend, given its :class:`Statements` (``_sql``) and how it runs
-    one (``_query``, which turns every driver error into a ``BackendError``)."""
+    """The lock steps of an SQL backend, given its :class:`Statements` (``_sql``), its session, and
+    how a statement runs on a connection (``_execute``; the session words every driver error)."""
 
     _sql: Statements
+    _session: Session[Any]
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
+    def _execute(self, conn: Any, statement: Statement) -> list[Row]:
+        """``statement``'s rows, from one round trip on ``conn``."""
         raise NotImplementedError
 
+    def _session_of(self, driver: Driver[_C]) -> Session[_C]:
+        """A session that names this backend's server in errors and hides its secrets."""
+        settings = self._settings
+        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
+
     def _rows(self, step: str, timeout: float, statement: Statement) -> IOResult[list[Row], BackendError]:
-        return IOResult.from_result(self._query(step, timeout, statement))
+        found = self._session.run(step, timeout, lambda conn: self._execute(conn, statement))
+        return IOResult.from_result(found)
 
     def _channel(self, name: str) -> str:
         """Where a release of ``name`` is announced (only dialects that notify use it)."""
         return ""
+
+    @property
+    def table(self) -> str:
+        """The lock table's name."""
+        return self._settings.table
+
+    def close(self) -> None:
+        """Close this process's connection; the object reconnects if used again."""
+        self._session.close()
 
     @property
     def notifies(self) -> bool:
@@ -496,3 +541,12 @@ class SQLBackend(Configured[_S]):
         return self._rows("names", timeout, self._sql.names()).map(
             lambda rows: [name_text(r[0]) for r in rows]
         )
+
+
+class ServerBackend(SQLBackend[_N]):
+    """An SQL backend on a server, where a database holds the lock table."""
+
+    @property
+    def database(self) -> str:
+        """The database that holds the lock table."""
+        return self._settings.database

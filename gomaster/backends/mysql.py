@@ -1,57 +1,26 @@
 """MySQL and MariaDB: the lock record is a row of a table, judged by the server's clock.
 
-The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect says why each piece
-is what it is); this module owns the PyMySQL connection, the settings and the error classifier.
-Every step is ONE round trip of autocommit statements, so a node that freezes between steps
-never holds a transaction, a row lock or a metadata lock open.
+The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect); this module owns the
+PyMySQL connection, the settings and the error classifier. docs/backends/mysql.md is the
+operator's side: options, TLS, what each setting costs.
 
-Reading back what a write wrote
--------------------------------
-MySQL has no ``UPDATE ... RETURNING`` (MariaDB only has it for INSERT and DELETE), yet the
-caller needs the times the server wrote. Writes are therefore sent as one multi-statement
-query: the write, then a ``SELECT`` of the row it wrote (a claim or renewal: ``WHERE name AND
-holder AND token`` are ours). That is one round trip, and each statement still commits on its
-own. The read-back is safe because, once the write has matched one row, that row carries our
-holder and our fresh token: no other node can change it until the lease expires (a ttl away),
-and only our own renewals (serialised by the session's lock) or an operator's release or revoke
-could touch it first. If an operator cleared the holder in between, the SELECT finds nothing
-and the step reports a ``Conflict``/``Lost``, which is the truth by then. The connection is
-opened with ``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated
-identifiers and every value is a bound parameter. Row counts come from ``CLIENT.FOUND_ROWS``
-(matched rows, not changed rows); a first claim is a plain ``INSERT`` whose duplicate-key error
-means ``Conflict``, never ``INSERT ... ON DUPLICATE KEY UPDATE``, whose row count is ambiguous.
+Each step is ONE round trip of autocommit statements. MySQL has no ``UPDATE ... RETURNING``, so
+a write goes as a multi-statement query, the write and then a SELECT of the row it wrote
+(``CLIENT.MULTI_STATEMENTS`` is safe here: the table name is a checked identifier and every
+value a bound parameter). Reading back is sound: once the write matched one row (``FOUND_ROWS``
+counts matched rows, not changed ones), that row holds our holder and fresh token, which no
+other node may change before the lease expires; if an operator cleared the holder in between,
+the SELECT finds nothing and the step reports ``Conflict``/``Lost``, the truth by then. A first
+claim's duplicate key is the losing answer, never ``ON DUPLICATE KEY UPDATE`` (its row count is
+ambiguous).
 
-Timeouts
---------
-Every call gets a deadline. The connection (a small PyMySQL subclass) re-arms the socket
-timeout to what is left of that deadline before each packet it reads or writes, and connecting
-uses what is left as ``connect_timeout``, so a call against a frozen server returns within its
-timeout plus a millisecond or so. Before reusing an idle connection the backend checks that the
-server has not closed it (a restart, ``wait_timeout``): that costs one ``poll`` and lets the
-first call after a server restart succeed. Host name resolution is the one part a socket
-timeout does not bound; use an IP address or a local resolver where that matters.
-
-Late replies
-------------
-When a call's deadline passes after its statement was sent but before any byte of the reply
-came, the protocol stream is still whole: exactly one reply is owed. The connection is then
-kept, and the next call first reads that reply and throws it away (the election already took
-the step as failed, so its answer must not be used), then sends its own statement. A frozen or
-overloaded server thus costs no reconnects: reconnecting during a freeze only queues dead
-handshakes in the server's listen backlog, and after the thaw a starved server spends its CPU
-on them (measured: after a 2 s freeze at load 10, reconnects kept failing for 1.5 s). A reply
-that has not begun ``late_reply_wait`` seconds after its statement was sent (5 by default) is
-given up with its connection, for a host that died or a stream a middlebox broke. Any other
-error, and a timeout in the middle of a reply, drop the connection and the next call
-reconnects.
-
-TLS
----
-Asking for TLS (``ssl=true`` or any of ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
-``ssl_verify_cert``, ``ssl_verify_identity``) makes it required and verified, chain and host
-name, unless an option turns a check off by name (see ``_TLS``). Without TLS options PyMySQL's
-default stays: no TLS, or in recent versions TLS when the server offers it, unverified either
-way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
+The subtle part is the late reply. ``_Connection`` re-arms the socket timeout to what is left of
+the call's deadline before every packet. When the deadline passes before the first byte of a
+reply, the stream is still whole and owes exactly that reply: the connection is kept, and the
+next call reads and discards it (``ready``, ``settle``) before it sends its own statement, so a
+frozen or overloaded server costs no reconnects (whose handshakes it would have to work through
+after the thaw). A reply not begun ``late_reply_wait`` after its statement went is given up with
+its connection; any other error, or a timeout inside a reply, drops the connection.
 """
 
 from __future__ import annotations
@@ -66,6 +35,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -76,7 +46,7 @@ from pymysql.protocol import MysqlPacket
 from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, Session, seconds_left
 from gomaster.backends._settings import (
     SettingError,
     checked,
@@ -87,9 +57,8 @@ from gomaster.backends._settings import (
     secrets_of,
     shown,
 )
-from gomaster.backends._sql import MYSQL, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
 from gomaster.backends.url import BackendURL, parse_url
-from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -107,8 +76,6 @@ DEFAULT_LATE_REPLY_WAIT = 5.0
 _MOST_RETRIES = 1_000_000
 #: Strict mode turns truncation of holder/version/host into an error instead of a silent change.
 SQL_MODE = "TRADITIONAL"
-#: Socket timeout used once the deadline has passed: enough to drain bytes already received.
-_MIN_SOCKET_TIMEOUT = 0.001
 #: How long closing lets the polite goodbye (COM_QUIT) take.
 _CLOSE_TIMEOUT = 0.5
 #: ER_ACCESS_DENIED_NO_PASSWORD_ERROR, which PyMySQL does not name.
@@ -186,7 +153,7 @@ class _TLS:
     def context(self) -> ssl.SSLContext:
         """A client context that checks what this asks for (this loads files: call it once).
 
-        A file that cannot be loaded is a ``_SetupError`` naming the options to check.
+        A file that cannot be loaded is a ``SetupError`` naming the options to check.
         """
         try:
             context = ssl.create_default_context(cafile=self.ca)
@@ -196,9 +163,7 @@ class _TLS:
             files = [f"{key}={path}" for key, path in (("ssl_ca", self.ca), ("ssl_cert", self.cert)) if path]
             files += [f"ssl_key={self.key}"] if self.key else []
             hint = "the files and ssl_key_password" if self.cert else "the file"
-            raise _SetupError(
-                f"cannot load the TLS files ({', '.join(files)}): {exc}; check {hint}"
-            ) from None
+            raise SetupError(f"cannot load the TLS files ({', '.join(files)}): {exc}; check {hint}") from None
         # Python 3.13 turns on strict X.509 checks that the certificates MySQL generates for
         # itself fail; PyMySQL turns them off for that reason, and so does this context.
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
@@ -403,10 +368,6 @@ class _LateReplyError(TimeoutError):
     """The deadline passed before the reply began: the stream is whole and owes that one reply."""
 
 
-class _SetupError(Exception):
-    """The server answered, but the database or lock table cannot be used as configured."""
-
-
 class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     """A PyMySQL connection whose every socket read and write ends by one deadline.
 
@@ -458,12 +419,6 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
             raise pymysql.OperationalError(CR.CR_SSL_CONNECTION_ERROR, "the server does not offer TLS")
         super()._request_authentication()
 
-    def _left(self) -> float | None:
-        """Seconds until the deadline for a socket timeout (None: no deadline, block)."""
-        if self.deadline == math.inf:
-            return None
-        return max(self.deadline - time.monotonic(), _MIN_SOCKET_TIMEOUT)
-
     def _execute_command(self, command: int, sql: str | bytes) -> None:
         super()._execute_command(command, sql)
         self._sent_at, self._awaiting = time.monotonic(), True
@@ -472,7 +427,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         if self._awaiting and self.keeps_late:
             self._await_reply()
         self._awaiting = False
-        self._read_timeout = self._left()
+        self._read_timeout = seconds_left(self.deadline)
         return super()._read_packet(packet_type)
 
     def _await_reply(self) -> None:
@@ -484,14 +439,13 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         pending = getattr(self._sock, "pending", None)
         if pending is not None and pending() > 0:
             return  # TLS already holds decrypted bytes the socket's poll cannot see
-        left = self._left()
-        if not self._readable(None if left is None else math.ceil(left * 1000)):
+        if not self._readable(math.ceil(seconds_left(self.deadline) * 1000)):
             self.owed_since = self._sent_at
             raise _LateReplyError(
                 f"no reply within the deadline (sent {time.monotonic() - self._sent_at:.3f} s ago)"
             )
 
-    def _readable(self, wait_ms: int | None) -> bool:
+    def _readable(self, wait_ms: int) -> bool:
         poller = select.poll()
         poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poller.poll(wait_ms))
@@ -520,7 +474,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         return result is not None and bool(result.has_next)
 
     def _write_bytes(self, data: bytes) -> None:
-        self._write_timeout = self._left()
+        self._write_timeout = seconds_left(self.deadline)
         super()._write_bytes(data)
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
@@ -538,8 +492,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     def begin_call(self, deadline: float) -> None:
         """Bound everything until the next ``begin_call`` by ``deadline`` (a monotonic time)."""
         self.deadline = deadline
-        left = self._left()
-        self.connect_timeout = self.connect_cap if left is None else min(left, self.connect_cap)
+        self.connect_timeout = seconds_left(deadline, self.connect_cap)
 
     def ready(self, late_reply_wait: float) -> bool:
         """Whether this idle connection can take a statement, reading a late reply still owed first.
@@ -605,7 +558,7 @@ def _execute(conn: _Connection, statement: Statement) -> list[Row]:
 class _Driver:
     """How the session opens, checks, arms, closes and judges this backend's PyMySQL connections."""
 
-    errors: tuple[type[BaseException], ...] = (pymysql.MySQLError, OSError, UnicodeError, _SetupError)
+    errors: tuple[type[BaseException], ...] = (pymysql.MySQLError, OSError, UnicodeError, SetupError)
     #: The session, for the deadline of the call in progress (``usable`` may wait for a late reply).
     session: Session[_Connection]
 
@@ -666,7 +619,7 @@ class _Driver:
         if isinstance(exc, _LateReplyError):
             # Only the reply is late; the connection stays for it (see "Late replies" above).
             return Fault("late", keep=True)
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", cause)
         if isinstance(original, socket.gaierror):
             return Fault("unresolved", str(original), repr(settings.host))
@@ -750,11 +703,7 @@ class _Driver:
             if not self.table_ready:
                 # A user without CREATE privilege is fine as long as the table exists.
                 denied = ER.TABLEACCESS_DENIED_ERROR
-                problem = self.statements.prepare(
-                    lambda statement: _execute(conn, statement), lambda exc: _error_number(exc) == denied
-                )
-                if problem is not None:
-                    raise _SetupError(problem)
+                self.statements.prepare(partial(_execute, conn), lambda exc: _error_number(exc) == denied)
                 self.table_ready = True
         except BaseException:
             conn.goodbye()
@@ -765,17 +714,13 @@ class _Driver:
 # -- the backend ---------------------------------------------------------------------------
 
 
-class MySQLBackend(SQLBackend[_Settings]):
+class MySQLBackend(ServerBackend[_Settings]):
     """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` (``connect("mysql://...")``) or with keywords, as
-    go-master's MySQL options: ``user``, ``password``, ``host``, ``port``, ``database``,
-    ``table``, ``create_db``, a base ``dsn`` instead of the parts, ``connect_timeout``,
-    ``connect_retries``/``connect_wait`` for the first connect, ``late_reply_wait`` (how long a
-    connection is kept for a late reply), the TLS options (``ssl=True``, ``ssl_ca``, ...; paths
-    may be ``Path`` objects) and PyMySQL options such as ``charset``. Bad settings raise
-    ``ValueError`` here, so a typo fails at start-up, not at the first election. One connection
-    per process, used under a lock by one thread at a time.
+    Build it from a URL with :func:`from_url` or with go-master's keywords (docs/backends/mysql.md
+    lists them, and the URL's options, which are keywords too; paths may be ``Path`` objects), or
+    from a base ``dsn``. Bad settings raise ``ValueError`` here, so a typo fails at start-up. One
+    connection per process, used under a lock by one thread at a time.
     """
 
     def __init__(
@@ -808,41 +753,21 @@ class MySQLBackend(SQLBackend[_Settings]):
         settings = self._settings
         self._sql = Statements(MYSQL, settings.table, label=f"`{settings.database}`.`{settings.table}`")
         driver = _Driver(settings, self._sql)
-        self._session = driver.session = Session(
-            driver, url=self.url, where=settings.where, secrets=settings.secrets()
-        )
+        self._session = driver.session = self._session_of(driver)
 
     @property
     def _conn(self) -> _Connection | None:
         """This process's connection, if it has one."""
         return self._session.conn
 
-    @property
-    def table(self) -> str:
-        """The lock table's name."""
-        return self._settings.table
-
-    @property
-    def database(self) -> str:
-        """The database that holds the lock table."""
-        return self._settings.database
-
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        return self._session.run(step, timeout, lambda conn: _execute(conn, statement))
-
-    def close(self) -> None:
-        """Say goodbye on this process's connection; the object reconnects if used again."""
-        self._session.close()
+    _execute = staticmethod(_execute)
 
 
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
     """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
 
-    ``table``, ``create_db``, ``connect_timeout``, ``connect_retries``, ``connect_wait`` and
-    ``late_reply_wait`` are gomaster's; the TLS options (``ssl``, ``ssl_ca``, ...) are read here
-    and verify by default (see the module doc); other parameters (``charset``, ...) go to
-    PyMySQL. Nothing connects yet. The message of a ``Failure`` says what to change and never
-    contains the password.
+    Nothing connects yet. The message of a ``Failure`` says what to change and never contains
+    the password.
     """
     if url.scheme not in _SCHEMES:
         return Failure(f"not a MySQL URL: {url.redacted}")

@@ -1,64 +1,20 @@
 """PostgreSQL: the lock record is a row of a table, judged by the server's clock, with release
-notices over LISTEN/NOTIFY.
+notices over LISTEN/NOTIFY. docs/backends/postgresql.md is the operator's side.
 
-Every step is ONE autocommit statement, sent in one round trip (the statements are
-:mod:`gomaster.backends._sql`'s): ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` and
-``UPDATE ... RETURNING``, each reading ``clock_timestamp()`` once in a one-row CTE; the release
-is ``WITH released AS (UPDATE ... RETURNING name) SELECT pg_notify(channel, name) FROM
-released``, so the notice goes out when the release commits.
+Each step is ONE autocommit statement (:mod:`gomaster.backends._sql`'s ``POSTGRESQL`` dialect),
+sent as ``SET LOCAL statement_timeout = <ms left>; <statement>`` in one simple-protocol message
+(values bound client-side by ``ClientCursor``), so the server too gives up by the call's
+deadline. ``SET LOCAL`` ends with the statement: nothing stays behind in a pooled session.
 
-Times are ``timestamptz`` columns: exact to the microsecond, readable in psql, and free of any
-session or server time zone; statements send them back as float8 epoch seconds. Tokens are
-``BIGINT``, names ``TEXT PRIMARY KEY`` (compared exactly: ``'a'`` and ``'a '`` differ).
+On the client every wait ends by the deadline: connecting polls libpq's non-blocking connect
+(psycopg's own ``connect_timeout`` has whole-second resolution and a two-second floor), and
+``_Connection.wait`` caps every read and write, the one use of a psycopg internal. Only host name
+resolution is unbounded (libpq resolves synchronously).
 
-Timeouts, frozen servers and reconnecting
------------------------------------------
-Every call gets a deadline, bounded on both sides:
-
-- the client: connecting drives libpq's non-blocking connect (``PGconn.connect_start`` and
-  ``connect_poll``) with ``poll`` until ``min(deadline, connect_timeout)``, because psycopg's
-  own ``connect_timeout`` has whole-second resolution and a two-second floor; every read and
-  write of a statement waits at most until the deadline (a psycopg ``Connection`` whose
-  ``wait`` is capped by it, the one place that touches a psycopg internal). So a call
-  against a server that is frozen (SIGSTOP, a VM pause), where the kernel still accepts and
-  acknowledges but nothing answers, returns within its timeout plus a millisecond or so.
-- the server: each statement is sent as ``SET LOCAL statement_timeout = <ms left>; <the
-  statement>`` in one simple-protocol message (values bound client-side by psycopg's
-  ``ClientCursor``), so the server abandons it by the same deadline instead of running on
-  for a client that has gone. ``SET LOCAL`` ends with the statement, which also keeps the
-  setting out of other clients' sessions behind a pooling proxy.
-
-After any error or timeout the connection is dropped (its protocol state is unknown) and the
-next call reconnects. Before reusing an idle connection the backend checks that the server has
-not closed it (a restart, an administrator's ``pg_terminate_backend``): that costs one ``poll``
-and lets the first call after a server restart succeed. Host name resolution is the one part
-no deadline bounds (libpq resolves synchronously); use an IP address, ``hostaddr=`` or a local
-resolver where that matters.
-
-Release notices
----------------
-``notifies`` is True. The channel for a lock is ``gomaster_`` plus 48 hex digits of SHA-256 of
-the table and the lock name: a valid identifier of 57 bytes for any name, with any characters,
-so no name is refused late. ``wait_for_release`` uses a connection of its own (never the one
-for steps, so a waiting listener never delays a renewal), opened lazily per process, that has
-run ``LISTEN`` on the channel. Notices for other channels it listens on are kept and answer the
-next wait for that name at once.
-
-Transaction-pooling proxies such as PgBouncer (``pool_mode=transaction``) break LISTEN: the
-session that listened is not the one the proxy hands out next. Point such a deployment at the
-server directly (the steps themselves are proxy-safe: single statements, ``SET LOCAL``, no
-server-side prepared statements), or accept that followers fall back to polling, which only
-makes handover after a graceful release take up to one ``retry`` instead of milliseconds.
-
-Tables and permissions
-----------------------
-The table name is a checked identifier, always double-quoted, so it is used with exactly the
-case given, in the first schema of the user's ``search_path`` (``?options=-c search_path=...``
-picks another). It is created at the first connect if absent, then its columns are checked, so
-a table of the wrong shape is named with what is wrong before any step runs. The user needs
-SELECT, INSERT and UPDATE on it, and CREATE on the schema only while the table does not exist.
-
-Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the deadline-capped ``wait``).
+``wait_for_release`` LISTENs on a session of its own (:mod:`gomaster.backends._notices`), never on
+the steps' connection, so a waiting listener never delays a renewal. A lock's channel is
+``gomaster_`` and 48 hex digits of SHA-256 of the table and the name: a valid identifier for any
+name. Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the capped ``wait``).
 """
 
 from __future__ import annotations
@@ -70,6 +26,7 @@ import select
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -83,9 +40,9 @@ from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
-from gomaster.backends._sql import POSTGRESQL, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
 from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.errors import BackendError
 
@@ -252,10 +209,7 @@ def _parse_dsn(dsn: str | None) -> BackendURL:
     if dsn is None:
         return BackendURL(scheme="postgresql")
     if "://" in dsn:
-        parsed = parse_url(dsn)
-        if isinstance(parsed, Failure):
-            raise SettingError(parsed.failure())
-        url = parsed.unwrap()
+        url = or_raise(parse_url(dsn), SettingError)
         if url.scheme not in _SCHEMES:
             raise SettingError(f"dsn must be a postgresql:// URL, not {url.scheme}://")
         return url
@@ -383,10 +337,6 @@ class _ConnectTimeoutError(TimeoutError):
         self.seconds = seconds
 
 
-class _SetupError(Exception):
-    """The server answered, but the lock table cannot be used as configured."""
-
-
 def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connection:
     """Connect without blocking past ``deadline``: libpq's asynchronous connect, polled here."""
     pgconn = pq.PGconn.connect_start(conninfo.encode())
@@ -437,7 +387,7 @@ class _Driver:
         OSError,
         UnicodeError,
         _ConnectError,
-        _SetupError,
+        SetupError,
     )
 
     def __init__(self, settings: _Settings, tables: Statements | None) -> None:
@@ -452,10 +402,7 @@ class _Driver:
         conn.deadline = deadline
         if self.tables is not None:
             try:
-                run = lambda statement: _rows(conn, statement, settings.statement_timeout)  # noqa: E731
-                problem = self.tables.prepare(run, _create_refused)
-                if problem is not None:
-                    raise _SetupError(problem)
+                self.tables.prepare(partial(_rows, conn, cap=settings.statement_timeout), _create_refused)
             except BaseException:
                 conn.close()
                 raise
@@ -474,7 +421,7 @@ class _Driver:
         settings = self.settings
         cause = str(exc) or type(exc).__name__
         sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", cause)
         if isinstance(exc, _ConnectTimeoutError) and exc.seconds is not None:
             return Fault("connect_timeout", detail=f"{exc.seconds:g}")
@@ -524,15 +471,13 @@ class _Listen:
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgreSQLBackend(SQLBackend[_Settings]):
+class PostgreSQLBackend(ServerBackend[_Settings]):
     """Lock records in a PostgreSQL table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` (``connect("postgresql://...")``) or with
-    keywords: ``user``, ``password``, ``host``, ``port``, ``database``, ``table``, a base ``dsn``
-    (a URL or a libpq ``key=value`` string) instead of the parts, ``connect_timeout`` and
-    ``statement_timeout`` (seconds; caps under each call's own timeout), and libpq parameters
-    such as ``sslmode``. Bad settings raise ``ValueError`` here, so a typo fails at start-up,
-    not at the first election. Per process: one connection for the steps and one for
+    Build it from a URL with :func:`from_url` or with keywords (docs/backends/postgresql.md lists
+    them: the URL's parts and options, libpq parameters such as ``sslmode``), or from a base
+    ``dsn``, a URL or a libpq ``key=value`` string. Bad settings raise ``ValueError`` here, so a
+    typo fails at start-up. Per process: one connection for the steps and one for
     ``wait_for_release``, each used under its own lock by one thread at a time.
     """
 
@@ -550,17 +495,9 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
         statement_timeout: float | None = None,
         **driver_options: object,
     ) -> None:
-        given = {
-            "user": user,
-            "password": password,
-            "host": host,
-            "port": port,
-            "database": database,
-            "table": table,
-            "connect_timeout": connect_timeout,
-            "statement_timeout": statement_timeout,
-            **driver_options,
-        }
+        given: dict[str, object] = dict(user=user, password=password, host=host, port=port)
+        given |= dict(database=database, table=table, connect_timeout=connect_timeout)
+        given |= dict(statement_timeout=statement_timeout, **driver_options)
         settings = or_raise(checked(lambda: _settings(_parse_dsn(dsn), given)))
         problem = _driver_problem()
         if problem is not None:
@@ -570,22 +507,8 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
     def _start(self) -> None:
         settings = self._settings
         self._sql = Statements(POSTGRESQL, settings.table)
-        self._steps = self._session(_Driver(settings, self._sql))
-        self._notices = Notices(self._session(_Driver(settings, None)), _Listen())
-
-    def _session(self, driver: _Driver) -> Session[_Connection]:
-        settings = self._settings
-        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
-
-    @property
-    def table(self) -> str:
-        """The lock table's name."""
-        return self._settings.table
-
-    @property
-    def database(self) -> str:
-        """The database that holds the lock table."""
-        return self._settings.database
+        self._session = self._session_of(_Driver(settings, self._sql))
+        self._notices = Notices(self._session_of(_Driver(settings, None)), _Listen())
 
     def channel(self, name: str) -> str:
         """The NOTIFY channel on which a release of ``name`` is announced."""
@@ -593,9 +516,8 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
 
     _channel = channel
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        cap = self._settings.statement_timeout
-        return self._steps.run(step, timeout, lambda conn: _rows(conn, statement, cap))
+    def _execute(self, conn: _Connection, statement: Statement) -> list[Row]:
+        return _rows(conn, statement, self._settings.statement_timeout)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block up to ``timeout`` on the listener connection for a release notice for ``name``.
@@ -612,18 +534,15 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
         A call in progress (a listener waiting out its timeout) is not interrupted: it closes
         its connection itself when it returns.
         """
-        self._steps.close()
+        super().close()
         self._notices.session.close()
 
 
 def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
     """``postgresql://user:pass@host:5432/db?table=gomaster_lock`` (or ``postgres://``).
 
-    ``table``, ``connect_timeout`` and ``statement_timeout`` (seconds) are gomaster's; other
-    parameters (``sslmode``, ``sslrootcert``, ``options``, ``target_session_attrs``, ...) go to
-    libpq and are checked now. ``host=/run/postgresql`` in the query selects a Unix socket.
-    Nothing connects yet. The message of a ``Failure`` says what to change and never contains
-    the password.
+    Parameters other than gomaster's go to libpq and are checked now. Nothing connects yet. The
+    message of a ``Failure`` says what to change and never contains the password.
     """
     if url.scheme not in _SCHEMES:
         return Failure(f"not a PostgreSQL URL: {url.redacted}")

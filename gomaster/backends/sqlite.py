@@ -26,9 +26,9 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends import sqlite_files
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, seconds_left
 from gomaster.backends._settings import checked, or_raise
-from gomaster.backends._sql import SQLITE, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import SQLITE, Row, SetupError, SQLBackend, Statement, Statements
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict
@@ -72,14 +72,10 @@ class _Settings:
         return ()
 
 
-class _SetupError(Exception):
-    """The file or its lock table cannot be used as configured; the message says what to fix."""
-
-
 class _Driver:
     """sqlite3 connections to the file, each checked (files, table) as it opens."""
 
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error, _SetupError)
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, SetupError)
 
     def __init__(self, settings: _Settings, tables: Statements) -> None:
         self.settings = settings
@@ -94,21 +90,18 @@ class _Driver:
         WAL can answer "locked" without waiting on the busy handler when many processes start
         at once, so setup is retried.
         """
-        settings = self.settings
-        path = Path(settings.path)
-        prepared = (
-            sqlite_files.prepare_private(path) if settings.private else sqlite_files.prepare_shared(path)
-        )
-        if isinstance(prepared, Failure):
-            raise _SetupError(prepared.failure())
+        path = Path(self.settings.path)
+        prepare = sqlite_files.prepare_private if self.settings.private else sqlite_files.prepare_shared
+        or_raise(prepare(path), SetupError)
         pause = _SETUP_PAUSE
         while True:
-            left = min(max(deadline - time.monotonic(), 0.0), read.MAX_SECONDS)
-            conn = sqlite3.connect(path, timeout=left, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=seconds_left(deadline), isolation_level=None, check_same_thread=False
+            )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                problem = self.tables.prepare(partial(_rows, conn), lambda _: False)
+                self.tables.prepare(partial(_rows, conn), lambda _: False)
             except sqlite3.OperationalError:
                 conn.close()
                 if time.monotonic() + pause >= deadline:
@@ -116,9 +109,9 @@ class _Driver:
                 time.sleep(pause)
                 pause = min(pause * 2, _SETUP_PAUSE_MAX)
                 continue
-            if problem is not None:
+            except BaseException:
                 conn.close()
-                raise _SetupError(problem)
+                raise
             self.busy_ms = 0
             return conn
 
@@ -128,7 +121,7 @@ class _Driver:
     def arm(self, conn: sqlite3.Connection, deadline: float) -> None:
         """The busy timeout: what is left of the call, rounded down to 100 ms steps so that a
         renewal's shrinking timeout rarely costs the PRAGMA (a statement of its own)."""
-        wanted = max(1, int(min(deadline - time.monotonic(), read.MAX_SECONDS) * _MS))
+        wanted = max(1, int(seconds_left(deadline) * _MS))
         busy_ms = wanted if wanted < _BUSY_STEP_MS else wanted - wanted % _BUSY_STEP_MS
         if busy_ms != self.busy_ms:
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
@@ -139,7 +132,7 @@ class _Driver:
             conn.close()
 
     def classify(self, exc: BaseException) -> Fault:
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", str(exc))
         return Fault("other", f"{type(exc).__name__}: {exc}")
 
@@ -167,8 +160,7 @@ class SQLiteBackend(SQLBackend[_Settings]):
 
     def _start(self) -> None:
         self._sql = Statements(SQLITE, self._settings.table)
-        driver = _Driver(self._settings, self._sql)
-        self._session = Session(driver, url=self.url, where=self._settings.where, secrets=())
+        self._session = self._session_of(_Driver(self._settings, self._sql))
 
     @property
     def path(self) -> str:
@@ -180,8 +172,7 @@ class SQLiteBackend(SQLBackend[_Settings]):
         """True for the default file, which only its owner may touch."""
         return self._settings.private
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        return self._session.run(step, timeout, lambda conn: _rows(conn, statement))
+    _execute = staticmethod(_rows)
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Refused while the superseded file holds a live lease on the name (see ``supersedes``)."""
@@ -193,10 +184,6 @@ class SQLiteBackend(SQLBackend[_Settings]):
         if blocked is not None:
             return IOFailure(BackendError(self.url, blocked))
         return super().claim(claim, max(deadline - time.monotonic(), 0.001))
-
-    def close(self) -> None:
-        """Close this process's connection."""
-        self._session.close()
 
 
 def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
