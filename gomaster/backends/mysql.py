@@ -120,6 +120,7 @@ TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
 #: TLS options that ask for TLS whatever their value. ``ssl_key_password`` does not: it only
 #: unlocks ``ssl_key``, and ``ssl``/``ssl_disabled`` ask for it or refuse it by their value.
 _ASKS_FOR_TLS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
+_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_key_password")
 #: gomaster's own query parameters.
 OWN_OPTIONS = ("table", "create_db", "connect_timeout", "connect_retries", "connect_wait", "late_reply_wait")
 #: Driver options this backend sets per call itself.
@@ -135,12 +136,9 @@ _MANAGED = {
 class _TLS:
     """TLS that the settings ask for: required, with both checks on unless an option turned one off.
 
-    ``verify_cert`` checks that a trusted CA signed the server's certificate: the one in ``ca``,
-    else the system's CA store. ``verify_identity`` checks that the certificate names the host
-    connected to; it needs ``verify_cert``, since a name on a certificate nobody vouched for
-    proves nothing. PyMySQL itself checks neither when given only ``ssl_ca``, and before 1.2
-    goes on in plain text when the server does not offer TLS, which is why the backend builds
-    the context (once) and refuses such a server itself.
+    PyMySQL checks neither the chain nor the host name when given only ``ssl_ca``, and before 1.2
+    goes on in plain text when the server does not offer TLS, so the backend builds the context
+    (once) and refuses such a server itself.
     """
 
     ca: str | None = None
@@ -151,10 +149,7 @@ class _TLS:
     verify_identity: bool = True
 
     def context(self) -> ssl.SSLContext:
-        """A client context that checks what this asks for (this loads files: call it once).
-
-        A file that cannot be loaded is a ``SetupError`` naming the options to check.
-        """
+        """A client context that checks what this asks for (this loads files: call it once)."""
         try:
             context = ssl.create_default_context(cafile=self.ca)
             if self.cert is not None:
@@ -191,11 +186,8 @@ class _TLS:
 
 
 def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
-    """The TLS that the (already read) TLS options ask for, and whether they turn TLS off.
-
-    Neither asked for nor turned off leaves PyMySQL's own default: no TLS, or in recent versions
-    TLS when the server offers it, checking nothing (at most it keeps out a passive eavesdropper).
-    """
+    """The TLS that the (already read) TLS options ask for, and whether they turn TLS off; neither
+    leaves PyMySQL's default (no TLS, or unverified TLS when the server offers it)."""
     asked = (["ssl=true"] if found.get("ssl") is True else []) + [k for k in _ASKS_FOR_TLS if k in found]
     refused = ["ssl=false"] if found.get("ssl") is False else []
     refused += ["ssl_disabled=true"] if found.get("ssl_disabled") is True else []
@@ -214,15 +206,8 @@ def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
         )
     if "ssl_key" in found and "ssl_cert" not in found:
         raise SettingError("option ssl_key needs ssl_cert, the client certificate that the key belongs to")
-    files = {key: value for key, value in found.items() if isinstance(value, str)}
-    return _TLS(
-        ca=files.get("ssl_ca"),
-        cert=files.get("ssl_cert"),
-        key=files.get("ssl_key"),
-        key_password=files.get("ssl_key_password"),
-        verify_cert=verify_cert,
-        verify_identity=verify_identity,
-    ), False
+    files = {key.removeprefix("ssl_"): str(found[key]) for key in _TLS_FILES if key in found}
+    return _TLS(**files, verify_cert=verify_cert, verify_identity=verify_identity), False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,12 +354,9 @@ class _LateReplyError(TimeoutError):
 
 
 class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
-    """A PyMySQL connection whose every socket read and write ends by one deadline.
-
-    PyMySQL applies ``_read_timeout``/``_write_timeout`` per socket operation; re-arming them to
-    the time left before each packet turns that into a bound on the whole call. Every use of the
-    driver's private API is kept inside this class.
-    """
+    """A PyMySQL connection whose every socket read and write ends by one deadline (PyMySQL's
+    timeouts are per socket operation, so they are re-armed before each packet). Every use of the
+    driver's private API is kept inside this class."""
 
     deadline: float = math.inf
     connect_cap: float = DEFAULT_CONNECT_TIMEOUT
@@ -394,13 +376,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
-        """The TLS context for these TLS options, made once per backend instead of per connection.
-
-        PyMySQL makes a context for every connection, even without TLS options (it then tries TLS
-        if the server offers it), and loading the system's CA store costs 30-40 ms of CPU: most
-        of a reconnect on an idle host, and several hundred ms on a busy one, where a follower's
-        whole call has ``renew_deadline``.
-        """
+        """The TLS context for these TLS options, made once per backend: PyMySQL makes one for every
+        connection, even without TLS options, and loading the system's CA store costs 30-40 ms of
+        CPU, most of a reconnect on an idle host and several hundred ms on a busy one."""
         if not isinstance(sslp, dict):
             return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
         key = repr(sorted(sslp.items()))
@@ -410,11 +388,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         return context
 
     def _request_authentication(self) -> None:
-        """Refuse a server that does not offer TLS when TLS is required, before the credentials go.
-
-        PyMySQL before 1.2 then carried on in plain text; a man in the middle only had to clear
-        the server's TLS flag.
-        """
+        """Refuse a server that does not offer TLS when TLS is required, before the credentials go
+        (PyMySQL before 1.2 carried on in plain text: a man in the middle cleared the TLS flag)."""
         if self.tls_required and not self.server_capabilities & CLIENT.SSL:
             raise pymysql.OperationalError(CR.CR_SSL_CONNECTION_ERROR, "the server does not offer TLS")
         super()._request_authentication()
@@ -432,10 +407,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
 
     def _await_reply(self) -> None:
         """Wait for the first byte of a reply until the deadline; raise ``_LateReplyError`` if none came.
-
-        The reply buffer is empty here: every earlier reply was read to its end, and the
-        server sends nothing unasked but a farewell before it closes, which shows as readable.
-        """
+        (Nothing else can be buffered: earlier replies were read to their end, and a server sends
+        nothing unasked but a farewell before it closes.)"""
         pending = getattr(self._sock, "pending", None)
         if pending is not None and pending() > 0:
             return  # TLS already holds decrypted bytes the socket's poll cannot see
@@ -451,12 +424,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         return bool(poller.poll(wait_ms))
 
     def settle(self) -> None:
-        """Read and throw away the reply an earlier call gave up on, before this call sends anything.
-
-        Raises ``_LateReplyError`` if it has still not begun (it stays owed), or a driver error if the
-        connection is lost (nothing of this call was sent, so reconnecting is safe). An error
-        reply, such as a duplicate key, still ends that reply and keeps the stream whole.
-        """
+        """Read and throw away the reply an earlier call gave up on, before this call sends anything;
+        ``_LateReplyError`` while it has still not begun. An error reply (a duplicate key) still
+        ends the reply; a lost connection raises, and as nothing of this call went, it may reconnect."""
         if self.owed_since is None:
             return
         self._sent_at, self._awaiting, self._next_seq_id = self.owed_since, True, 1
@@ -478,11 +448,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         super()._write_bytes(data)
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
-        """Set the charset and our ``sql_mode`` in one statement: one round trip less per connect.
-
-        PyMySQL sends ``SET NAMES`` on every connect and then ``SET sql_mode`` as a second
-        statement; a reconnect through a slow network is all round trips, so they share one.
-        """
+        """``SET NAMES`` and our ``sql_mode`` in one statement, where PyMySQL would send two: one
+        round trip less per reconnect, which through a slow network is all round trips."""
         encoding = charset_by_name(charset).encoding
         names = f"NAMES {charset}" + (f" COLLATE {collation}" if collation else "")
         self._execute_command(COMMAND.COM_QUERY, f"SET {names}, sql_mode = '{SQL_MODE}'")
@@ -497,10 +464,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     def ready(self, late_reply_wait: float) -> bool:
         """Whether this idle connection can take a statement, reading a late reply still owed first.
 
-        False (and closed) when the server has closed it (a restart, ``wait_timeout``: checking
-        first means no statement is sent down a dead connection, so no step is retried blindly),
-        when the owed reply is older than ``late_reply_wait``, or when reading it finds the
-        connection lost. Raises ``_LateReplyError`` while the owed reply may still come.
+        False (and closed) when the server has closed it (a restart, ``wait_timeout``: no statement
+        goes down a dead connection), when the owed reply is older than ``late_reply_wait``, or
+        when reading it finds the connection lost. ``_LateReplyError`` while it may still come.
         """
         if self._sock is None:
             return False

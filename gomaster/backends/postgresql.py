@@ -79,26 +79,14 @@ MIN_PSYCOPG = (3, 2)
 _RV = TypeVar("_RV")
 
 
-def _driver_problem() -> str | None:
-    """Why the installed psycopg cannot serve this backend, or None."""
-    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
-    if found < MIN_PSYCOPG:
-        wanted = ".".join(map(str, MIN_PSYCOPG))
-        return f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}"
-    return None
-
-
 def schema(table: str) -> str:
     """The lock table's DDL (``table`` must already be a checked identifier)."""
     return Statements(POSTGRESQL, table).schema
 
 
 def channel_for(table: str, name: str) -> str:
-    """The NOTIFY channel for lock ``name`` in ``table``: a lower-case identifier of 57 bytes.
-
-    Hashing makes any lock name (quotes, spaces, any script, any length) a valid channel, and
-    including the table keeps two lock tables in one database from waking each other.
-    """
+    """The NOTIFY channel for lock ``name`` in ``table``: a lower-case identifier of 57 bytes for
+    any name, and one table's releases never wake the followers of another's."""
     digest = hashlib.sha256(f"{table}\x00{name}".encode("utf-8", "surrogatepass")).hexdigest()
     return CHANNEL_PREFIX + digest[:CHANNEL_HEX]
 
@@ -254,6 +242,10 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         "password": url.password,
         "database": unquote(url.path.removeprefix("/")) or None,
     }
+    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
+    if found < MIN_PSYCOPG:
+        wanted = ".".join(map(str, MIN_PSYCOPG))
+        raise SettingError(f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}")
     merged, options = merge(url, given, parts, {"dbname": "database"})
     database = read.text("database", merged["database"] or DEFAULT_DATABASE)
     if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
@@ -284,13 +276,9 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 
 
 class _Connection(psycopg.Connection[TupleRow]):
-    """A psycopg connection whose every wait on the socket ends by one deadline.
-
-    psycopg runs each operation as a generator and waits on the socket in ``wait``; capping
-    that wait at what is left before ``deadline`` turns it into a bound on the whole call,
-    and the ``_WaitTimeout`` it raises is an ``OperationalError`` like any lost connection.
-    This override is the backend's only use of psycopg's internals.
-    """
+    """A psycopg connection whose every wait on the socket ends by one deadline: psycopg waits in
+    ``wait``, and the ``_WaitTimeout`` that the cap makes it raise is an ``OperationalError`` like
+    any lost connection. This override is the backend's only use of psycopg's internals."""
 
     deadline: float = math.inf
 
@@ -318,7 +306,7 @@ class _Connection(psycopg.Connection[TupleRow]):
         return max(1, math.floor(left * _MS))
 
 
-class _ConnectError(Exception):
+class _ConnectError(OSError):
     """libpq could not connect; the message is libpq's (it never contains the password)."""
 
     @classmethod
@@ -382,13 +370,7 @@ class _Driver:
     """psycopg connections for the steps (``tables`` given: each new one checks the table
     first) or for the listener."""
 
-    errors: tuple[type[BaseException], ...] = (
-        psycopg.Error,
-        OSError,
-        UnicodeError,
-        _ConnectError,
-        SetupError,
-    )
+    errors: tuple[type[BaseException], ...] = (psycopg.Error, OSError, UnicodeError, SetupError)
 
     def __init__(self, settings: _Settings, tables: Statements | None) -> None:
         self.settings = settings
@@ -498,11 +480,7 @@ class PostgreSQLBackend(ServerBackend[_Settings]):
         given: dict[str, object] = dict(user=user, password=password, host=host, port=port)
         given |= dict(database=database, table=table, connect_timeout=connect_timeout)
         given |= dict(statement_timeout=statement_timeout, **driver_options)
-        settings = or_raise(checked(lambda: _settings(_parse_dsn(dsn), given)))
-        problem = _driver_problem()
-        if problem is not None:
-            raise ValueError(problem)
-        self._setup(settings)
+        self._setup(or_raise(checked(lambda: _settings(_parse_dsn(dsn), given))))
 
     def _start(self) -> None:
         settings = self._settings
@@ -520,20 +498,14 @@ class PostgreSQLBackend(ServerBackend[_Settings]):
         return _rows(conn, statement, self._settings.statement_timeout)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on the listener connection for a release notice for ``name``.
-
-        True when one came (possibly while nobody was waiting: notices are kept until asked
-        for), False when the time ran out, or another thread was already waiting on the
-        listener all that time. The steps' connection is never touched.
-        """
+        """Block up to ``timeout`` on the listener connection for a release notice for ``name``: True
+        when one came (perhaps while nobody waited: notices are kept until asked for), False when
+        the time ran out or another thread waited on the listener all that time."""
         return IOResult.from_result(self._notices.wait(self.channel(name), timeout))
 
     def close(self) -> None:
-        """Close this process's connections; the object reconnects if used again.
-
-        A call in progress (a listener waiting out its timeout) is not interrupted: it closes
-        its connection itself when it returns.
-        """
+        """Close this process's connections; a call in progress (a listener waiting out its
+        timeout) closes its own when it returns. The object reconnects if used again."""
         super().close()
         self._notices.session.close()
 
@@ -546,7 +518,4 @@ def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
     """
     if url.scheme not in _SCHEMES:
         return Failure(f"not a PostgreSQL URL: {url.redacted}")
-    problem = _driver_problem()
-    if problem is not None:
-        return Failure(problem)
     return checked(lambda: PostgreSQLBackend._of(_settings(url, {})), url.redacted)
