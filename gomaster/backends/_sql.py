@@ -88,11 +88,8 @@ def affinity(declared: str) -> str:
 
 
 def _mysql_value(value: object) -> object:
-    """A MySQL value as ``parse_record`` takes it; anything odd passes through to be refused there.
-
-    A DATETIME the server wrote from ``UTC_TIMESTAMP`` is read as UTC here, because MySQL's own
-    conversions to epoch seconds (``UNIX_TIMESTAMP``) go through the session's time zone.
-    """
+    """A MySQL value as ``parse_record`` takes it (anything odd passes, to be refused there). A
+    DATETIME is read as UTC here: MySQL's ``UNIX_TIMESTAMP`` would apply the session's time zone."""
     if isinstance(value, datetime):
         return (value - _EPOCH) / _SECOND
     if isinstance(value, bytes | bytearray):
@@ -415,21 +412,17 @@ def name_text(value: object) -> str:
 
 
 class TableSettings(Settings, Protocol):
-    """An SQL backend's settings: they name the lock table."""
+    """An SQL backend's settings: they name the lock table (a checked identifier)."""
 
     @property
-    def table(self) -> str:
-        """The lock table's name, a checked identifier."""
-        ...
+    def table(self) -> str: ...
 
 
 class ServerSettings(TableSettings, Protocol):
-    """A server's settings: they also name the database that holds the table."""
+    """A server's settings also name the database that holds the lock table."""
 
     @property
-    def database(self) -> str:
-        """The database's name."""
-        ...
+    def database(self) -> str: ...
 
 
 class SQLBackend(Configured[_S]):

@@ -40,7 +40,7 @@ from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault
+from gomaster.backends._session import Fault, seconds_left
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
 from gomaster.backends.url import BackendURL, parse_url
@@ -164,20 +164,17 @@ class _Settings:
 
     def conninfo(self) -> str:
         """The libpq connection string (with the password: never shown to anyone)."""
-        params: dict[str, str] = {
-            "application_name": APPLICATION_NAME,
-            **_KEEPALIVES,
-            **dict(self.options),
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "client_encoding": "UTF8",
-        }
-        if self.user is not None:
-            params["user"] = self.user
-        if self.password is not None:
-            params["password"] = self.password
-        return make_conninfo("", **params)
+        defaults = {"application_name": APPLICATION_NAME, **_KEEPALIVES}
+        return make_conninfo(  # leaves out the parameters that are None
+            "",
+            **{**defaults, **dict(self.options)},
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            client_encoding="UTF8",
+            user=self.user,
+            password=self.password,
+        )
 
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
@@ -284,11 +281,7 @@ class _Connection(psycopg.Connection[TupleRow]):
 
     def wait(self, gen: PQGen[_RV], interval: float = _WAIT_INTERVAL, timeout: float | None = None) -> _RV:
         """psycopg's wait, never past ``deadline``."""
-        left = self.deadline - time.monotonic()
-        if left < math.inf:
-            left = max(left, 0.0)
-            timeout = left if timeout is None else min(timeout, left)
-        return super().wait(gen, interval, timeout)
+        return super().wait(gen, interval, seconds_left(self.deadline, timeout))
 
     def closed_by_server(self) -> bool:
         """True when an idle step connection has something to read: only a server's goodbye
@@ -340,8 +333,7 @@ def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connectio
             events = select.POLLIN if status == pq.PollingStatus.READING else select.POLLOUT
             poller = select.poll()
             poller.register(pgconn.socket, events | select.POLLERR | select.POLLHUP)
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(None if left == math.inf else math.ceil(left * _MS)):
+            if time.monotonic() >= deadline or not poller.poll(math.ceil(seconds_left(deadline) * _MS)):
                 raise _ConnectTimeoutError(budget)
         pgconn.nonblocking = 1
         conn = _Connection(pgconn)
@@ -456,11 +448,9 @@ class _Listen:
 class PostgreSQLBackend(ServerBackend[_Settings]):
     """Lock records in a PostgreSQL table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` or with keywords (docs/backends/postgresql.md lists
-    them: the URL's parts and options, libpq parameters such as ``sslmode``), or from a base
-    ``dsn``, a URL or a libpq ``key=value`` string. Bad settings raise ``ValueError`` here, so a
-    typo fails at start-up. Per process: one connection for the steps and one for
-    ``wait_for_release``, each used under its own lock by one thread at a time.
+    The keywords are the URL's parts and options (libpq's too), over a base ``dsn`` (a URL or a
+    libpq ``key=value`` string). Bad settings raise ``ValueError`` here. Per process: one
+    connection for the steps and one for ``wait_for_release``, each under its own lock.
     """
 
     def __init__(
@@ -511,11 +501,8 @@ class PostgreSQLBackend(ServerBackend[_Settings]):
 
 
 def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
-    """``postgresql://user:pass@host:5432/db?table=gomaster_lock`` (or ``postgres://``).
-
-    Parameters other than gomaster's go to libpq and are checked now. Nothing connects yet. The
-    message of a ``Failure`` says what to change and never contains the password.
-    """
+    """``postgresql://user:pass@host:5432/db?table=gomaster_lock`` (or ``postgres://``), checked
+    now, libpq's parameters too; nothing connects yet. A ``Failure`` never shows the password."""
     if url.scheme not in _SCHEMES:
         return Failure(f"not a PostgreSQL URL: {url.redacted}")
     return checked(lambda: PostgreSQLBackend._of(_settings(url, {})), url.redacted)

@@ -83,13 +83,9 @@ class _Driver:
         self.busy_ms = 0
 
     def open(self, deadline: float) -> sqlite3.Connection:
-        """Check the files, connect, switch to WAL, and prepare and check the table.
-
-        The files are checked (and the database created with its mode) first in every process,
-        since a file can change between parsing the URL and connecting. Switching a new file to
-        WAL can answer "locked" without waiting on the busy handler when many processes start
-        at once, so setup is retried.
-        """
+        """Check the files (in every process: they may change after the URL was read), connect,
+        switch to WAL and prepare the table; retried, since switching a new file to WAL can answer
+        "locked" without waiting on the busy handler when many processes start at once."""
         path = Path(self.settings.path)
         prepare = sqlite_files.prepare_private if self.settings.private else sqlite_files.prepare_shared
         or_raise(prepare(path), SetupError)
@@ -144,10 +140,9 @@ def _rows(conn: sqlite3.Connection, statement: Statement) -> list[Row]:
 class SQLiteBackend(SQLBackend[_Settings]):
     """Lock records in a table of a SQLite file; picklable, connects lazily per process.
 
-    ``private`` applies the default file's rules (owner-only files, no links, no foreign
-    owners; see :mod:`gomaster.backends.sqlite_files`) each time a process connects, not only
-    when the URL was parsed. ``supersedes`` names the file an older gomaster used in this one's
-    place: no claim is made here while that file holds a live lease on the same name.
+    ``private`` applies the default file's rules (:mod:`gomaster.backends.sqlite_files`) at every
+    connect. ``supersedes`` names the file an older gomaster used in this one's place: no claim
+    is made here while that file holds a live lease on the same name.
     """
 
     def __init__(
@@ -187,13 +182,9 @@ class SQLiteBackend(SQLBackend[_Settings]):
 
 
 def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
-    """Why a claim on ``name`` must wait for the superseded default file ``old``, or None.
-
-    Only this user's own file counts (see ``sqlite_files.trusted_legacy_file``). Without a
-    ``-wal`` file no older node is connected and the database file is complete, so it is read
-    as immutable, which creates nothing in the shared temp directory; with one, it is read
-    through SQLite's locks like any reader.
-    """
+    """Why a claim on ``name`` must wait for the superseded default file ``old`` (only this user's
+    own counts), or None. Without a ``-wal`` file no older node is connected, so it is read as
+    immutable, which creates nothing in the shared temp directory; else like any reader."""
     if not sqlite_files.trusted_legacy_file(old):
         return None
     mode = "mode=ro" if os.path.lexists(f"{old}-wal") else "immutable=1"
@@ -201,16 +192,15 @@ def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
         f"SELECT holder, host, pid, expires_at - {NOW} FROM {DEFAULT_TABLE} "
         f"WHERE name = ? AND holder <> '' AND expires_at > {NOW}"
     )
+    uri = f"file:{quote(str(old))}?{mode}"
     try:
-        uri = f"file:{quote(str(old))}?{mode}"
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-        try:
+        with contextlib.closing(
+            sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        ) as conn:
             tables = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (DEFAULT_TABLE,)
             ).fetchall()
             rows = conn.execute(live, (name,)).fetchall() if tables else []
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         return (
             f"cannot check the old default SQLite file {old} for a live lease on {name!r} "
@@ -245,10 +235,9 @@ def _memory_problem(path: str, url: BackendURL) -> str | None:
 def from_url(url: BackendURL) -> Result[SQLiteBackend, str]:
     """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``.
 
-    Refuses what cannot elect: an in-memory database (one per process, so one master per
-    process), an unknown option (a typo such as ``?tabel=`` would silently change nothing),
-    and a symbolic link at the file (see :mod:`gomaster.backends.sqlite_files`). Warns when
-    other local users can interfere with the file.
+    Refuses what cannot elect (an in-memory database, one master per process), an unknown option
+    (a typo would silently change nothing) and a link at the file; warns when other local users
+    can interfere with the file.
     """
     if url.host:
         return Failure("a sqlite URL has no host: use sqlite:///relative/path.db or sqlite:////abs/path.db")
