@@ -233,12 +233,9 @@ class SetupError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One step's SQL and its values, sent in one round trip.
-
-    ``read_back``: the SQL is a write, then a SELECT of what it wrote; its answer is the
-    SELECT's rows when the write matched exactly one row (a duplicate key on a first claim
-    matched none), else no rows. Otherwise the answer is the SQL's own rows.
-    """
+    """One step's SQL and its values, sent in one round trip. With ``read_back`` the SQL is a write
+    and then a SELECT of what it wrote, and the answer is the SELECT's rows when the write matched
+    exactly one row (a first claim's duplicate key matched none), else none."""
 
     sql: str
     params: tuple[object, ...] = ()
@@ -386,11 +383,8 @@ class Statements:
         self, run: Callable[[Statement], Sequence[Row]], tolerated: Callable[[Exception], bool]
     ) -> None:
         """Create the table if absent, then check it; a :class:`SetupError` says why it cannot be used.
-
-        Looking first means a user with only SELECT, INSERT and UPDATE never needs CREATE once
-        the table exists. A CREATE that was denied, or lost a race with another process
-        creating it, is ``tolerated``: the check that follows has the last word.
-        """
+        Looking first spares a user without CREATE once the table exists; a CREATE that was denied
+        or lost a race is ``tolerated``, since the check that follows has the last word."""
         found = run(self.columns)
         if not found:
             try:

@@ -368,6 +368,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     owed_since: float | None = None
     _sent_at: float = 0.0
     _awaiting: bool = False
+    _result: Any
     #: TLS was asked for: a server that does not offer it is refused before any credential is sent.
     tls_required: bool = False
 
@@ -432,16 +433,12 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         self._sent_at, self._awaiting, self._next_seq_id = self.owed_since, True, 1
         try:
             self._read_query_result()
-            while self._more_results():
+            while self._result is not None and self._result.has_next:
                 self.next_result()
         except pymysql.MySQLError:
             if self._sock is None:
                 raise
         self._result, self.owed_since = None, None
-
-    def _more_results(self) -> bool:
-        result: Any = self._result
-        return result is not None and bool(result.has_next)
 
     def _write_bytes(self, data: bytes) -> None:
         self._write_timeout = seconds_left(self.deadline)
@@ -502,12 +499,9 @@ def _error_number(exc: BaseException) -> int | None:
 
 
 def _execute(conn: _Connection, statement: Statement) -> list[Row]:
-    """The statement's rows; for a write with a read-back, the read-back's rows when the write
-    matched exactly one row, else none (see the module doc).
-
-    A duplicate key on the INSERT of a first claim is the expected losing answer, not an error:
-    the server stopped at it, so the connection is still in step and is kept.
-    """
+    """The statement's rows, or for a write with a read-back its SELECT's when the write matched
+    exactly one row. A first claim's duplicate key is the losing answer, not an error: the server
+    stopped at it, so the connection is still in step and is kept."""
     with conn.cursor() as cursor:
         try:
             matched = cursor.execute(statement.sql, statement.params)
@@ -537,9 +531,8 @@ class _Driver:
         """This process's state: nothing is known yet in a new process."""
         self.pid = os.getpid()
         self.connected_once = False
-        #: The table was created or checked on some connection of this process. A reconnect
-        #: then skips the setup round trips, which matters most when the network is slow:
-        #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
+        #: The table was made or checked in this process: a reconnect skips those round trips,
+        #: which through a 100 ms delay would take most of a one-second lease's deadline.
         self.table_ready = False
         #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
         self.tls_contexts: dict[str, ssl.SSLContext] = {}
@@ -683,9 +676,8 @@ class _Driver:
 class MySQLBackend(ServerBackend[_Settings]):
     """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` or with go-master's keywords (docs/backends/mysql.md
-    lists them, and the URL's options, which are keywords too; paths may be ``Path`` objects), or
-    from a base ``dsn``. Bad settings raise ``ValueError`` here, so a typo fails at start-up. One
+    The keywords are go-master's and the URL's options (paths may be ``Path`` objects), over a
+    base ``dsn`` (a URL or a go-sql-driver DSN). Bad settings raise ``ValueError`` here. One
     connection per process, used under a lock by one thread at a time.
     """
 
@@ -730,11 +722,8 @@ class MySQLBackend(ServerBackend[_Settings]):
 
 
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
-    """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
-
-    Nothing connects yet. The message of a ``Failure`` says what to change and never contains
-    the password.
-    """
+    """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``),
+    checked now; nothing connects yet. A ``Failure`` says what to change, never the password."""
     if url.scheme not in _SCHEMES:
         return Failure(f"not a MySQL URL: {url.redacted}")
     return checked(lambda: MySQLBackend._of(_settings(url, {})), url.redacted)

@@ -291,12 +291,9 @@ class _Connection(psycopg.Connection[TupleRow]):
         return bool(poller.poll(0))
 
     def statement_timeout_ms(self, cap: float | None) -> int:
-        """Milliseconds the server may spend on the next statement: what is left of the deadline
-        (at least 1, since 0 would mean no limit), or 0 when there is neither deadline nor cap."""
-        left = min(self.deadline - time.monotonic(), math.inf if cap is None else cap)
-        if left == math.inf:
-            return 0
-        return max(1, math.floor(left * _MS))
+        """Milliseconds the server may spend on the next statement: what is left of the deadline and
+        ``cap``, at least 1 (0 would mean no limit) and at most a day."""
+        return max(1, math.floor(seconds_left(self.deadline, cap) * _MS))
 
 
 class _ConnectError(OSError):
