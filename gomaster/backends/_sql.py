@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -44,7 +44,7 @@ _SECOND = timedelta(seconds=1)
 _MICROSECONDS = 1_000_000
 
 Row = Sequence[Any]
-_S = TypeVar("_S", bound="TableSettings")
+_S = TypeVar("_S", bound=Settings)
 _N = TypeVar("_N", bound="ServerSettings")
 _C = TypeVar("_C")
 _T = TypeVar("_T")
@@ -248,7 +248,7 @@ class Statements:
     def __init__(self, dialect: Dialect, table: str, label: str | None = None) -> None:
         q, self.p = dialect.quote, dialect.mark
         self.dialect = dialect
-        self.table = f"{q}{table}{q}"
+        self.name, self.table = table, f"{q}{table}{q}"
         self.label = label or self.table
         self.now = "n.now" if dialect.once else dialect.clock
         self.head = f"WITH n AS (SELECT {dialect.clock} AS now) " if dialect.once else ""
@@ -398,6 +398,12 @@ class Statements:
             raise SetupError(problem)
 
 
+def changed(settings: Any, keys: Iterable[str]) -> list[tuple[str, object]]:
+    """The options among ``keys`` that differ from their defaults, as a printed URL lists them."""
+    defaults = {each.name: each.default for each in fields(settings)}
+    return [(key, getattr(settings, key)) for key in keys if getattr(settings, key) != defaults[key]]
+
+
 def name_text(value: object) -> str:
     """A stored lock name as text (MySQL's VARBINARY arrives as bytes)."""
     if isinstance(value, bytes | bytearray):
@@ -405,15 +411,8 @@ def name_text(value: object) -> str:
     return str(value)
 
 
-class TableSettings(Settings, Protocol):
-    """An SQL backend's settings: they name the lock table (a checked identifier)."""
-
-    @property
-    def table(self) -> str: ...
-
-
-class ServerSettings(TableSettings, Protocol):
-    """A server's settings also name the database that holds the lock table."""
+class ServerSettings(Settings, Protocol):
+    """A server backend's settings, which name the database that holds the lock table."""
 
     @property
     def database(self) -> str: ...
@@ -446,7 +445,7 @@ class SQLBackend(Configured[_S]):
     @property
     def table(self) -> str:
         """The lock table's name."""
-        return self._settings.table
+        return self._sql.name
 
     def close(self) -> None:
         """Close this process's connection; the object reconnects if used again."""
@@ -462,13 +461,13 @@ class SQLBackend(Configured[_S]):
         return parse_record(name, {key: value(found) for key, found in zip(FIELDS, row, strict=True)})
 
     def _observed(self, name: str, row: Row) -> Result[Observation, BackendError | MalformedRecord]:
-        now, found, *fields = row
+        now, found, *values = row
         now = self._sql.dialect.value(now)
         if not isinstance(now, float) or not math.isfinite(now):
             return Failure(BackendError(self.url, f"server clock returned {now!r}"))
         if not found:
             return Success(Observation(None, now))
-        return self._record(name, fields).map(lambda record: Observation(record, now))
+        return self._record(name, values).map(lambda record: Observation(record, now))
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
         """One SELECT returning the row (if any) and the server's clock at the same moment."""

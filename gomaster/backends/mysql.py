@@ -34,7 +34,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -57,7 +57,7 @@ from gomaster.backends._settings import (
     secrets_of,
     shown,
 )
-from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
+from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements, changed
 from gomaster.backends.url import BackendURL, parse_url
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
@@ -134,12 +134,9 @@ _MANAGED = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _TLS:
-    """TLS that the settings ask for: required, with both checks on unless an option turned one off.
-
-    PyMySQL checks neither the chain nor the host name when given only ``ssl_ca``, and before 1.2
-    goes on in plain text when the server does not offer TLS, so the backend builds the context
-    (once) and refuses such a server itself.
-    """
+    """TLS that the settings ask for: required, with both checks on unless an option turned one
+    off. PyMySQL checks neither when given only ``ssl_ca`` (and before 1.2 goes on in plain text
+    without TLS), so the backend builds the context, once, and refuses such a server itself."""
 
     ca: str | None = None
     cert: str | None = None
@@ -242,7 +239,7 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        own = [(key, getattr(self, key)) for key in OWN_OPTIONS if getattr(self, key) != _DEFAULTS[key]]
+        own = changed(self, OWN_OPTIONS)
         query = [(key, str(v).lower() if isinstance(v, bool) else v) for key, v in (*own, *self.options)]
         auth = credentials(self.user, self.password or None) if self.user is not None else ""
         tail = shown(query, lambda key: "password" in key)
@@ -251,8 +248,6 @@ class _Settings:
     def secrets(self) -> tuple[str, ...]:
         return secrets_of(self.password, self.tls.key_password if self.tls else None)
 
-
-_DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 _GO_DSN = re.compile(
     r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?(?:tcp)?\((?P<host>[^()]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
@@ -459,12 +454,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         self.connect_timeout = seconds_left(deadline, self.connect_cap)
 
     def ready(self, late_reply_wait: float) -> bool:
-        """Whether this idle connection can take a statement, reading a late reply still owed first.
-
-        False (and closed) when the server has closed it (a restart, ``wait_timeout``: no statement
-        goes down a dead connection), when the owed reply is older than ``late_reply_wait``, or
-        when reading it finds the connection lost. ``_LateReplyError`` while it may still come.
-        """
+        """Whether this idle connection can take a statement, after reading a late reply still owed:
+        False (and closed) when the server closed it, the owed reply is older than
+        ``late_reply_wait`` or the connection is lost; ``_LateReplyError`` while it may still come."""
         if self._sock is None:
             return False
         owed = self.owed_since

@@ -42,7 +42,7 @@ from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
-from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
+from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements, changed
 from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.errors import BackendError
 
@@ -145,18 +145,9 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        query: list[tuple[str, object]] = []
-        if self.table != DEFAULT_TABLE:
-            query.append(("table", self.table))
-        if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
-            query.append(("connect_timeout", self.connect_timeout))
-        if self.statement_timeout is not None:
-            query.append(("statement_timeout", self.statement_timeout))
+        tail = shown([*changed(self, OWN_OPTIONS), *self.options], _secret)
         netloc = self.where if "/" not in self.host else f"{quote(self.host, safe='')}:{self.port}"
-        auth = credentials(self.user, self.password)
-        return f"{self.scheme}://{auth}{netloc}/{quote(self.database)}" + shown(
-            [*query, *self.options], _secret
-        )
+        return f"{self.scheme}://{credentials(self.user, self.password)}{netloc}/{quote(self.database)}{tail}"
 
     def secrets(self) -> tuple[str, ...]:
         """The password and every password-like option's value."""
@@ -232,13 +223,8 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     host, port = url.host, None if url.port is None else str(url.port)
     if host and "," in host:
         host, port = _split_hosts(host)
-    parts = {
-        "host": host or None,
-        "port": port,
-        "user": url.username,
-        "password": url.password,
-        "database": unquote(url.path.removeprefix("/")) or None,
-    }
+    parts = dict(host=host or None, port=port, user=url.username, password=url.password)
+    parts["database"] = unquote(url.path.removeprefix("/")) or None
     found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
     if found < MIN_PSYCOPG:
         wanted = ".".join(map(str, MIN_PSYCOPG))

@@ -139,11 +139,8 @@ def _rows(conn: sqlite3.Connection, statement: Statement) -> list[Row]:
 
 class SQLiteBackend(SQLBackend[_Settings]):
     """Lock records in a table of a SQLite file; picklable, connects lazily per process.
-
-    ``private`` applies the default file's rules (:mod:`gomaster.backends.sqlite_files`) at every
-    connect. ``supersedes`` names the file an older gomaster used in this one's place: no claim
-    is made here while that file holds a live lease on the same name.
-    """
+    ``private`` applies the default file's rules at every connect; ``supersedes`` names the file an
+    older gomaster used instead, and no claim is made while it holds a live lease on the name."""
 
     def __init__(
         self, path: str, *, table: str = DEFAULT_TABLE, private: bool = False, supersedes: str | None = None
@@ -233,12 +230,9 @@ def _memory_problem(path: str, url: BackendURL) -> str | None:
 
 
 def from_url(url: BackendURL) -> Result[SQLiteBackend, str]:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``.
-
-    Refuses what cannot elect (an in-memory database, one master per process), an unknown option
-    (a typo would silently change nothing) and a link at the file; warns when other local users
-    can interfere with the file.
-    """
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``. Refuses an
+    in-memory database (a master per process), an unknown option (a typo would change nothing)
+    and a link at the file; warns when other local users can interfere with the file."""
     if url.host:
         return Failure("a sqlite URL has no host: use sqlite:///relative/path.db or sqlite:////abs/path.db")
     # SQLAlchemy's convention: sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute.
@@ -267,11 +261,8 @@ def _shared(path: str) -> Result[str, str]:
 
 
 def private_default() -> Result[SQLiteBackend, str]:
-    """The default backend: this user's private file, created and checked now.
-
-    See :mod:`gomaster.backends.sqlite_files` for where it lives and why. A ``Failure`` says
-    which file or directory is unsafe, who owns it, and what to do.
-    """
+    """The default backend: this user's private file (:mod:`gomaster.backends.sqlite_files`),
+    created and checked now; a ``Failure`` names what is unsafe, its owner, and what to do."""
     old = sqlite_files.legacy_default_path()
     return (
         sqlite_files.default_path()
