@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from returns.io import IOResult, IOSuccess
@@ -39,9 +39,6 @@ from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observa
 FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
 COLUMNS = ", ".join(FIELDS)
 _TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
-_EPOCH = datetime(1970, 1, 1)
-_SECOND = timedelta(seconds=1)
-_MICROSECONDS = 1_000_000
 
 Row = Sequence[Any]
 _S = TypeVar("_S", bound=Settings)
@@ -91,7 +88,7 @@ def _mysql_value(value: object) -> object:
     """A MySQL value as ``parse_record`` takes it (anything odd passes, to be refused there). A
     DATETIME is read as UTC here: MySQL's ``UNIX_TIMESTAMP`` would apply the session's time zone."""
     if isinstance(value, datetime):
-        return (value - _EPOCH) / _SECOND
+        return value.replace(tzinfo=UTC).timestamp()
     if isinstance(value, bytes | bytearray):
         try:
             return bytes(value).decode("utf-8")
@@ -172,7 +169,7 @@ MYSQL = Dialect(
     mark="%s",
     clock="UTC_TIMESTAMP(6)",
     later="{now} + INTERVAL {p} MICROSECOND",
-    span=lambda seconds: round(seconds * _MICROSECONDS),
+    span=lambda seconds: round(seconds * 1_000_000),
     value=_mysql_value,
     millis="UNIX_TIMESTAMP() * 1000",
     returning=False,
@@ -286,23 +283,22 @@ class Statements:
     def claim(self, claim: Claim) -> Statement:
         """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
         time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
-        me, p, now, span = claim.node, self.p, self.now, self.dialect.span
+        me, p, now = claim.node, self.p, self.now
+        mine = (me.node_id, me.version, claim.token, self.dialect.span(claim.ttl), me.host, me.pid)
         if claim.expected is None:
             values = ", ".join((p, p, p, p, now, now, self.later, p, p))
             sql = (
                 f"{self.head}INSERT INTO {self.table} (name, {COLUMNS}) "
                 f"SELECT {values}{self.source}{self.dialect.on_conflict}"
             )
-            params: tuple[object, ...] = (claim.name, me.node_id, me.version, claim.token)
-            params += (span(claim.ttl), me.host, me.pid)
+            params: tuple[object, ...] = (claim.name, *mine)
         else:
             sql = (
                 f"{self.head}UPDATE {self.table} SET holder = {p}, version = {p}, token = {p}, "
                 f"acquired_at = {now}, renewed_at = {now}, expires_at = {self.later}, host = {p}, pid = {p}"
                 f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
             )
-            params = (me.node_id, me.version, claim.token, span(claim.ttl), me.host, me.pid)
-            params += (claim.name, claim.expected.token, claim.expected.holder)
+            params = (*mine, claim.name, claim.expected.token, claim.expected.holder)
         return self._written(
             sql, params, self.returned(), name=claim.name, holder=me.node_id, token=claim.token
         )

@@ -101,10 +101,7 @@ def _charset(key: str, value: object) -> str:
 #: Query parameters passed on to PyMySQL, with how to read each from a URL.
 DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "charset": _charset,
-    "unix_socket": read.text,
-    "bind_address": read.text,
-    "program_name": read.text,
-    "server_public_key": read.text,
+    **dict.fromkeys(("unix_socket", "bind_address", "program_name", "server_public_key"), read.text),
 }
 #: TLS options (see ``_tls``); the backend builds the TLS context from them itself.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {

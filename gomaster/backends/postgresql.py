@@ -203,9 +203,8 @@ def _parse_dsn(dsn: str | None) -> BackendURL:
 
 def _libpq(key: str, value: object) -> tuple[str, str]:
     """A libpq parameter, checked by libpq's own list of names and by the closed sets above."""
-    text = read.text(
-        key, str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    )
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    text = read.text(key, str(value) if number else value)
     try:
         make_conninfo("", **{key: text})
     except psycopg.ProgrammingError:
@@ -220,15 +219,15 @@ def _libpq(key: str, value: object) -> tuple[str, str]:
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``."""
+    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
+    if found < MIN_PSYCOPG:
+        wanted = ".".join(map(str, MIN_PSYCOPG))
+        raise SettingError(f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}")
     host, port = url.host, None if url.port is None else str(url.port)
     if host and "," in host:
         host, port = _split_hosts(host)
     parts = dict(host=host or None, port=port, user=url.username, password=url.password)
     parts["database"] = unquote(url.path.removeprefix("/")) or None
-    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
-    if found < MIN_PSYCOPG:
-        wanted = ".".join(map(str, MIN_PSYCOPG))
-        raise SettingError(f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}")
     merged, options = merge(url, given, parts, {"dbname": "database"})
     database = read.text("database", merged["database"] or DEFAULT_DATABASE)
     if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
@@ -305,13 +304,8 @@ def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connectio
     """Connect without blocking past ``deadline``: libpq's asynchronous connect, polled here."""
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
-        while True:
-            if pgconn.status == pq.ConnStatus.BAD:
-                raise _ConnectError.of(pgconn)
-            status = pgconn.connect_poll()
-            if status == pq.PollingStatus.OK:
-                break
-            if status == pq.PollingStatus.FAILED:
+        while (status := pgconn.connect_poll()) != pq.PollingStatus.OK:
+            if status == pq.PollingStatus.FAILED:  # also when connect_start already failed
                 raise _ConnectError.of(pgconn)
             events = select.POLLIN if status == pq.PollingStatus.READING else select.POLLOUT
             poller = select.poll()
