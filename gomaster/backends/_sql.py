@@ -5,12 +5,11 @@ Every step is ONE compare-and-set statement judged by the server's clock and sen
 trip, so a node that freezes between steps never holds a transaction or a row lock open:
 
 - observe: the clock LEFT JOINed to the row, so the clock comes back when the row is absent;
-- first claim: an INSERT that an existing row refuses;
-- takeover: an UPDATE while name, token and holder still equal the observation and the lease
-  has expired by the server's clock;
+- claim: an INSERT that an existing row refuses, or a takeover, an UPDATE while name, token and
+  holder still equal the observation and the lease has expired by the server's clock;
 - renew: an UPDATE while holder and token are ours and the lease is still live;
-- release: clears the holder and pulls the expiry back to now, keeping the token;
-- revoke (the operator's release): clears the holder, keeping token and expiry;
+- release clears the holder and pulls the expiry back to now; revoke (the operator's release)
+  clears the holder only; both keep the token;
 - repair: rewrites the row as released until ``hold`` from now, never lowering the token.
 
 A write answers the row it wrote, and no row when its WHERE matched nothing. Each statement
@@ -315,9 +314,8 @@ class Statements:
     def release(self, record: LockRecord, channel: str) -> Statement:
         """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
         dialect notifies, the notice goes out on ``channel`` when the statement commits."""
-        least = self.dialect.least
         sql = (
-            f"UPDATE {self.table} SET holder = '', expires_at = {least}(expires_at, {self.now})"
+            f"UPDATE {self.table} SET holder = '', expires_at = {self.dialect.least}(expires_at, {self.now})"
             f"{self.source} {self.held}"
         )
         params = (record.name, record.holder, record.token)

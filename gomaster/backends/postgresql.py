@@ -12,9 +12,8 @@ On the client every wait ends by the deadline: connecting polls libpq's non-bloc
 resolution is unbounded (libpq resolves synchronously).
 
 ``wait_for_release`` LISTENs on a session of its own (:mod:`gomaster.backends._notices`), never on
-the steps' connection, so a waiting listener never delays a renewal. A lock's channel is
-``gomaster_`` and 48 hex digits of SHA-256 of the table and the name: a valid identifier for any
-name. Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the capped ``wait``).
+the steps' connection, so a waiting listener never delays a renewal (channels: ``channel_for``).
+Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the capped ``wait``).
 """
 
 from __future__ import annotations
@@ -292,15 +291,10 @@ class _ConnectError(OSError):
 
 
 class _ConnectTimeoutError(TimeoutError):
-    """Connecting did not finish in time; ``seconds`` is ``connect_timeout`` when that, and not
-    the call's own deadline, was what ran out."""
-
-    def __init__(self, seconds: float | None) -> None:
-        super().__init__("connecting did not finish in time")
-        self.seconds = seconds
+    """``connect_timeout``, and not the call's own deadline, ran out while connecting."""
 
 
-def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connection:
+def _connect(conninfo: str, deadline: float, capped: bool) -> _Connection:
     """Connect without blocking past ``deadline``: libpq's asynchronous connect, polled here."""
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
@@ -311,7 +305,7 @@ def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connectio
             poller = select.poll()
             poller.register(pgconn.socket, events | select.POLLERR | select.POLLHUP)
             if time.monotonic() >= deadline or not poller.poll(math.ceil(seconds_left(deadline) * _MS)):
-                raise _ConnectTimeoutError(budget)
+                raise _ConnectTimeoutError() if capped else TimeoutError("connecting did not finish in time")
         pgconn.nonblocking = 1
         conn = _Connection(pgconn)
         conn.autocommit = True
@@ -336,8 +330,7 @@ def _create_refused(exc: Exception) -> bool:
 
 
 class _Driver:
-    """psycopg connections for the steps (``tables`` given: each new one checks the table
-    first) or for the listener."""
+    """psycopg connections for the steps (each new one prepares ``tables``) or the listener."""
 
     errors: tuple[type[BaseException], ...] = (psycopg.Error, OSError, UnicodeError, SetupError)
 
@@ -347,9 +340,8 @@ class _Driver:
 
     def open(self, deadline: float) -> _Connection:
         settings = self.settings
-        budget = settings.connect_timeout
-        cap = time.monotonic() + budget
-        conn = _connect(settings.conninfo(), min(deadline, cap), budget if cap < deadline else None)
+        cap = time.monotonic() + settings.connect_timeout
+        conn = _connect(settings.conninfo(), min(deadline, cap), cap < deadline)
         conn.deadline = deadline
         if self.tables is not None:
             try:
@@ -374,8 +366,8 @@ class _Driver:
         sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
         if isinstance(exc, SetupError):
             return Fault("setup", cause)
-        if isinstance(exc, _ConnectTimeoutError) and exc.seconds is not None:
-            return Fault("connect_timeout", detail=f"{exc.seconds:g}")
+        if isinstance(exc, _ConnectTimeoutError):
+            return Fault("connect_timeout", detail=f"{settings.connect_timeout:g}")
         if isinstance(exc, TimeoutError) or sqlstate == _QUERY_CANCELED:
             return Fault("timeout", cause)
         if isinstance(exc, _ConnectError):
