@@ -1,26 +1,23 @@
 """MySQL and MariaDB: the lock record is a row of a table, judged by the server's clock.
 
 The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect); this module owns the
-PyMySQL connection, the settings and the error classifier. docs/backends/mysql.md is the
-operator's side: options, TLS, what each setting costs.
+PyMySQL connection, the settings and the error classifier (docs/backends/mysql.md: the operator's).
 
 Each step is ONE round trip of autocommit statements. MySQL has no ``UPDATE ... RETURNING``, so
-a write goes as a multi-statement query, the write and then a SELECT of the row it wrote
-(``CLIENT.MULTI_STATEMENTS`` is safe here: the table name is a checked identifier and every
-value a bound parameter). Reading back is sound: once the write matched one row (``FOUND_ROWS``
-counts matched rows, not changed ones), that row holds our holder and fresh token, which no
-other node may change before the lease expires; if an operator cleared the holder in between,
-the SELECT finds nothing and the step reports ``Conflict``/``Lost``, the truth by then. A first
-claim's duplicate key is the losing answer, never ``ON DUPLICATE KEY UPDATE`` (its row count is
-ambiguous).
+a write goes as a multi-statement query, the write and a SELECT of the row it wrote (safe with
+``CLIENT.MULTI_STATEMENTS``: the table name is a checked identifier, every value bound). That is
+sound: a write that matched one row (``FOUND_ROWS`` counts matches) left our holder and fresh
+token, which no other node changes before the lease expires; if an operator cleared the holder
+in between, the SELECT finds nothing and the step reports ``Conflict``/``Lost``, the truth by
+then. A first claim's duplicate key is the losing answer (never ``ON DUPLICATE KEY UPDATE``,
+whose row count is ambiguous).
 
-The subtle part is the late reply. ``_Connection`` re-arms the socket timeout to what is left of
-the call's deadline before every packet. When the deadline passes before the first byte of a
-reply, the stream is still whole and owes exactly that reply: the connection is kept, and the
-next call reads and discards it (``ready``, ``settle``) before it sends its own statement, so a
-frozen or overloaded server costs no reconnects (whose handshakes it would have to work through
-after the thaw). A reply not begun ``late_reply_wait`` after its statement went is given up with
-its connection; any other error, or a timeout inside a reply, drops the connection.
+The subtle part is the late reply. ``_Connection`` re-arms the socket timeout before every packet
+to what is left of the call's deadline. A deadline that passes before a reply's first byte leaves
+the stream whole, owing exactly that reply: the connection is kept, and the next call reads and
+discards it (``ready``, ``settle``) before sending its own, so a frozen or overloaded server costs
+no reconnects. A reply not begun ``late_reply_wait`` after its statement is given up with its
+connection; any other error, or a timeout inside a reply, drops the connection.
 """
 
 from __future__ import annotations
