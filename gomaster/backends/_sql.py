@@ -5,12 +5,11 @@ Every step is ONE compare-and-set statement judged by the server's clock and sen
 trip, so a node that freezes between steps never holds a transaction or a row lock open:
 
 - observe: the clock LEFT JOINed to the row, so the clock comes back when the row is absent;
-- first claim: an INSERT that an existing row refuses;
-- takeover: an UPDATE while name, token and holder still equal the observation and the lease
-  has expired by the server's clock;
+- claim: an INSERT that an existing row refuses, or a takeover, an UPDATE while name, token and
+  holder still equal the observation and the lease has expired by the server's clock;
 - renew: an UPDATE while holder and token are ours and the lease is still live;
-- release: clears the holder and pulls the expiry back to now, keeping the token;
-- revoke (the operator's release): clears the holder, keeping token and expiry;
+- release clears the holder and pulls the expiry back to now; revoke (the operator's release)
+  clears the holder only; both keep the token;
 - repair: rewrites the row as released until ``hold`` from now, never lowering the token.
 
 A write answers the row it wrote, and no row when its WHERE matched nothing. Each statement
@@ -22,14 +21,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from returns.io import IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends._session import Driver, Session
 from gomaster.backends._settings import Configured, Settings
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -38,12 +38,11 @@ from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observa
 FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
 COLUMNS = ", ".join(FIELDS)
 _TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
-_EPOCH = datetime(1970, 1, 1)
-_SECOND = timedelta(seconds=1)
-_MICROSECONDS = 1_000_000
 
 Row = Sequence[Any]
 _S = TypeVar("_S", bound=Settings)
+_N = TypeVar("_N", bound="ServerSettings")
+_C = TypeVar("_C")
 _T = TypeVar("_T")
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
 
@@ -85,13 +84,10 @@ def affinity(declared: str) -> str:
 
 
 def _mysql_value(value: object) -> object:
-    """A MySQL value as ``parse_record`` takes it; anything odd passes through to be refused there.
-
-    A DATETIME the server wrote from ``UTC_TIMESTAMP`` is read as UTC here, because MySQL's own
-    conversions to epoch seconds (``UNIX_TIMESTAMP``) go through the session's time zone.
-    """
+    """A MySQL value as ``parse_record`` takes it (anything odd passes, to be refused there). A
+    DATETIME is read as UTC here: MySQL's ``UNIX_TIMESTAMP`` would apply the session's time zone."""
     if isinstance(value, datetime):
-        return (value - _EPOCH) / _SECOND
+        return value.replace(tzinfo=UTC).timestamp()
     if isinstance(value, bytes | bytearray):
         try:
             return bytes(value).decode("utf-8")
@@ -172,7 +168,7 @@ MYSQL = Dialect(
     mark="%s",
     clock="UTC_TIMESTAMP(6)",
     later="{now} + INTERVAL {p} MICROSECOND",
-    span=lambda seconds: round(seconds * _MICROSECONDS),
+    span=lambda seconds: round(seconds * 1_000_000),
     value=_mysql_value,
     millis="UNIX_TIMESTAMP() * 1000",
     returning=False,
@@ -226,14 +222,16 @@ POSTGRESQL = Dialect(
 )
 
 
+class SetupError(Exception):
+    """The server answered, but the database, file or lock table cannot be used as configured; the
+    message says what to fix."""
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One step's SQL and its values, sent in one round trip.
-
-    ``read_back``: the SQL is a write, then a SELECT of what it wrote; its answer is the
-    SELECT's rows when the write matched exactly one row (a duplicate key on a first claim
-    matched none), else no rows. Otherwise the answer is the SQL's own rows.
-    """
+    """One step's SQL and its values, sent in one round trip. With ``read_back`` the SQL is a write
+    and then a SELECT of what it wrote, and the answer is the SELECT's rows when the write matched
+    exactly one row (a first claim's duplicate key matched none), else none."""
 
     sql: str
     params: tuple[object, ...] = ()
@@ -246,7 +244,7 @@ class Statements:
     def __init__(self, dialect: Dialect, table: str, label: str | None = None) -> None:
         q, self.p = dialect.quote, dialect.mark
         self.dialect = dialect
-        self.table = f"{q}{table}{q}"
+        self.name, self.table = table, f"{q}{table}{q}"
         self.label = label or self.table
         self.now = "n.now" if dialect.once else dialect.clock
         self.head = f"WITH n AS (SELECT {dialect.clock} AS now) " if dialect.once else ""
@@ -284,23 +282,22 @@ class Statements:
     def claim(self, claim: Claim) -> Statement:
         """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
         time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
-        me, p, now, span = claim.node, self.p, self.now, self.dialect.span
+        me, p, now = claim.node, self.p, self.now
+        mine = (me.node_id, me.version, claim.token, self.dialect.span(claim.ttl), me.host, me.pid)
         if claim.expected is None:
             values = ", ".join((p, p, p, p, now, now, self.later, p, p))
             sql = (
                 f"{self.head}INSERT INTO {self.table} (name, {COLUMNS}) "
                 f"SELECT {values}{self.source}{self.dialect.on_conflict}"
             )
-            params: tuple[object, ...] = (claim.name, me.node_id, me.version, claim.token)
-            params += (span(claim.ttl), me.host, me.pid)
+            params: tuple[object, ...] = (claim.name, *mine)
         else:
             sql = (
                 f"{self.head}UPDATE {self.table} SET holder = {p}, version = {p}, token = {p}, "
                 f"acquired_at = {now}, renewed_at = {now}, expires_at = {self.later}, host = {p}, pid = {p}"
                 f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
             )
-            params = (me.node_id, me.version, claim.token, span(claim.ttl), me.host, me.pid)
-            params += (claim.name, claim.expected.token, claim.expected.holder)
+            params = (*mine, claim.name, claim.expected.token, claim.expected.holder)
         return self._written(
             sql, params, self.returned(), name=claim.name, holder=me.node_id, token=claim.token
         )
@@ -317,9 +314,8 @@ class Statements:
     def release(self, record: LockRecord, channel: str) -> Statement:
         """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
         dialect notifies, the notice goes out on ``channel`` when the statement commits."""
-        least = self.dialect.least
         sql = (
-            f"UPDATE {self.table} SET holder = '', expires_at = {least}(expires_at, {self.now})"
+            f"UPDATE {self.table} SET holder = '', expires_at = {self.dialect.least}(expires_at, {self.now})"
             f"{self.source} {self.held}"
         )
         params = (record.name, record.holder, record.token)
@@ -379,13 +375,10 @@ class Statements:
 
     def prepare(
         self, run: Callable[[Statement], Sequence[Row]], tolerated: Callable[[Exception], bool]
-    ) -> str | None:
-        """Create the table if absent, then check it: why it cannot be used, or None.
-
-        Looking first means a user with only SELECT, INSERT and UPDATE never needs CREATE once
-        the table exists. A CREATE that was denied, or lost a race with another process
-        creating it, is ``tolerated``: the check that follows has the last word.
-        """
+    ) -> None:
+        """Create the table if absent, then check it; a :class:`SetupError` says why it cannot be used.
+        Looking first spares a user without CREATE once the table exists; a CREATE that was denied
+        or lost a race is ``tolerated``, since the check that follows has the last word."""
         found = run(self.columns)
         if not found:
             try:
@@ -394,7 +387,15 @@ class Statements:
                 if not tolerated(exc):
                     raise
             found = run(self.columns)
-        return self.problem(found)
+        problem = self.problem(found)
+        if problem is not None:
+            raise SetupError(problem)
+
+
+def changed(settings: Any, keys: Iterable[str]) -> list[tuple[str, object]]:
+    """The options among ``keys`` that differ from their defaults, as a printed URL lists them."""
+    defaults = {each.name: each.default for each in fields(settings)}
+    return [(key, getattr(settings, key)) for key in keys if getattr(settings, key) != defaults[key]]
 
 
 def name_text(value: object) -> str:
@@ -404,21 +405,45 @@ def name_text(value: object) -> str:
     return str(value)
 
 
+class ServerSettings(Settings, Protocol):
+    """A server backend's settings, which name the database that holds the lock table."""
+
+    @property
+    def database(self) -> str: ...
+
+
 class SQLBackend(Configured[_S]):
-    """The lock steps of an SQL backend, given its :class:`Statements` (``_sql``) and how it runs
-    one (``_query``, which turns every driver error into a ``BackendError``)."""
+    """The lock steps of an SQL backend, given its :class:`Statements` (``_sql``), its session, and
+    how a statement runs on a connection (``_execute``; the session words every driver error)."""
 
     _sql: Statements
+    _session: Session[Any]
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
+    def _execute(self, conn: Any, statement: Statement) -> list[Row]:
+        """``statement``'s rows, from one round trip on ``conn``."""
         raise NotImplementedError
 
+    def _session_of(self, driver: Driver[_C]) -> Session[_C]:
+        """A session that names this backend's server in errors and hides its secrets."""
+        settings = self._settings
+        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
+
     def _rows(self, step: str, timeout: float, statement: Statement) -> IOResult[list[Row], BackendError]:
-        return IOResult.from_result(self._query(step, timeout, statement))
+        found = self._session.run(step, timeout, lambda conn: self._execute(conn, statement))
+        return IOResult.from_result(found)
 
     def _channel(self, name: str) -> str:
         """Where a release of ``name`` is announced (only dialects that notify use it)."""
         return ""
+
+    @property
+    def table(self) -> str:
+        """The lock table's name."""
+        return self._sql.name
+
+    def close(self) -> None:
+        """Close this process's connection; the object reconnects if used again."""
+        self._session.close()
 
     @property
     def notifies(self) -> bool:
@@ -430,13 +455,13 @@ class SQLBackend(Configured[_S]):
         return parse_record(name, {key: value(found) for key, found in zip(FIELDS, row, strict=True)})
 
     def _observed(self, name: str, row: Row) -> Result[Observation, BackendError | MalformedRecord]:
-        now, found, *fields = row
+        now, found, *values = row
         now = self._sql.dialect.value(now)
         if not isinstance(now, float) or not math.isfinite(now):
             return Failure(BackendError(self.url, f"server clock returned {now!r}"))
         if not found:
             return Success(Observation(None, now))
-        return self._record(name, fields).map(lambda record: Observation(record, now))
+        return self._record(name, values).map(lambda record: Observation(record, now))
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
         """One SELECT returning the row (if any) and the server's clock at the same moment."""
@@ -496,3 +521,12 @@ class SQLBackend(Configured[_S]):
         return self._rows("names", timeout, self._sql.names()).map(
             lambda rows: [name_text(r[0]) for r in rows]
         )
+
+
+class ServerBackend(SQLBackend[_N]):
+    """An SQL backend on a server, where a database holds the lock table."""
+
+    @property
+    def database(self) -> str:
+        """The database that holds the lock table."""
+        return self._settings.database

@@ -1,57 +1,23 @@
 """MySQL and MariaDB: the lock record is a row of a table, judged by the server's clock.
 
-The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect says why each piece
-is what it is); this module owns the PyMySQL connection, the settings and the error classifier.
-Every step is ONE round trip of autocommit statements, so a node that freezes between steps
-never holds a transaction, a row lock or a metadata lock open.
+The statements are :mod:`gomaster.backends._sql`'s (its ``MYSQL`` dialect); this module owns the
+PyMySQL connection, the settings and the error classifier (docs/backends/mysql.md: the operator's).
 
-Reading back what a write wrote
--------------------------------
-MySQL has no ``UPDATE ... RETURNING`` (MariaDB only has it for INSERT and DELETE), yet the
-caller needs the times the server wrote. Writes are therefore sent as one multi-statement
-query: the write, then a ``SELECT`` of the row it wrote (a claim or renewal: ``WHERE name AND
-holder AND token`` are ours). That is one round trip, and each statement still commits on its
-own. The read-back is safe because, once the write has matched one row, that row carries our
-holder and our fresh token: no other node can change it until the lease expires (a ttl away),
-and only our own renewals (serialised by the session's lock) or an operator's release or revoke
-could touch it first. If an operator cleared the holder in between, the SELECT finds nothing
-and the step reports a ``Conflict``/``Lost``, which is the truth by then. The connection is
-opened with ``CLIENT.MULTI_STATEMENTS``; that is safe here because table names are validated
-identifiers and every value is a bound parameter. Row counts come from ``CLIENT.FOUND_ROWS``
-(matched rows, not changed rows); a first claim is a plain ``INSERT`` whose duplicate-key error
-means ``Conflict``, never ``INSERT ... ON DUPLICATE KEY UPDATE``, whose row count is ambiguous.
+Each step is ONE round trip of autocommit statements. MySQL has no ``UPDATE ... RETURNING``, so
+a write goes as a multi-statement query, the write and a SELECT of the row it wrote (safe with
+``CLIENT.MULTI_STATEMENTS``: the table name is a checked identifier, every value bound). That is
+sound: a write that matched one row (``FOUND_ROWS`` counts matches) left our holder and fresh
+token, which no other node changes before the lease expires; if an operator cleared the holder
+in between, the SELECT finds nothing and the step reports ``Conflict``/``Lost``, the truth by
+then. A first claim's duplicate key is the losing answer (never ``ON DUPLICATE KEY UPDATE``,
+whose row count is ambiguous).
 
-Timeouts
---------
-Every call gets a deadline. The connection (a small PyMySQL subclass) re-arms the socket
-timeout to what is left of that deadline before each packet it reads or writes, and connecting
-uses what is left as ``connect_timeout``, so a call against a frozen server returns within its
-timeout plus a millisecond or so. Before reusing an idle connection the backend checks that the
-server has not closed it (a restart, ``wait_timeout``): that costs one ``poll`` and lets the
-first call after a server restart succeed. Host name resolution is the one part a socket
-timeout does not bound; use an IP address or a local resolver where that matters.
-
-Late replies
-------------
-When a call's deadline passes after its statement was sent but before any byte of the reply
-came, the protocol stream is still whole: exactly one reply is owed. The connection is then
-kept, and the next call first reads that reply and throws it away (the election already took
-the step as failed, so its answer must not be used), then sends its own statement. A frozen or
-overloaded server thus costs no reconnects: reconnecting during a freeze only queues dead
-handshakes in the server's listen backlog, and after the thaw a starved server spends its CPU
-on them (measured: after a 2 s freeze at load 10, reconnects kept failing for 1.5 s). A reply
-that has not begun ``late_reply_wait`` seconds after its statement was sent (5 by default) is
-given up with its connection, for a host that died or a stream a middlebox broke. Any other
-error, and a timeout in the middle of a reply, drop the connection and the next call
-reconnects.
-
-TLS
----
-Asking for TLS (``ssl=true`` or any of ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
-``ssl_verify_cert``, ``ssl_verify_identity``) makes it required and verified, chain and host
-name, unless an option turns a check off by name (see ``_TLS``). Without TLS options PyMySQL's
-default stays: no TLS, or in recent versions TLS when the server offers it, unverified either
-way. ``ssl=false`` or ``ssl_disabled=true`` turns TLS off.
+The subtle part is the late reply. ``_Connection`` re-arms the socket timeout before every packet
+to what is left of the call's deadline. A deadline that passes before a reply's first byte leaves
+the stream whole, owing exactly that reply: the connection is kept, and the next call reads and
+discards it (``ready``, ``settle``) before sending its own, so a frozen or overloaded server costs
+no reconnects. A reply not begun ``late_reply_wait`` after its statement is given up with its
+connection; any other error, or a timeout inside a reply, drops the connection.
 """
 
 from __future__ import annotations
@@ -65,7 +31,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -76,7 +43,7 @@ from pymysql.protocol import MysqlPacket
 from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, Session, seconds_left
 from gomaster.backends._settings import (
     SettingError,
     checked,
@@ -87,9 +54,8 @@ from gomaster.backends._settings import (
     secrets_of,
     shown,
 )
-from gomaster.backends._sql import MYSQL, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements, changed
 from gomaster.backends.url import BackendURL, parse_url
-from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -107,8 +73,6 @@ DEFAULT_LATE_REPLY_WAIT = 5.0
 _MOST_RETRIES = 1_000_000
 #: Strict mode turns truncation of holder/version/host into an error instead of a silent change.
 SQL_MODE = "TRADITIONAL"
-#: Socket timeout used once the deadline has passed: enough to drain bytes already received.
-_MIN_SOCKET_TIMEOUT = 0.001
 #: How long closing lets the polite goodbye (COM_QUIT) take.
 _CLOSE_TIMEOUT = 0.5
 #: ER_ACCESS_DENIED_NO_PASSWORD_ERROR, which PyMySQL does not name.
@@ -134,10 +98,7 @@ def _charset(key: str, value: object) -> str:
 #: Query parameters passed on to PyMySQL, with how to read each from a URL.
 DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "charset": _charset,
-    "unix_socket": read.text,
-    "bind_address": read.text,
-    "program_name": read.text,
-    "server_public_key": read.text,
+    **dict.fromkeys(("unix_socket", "bind_address", "program_name", "server_public_key"), read.text),
 }
 #: TLS options (see ``_tls``); the backend builds the TLS context from them itself.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
@@ -153,6 +114,7 @@ TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
 #: TLS options that ask for TLS whatever their value. ``ssl_key_password`` does not: it only
 #: unlocks ``ssl_key``, and ``ssl``/``ssl_disabled`` ask for it or refuse it by their value.
 _ASKS_FOR_TLS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
+_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_key_password")
 #: gomaster's own query parameters.
 OWN_OPTIONS = ("table", "create_db", "connect_timeout", "connect_retries", "connect_wait", "late_reply_wait")
 #: Driver options this backend sets per call itself.
@@ -166,15 +128,9 @@ _MANAGED = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _TLS:
-    """TLS that the settings ask for: required, with both checks on unless an option turned one off.
-
-    ``verify_cert`` checks that a trusted CA signed the server's certificate: the one in ``ca``,
-    else the system's CA store. ``verify_identity`` checks that the certificate names the host
-    connected to; it needs ``verify_cert``, since a name on a certificate nobody vouched for
-    proves nothing. PyMySQL itself checks neither when given only ``ssl_ca``, and before 1.2
-    goes on in plain text when the server does not offer TLS, which is why the backend builds
-    the context (once) and refuses such a server itself.
-    """
+    """TLS that the settings ask for: required, with both checks on unless an option turned one
+    off. PyMySQL checks neither when given only ``ssl_ca`` (and before 1.2 goes on in plain text
+    without TLS), so the backend builds the context, once, and refuses such a server itself."""
 
     ca: str | None = None
     cert: str | None = None
@@ -184,10 +140,7 @@ class _TLS:
     verify_identity: bool = True
 
     def context(self) -> ssl.SSLContext:
-        """A client context that checks what this asks for (this loads files: call it once).
-
-        A file that cannot be loaded is a ``_SetupError`` naming the options to check.
-        """
+        """A client context that checks what this asks for (this loads files: call it once)."""
         try:
             context = ssl.create_default_context(cafile=self.ca)
             if self.cert is not None:
@@ -196,9 +149,7 @@ class _TLS:
             files = [f"{key}={path}" for key, path in (("ssl_ca", self.ca), ("ssl_cert", self.cert)) if path]
             files += [f"ssl_key={self.key}"] if self.key else []
             hint = "the files and ssl_key_password" if self.cert else "the file"
-            raise _SetupError(
-                f"cannot load the TLS files ({', '.join(files)}): {exc}; check {hint}"
-            ) from None
+            raise SetupError(f"cannot load the TLS files ({', '.join(files)}): {exc}; check {hint}") from None
         # Python 3.13 turns on strict X.509 checks that the certificates MySQL generates for
         # itself fail; PyMySQL turns them off for that reason, and so does this context.
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
@@ -226,11 +177,8 @@ class _TLS:
 
 
 def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
-    """The TLS that the (already read) TLS options ask for, and whether they turn TLS off.
-
-    Neither asked for nor turned off leaves PyMySQL's own default: no TLS, or in recent versions
-    TLS when the server offers it, checking nothing (at most it keeps out a passive eavesdropper).
-    """
+    """The TLS that the (already read) TLS options ask for, and whether they turn TLS off; neither
+    leaves PyMySQL's default (no TLS, or unverified TLS when the server offers it)."""
     asked = (["ssl=true"] if found.get("ssl") is True else []) + [k for k in _ASKS_FOR_TLS if k in found]
     refused = ["ssl=false"] if found.get("ssl") is False else []
     refused += ["ssl_disabled=true"] if found.get("ssl_disabled") is True else []
@@ -249,15 +197,8 @@ def _tls(found: Mapping[str, object]) -> tuple[_TLS | None, bool]:
         )
     if "ssl_key" in found and "ssl_cert" not in found:
         raise SettingError("option ssl_key needs ssl_cert, the client certificate that the key belongs to")
-    files = {key: value for key, value in found.items() if isinstance(value, str)}
-    return _TLS(
-        ca=files.get("ssl_ca"),
-        cert=files.get("ssl_cert"),
-        key=files.get("ssl_key"),
-        key_password=files.get("ssl_key_password"),
-        verify_cert=verify_cert,
-        verify_identity=verify_identity,
-    ), False
+    files = {key.removeprefix("ssl_"): str(found[key]) for key in _TLS_FILES if key in found}
+    return _TLS(**files, verify_cert=verify_cert, verify_identity=verify_identity), False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,7 +233,7 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        own = [(key, getattr(self, key)) for key in OWN_OPTIONS if getattr(self, key) != _DEFAULTS[key]]
+        own = changed(self, OWN_OPTIONS)
         query = [(key, str(v).lower() if isinstance(v, bool) else v) for key, v in (*own, *self.options)]
         auth = credentials(self.user, self.password or None) if self.user is not None else ""
         tail = shown(query, lambda key: "password" in key)
@@ -301,8 +242,6 @@ class _Settings:
     def secrets(self) -> tuple[str, ...]:
         return secrets_of(self.password, self.tls.key_password if self.tls else None)
 
-
-_DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 _GO_DSN = re.compile(
     r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?(?:tcp)?\((?P<host>[^()]*)\)/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
@@ -403,17 +342,10 @@ class _LateReplyError(TimeoutError):
     """The deadline passed before the reply began: the stream is whole and owes that one reply."""
 
 
-class _SetupError(Exception):
-    """The server answered, but the database or lock table cannot be used as configured."""
-
-
 class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
-    """A PyMySQL connection whose every socket read and write ends by one deadline.
-
-    PyMySQL applies ``_read_timeout``/``_write_timeout`` per socket operation; re-arming them to
-    the time left before each packet turns that into a bound on the whole call. Every use of the
-    driver's private API is kept inside this class.
-    """
+    """A PyMySQL connection whose every socket read and write ends by one deadline (PyMySQL's
+    timeouts are per socket operation, so they are re-armed before each packet). Every use of the
+    driver's private API is kept inside this class."""
 
     deadline: float = math.inf
     connect_cap: float = DEFAULT_CONNECT_TIMEOUT
@@ -425,6 +357,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     owed_since: float | None = None
     _sent_at: float = 0.0
     _awaiting: bool = False
+    _result: Any
     #: TLS was asked for: a server that does not offer it is refused before any credential is sent.
     tls_required: bool = False
 
@@ -433,13 +366,9 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
-        """The TLS context for these TLS options, made once per backend instead of per connection.
-
-        PyMySQL makes a context for every connection, even without TLS options (it then tries TLS
-        if the server offers it), and loading the system's CA store costs 30-40 ms of CPU: most
-        of a reconnect on an idle host, and several hundred ms on a busy one, where a follower's
-        whole call has ``renew_deadline``.
-        """
+        """The TLS context for these TLS options, made once per backend: PyMySQL makes one for every
+        connection, even without TLS options, and loading the system's CA store costs 30-40 ms of
+        CPU, most of a reconnect on an idle host and several hundred ms on a busy one."""
         if not isinstance(sslp, dict):
             return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
         key = repr(sorted(sslp.items()))
@@ -449,20 +378,11 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         return context
 
     def _request_authentication(self) -> None:
-        """Refuse a server that does not offer TLS when TLS is required, before the credentials go.
-
-        PyMySQL before 1.2 then carried on in plain text; a man in the middle only had to clear
-        the server's TLS flag.
-        """
+        """Refuse a server that does not offer TLS when TLS is required, before the credentials go
+        (PyMySQL before 1.2 carried on in plain text: a man in the middle cleared the TLS flag)."""
         if self.tls_required and not self.server_capabilities & CLIENT.SSL:
             raise pymysql.OperationalError(CR.CR_SSL_CONNECTION_ERROR, "the server does not offer TLS")
         super()._request_authentication()
-
-    def _left(self) -> float | None:
-        """Seconds until the deadline for a socket timeout (None: no deadline, block)."""
-        if self.deadline == math.inf:
-            return None
-        return max(self.deadline - time.monotonic(), _MIN_SOCKET_TIMEOUT)
 
     def _execute_command(self, command: int, sql: str | bytes) -> None:
         super()._execute_command(command, sql)
@@ -472,63 +392,50 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
         if self._awaiting and self.keeps_late:
             self._await_reply()
         self._awaiting = False
-        self._read_timeout = self._left()
+        self._read_timeout = seconds_left(self.deadline)
         return super()._read_packet(packet_type)
 
     def _await_reply(self) -> None:
         """Wait for the first byte of a reply until the deadline; raise ``_LateReplyError`` if none came.
-
-        The reply buffer is empty here: every earlier reply was read to its end, and the
-        server sends nothing unasked but a farewell before it closes, which shows as readable.
-        """
+        (Nothing else can be buffered: earlier replies were read to their end, and a server sends
+        nothing unasked but a farewell before it closes.)"""
         pending = getattr(self._sock, "pending", None)
         if pending is not None and pending() > 0:
             return  # TLS already holds decrypted bytes the socket's poll cannot see
-        left = self._left()
-        if not self._readable(None if left is None else math.ceil(left * 1000)):
+        if not self._readable(math.ceil(seconds_left(self.deadline) * 1000)):
             self.owed_since = self._sent_at
             raise _LateReplyError(
                 f"no reply within the deadline (sent {time.monotonic() - self._sent_at:.3f} s ago)"
             )
 
-    def _readable(self, wait_ms: int | None) -> bool:
+    def _readable(self, wait_ms: int) -> bool:
         poller = select.poll()
         poller.register(self._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poller.poll(wait_ms))
 
     def settle(self) -> None:
-        """Read and throw away the reply an earlier call gave up on, before this call sends anything.
-
-        Raises ``_LateReplyError`` if it has still not begun (it stays owed), or a driver error if the
-        connection is lost (nothing of this call was sent, so reconnecting is safe). An error
-        reply, such as a duplicate key, still ends that reply and keeps the stream whole.
-        """
+        """Read and throw away the reply an earlier call gave up on, before this call sends anything;
+        ``_LateReplyError`` while it has still not begun. An error reply (a duplicate key) still
+        ends the reply; a lost connection raises, and as nothing of this call went, it may reconnect."""
         if self.owed_since is None:
             return
         self._sent_at, self._awaiting, self._next_seq_id = self.owed_since, True, 1
         try:
             self._read_query_result()
-            while self._more_results():
+            while self._result is not None and self._result.has_next:
                 self.next_result()
         except pymysql.MySQLError:
             if self._sock is None:
                 raise
         self._result, self.owed_since = None, None
 
-    def _more_results(self) -> bool:
-        result: Any = self._result
-        return result is not None and bool(result.has_next)
-
     def _write_bytes(self, data: bytes) -> None:
-        self._write_timeout = self._left()
+        self._write_timeout = seconds_left(self.deadline)
         super()._write_bytes(data)
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
-        """Set the charset and our ``sql_mode`` in one statement: one round trip less per connect.
-
-        PyMySQL sends ``SET NAMES`` on every connect and then ``SET sql_mode`` as a second
-        statement; a reconnect through a slow network is all round trips, so they share one.
-        """
+        """``SET NAMES`` and our ``sql_mode`` in one statement, where PyMySQL would send two: one
+        round trip less per reconnect, which through a slow network is all round trips."""
         encoding = charset_by_name(charset).encoding
         names = f"NAMES {charset}" + (f" COLLATE {collation}" if collation else "")
         self._execute_command(COMMAND.COM_QUERY, f"SET {names}, sql_mode = '{SQL_MODE}'")
@@ -538,17 +445,12 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     def begin_call(self, deadline: float) -> None:
         """Bound everything until the next ``begin_call`` by ``deadline`` (a monotonic time)."""
         self.deadline = deadline
-        left = self._left()
-        self.connect_timeout = self.connect_cap if left is None else min(left, self.connect_cap)
+        self.connect_timeout = seconds_left(deadline, self.connect_cap)
 
     def ready(self, late_reply_wait: float) -> bool:
-        """Whether this idle connection can take a statement, reading a late reply still owed first.
-
-        False (and closed) when the server has closed it (a restart, ``wait_timeout``: checking
-        first means no statement is sent down a dead connection, so no step is retried blindly),
-        when the owed reply is older than ``late_reply_wait``, or when reading it finds the
-        connection lost. Raises ``_LateReplyError`` while the owed reply may still come.
-        """
+        """Whether this idle connection can take a statement, after reading a late reply still owed:
+        False (and closed) when the server closed it, the owed reply is older than
+        ``late_reply_wait`` or the connection is lost; ``_LateReplyError`` while it may still come."""
         if self._sock is None:
             return False
         owed = self.owed_since
@@ -583,12 +485,9 @@ def _error_number(exc: BaseException) -> int | None:
 
 
 def _execute(conn: _Connection, statement: Statement) -> list[Row]:
-    """The statement's rows; for a write with a read-back, the read-back's rows when the write
-    matched exactly one row, else none (see the module doc).
-
-    A duplicate key on the INSERT of a first claim is the expected losing answer, not an error:
-    the server stopped at it, so the connection is still in step and is kept.
-    """
+    """The statement's rows, or for a write with a read-back its SELECT's when the write matched
+    exactly one row. A first claim's duplicate key is the losing answer, not an error: the server
+    stopped at it, so the connection is still in step and is kept."""
     with conn.cursor() as cursor:
         try:
             matched = cursor.execute(statement.sql, statement.params)
@@ -605,7 +504,7 @@ def _execute(conn: _Connection, statement: Statement) -> list[Row]:
 class _Driver:
     """How the session opens, checks, arms, closes and judges this backend's PyMySQL connections."""
 
-    errors: tuple[type[BaseException], ...] = (pymysql.MySQLError, OSError, UnicodeError, _SetupError)
+    errors: tuple[type[BaseException], ...] = (pymysql.MySQLError, OSError, UnicodeError, SetupError)
     #: The session, for the deadline of the call in progress (``usable`` may wait for a late reply).
     session: Session[_Connection]
 
@@ -618,9 +517,8 @@ class _Driver:
         """This process's state: nothing is known yet in a new process."""
         self.pid = os.getpid()
         self.connected_once = False
-        #: The table was created or checked on some connection of this process. A reconnect
-        #: then skips the setup round trips, which matters most when the network is slow:
-        #: through a 100 ms delay they alone would take most of a one-second lease's deadline.
+        #: The table was made or checked in this process: a reconnect skips those round trips,
+        #: which through a 100 ms delay would take most of a one-second lease's deadline.
         self.table_ready = False
         #: TLS contexts by their options, reused by every connection (see ``_create_ssl_ctx``).
         self.tls_contexts: dict[str, ssl.SSLContext] = {}
@@ -666,7 +564,7 @@ class _Driver:
         if isinstance(exc, _LateReplyError):
             # Only the reply is late; the connection stays for it (see "Late replies" above).
             return Fault("late", keep=True)
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", cause)
         if isinstance(original, socket.gaierror):
             return Fault("unresolved", str(original), repr(settings.host))
@@ -750,11 +648,7 @@ class _Driver:
             if not self.table_ready:
                 # A user without CREATE privilege is fine as long as the table exists.
                 denied = ER.TABLEACCESS_DENIED_ERROR
-                problem = self.statements.prepare(
-                    lambda statement: _execute(conn, statement), lambda exc: _error_number(exc) == denied
-                )
-                if problem is not None:
-                    raise _SetupError(problem)
+                self.statements.prepare(partial(_execute, conn), lambda exc: _error_number(exc) == denied)
                 self.table_ready = True
         except BaseException:
             conn.goodbye()
@@ -765,17 +659,12 @@ class _Driver:
 # -- the backend ---------------------------------------------------------------------------
 
 
-class MySQLBackend(SQLBackend[_Settings]):
+class MySQLBackend(ServerBackend[_Settings]):
     """Lock records in a MySQL/MariaDB table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` (``connect("mysql://...")``) or with keywords, as
-    go-master's MySQL options: ``user``, ``password``, ``host``, ``port``, ``database``,
-    ``table``, ``create_db``, a base ``dsn`` instead of the parts, ``connect_timeout``,
-    ``connect_retries``/``connect_wait`` for the first connect, ``late_reply_wait`` (how long a
-    connection is kept for a late reply), the TLS options (``ssl=True``, ``ssl_ca``, ...; paths
-    may be ``Path`` objects) and PyMySQL options such as ``charset``. Bad settings raise
-    ``ValueError`` here, so a typo fails at start-up, not at the first election. One connection
-    per process, used under a lock by one thread at a time.
+    The keywords are go-master's and the URL's options (paths may be ``Path`` objects), over a
+    base ``dsn`` (a URL or a go-sql-driver DSN). Bad settings raise ``ValueError`` here. One
+    connection per process, used under a lock by one thread at a time.
     """
 
     def __init__(
@@ -808,42 +697,19 @@ class MySQLBackend(SQLBackend[_Settings]):
         settings = self._settings
         self._sql = Statements(MYSQL, settings.table, label=f"`{settings.database}`.`{settings.table}`")
         driver = _Driver(settings, self._sql)
-        self._session = driver.session = Session(
-            driver, url=self.url, where=settings.where, secrets=settings.secrets()
-        )
+        self._session = driver.session = self._session_of(driver)
 
     @property
     def _conn(self) -> _Connection | None:
         """This process's connection, if it has one."""
         return self._session.conn
 
-    @property
-    def table(self) -> str:
-        """The lock table's name."""
-        return self._settings.table
-
-    @property
-    def database(self) -> str:
-        """The database that holds the lock table."""
-        return self._settings.database
-
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        return self._session.run(step, timeout, lambda conn: _execute(conn, statement))
-
-    def close(self) -> None:
-        """Say goodbye on this process's connection; the object reconnects if used again."""
-        self._session.close()
+    _execute = staticmethod(_execute)
 
 
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:
-    """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``).
-
-    ``table``, ``create_db``, ``connect_timeout``, ``connect_retries``, ``connect_wait`` and
-    ``late_reply_wait`` are gomaster's; the TLS options (``ssl``, ``ssl_ca``, ...) are read here
-    and verify by default (see the module doc); other parameters (``charset``, ...) go to
-    PyMySQL. Nothing connects yet. The message of a ``Failure`` says what to change and never
-    contains the password.
-    """
+    """``mysql://user:pass@host:3306/db?table=gomaster_lock&create_db=true`` (or ``mariadb://``),
+    checked now; nothing connects yet. A ``Failure`` says what to change, never the password."""
     if url.scheme not in _SCHEMES:
         return Failure(f"not a MySQL URL: {url.redacted}")
     return checked(lambda: MySQLBackend._of(_settings(url, {})), url.redacted)

@@ -1,64 +1,19 @@
 """PostgreSQL: the lock record is a row of a table, judged by the server's clock, with release
-notices over LISTEN/NOTIFY.
+notices over LISTEN/NOTIFY. docs/backends/postgresql.md is the operator's side.
 
-Every step is ONE autocommit statement, sent in one round trip (the statements are
-:mod:`gomaster.backends._sql`'s): ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` and
-``UPDATE ... RETURNING``, each reading ``clock_timestamp()`` once in a one-row CTE; the release
-is ``WITH released AS (UPDATE ... RETURNING name) SELECT pg_notify(channel, name) FROM
-released``, so the notice goes out when the release commits.
+Each step is ONE autocommit statement (:mod:`gomaster.backends._sql`'s ``POSTGRESQL`` dialect),
+sent as ``SET LOCAL statement_timeout = <ms left>; <statement>`` in one simple-protocol message
+(values bound client-side by ``ClientCursor``), so the server too gives up by the call's
+deadline. ``SET LOCAL`` ends with the statement: nothing stays behind in a pooled session.
 
-Times are ``timestamptz`` columns: exact to the microsecond, readable in psql, and free of any
-session or server time zone; statements send them back as float8 epoch seconds. Tokens are
-``BIGINT``, names ``TEXT PRIMARY KEY`` (compared exactly: ``'a'`` and ``'a '`` differ).
+On the client every wait ends by the deadline: connecting polls libpq's non-blocking connect
+(psycopg's own ``connect_timeout`` has whole-second resolution and a two-second floor), and
+``_Connection.wait`` caps every read and write, the one use of a psycopg internal. Only host name
+resolution is unbounded (libpq resolves synchronously).
 
-Timeouts, frozen servers and reconnecting
------------------------------------------
-Every call gets a deadline, bounded on both sides:
-
-- the client: connecting drives libpq's non-blocking connect (``PGconn.connect_start`` and
-  ``connect_poll``) with ``poll`` until ``min(deadline, connect_timeout)``, because psycopg's
-  own ``connect_timeout`` has whole-second resolution and a two-second floor; every read and
-  write of a statement waits at most until the deadline (a psycopg ``Connection`` whose
-  ``wait`` is capped by it, the one place that touches a psycopg internal). So a call
-  against a server that is frozen (SIGSTOP, a VM pause), where the kernel still accepts and
-  acknowledges but nothing answers, returns within its timeout plus a millisecond or so.
-- the server: each statement is sent as ``SET LOCAL statement_timeout = <ms left>; <the
-  statement>`` in one simple-protocol message (values bound client-side by psycopg's
-  ``ClientCursor``), so the server abandons it by the same deadline instead of running on
-  for a client that has gone. ``SET LOCAL`` ends with the statement, which also keeps the
-  setting out of other clients' sessions behind a pooling proxy.
-
-After any error or timeout the connection is dropped (its protocol state is unknown) and the
-next call reconnects. Before reusing an idle connection the backend checks that the server has
-not closed it (a restart, an administrator's ``pg_terminate_backend``): that costs one ``poll``
-and lets the first call after a server restart succeed. Host name resolution is the one part
-no deadline bounds (libpq resolves synchronously); use an IP address, ``hostaddr=`` or a local
-resolver where that matters.
-
-Release notices
----------------
-``notifies`` is True. The channel for a lock is ``gomaster_`` plus 48 hex digits of SHA-256 of
-the table and the lock name: a valid identifier of 57 bytes for any name, with any characters,
-so no name is refused late. ``wait_for_release`` uses a connection of its own (never the one
-for steps, so a waiting listener never delays a renewal), opened lazily per process, that has
-run ``LISTEN`` on the channel. Notices for other channels it listens on are kept and answer the
-next wait for that name at once.
-
-Transaction-pooling proxies such as PgBouncer (``pool_mode=transaction``) break LISTEN: the
-session that listened is not the one the proxy hands out next. Point such a deployment at the
-server directly (the steps themselves are proxy-safe: single statements, ``SET LOCAL``, no
-server-side prepared statements), or accept that followers fall back to polling, which only
-makes handover after a graceful release take up to one ``retry`` instead of milliseconds.
-
-Tables and permissions
-----------------------
-The table name is a checked identifier, always double-quoted, so it is used with exactly the
-case given, in the first schema of the user's ``search_path`` (``?options=-c search_path=...``
-picks another). It is created at the first connect if absent, then its columns are checked, so
-a table of the wrong shape is named with what is wrong before any step runs. The user needs
-SELECT, INSERT and UPDATE on it, and CREATE on the schema only while the table does not exist.
-
-Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the deadline-capped ``wait``).
+``wait_for_release`` LISTENs on a session of its own (:mod:`gomaster.backends._notices`), never on
+the steps' connection, so a waiting listener never delays a renewal (channels: ``channel_for``).
+Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the capped ``wait``).
 """
 
 from __future__ import annotations
@@ -70,6 +25,7 @@ import select
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -83,9 +39,9 @@ from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, seconds_left
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
-from gomaster.backends._sql import POSTGRESQL, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements, changed
 from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.errors import BackendError
 
@@ -122,26 +78,14 @@ MIN_PSYCOPG = (3, 2)
 _RV = TypeVar("_RV")
 
 
-def _driver_problem() -> str | None:
-    """Why the installed psycopg cannot serve this backend, or None."""
-    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
-    if found < MIN_PSYCOPG:
-        wanted = ".".join(map(str, MIN_PSYCOPG))
-        return f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}"
-    return None
-
-
 def schema(table: str) -> str:
     """The lock table's DDL (``table`` must already be a checked identifier)."""
     return Statements(POSTGRESQL, table).schema
 
 
 def channel_for(table: str, name: str) -> str:
-    """The NOTIFY channel for lock ``name`` in ``table``: a lower-case identifier of 57 bytes.
-
-    Hashing makes any lock name (quotes, spaces, any script, any length) a valid channel, and
-    including the table keeps two lock tables in one database from waking each other.
-    """
+    """The NOTIFY channel for lock ``name`` in ``table``: a lower-case identifier of 57 bytes for
+    any name, and one table's releases never wake the followers of another's."""
     digest = hashlib.sha256(f"{table}\x00{name}".encode("utf-8", "surrogatepass")).hexdigest()
     return CHANNEL_PREFIX + digest[:CHANNEL_HEX]
 
@@ -200,18 +144,9 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        query: list[tuple[str, object]] = []
-        if self.table != DEFAULT_TABLE:
-            query.append(("table", self.table))
-        if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
-            query.append(("connect_timeout", self.connect_timeout))
-        if self.statement_timeout is not None:
-            query.append(("statement_timeout", self.statement_timeout))
+        tail = shown([*changed(self, OWN_OPTIONS), *self.options], _secret)
         netloc = self.where if "/" not in self.host else f"{quote(self.host, safe='')}:{self.port}"
-        auth = credentials(self.user, self.password)
-        return f"{self.scheme}://{auth}{netloc}/{quote(self.database)}" + shown(
-            [*query, *self.options], _secret
-        )
+        return f"{self.scheme}://{credentials(self.user, self.password)}{netloc}/{quote(self.database)}{tail}"
 
     def secrets(self) -> tuple[str, ...]:
         """The password and every password-like option's value."""
@@ -219,20 +154,17 @@ class _Settings:
 
     def conninfo(self) -> str:
         """The libpq connection string (with the password: never shown to anyone)."""
-        params: dict[str, str] = {
-            "application_name": APPLICATION_NAME,
-            **_KEEPALIVES,
-            **dict(self.options),
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "client_encoding": "UTF8",
-        }
-        if self.user is not None:
-            params["user"] = self.user
-        if self.password is not None:
-            params["password"] = self.password
-        return make_conninfo("", **params)
+        defaults = {"application_name": APPLICATION_NAME, **_KEEPALIVES}
+        return make_conninfo(  # leaves out the parameters that are None
+            "",
+            **{**defaults, **dict(self.options)},
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            client_encoding="UTF8",
+            user=self.user,
+            password=self.password,
+        )
 
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
@@ -252,10 +184,7 @@ def _parse_dsn(dsn: str | None) -> BackendURL:
     if dsn is None:
         return BackendURL(scheme="postgresql")
     if "://" in dsn:
-        parsed = parse_url(dsn)
-        if isinstance(parsed, Failure):
-            raise SettingError(parsed.failure())
-        url = parsed.unwrap()
+        url = or_raise(parse_url(dsn), SettingError)
         if url.scheme not in _SCHEMES:
             raise SettingError(f"dsn must be a postgresql:// URL, not {url.scheme}://")
         return url
@@ -273,9 +202,8 @@ def _parse_dsn(dsn: str | None) -> BackendURL:
 
 def _libpq(key: str, value: object) -> tuple[str, str]:
     """A libpq parameter, checked by libpq's own list of names and by the closed sets above."""
-    text = read.text(
-        key, str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    )
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    text = read.text(key, str(value) if number else value)
     try:
         make_conninfo("", **{key: text})
     except psycopg.ProgrammingError:
@@ -290,16 +218,15 @@ def _libpq(key: str, value: object) -> tuple[str, str]:
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     """Merge a URL with keyword overrides into checked settings, or raise ``SettingError``."""
+    found = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2])
+    if found < MIN_PSYCOPG:
+        wanted = ".".join(map(str, MIN_PSYCOPG))
+        raise SettingError(f"the postgresql backend needs psycopg >= {wanted}, found {psycopg.__version__}")
     host, port = url.host, None if url.port is None else str(url.port)
     if host and "," in host:
         host, port = _split_hosts(host)
-    parts = {
-        "host": host or None,
-        "port": port,
-        "user": url.username,
-        "password": url.password,
-        "database": unquote(url.path.removeprefix("/")) or None,
-    }
+    parts = dict(host=host or None, port=port, user=url.username, password=url.password)
+    parts["database"] = unquote(url.path.removeprefix("/")) or None
     merged, options = merge(url, given, parts, {"dbname": "database"})
     database = read.text("database", merged["database"] or DEFAULT_DATABASE)
     if "\x00" in database or len(database.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
@@ -330,23 +257,15 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 
 
 class _Connection(psycopg.Connection[TupleRow]):
-    """A psycopg connection whose every wait on the socket ends by one deadline.
-
-    psycopg runs each operation as a generator and waits on the socket in ``wait``; capping
-    that wait at what is left before ``deadline`` turns it into a bound on the whole call,
-    and the ``_WaitTimeout`` it raises is an ``OperationalError`` like any lost connection.
-    This override is the backend's only use of psycopg's internals.
-    """
+    """A psycopg connection whose every wait on the socket ends by one deadline: psycopg waits in
+    ``wait``, and the ``_WaitTimeout`` that the cap makes it raise is an ``OperationalError`` like
+    any lost connection. This override is the backend's only use of psycopg's internals."""
 
     deadline: float = math.inf
 
     def wait(self, gen: PQGen[_RV], interval: float = _WAIT_INTERVAL, timeout: float | None = None) -> _RV:
         """psycopg's wait, never past ``deadline``."""
-        left = self.deadline - time.monotonic()
-        if left < math.inf:
-            left = max(left, 0.0)
-            timeout = left if timeout is None else min(timeout, left)
-        return super().wait(gen, interval, timeout)
+        return super().wait(gen, interval, seconds_left(self.deadline, timeout))
 
     def closed_by_server(self) -> bool:
         """True when an idle step connection has something to read: only a server's goodbye
@@ -356,15 +275,12 @@ class _Connection(psycopg.Connection[TupleRow]):
         return bool(poller.poll(0))
 
     def statement_timeout_ms(self, cap: float | None) -> int:
-        """Milliseconds the server may spend on the next statement: what is left of the deadline
-        (at least 1, since 0 would mean no limit), or 0 when there is neither deadline nor cap."""
-        left = min(self.deadline - time.monotonic(), math.inf if cap is None else cap)
-        if left == math.inf:
-            return 0
-        return max(1, math.floor(left * _MS))
+        """Milliseconds the server may spend on the next statement: what is left of the deadline and
+        ``cap``, at least 1 (0 would mean no limit) and at most a day."""
+        return max(1, math.floor(seconds_left(self.deadline, cap) * _MS))
 
 
-class _ConnectError(Exception):
+class _ConnectError(OSError):
     """libpq could not connect; the message is libpq's (it never contains the password)."""
 
     @classmethod
@@ -375,36 +291,21 @@ class _ConnectError(Exception):
 
 
 class _ConnectTimeoutError(TimeoutError):
-    """Connecting did not finish in time; ``seconds`` is ``connect_timeout`` when that, and not
-    the call's own deadline, was what ran out."""
-
-    def __init__(self, seconds: float | None) -> None:
-        super().__init__("connecting did not finish in time")
-        self.seconds = seconds
+    """``connect_timeout``, and not the call's own deadline, ran out while connecting."""
 
 
-class _SetupError(Exception):
-    """The server answered, but the lock table cannot be used as configured."""
-
-
-def _connect(conninfo: str, deadline: float, budget: float | None) -> _Connection:
+def _connect(conninfo: str, deadline: float, capped: bool) -> _Connection:
     """Connect without blocking past ``deadline``: libpq's asynchronous connect, polled here."""
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
-        while True:
-            if pgconn.status == pq.ConnStatus.BAD:
-                raise _ConnectError.of(pgconn)
-            status = pgconn.connect_poll()
-            if status == pq.PollingStatus.OK:
-                break
-            if status == pq.PollingStatus.FAILED:
+        while (status := pgconn.connect_poll()) != pq.PollingStatus.OK:
+            if status == pq.PollingStatus.FAILED:  # also when connect_start already failed
                 raise _ConnectError.of(pgconn)
             events = select.POLLIN if status == pq.PollingStatus.READING else select.POLLOUT
             poller = select.poll()
             poller.register(pgconn.socket, events | select.POLLERR | select.POLLHUP)
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(None if left == math.inf else math.ceil(left * _MS)):
-                raise _ConnectTimeoutError(budget)
+            if time.monotonic() >= deadline or not poller.poll(math.ceil(seconds_left(deadline) * _MS)):
+                raise _ConnectTimeoutError() if capped else TimeoutError("connecting did not finish in time")
         pgconn.nonblocking = 1
         conn = _Connection(pgconn)
         conn.autocommit = True
@@ -429,16 +330,9 @@ def _create_refused(exc: Exception) -> bool:
 
 
 class _Driver:
-    """psycopg connections for the steps (``tables`` given: each new one checks the table
-    first) or for the listener."""
+    """psycopg connections for the steps (each new one prepares ``tables``) or the listener."""
 
-    errors: tuple[type[BaseException], ...] = (
-        psycopg.Error,
-        OSError,
-        UnicodeError,
-        _ConnectError,
-        _SetupError,
-    )
+    errors: tuple[type[BaseException], ...] = (psycopg.Error, OSError, UnicodeError, SetupError)
 
     def __init__(self, settings: _Settings, tables: Statements | None) -> None:
         self.settings = settings
@@ -446,16 +340,12 @@ class _Driver:
 
     def open(self, deadline: float) -> _Connection:
         settings = self.settings
-        budget = settings.connect_timeout
-        cap = time.monotonic() + budget
-        conn = _connect(settings.conninfo(), min(deadline, cap), budget if cap < deadline else None)
+        cap = time.monotonic() + settings.connect_timeout
+        conn = _connect(settings.conninfo(), min(deadline, cap), cap < deadline)
         conn.deadline = deadline
         if self.tables is not None:
             try:
-                run = lambda statement: _rows(conn, statement, settings.statement_timeout)  # noqa: E731
-                problem = self.tables.prepare(run, _create_refused)
-                if problem is not None:
-                    raise _SetupError(problem)
+                self.tables.prepare(partial(_rows, conn, cap=settings.statement_timeout), _create_refused)
             except BaseException:
                 conn.close()
                 raise
@@ -474,10 +364,10 @@ class _Driver:
         settings = self.settings
         cause = str(exc) or type(exc).__name__
         sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", cause)
-        if isinstance(exc, _ConnectTimeoutError) and exc.seconds is not None:
-            return Fault("connect_timeout", detail=f"{exc.seconds:g}")
+        if isinstance(exc, _ConnectTimeoutError):
+            return Fault("connect_timeout", detail=f"{settings.connect_timeout:g}")
         if isinstance(exc, TimeoutError) or sqlstate == _QUERY_CANCELED:
             return Fault("timeout", cause)
         if isinstance(exc, _ConnectError):
@@ -524,16 +414,12 @@ class _Listen:
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgreSQLBackend(SQLBackend[_Settings]):
+class PostgreSQLBackend(ServerBackend[_Settings]):
     """Lock records in a PostgreSQL table; picklable configuration that connects lazily.
 
-    Build it from a URL with :func:`from_url` (``connect("postgresql://...")``) or with
-    keywords: ``user``, ``password``, ``host``, ``port``, ``database``, ``table``, a base ``dsn``
-    (a URL or a libpq ``key=value`` string) instead of the parts, ``connect_timeout`` and
-    ``statement_timeout`` (seconds; caps under each call's own timeout), and libpq parameters
-    such as ``sslmode``. Bad settings raise ``ValueError`` here, so a typo fails at start-up,
-    not at the first election. Per process: one connection for the steps and one for
-    ``wait_for_release``, each used under its own lock by one thread at a time.
+    The keywords are the URL's parts and options (libpq's too), over a base ``dsn`` (a URL or a
+    libpq ``key=value`` string). Bad settings raise ``ValueError`` here. Per process: one
+    connection for the steps and one for ``wait_for_release``, each under its own lock.
     """
 
     def __init__(
@@ -550,42 +436,16 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
         statement_timeout: float | None = None,
         **driver_options: object,
     ) -> None:
-        given = {
-            "user": user,
-            "password": password,
-            "host": host,
-            "port": port,
-            "database": database,
-            "table": table,
-            "connect_timeout": connect_timeout,
-            "statement_timeout": statement_timeout,
-            **driver_options,
-        }
-        settings = or_raise(checked(lambda: _settings(_parse_dsn(dsn), given)))
-        problem = _driver_problem()
-        if problem is not None:
-            raise ValueError(problem)
-        self._setup(settings)
+        given: dict[str, object] = dict(user=user, password=password, host=host, port=port)
+        given |= dict(database=database, table=table, connect_timeout=connect_timeout)
+        given |= dict(statement_timeout=statement_timeout, **driver_options)
+        self._setup(or_raise(checked(lambda: _settings(_parse_dsn(dsn), given))))
 
     def _start(self) -> None:
         settings = self._settings
         self._sql = Statements(POSTGRESQL, settings.table)
-        self._steps = self._session(_Driver(settings, self._sql))
-        self._notices = Notices(self._session(_Driver(settings, None)), _Listen())
-
-    def _session(self, driver: _Driver) -> Session[_Connection]:
-        settings = self._settings
-        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
-
-    @property
-    def table(self) -> str:
-        """The lock table's name."""
-        return self._settings.table
-
-    @property
-    def database(self) -> str:
-        """The database that holds the lock table."""
-        return self._settings.database
+        self._session = self._session_of(_Driver(settings, self._sql))
+        self._notices = Notices(self._session_of(_Driver(settings, None)), _Listen())
 
     def channel(self, name: str) -> str:
         """The NOTIFY channel on which a release of ``name`` is announced."""
@@ -593,41 +453,25 @@ class PostgreSQLBackend(SQLBackend[_Settings]):
 
     _channel = channel
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        cap = self._settings.statement_timeout
-        return self._steps.run(step, timeout, lambda conn: _rows(conn, statement, cap))
+    def _execute(self, conn: _Connection, statement: Statement) -> list[Row]:
+        return _rows(conn, statement, self._settings.statement_timeout)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on the listener connection for a release notice for ``name``.
-
-        True when one came (possibly while nobody was waiting: notices are kept until asked
-        for), False when the time ran out, or another thread was already waiting on the
-        listener all that time. The steps' connection is never touched.
-        """
+        """Block up to ``timeout`` on the listener connection for a release notice for ``name``: True
+        when one came (perhaps while nobody waited: notices are kept until asked for), False when
+        the time ran out or another thread waited on the listener all that time."""
         return IOResult.from_result(self._notices.wait(self.channel(name), timeout))
 
     def close(self) -> None:
-        """Close this process's connections; the object reconnects if used again.
-
-        A call in progress (a listener waiting out its timeout) is not interrupted: it closes
-        its connection itself when it returns.
-        """
-        self._steps.close()
+        """Close this process's connections; a call in progress (a listener waiting out its
+        timeout) closes its own when it returns. The object reconnects if used again."""
+        super().close()
         self._notices.session.close()
 
 
 def from_url(url: BackendURL) -> Result[PostgreSQLBackend, str]:
-    """``postgresql://user:pass@host:5432/db?table=gomaster_lock`` (or ``postgres://``).
-
-    ``table``, ``connect_timeout`` and ``statement_timeout`` (seconds) are gomaster's; other
-    parameters (``sslmode``, ``sslrootcert``, ``options``, ``target_session_attrs``, ...) go to
-    libpq and are checked now. ``host=/run/postgresql`` in the query selects a Unix socket.
-    Nothing connects yet. The message of a ``Failure`` says what to change and never contains
-    the password.
-    """
+    """``postgresql://user:pass@host:5432/db?table=gomaster_lock`` (or ``postgres://``), checked
+    now, libpq's parameters too; nothing connects yet. A ``Failure`` never shows the password."""
     if url.scheme not in _SCHEMES:
         return Failure(f"not a PostgreSQL URL: {url.redacted}")
-    problem = _driver_problem()
-    if problem is not None:
-        return Failure(problem)
     return checked(lambda: PostgreSQLBackend._of(_settings(url, {})), url.redacted)

@@ -26,9 +26,9 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends import sqlite_files
-from gomaster.backends._session import Fault, Session
+from gomaster.backends._session import Fault, seconds_left
 from gomaster.backends._settings import checked, or_raise
-from gomaster.backends._sql import SQLITE, Row, SQLBackend, Statement, Statements
+from gomaster.backends._sql import SQLITE, Row, SetupError, SQLBackend, Statement, Statements
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict
@@ -72,14 +72,10 @@ class _Settings:
         return ()
 
 
-class _SetupError(Exception):
-    """The file or its lock table cannot be used as configured; the message says what to fix."""
-
-
 class _Driver:
     """sqlite3 connections to the file, each checked (files, table) as it opens."""
 
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeError, _SetupError)
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeError, SetupError)
 
     def __init__(self, settings: _Settings, tables: Statements) -> None:
         self.settings = settings
@@ -87,28 +83,21 @@ class _Driver:
         self.busy_ms = 0
 
     def open(self, deadline: float) -> sqlite3.Connection:
-        """Check the files, connect, switch to WAL, and prepare and check the table.
-
-        The files are checked (and the database created with its mode) first in every process,
-        since a file can change between parsing the URL and connecting. Switching a new file to
-        WAL can answer "locked" without waiting on the busy handler when many processes start
-        at once, so setup is retried.
-        """
-        settings = self.settings
-        path = Path(settings.path)
-        prepared = (
-            sqlite_files.prepare_private(path) if settings.private else sqlite_files.prepare_shared(path)
-        )
-        if isinstance(prepared, Failure):
-            raise _SetupError(prepared.failure())
+        """Check the files (in every process: they may change after the URL was read), connect,
+        switch to WAL and prepare the table; retried, since switching a new file to WAL can answer
+        "locked" without waiting on the busy handler when many processes start at once."""
+        path = Path(self.settings.path)
+        prepare = sqlite_files.prepare_private if self.settings.private else sqlite_files.prepare_shared
+        or_raise(prepare(path), SetupError)
         pause = _SETUP_PAUSE
         while True:
-            left = min(max(deadline - time.monotonic(), 0.0), read.MAX_SECONDS)
-            conn = sqlite3.connect(path, timeout=left, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=seconds_left(deadline), isolation_level=None, check_same_thread=False
+            )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                problem = self.tables.prepare(partial(_rows, conn), lambda _: False)
+                self.tables.prepare(partial(_rows, conn), lambda _: False)
             except sqlite3.OperationalError:
                 conn.close()
                 if time.monotonic() + pause >= deadline:
@@ -116,9 +105,9 @@ class _Driver:
                 time.sleep(pause)
                 pause = min(pause * 2, _SETUP_PAUSE_MAX)
                 continue
-            if problem is not None:
+            except BaseException:
                 conn.close()
-                raise _SetupError(problem)
+                raise
             self.busy_ms = 0
             return conn
 
@@ -128,7 +117,7 @@ class _Driver:
     def arm(self, conn: sqlite3.Connection, deadline: float) -> None:
         """The busy timeout: what is left of the call, rounded down to 100 ms steps so that a
         renewal's shrinking timeout rarely costs the PRAGMA (a statement of its own)."""
-        wanted = max(1, int(min(deadline - time.monotonic(), read.MAX_SECONDS) * _MS))
+        wanted = max(1, int(seconds_left(deadline) * _MS))
         busy_ms = wanted if wanted < _BUSY_STEP_MS else wanted - wanted % _BUSY_STEP_MS
         if busy_ms != self.busy_ms:
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
@@ -139,7 +128,7 @@ class _Driver:
             conn.close()
 
     def classify(self, exc: BaseException) -> Fault:
-        if isinstance(exc, _SetupError):
+        if isinstance(exc, SetupError):
             return Fault("setup", str(exc))
         if isinstance(exc, UnicodeError):  # refused before anything reached the file
             return Fault("encoding", str(exc), keep=True)
@@ -152,12 +141,8 @@ def _rows(conn: sqlite3.Connection, statement: Statement) -> list[Row]:
 
 class SQLiteBackend(SQLBackend[_Settings]):
     """Lock records in a table of a SQLite file; picklable, connects lazily per process.
-
-    ``private`` applies the default file's rules (owner-only files, no links, no foreign
-    owners; see :mod:`gomaster.backends.sqlite_files`) each time a process connects, not only
-    when the URL was parsed. ``supersedes`` names the file an older gomaster used in this one's
-    place: no claim is made here while that file holds a live lease on the same name.
-    """
+    ``private`` applies the default file's rules at every connect; ``supersedes`` names the file an
+    older gomaster used instead, and no claim is made while it holds a live lease on the name."""
 
     def __init__(
         self, path: str, *, table: str = DEFAULT_TABLE, private: bool = False, supersedes: str | None = None
@@ -169,8 +154,7 @@ class SQLiteBackend(SQLBackend[_Settings]):
 
     def _start(self) -> None:
         self._sql = Statements(SQLITE, self._settings.table)
-        driver = _Driver(self._settings, self._sql)
-        self._session = Session(driver, url=self.url, where=self._settings.where, secrets=())
+        self._session = self._session_of(_Driver(self._settings, self._sql))
 
     @property
     def path(self) -> str:
@@ -182,8 +166,7 @@ class SQLiteBackend(SQLBackend[_Settings]):
         """True for the default file, which only its owner may touch."""
         return self._settings.private
 
-    def _query(self, step: str, timeout: float, statement: Statement) -> Result[list[Row], BackendError]:
-        return self._session.run(step, timeout, lambda conn: _rows(conn, statement))
+    _execute = staticmethod(_rows)
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Refused while the superseded file holds a live lease on the name (see ``supersedes``)."""
@@ -196,19 +179,11 @@ class SQLiteBackend(SQLBackend[_Settings]):
             return IOFailure(BackendError(self.url, blocked))
         return super().claim(claim, max(deadline - time.monotonic(), 0.001))
 
-    def close(self) -> None:
-        """Close this process's connection."""
-        self._session.close()
-
 
 def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
-    """Why a claim on ``name`` must wait for the superseded default file ``old``, or None.
-
-    Only this user's own file counts (see ``sqlite_files.trusted_legacy_file``). Without a
-    ``-wal`` file no older node is connected and the database file is complete, so it is read
-    as immutable, which creates nothing in the shared temp directory; with one, it is read
-    through SQLite's locks like any reader.
-    """
+    """Why a claim on ``name`` must wait for the superseded default file ``old`` (only this user's
+    own counts), or None. Without a ``-wal`` file no older node is connected, so it is read as
+    immutable, which creates nothing in the shared temp directory; else like any reader."""
     if not sqlite_files.trusted_legacy_file(old):
         return None
     mode = "mode=ro" if os.path.lexists(f"{old}-wal") else "immutable=1"
@@ -216,16 +191,15 @@ def _superseded_lease(old: Path, name: str, timeout: float) -> str | None:
         f"SELECT holder, host, pid, expires_at - {NOW} FROM {DEFAULT_TABLE} "
         f"WHERE name = ? AND holder <> '' AND expires_at > {NOW}"
     )
+    uri = f"file:{quote(str(old))}?{mode}"
     try:
-        uri = f"file:{quote(str(old))}?{mode}"
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-        try:
+        with contextlib.closing(
+            sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        ) as conn:
             tables = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (DEFAULT_TABLE,)
             ).fetchall()
             rows = conn.execute(live, (name,)).fetchall() if tables else []
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         return (
             f"cannot check the old default SQLite file {old} for a live lease on {name!r} "
@@ -258,13 +232,9 @@ def _memory_problem(path: str, url: BackendURL) -> str | None:
 
 
 def from_url(url: BackendURL) -> Result[SQLiteBackend, str]:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``.
-
-    Refuses what cannot elect: an in-memory database (one per process, so one master per
-    process), an unknown option (a typo such as ``?tabel=`` would silently change nothing),
-    and a symbolic link at the file (see :mod:`gomaster.backends.sqlite_files`). Warns when
-    other local users can interfere with the file.
-    """
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, with optional ``?table=``. Refuses an
+    in-memory database (a master per process), an unknown option (a typo would change nothing)
+    and a link at the file; warns when other local users can interfere with the file."""
     if url.host:
         return Failure("a sqlite URL has no host: use sqlite:///relative/path.db or sqlite:////abs/path.db")
     # SQLAlchemy's convention: sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute.
@@ -293,11 +263,8 @@ def _shared(path: str) -> Result[str, str]:
 
 
 def private_default() -> Result[SQLiteBackend, str]:
-    """The default backend: this user's private file, created and checked now.
-
-    See :mod:`gomaster.backends.sqlite_files` for where it lives and why. A ``Failure`` says
-    which file or directory is unsafe, who owns it, and what to do.
-    """
+    """The default backend: this user's private file (:mod:`gomaster.backends.sqlite_files`),
+    created and checked now; a ``Failure`` names what is unsafe, its owner, and what to do."""
     old = sqlite_files.legacy_default_path()
     return (
         sqlite_files.default_path()

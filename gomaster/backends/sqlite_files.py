@@ -1,32 +1,16 @@
 """The SQLite database's files: where the default one lives, and who may touch them.
 
-A lease is only as trustworthy as the file that holds it. Whoever can write the file, or put a
-file of their own where gomaster looks, can keep a node from ever becoming master, and whoever
-can read its ``-shm`` file can hold a lock on it that stops the master from renewing. So there
-are two policies:
+A lease is only as trustworthy as its file: whoever can write it, or put a file of their own
+where gomaster looks, can keep a node from ever becoming master, and whoever can read its
+``-shm`` file can stop the master from renewing. Hence two policies (docs/backends/sqlite.md
+gives the operator's side and the reasons):
 
-Private (the default file, used when no backend is given)
-    ``~/.local/state/gomaster/locks.db``, where ``~`` is the home directory that the user
-    database gives for this process's uid, never ``$HOME`` or ``$XDG_*``: cron, systemd
-    services and login shells set those differently (or not at all), and two nodes of one user
-    that opened different files would be two masters. The XDG state directory is meant for
-    state that outlives a restart, which suits a lease whose fencing token must keep rising
-    across reboots (a temp directory is wiped at boot). gomaster creates the directories it
-    needs with mode 0700 and the database with 0600 whatever the umask, and SQLite gives the
-    ``-wal``, ``-shm`` and ``-journal`` files the database's own mode. It refuses a symbolic
-    link at the file or its directory, a file or directory owned by another user, and a
-    directory writable by group or others. Like OpenSSH's ``StrictModes``, every directory from
-    the gomaster directory up to the home directory must belong to the user or root and not be
-    writable by group or others, so nobody else can swap the file after it was checked.
-
-Shared (an explicit ``sqlite:///path``)
-    The operator chose the file, perhaps for several users on purpose, so ownership is not
-    checked. A symbolic link at the file (or at its ``-wal``, ``-shm`` or ``-journal``) is still
-    refused: a shared directory is exactly where another user can plant one, and the remedy (put
-    the link's target in the URL) costs nothing. A missing file is created with mode 0660 less
-    the umask, and 0600 unless that left the group both read and write: read access alone is
-    of no use to a node but lets its holder lock the ``-shm`` file. Others never get access.
-    SQLite gives the side files the database's mode.
+- private, the default ``~/.local/state/gomaster/locks.db`` (``~`` from the user database, never
+  the environment): directories 0700 and file 0600 whatever the umask, all the user's own, no
+  links, and no directory up to the home directory that others could write (``StrictModes``);
+- shared, an explicit ``sqlite:///path``: owners are the operator's choice, but no links at the
+  file or its side files; a new file gets 0660 less the umask, 0600 unless that left the group
+  both read and write.
 """
 
 from __future__ import annotations
@@ -35,6 +19,8 @@ import os
 import pwd
 import stat
 import tempfile
+from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 from returns.result import Failure, Result, Success
@@ -102,11 +88,8 @@ def _home() -> Result[Path, str]:
 
 
 def default_path() -> Result[Path, str]:
-    """The private default database of this process's user (nothing is created here).
-
-    Derived from the user database only, so every process of one user on this machine, started
-    from a shell, cron or systemd alike, names the same file.
-    """
+    """The private default database of this process's user (nothing is created here), from the
+    user database only: every process of the user, from a shell, cron or systemd, names one file."""
     return _home().map(lambda home: home.joinpath(*DEFAULT_SUBDIR, DEFAULT_FILE))
 
 
@@ -118,11 +101,8 @@ def has_default_shape(database: Path) -> bool:
 
 
 def legacy_default_path() -> Path | None:
-    """Where earlier versions put the default file: ``$TMPDIR/gomaster-<uid>.db`` (None without a
-    usable temp directory, where no older node could have kept one either).
-
-    Only read, to keep a rolling upgrade from electing a second master beside older nodes.
-    """
+    """Where earlier versions put the default file, ``$TMPDIR/gomaster-<uid>.db`` (None without a
+    usable temp directory); only read, so a rolling upgrade elects no second master beside them."""
     try:
         directory = tempfile.gettempdir()
     except FileNotFoundError:
@@ -185,35 +165,50 @@ def _ancestor_problem(path: Path) -> str | None:
     return None
 
 
+def _first(problems: Iterable[str | None]) -> str | None:
+    """The first problem that the (lazily run) checks find, or None."""
+    return next((problem for problem in problems if problem is not None), None)
+
+
+def _with_sides(database: Path) -> tuple[Path, ...]:
+    """The database file and the side files SQLite keeps beside it."""
+    return (database, *(Path(f"{database}{suffix}") for suffix in SIDE_SUFFIXES))
+
+
+def _create(database: Path, *, shared: bool) -> str | None:
+    """Create a missing ``database``, never through a link: 0600, or when ``shared`` 0660 less the
+    umask unless that left the group less than read and write (then 0600); why not, or None."""
+    try:
+        descriptor = os.open(database, _CREATE, SHARED_FILE_MODE if shared else PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        got = stat.S_IMODE(os.fstat(descriptor).st_mode)
+        if not shared or got & _GROUP_READ_WRITE != _GROUP_READ_WRITE:
+            os.fchmod(descriptor, PRIVATE_FILE_MODE)
+    finally:
+        os.close(descriptor)
+    return None
+
+
 def _home_of(database: Path) -> Path:
     return database.parents[len(DEFAULT_SUBDIR)]
 
 
 def private_problem(database: Path) -> str | None:
-    """Why the default ``database`` is unsafe as it stands now, or None (missing parts are fine).
-
-    Checks without creating anything, so it can run before any process opens the file.
-    """
-    directory = database.parent
+    """Why the default ``database`` is unsafe as it stands now, or None (missing parts are fine);
+    it creates nothing, so it can run before any process opens the file."""
     home = _home_of(database)
-    chain = [home.joinpath(*DEFAULT_SUBDIR[:depth]) for depth in range(len(DEFAULT_SUBDIR))]
-    for ancestor in chain:
-        if ancestor.exists():
-            problem = _ancestor_problem(ancestor)
-            if problem is not None:
-                return problem
-    for entry, is_directory in ((directory, True), (database, False)):
-        if os.path.lexists(entry):
-            problem = _private_entry(entry, directory=is_directory)
-            if problem is not None:
-                return problem
-    for suffix in SIDE_SUFFIXES:
-        side = Path(f"{database}{suffix}")
-        if os.path.lexists(side):
-            problem = _private_entry(side, directory=False)
-            if problem is not None:
-                return problem
-    return None
+    ancestors = [home.joinpath(*DEFAULT_SUBDIR[:depth]) for depth in range(len(DEFAULT_SUBDIR))]
+    entries = [(database.parent, True), *((entry, False) for entry in _with_sides(database))]
+    return _first(
+        chain(
+            (_ancestor_problem(ancestor) for ancestor in ancestors if ancestor.exists()),
+            (_private_entry(entry, directory=is_dir) for entry, is_dir in entries if os.path.lexists(entry)),
+        )
+    )
 
 
 def _make_private_dir(path: Path) -> str | None:
@@ -238,36 +233,22 @@ def _make_private_dir(path: Path) -> str | None:
 
 
 def prepare_private(database: Path) -> Result[Path, str]:
-    """Create the default database's directories (0700) and file (0600), then check them all.
-
-    The file is created before SQLite opens it, without following a link and with its mode set
-    explicitly, because SQLite would create it 0644 less the umask; SQLite then copies that mode
-    to the side files it makes. Safe to call from many processes at once.
-    """
+    """Create the default database's directories (0700) and file (0600), then check them all;
+    safe from many processes at once. SQLite copies the file's mode to the side files it makes."""
     home = _home_of(database)
     if not home.is_dir():
         return Failure(
             f"home directory {home} of {_who(os.getuid())} (from the user database) does not exist, "
             f"so gomaster cannot keep its default SQLite file there; {_OTHER_WAY}"
         )
-    for depth in range(1, len(DEFAULT_SUBDIR) + 1):
-        problem = _make_private_dir(home.joinpath(*DEFAULT_SUBDIR[:depth]))
-        if problem is not None:
-            return Failure(problem)
-    problem = private_problem(database)  # the directories first: the file goes only into a safe one
+    directories = (home.joinpath(*DEFAULT_SUBDIR[:depth]) for depth in range(1, len(DEFAULT_SUBDIR) + 1))
+    # The directories first, checked: the file goes only into a safe one.
+    problem = _first(map(_make_private_dir, directories)) or private_problem(database)
     if problem is not None:
         return Failure(problem)
-    try:
-        descriptor = os.open(database, _CREATE, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        return Failure(f"cannot create {database}: {exc.strerror}; {_OTHER_WAY}")
-    else:
-        try:
-            os.fchmod(descriptor, PRIVATE_FILE_MODE)
-        finally:
-            os.close(descriptor)
+    failed = _create(database, shared=False)
+    if failed is not None:
+        return Failure(f"cannot create {database}: {failed}; {_OTHER_WAY}")
     problem = private_problem(database)
     return Success(database) if problem is None else Failure(problem)
 
@@ -276,12 +257,9 @@ def prepare_private(database: Path) -> Result[Path, str]:
 
 
 def shared_problem(database: Path) -> str | None:
-    """Why an explicit database path cannot be used safely, or None.
-
-    Only symbolic links are refused: at the file itself and at the side files SQLite would open
-    (and create or truncate) through them.
-    """
-    for entry in (database, *(Path(f"{database}{suffix}") for suffix in SIDE_SUFFIXES)):
+    """Why an explicit database path cannot be used safely, or None: a symbolic link at the file
+    or at a side file, which SQLite would open (and create or truncate) through it."""
+    for entry in _with_sides(database):
         if entry.is_symlink():
             return (
                 f"SQLite file {entry} is a symbolic link; gomaster does not write through links, "
@@ -292,26 +270,11 @@ def shared_problem(database: Path) -> str | None:
 
 
 def prepare_shared(database: Path) -> Result[Path, str]:
-    """Create a missing explicit database without following a link, then apply
-    :func:`shared_problem`.
-
-    SQLite alone would create it 0644, letting every local user read it and lock its ``-shm``
-    file. Here it gets 0660 less the umask, so a umask that shares with the group (002, in a
-    setgid directory) lets several users share it on purpose, and 0600 when the umask left the
-    group only read access.
-    """
-    try:
-        descriptor = os.open(database, _CREATE, SHARED_FILE_MODE)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        return Failure(f"cannot create SQLite file {database}: {exc.strerror}")
-    else:
-        try:
-            if stat.S_IMODE(os.fstat(descriptor).st_mode) & _GROUP_READ_WRITE != _GROUP_READ_WRITE:
-                os.fchmod(descriptor, PRIVATE_FILE_MODE)
-        finally:
-            os.close(descriptor)
+    """Create a missing explicit database (SQLite would make it 0644, so every local user could
+    lock its ``-shm`` file), then apply :func:`shared_problem`."""
+    failed = _create(database, shared=True)
+    if failed is not None:
+        return Failure(f"cannot create SQLite file {database}: {failed}")
     problem = shared_problem(database)
     return Success(database) if problem is None else Failure(problem)
 
@@ -346,13 +309,9 @@ def shared_warnings(database: Path) -> list[str]:
 
 
 def trusted_legacy_file(database: Path) -> bool:
-    """True when the earlier default file and its side files are this user's own regular files.
-
-    Such a file was written by this user's older gomaster nodes. Anything else in the temp
-    directory (another user's file, a link) is ignored: it must not keep this user's nodes from
-    becoming master.
-    """
-    for entry in (database, *(Path(f"{database}{suffix}") for suffix in SIDE_SUFFIXES)):
+    """True when the earlier default file and its side files are this user's own regular files;
+    anything else there (another user's file, a link) must not keep this user's nodes from master."""
+    for entry in _with_sides(database):
         try:
             status = os.lstat(entry)
         except FileNotFoundError:
