@@ -136,8 +136,8 @@ class _Settings:
             "appName": "gomaster",
             "serverSelectionTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
             "connectTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
-            # Not pymongo's 10 s: its per-call timeout refuses to start when less is left than
-            # the least recent round trip the monitor saw, and one slow check must age out fast.
+            # Not pymongo's 10 s: a call with less time left than the smallest round trip the
+            # monitor saw lately is refused, so one slow check must age out fast (see the docs).
             "heartbeatFrequencyMS": HEARTBEAT_MS,
         }
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
@@ -176,7 +176,7 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     try:
         for key, value in settings.options:
             problem = f"bad MongoDB option {key}={REDACTED if _secret(key) else value!r}"
-            split_options(_query([(key, value)])[1:], validate=True, warn=False)
+            split_options(_query([(key, value)]).removeprefix("?"), validate=True, warn=False)
         problem = f"bad MongoDB configuration in {settings.redacted_url}"
         settings.client().close()
     except (PyMongoError, ValueError, TypeError, OSError) as exc:
