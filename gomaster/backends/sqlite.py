@@ -79,7 +79,7 @@ class _SetupError(Exception):
 class _Driver:
     """sqlite3 connections to the file, each checked (files, table) as it opens."""
 
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error, _SetupError)
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeError, _SetupError)
 
     def __init__(self, settings: _Settings, tables: Statements) -> None:
         self.settings = settings
@@ -141,6 +141,8 @@ class _Driver:
     def classify(self, exc: BaseException) -> Fault:
         if isinstance(exc, _SetupError):
             return Fault("setup", str(exc))
+        if isinstance(exc, UnicodeError):  # refused before anything reached the file
+            return Fault("encoding", str(exc), keep=True)
         return Fault("other", f"{type(exc).__name__}: {exc}")
 
 

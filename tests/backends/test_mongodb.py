@@ -6,15 +6,12 @@ it freezes, restarts or puts behind a password); nothing is mocked.
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
-import multiprocess
 import pytest
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -22,11 +19,10 @@ from returns.result import Failure, Success
 
 from gomaster.backends import LockBackend, connect
 from gomaster.backends.mongodb import DEFAULT_COLLECTION, DEFAULT_DATABASE, MongoBackend
-from gomaster.backends.url import parse_url
 from gomaster.core.decide import Claim
-from gomaster.core.errors import BackendError, Conflict
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, NodeIdentity
-from tests.helpers import err, free_port, identity, ok, result
+from gomaster.core.errors import Conflict
+from gomaster.core.record import LockRecord, NodeIdentity
+from tests.helpers import err, identity, ok, result
 from tests.servers.mongodb import SecantusServer
 
 pytestmark = pytest.mark.mongodb
@@ -119,42 +115,6 @@ def test_holder_version_and_host_starting_with_a_dollar_are_stored_as_text(
     assert ok(backend.observe(f"${lock_name}", TIMEOUT)).record == record
 
 
-@pytest.mark.parametrize(
-    ("spoil", "problem"),
-    [
-        (lambda doc: doc.pop("token"), "token"),
-        (lambda doc: doc.pop("expires_at"), "expires_at"),
-        (lambda doc: doc.update(token="12"), "token"),
-        (lambda doc: doc.update(token=-1), "out of range"),
-        (lambda doc: doc.update(token=MAX_TOKEN), "out of range"),
-        (lambda doc: doc.update(holder=42), "holder"),
-        (lambda doc: doc.update(expires_at="tomorrow"), "expires_at"),
-        (lambda doc: doc.update(pid=True), "pid"),
-    ],
-    ids=[
-        "no-token",
-        "no-expiry",
-        "string-token",
-        "negative-token",
-        "huge-token",
-        "number-holder",
-        "text-time",
-        "bool-pid",
-    ],
-)
-def test_a_garbage_document_is_a_malformed_record_not_an_exception(
-    backend: MongoBackend, raw: Collection[Document], lock_name: str, spoil: Any, problem: str
-) -> None:
-    _claim_first(backend, lock_name)
-    document = raw.find_one({"_id": lock_name})
-    assert document is not None
-    spoil(document)
-    raw.replace_one({"_id": lock_name}, document)
-    failure = err(backend.observe(lock_name, TIMEOUT))
-    assert isinstance(failure, MalformedRecord)
-    assert problem in str(failure)
-
-
 def test_url_options_choose_database_and_collection_and_reach_the_driver(
     mongodb_url: str, lock_name: str
 ) -> None:
@@ -185,172 +145,6 @@ def test_a_url_without_database_or_collection_uses_the_defaults() -> None:
     made = connect("mongodb://127.0.0.1:27017")
     assert isinstance(made, MongoBackend)
     assert (made.database, made.collection) == (DEFAULT_DATABASE, DEFAULT_COLLECTION)
-
-
-def test_keyword_configuration_reaches_the_same_server(
-    mongodb_url: str, backend: MongoBackend, lock_name: str
-) -> None:
-    url = parse_url(mongodb_url).unwrap()
-    made = MongoBackend(
-        hosts=[f"{url.host}:{url.port}"],
-        database=backend.database,
-        collection=backend.collection,
-        user=url.username,
-        password=url.password,
-        timeout=2.0,
-        pool_limit=4,
-        options=dict(url.query),
-    )
-    record = _claim_first(made, lock_name)
-    assert ok(backend.observe(lock_name, TIMEOUT)).record == record
-    made.close()
-
-
-@pytest.mark.parametrize("collection", ["locks;drop", "system.users", "$cmd", "a b", "x" * 64, "lock-name"])
-def test_a_collection_name_that_is_not_an_identifier_is_refused(collection: str) -> None:
-    with pytest.raises(ValueError, match="collection name"):
-        connect(f"mongodb://127.0.0.1:27017/db?collection={collection}")
-    with pytest.raises(ValueError, match="collection name"):
-        MongoBackend(collection=collection)
-
-
-@pytest.mark.parametrize(
-    ("url", "named"),
-    [
-        ("mongodb://127.0.0.1/db?maxPoolSize=lots", "maxPoolSize"),
-        ("mongodb://127.0.0.1/db?noSuchOption=1", "noSuchOption"),
-        ("mongodb://127.0.0.1/db?w=majority&retryWrites=perhaps", "retryWrites"),
-        ("mongodb://127.0.0.1/a.b", "database name"),
-        ("mongodb://127.0.0.1/db?tls=true&tlsCAFile=/nonexistent/ca.pem", "tlsCAFile"),
-        ("mongodb+srv://cluster.example.com:27017/db", "port"),
-    ],
-)
-def test_bad_url_options_are_refused_by_name(url: str, named: str) -> None:
-    with pytest.raises(ValueError, match=named):
-        connect(url)
-
-
-def test_bad_keyword_options_are_refused() -> None:
-    with pytest.raises(ValueError, match="timeout"):
-        MongoBackend(timeout=0)
-    with pytest.raises(ValueError, match="maxPoolSize"):
-        MongoBackend(options={"maxPoolSize": "lots"})
-    with pytest.raises(ValueError, match="host"):
-        MongoBackend(hosts=[])
-
-
-def test_the_password_never_shows_in_url_repr_or_errors() -> None:
-    port = free_port()
-    password = quote(SECRET, safe="")
-    made = connect(f"mongodb://alice:{password}@127.0.0.1:{port}/db?tlsCertificateKeyFilePassword=k3y-s3cret")
-    failure = err(made.observe("any", 0.3))
-    for shown in (made.url, repr(made), str(failure)):
-        assert SECRET not in shown
-        assert "k3y-s3cret" not in shown
-    assert "alice:***@" in made.url
-    keywords = MongoBackend(hosts=f"127.0.0.1:{port}", user="alice", password=SECRET)
-    assert SECRET not in repr(keywords)
-    assert "alice:***@" in keywords.url
-
-
-def test_a_used_backend_pickles_as_configuration_only(backend: MongoBackend, lock_name: str) -> None:
-    record = _claim_first(backend, lock_name)
-    copy = pickle.loads(pickle.dumps(backend))
-    assert copy.url == backend.url
-    assert ok(copy.observe(lock_name, TIMEOUT)).record == record
-    copy.close()
-
-
-def _observe_in_child(made: MongoBackend, name: str, conn: Any) -> None:
-    outcome = result(made.observe(name, TIMEOUT))
-    conn.send(outcome.unwrap().record if isinstance(outcome, Success) else str(outcome.failure()))
-
-
-def test_a_forked_child_connects_on_its_own(backend: MongoBackend, lock_name: str) -> None:
-    record = _claim_first(backend, lock_name)
-    context = multiprocess.get_context("fork")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=_observe_in_child, args=(backend, lock_name, child_end))
-    child.start()
-    assert parent_end.poll(TIMEOUT * 2), "the child did not answer"
-    assert parent_end.recv() == record
-    child.join(TIMEOUT)
-    assert ok(backend.renew(record, TTL, TIMEOUT)).token == record.token, "the parent's client still works"
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "no-such-host.invalid:27017"])
-def test_an_unreachable_server_is_a_failure_within_the_timeout(host: str) -> None:
-    made = MongoBackend(hosts=host.format(port=free_port()))
-    started = time.monotonic()
-    failure = err(made.observe("any", SHORT_TIMEOUT))
-    elapsed = time.monotonic() - started
-    assert isinstance(failure, BackendError)
-    assert elapsed < SHORT_TIMEOUT + UNREACHABLE_SLACK, f"took {elapsed:.2f} s"
-    assert host.partition(":")[0] in str(failure), f"the message should name the host: {failure}"
-    made.close()
-
-
-def test_a_frozen_server_fails_calls_within_the_timeout_and_recovers_when_thawed(
-    private_mongodb: SecantusServer, lock_name: str
-) -> None:
-    made = connect(private_mongodb.url)
-    record = _claim_first(made, lock_name)
-    private_mongodb.freeze()
-    try:
-        for step, call in (
-            ("observe", lambda: made.observe(lock_name, SHORT_TIMEOUT)),
-            ("renew", lambda: made.renew(record, TTL, SHORT_TIMEOUT)),
-        ):
-            started = time.monotonic()
-            outcome = result(call())
-            elapsed = time.monotonic() - started
-            assert isinstance(outcome, Failure), f"{step} on a frozen server: {outcome}"
-            assert isinstance(outcome.failure(), BackendError)
-            assert elapsed < SHORT_TIMEOUT + FROZEN_SLACK, f"{step} took {elapsed:.2f} s"
-    finally:
-        private_mongodb.thaw()
-    renewed = ok(made.renew(record, TTL, TIMEOUT))
-    assert renewed.renewed_at > record.renewed_at
-    made.close()
-
-
-def test_a_restarted_server_is_used_again_by_the_next_call(
-    private_mongodb: SecantusServer, lock_name: str
-) -> None:
-    made = connect(private_mongodb.url)
-    record = _claim_first(made, lock_name)
-    private_mongodb.restart()
-    # A call may meet a connection the restart closed, and fail; the one after must work.
-    first = result(made.renew(record, TTL, TIMEOUT))
-    renewed = first.unwrap() if isinstance(first, Success) else ok(made.renew(record, TTL, TIMEOUT))
-    assert renewed.token == record.token
-    assert ok(made.observe(lock_name, TIMEOUT)).record == renewed
-    made.close()
-
-
-def test_wrong_credentials_are_a_clear_failure(tmp_path_factory: pytest.TempPathFactory) -> None:
-    server = SecantusServer(tmp_path_factory.mktemp("secantus-auth"))
-    server.start()
-    try:
-        client: MongoClient[Document] = MongoClient(server.url)
-        client.admin.command("createUser", "alice", pwd=SECRET, roles=["root"])
-        client.close()
-        server.extra_args = ["--auth"]
-        server.restart()
-        port = server.port
-        right = MongoBackend(hosts=f"127.0.0.1:{port}", user="alice", password=SECRET, auth_source="admin")
-        assert ok(right.observe("any", TIMEOUT)).record is None
-        wrong = MongoBackend(hosts=f"127.0.0.1:{port}", user="alice", password="guess", auth_source="admin")
-        failure = err(wrong.observe("any", TIMEOUT))
-        assert isinstance(failure, BackendError)
-        assert "authentication failed" in str(failure).lower()
-        assert "guess" not in str(failure)
-        anonymous = MongoBackend(hosts=f"127.0.0.1:{port}")
-        assert "requires authentication" in str(err(anonymous.observe("any", TIMEOUT)))
-        for made in (right, wrong, anonymous):
-            made.close()
-    finally:
-        server.stop()
 
 
 def test_two_first_claims_racing_give_one_record_and_one_conflict(mongodb_url: str) -> None:

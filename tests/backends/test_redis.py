@@ -7,14 +7,12 @@ freezes, restarts, flushes or puts behind a password); nothing is mocked.
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-import multiprocess
 import pytest
 import redis
 from redis.connection import AbstractConnection
@@ -22,12 +20,11 @@ from returns.result import Failure, Success
 
 from gomaster.backends import LockBackend, connect
 from gomaster.backends.redis import DEFAULT_PREFIX, RedisBackend
-from gomaster.backends.url import parse_url
 from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, MalformedRecord, NodeIdentity
+from gomaster.core.record import LockRecord, NodeIdentity
 from gomaster.core.timing import Timing
-from tests.helpers import err, free_port, identity, ok, result
+from tests.helpers import err, identity, ok, result
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -177,7 +174,11 @@ def test_a_released_lease_stays_readable_with_its_times_until_its_old_expiry(
     assert raw.pexpiretime(backend.keys(lock_name).lease) == round(record.expires_at * MS)
 
 
-def test_each_step_is_one_round_trip(private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_step_is_one_script_call_and_a_forgotten_script_costs_one_more_trip_once(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract suite counts round trips on the wire; this is Redis's own: one EVALSHA per
+    step (the server's count), and the EVAL fallback when the server lost its scripts."""
     backend = _backend(private_redis.url())
     warm = _acquire(backend, "warm-up")  # connect, check the configuration, load the scripts
     ok(backend.release(ok(backend.renew(warm, TTL, TIMEOUT)), TIMEOUT))
@@ -344,45 +345,6 @@ def _wait_in_thread(backend: LockBackend, name: str, timeout: float) -> tuple[th
     return thread, outcome
 
 
-def test_a_release_wakes_a_waiter_on_another_backend_object_at_once(redis_url: str, lock_name: str) -> None:
-    holder, follower = _backend(redis_url), _backend(redis_url)
-    record = _claim_first(holder, lock_name)
-    thread, outcome = _wait_in_thread(follower, lock_name, TIMEOUT)
-    time.sleep(0.1)
-    released_at = time.monotonic()
-    assert ok(holder.release(record, TIMEOUT)) is True
-    thread.join(TIMEOUT)
-    assert outcome[0] == Success(True)
-    assert outcome[1] - released_at < NOTIFY_WITHIN, f"woke {outcome[1] - released_at:.3f} s after"
-    for made in (holder, follower):
-        made.close()
-
-
-def test_a_wait_with_no_release_returns_false_after_its_timeout(
-    backend: RedisBackend, lock_name: str
-) -> None:
-    started = time.monotonic()
-    assert ok(backend.wait_for_release(lock_name, 0.3)) is False
-    assert 0.3 <= time.monotonic() - started < 0.3 + FROZEN_SLACK
-
-
-def test_waiters_for_two_names_on_one_object_wake_only_for_their_own(redis_url: str, lock_name: str) -> None:
-    holder, follower = _backend(redis_url), _backend(redis_url)
-    mine = _claim_first(holder, f"{lock_name}-a")
-    other = _claim_first(holder, f"{lock_name}-b")
-    thread_a, outcome_a = _wait_in_thread(follower, f"{lock_name}-a", 2.0)
-    thread_b, outcome_b = _wait_in_thread(follower, f"{lock_name}-b", 0.8)
-    time.sleep(0.1)
-    assert ok(holder.revoke(other, TIMEOUT)) is True, "a revoke frees nothing yet, so it is silent"
-    assert ok(holder.release(mine, TIMEOUT)) is True
-    thread_a.join(TIMEOUT)
-    thread_b.join(TIMEOUT)
-    assert outcome_a[0] == Success(True)
-    assert outcome_b[0] == Success(False)
-    for made in (holder, follower):
-        made.close()
-
-
 def test_a_release_between_two_waits_still_wakes_the_next(backend: RedisBackend, lock_name: str) -> None:
     assert ok(backend.wait_for_release(lock_name, 0.01)) is False  # subscribes
     ok(backend.release(_claim_first(backend, lock_name), TIMEOUT))
@@ -392,6 +354,7 @@ def test_a_release_between_two_waits_still_wakes_the_next(backend: RedisBackend,
 
 
 def test_closing_the_backend_ends_a_blocked_wait_at_once(redis_url: str, lock_name: str) -> None:
+    """Sooner than the contract asks (there the wait may run to its timeout): at once."""
     made = _backend(redis_url)
     thread, outcome = _wait_in_thread(made, lock_name, TIMEOUT)
     time.sleep(0.1)
@@ -447,55 +410,6 @@ def test_prefixes_keep_locks_apart(redis_url: str, lock_name: str) -> None:
 # -- corruption ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("spoil", "problem"),
-    [
-        (lambda raw, keys: raw.set(keys.lease, "not a hash"), "holds a string"),
-        (lambda raw, keys: (raw.delete(keys.counter), raw.rpush(keys.counter, "1")), "holds a list"),
-        (lambda raw, keys: raw.set(keys.counter, "abc"), "not a token"),
-        (lambda raw, keys: raw.set(keys.counter, "-5"), "not a token"),
-        (lambda raw, keys: raw.set(keys.counter, "007"), "not a token"),
-        (lambda raw, keys: raw.set(keys.counter, "9" * 20), "not a token"),
-        (lambda raw, keys: raw.hset(keys.lease, "token", "-1"), "out of range"),
-        (lambda raw, keys: raw.hset(keys.lease, "token", "seven"), "token"),
-        (lambda raw, keys: raw.hdel(keys.lease, "token"), "token"),
-        (lambda raw, keys: raw.hset(keys.lease, "expires_at", "tomorrow"), "expires_at"),
-        (lambda raw, keys: raw.hset(keys.lease, "holder", b"\xff\xfe"), "holder"),
-        (lambda raw, keys: raw.hset(keys.lease, "pid", "x"), "pid"),
-    ],
-    ids=[
-        "lease-string",
-        "counter-list",
-        "counter-text",
-        "counter-negative",
-        "counter-padded",
-        "counter-huge",
-        "negative-token",
-        "text-token",
-        "no-token",
-        "text-expiry",
-        "binary-holder",
-        "text-pid",
-    ],
-)
-def test_a_corrupted_key_is_a_malformed_record_not_an_exception(
-    backend: RedisBackend, raw: redis.Redis, lock_name: str, spoil: Any, problem: str
-) -> None:
-    record = _claim_first(backend, lock_name)
-    spoil(raw, backend.keys(lock_name))
-    failure = err(backend.observe(lock_name, TIMEOUT))
-    assert isinstance(failure, MalformedRecord), failure
-    assert problem in str(failure)
-    # The writing steps refuse or lose, but never raise.
-    for outcome in (
-        result(backend.claim(Claim.after(record, identity(), TTL), TIMEOUT)),
-        result(backend.renew(record, TTL, TIMEOUT)),
-        result(backend.release(record, TIMEOUT)),
-        result(backend.revoke(record, TIMEOUT)),
-    ):
-        assert isinstance(outcome, Success | Failure)
-
-
 def test_a_lease_key_of_the_wrong_type_fails_the_writing_steps_with_a_reason(
     backend: RedisBackend, raw: redis.Redis, lock_name: str
 ) -> None:
@@ -522,71 +436,6 @@ def test_a_registry_of_the_wrong_type_is_a_failure_of_names(private_redis: Redis
 
 
 # -- faults -------------------------------------------------------------------------------------
-
-
-def test_a_frozen_server_fails_calls_within_the_timeout_and_recovers_when_thawed(
-    private_redis: RedisServer, lock_name: str
-) -> None:
-    made = _backend(private_redis.url())
-    record = _claim_first(made, lock_name, ttl=LONG_TTL)  # outlives the freeze
-    # A step that times out may still happen once the server runs again: release another lock.
-    other = _claim_first(made, f"{lock_name}-other")
-    ok(made.wait_for_release(lock_name, 0.01))
-    private_redis.freeze()
-    try:
-        steps: list[tuple[str, Callable[[], Any]]] = [
-            ("observe", lambda: made.observe(lock_name, SHORT_TIMEOUT)),
-            ("renew", lambda: made.renew(record, LONG_TTL, SHORT_TIMEOUT)),
-            ("claim", lambda: made.claim(Claim.first(f"{lock_name}-new", identity(), TTL), SHORT_TIMEOUT)),
-            ("release", lambda: made.release(other, SHORT_TIMEOUT)),
-            ("names", lambda: made.names(SHORT_TIMEOUT)),
-            ("wait_for_release", lambda: made.wait_for_release(lock_name, SHORT_TIMEOUT)),
-        ]
-        for step, call in steps:
-            started = time.monotonic()
-            outcome = result(call())
-            elapsed = time.monotonic() - started
-            assert elapsed < SHORT_TIMEOUT + FROZEN_SLACK, f"{step} took {elapsed:.2f} s"
-            if step == "wait_for_release":
-                assert outcome == Success(False) or isinstance(outcome, Failure), outcome
-            else:
-                assert isinstance(outcome, Failure), f"{step} on a frozen server: {outcome}"
-                assert isinstance(outcome.failure(), BackendError)
-                assert "did not finish within" in str(outcome.failure())
-    finally:
-        private_redis.thaw()
-    renewed = ok(made.renew(record, TTL, TIMEOUT))
-    assert renewed.renewed_at > record.renewed_at
-    made.close()
-
-
-def test_a_restarted_server_is_used_again_by_the_next_call(
-    private_redis: RedisServer, lock_name: str
-) -> None:
-    made = _backend(private_redis.url())
-    record = _claim_first(made, lock_name)
-    assert ok(made.wait_for_release(lock_name, 0.01)) is False
-    private_redis.restart()
-    assert ok(made.observe(lock_name, TIMEOUT)).record is None, "the first call after a restart works"
-    again = _claim_first(made, lock_name)
-    thread, outcome = _wait_in_thread(made, lock_name, TIMEOUT)
-    time.sleep(0.1)
-    ok(made.release(again, TIMEOUT))
-    thread.join(TIMEOUT)
-    assert outcome[0] == Success(True), "the listener reconnected and subscribed again"
-    assert isinstance(err(made.renew(record, TTL, TIMEOUT)), Lost)
-    made.close()
-
-
-def test_an_unreachable_server_is_a_failure_within_the_timeout() -> None:
-    made = RedisBackend("127.0.0.1", free_port())
-    started = time.monotonic()
-    failure = err(made.observe("any", SHORT_TIMEOUT))
-    assert time.monotonic() - started < SHORT_TIMEOUT + FROZEN_SLACK
-    assert isinstance(failure, BackendError)
-    assert "cannot connect to 127.0.0.1" in failure.message
-    assert isinstance(err(made.wait_for_release("any", SHORT_TIMEOUT)), BackendError)
-    made.close()
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -628,97 +477,3 @@ def test_the_configuration_warnings_name_the_risk(
     assert len(warnings) == len(expected), warnings
     for text, warning in zip(expected, warnings, strict=True):
         assert text in warning
-
-
-def test_the_password_never_shows_in_url_repr_or_errors(lock_name: str) -> None:
-    with RedisServer(password=SECRET) as server:
-        right = _backend(server.url())
-        assert _claim_first(right, lock_name).token == 1
-        wrong = _backend(server.url(password="guess-w0rd"))
-        anonymous = _backend(server.url(password=""))
-        wrong_failure = err(wrong.observe(lock_name, TIMEOUT))
-        anonymous_failure = err(anonymous.observe(lock_name, TIMEOUT))
-        assert "cannot log in" in str(wrong_failure)
-        assert "uthentication required" in str(anonymous_failure)
-        copy = pickle.loads(pickle.dumps(right))
-        assert ok(copy.observe(lock_name, TIMEOUT)).record is not None
-        for made in (right, wrong, copy):
-            assert ":***@" in made.url
-        shown = [right.url, repr(right), wrong.url, repr(wrong), str(wrong_failure), str(anonymous_failure)]
-        for text in shown:
-            assert SECRET not in text and "guess-w0rd" not in text, text
-        for made in (right, wrong, anonymous, copy):
-            made.close()
-    unreachable = _backend(
-        f"redis://alice:{SECRET.replace('/', '%2F').replace('@', '%40')}@127.0.0.1:{free_port()}/0"
-    )
-    failure = err(unreachable.observe("any", SHORT_TIMEOUT))
-    assert SECRET not in str(failure) and SECRET not in repr(unreachable)
-    assert "alice:***@" in unreachable.url
-    tls = RedisBackend("localhost", tls=True, password=SECRET, ssl_password="k3y-s3cret")
-    assert SECRET not in repr(tls) and "k3y-s3cret" not in tls.url
-
-
-@pytest.mark.parametrize(
-    ("url", "named"),
-    [
-        ("redis://127.0.0.1/0?prefix=bad prefix", "key prefix"),
-        ("redis://127.0.0.1/0?prefix=a*b", "key prefix"),
-        ("redis://127.0.0.1/0?prefix=", "key prefix"),
-        ("redis://127.0.0.1/0?nosuchoption=1", "nosuchoption"),
-        ("redis://127.0.0.1/0?health_check_interval=5", "health_check_interval"),
-        ("redis://127.0.0.1/0?protocol=3", "RESP2"),
-        ("redis://127.0.0.1/0?db=3", "path"),
-        ("redis://127.0.0.1/zero", "database number"),
-        ("redis://127.0.0.1/0?socket_timeout=soon", "socket_timeout"),
-        ("redis://127.0.0.1/0?socket_keepalive=perhaps", "socket_keepalive"),
-        ("redis://127.0.0.1/0?first_token=2", "first_token"),
-        ("redis://127.0.0.1/0?ssl_ca_certs=/etc/hosts", "rediss://"),
-        ("rediss://127.0.0.1/0?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs"),
-        ("rediss://127.0.0.1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
-        ("redis://a:1,b:2/0", "one server"),
-    ],
-)
-def test_bad_settings_are_refused_before_connecting(url: str, named: str) -> None:
-    with pytest.raises(ValueError, match=named):
-        connect(url)
-
-
-def test_keyword_settings_match_the_url(redis_url: str, lock_name: str) -> None:
-    url = parse_url(redis_url).unwrap()
-    made = RedisBackend(
-        url.host,
-        url.port,
-        db=int(url.path.removeprefix("/") or 0),
-        password=url.password,
-        prefix="kw",
-        socket_connect_timeout=2.0,
-        client_name="gomaster-test",
-    )
-    assert "prefix=kw" in made.url and "client_name=gomaster-test" in made.url
-    record = _claim_first(made, lock_name)
-    assert ok(_backend(made.url).observe(lock_name, TIMEOUT)).record == record
-    with pytest.raises(ValueError, match="key prefix"):
-        RedisBackend(prefix="no spaces")
-    with pytest.raises(ValueError, match="unknown Redis option"):
-        RedisBackend(colour="blue")
-    made.close()
-
-
-def _observe_in_child(made: RedisBackend, name: str, conn: Any) -> None:
-    outcome = result(made.observe(name, TIMEOUT))
-    conn.send(outcome.unwrap().record if isinstance(outcome, Success) else str(outcome.failure()))
-
-
-def test_a_forked_child_connects_on_its_own(backend: RedisBackend, lock_name: str) -> None:
-    record = _claim_first(backend, lock_name)
-    context = multiprocess.get_context("fork")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=_observe_in_child, args=(backend, lock_name, child_end))
-    child.start()
-    assert parent_end.poll(TIMEOUT * 2), "the child did not answer"
-    assert parent_end.recv() == record
-    child.join(TIMEOUT)
-    assert ok(backend.renew(record, TTL, TIMEOUT)).token == record.token, (
-        "the parent's connection still works"
-    )

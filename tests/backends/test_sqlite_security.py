@@ -12,7 +12,6 @@ import os
 import pickle
 import selectors
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -43,18 +42,6 @@ TIMEOUT = 5.0
 RUN_TIMEOUT = 90.0
 HOUR = "3600"
 DEFAULT_SUBDIR = (".local", "state", "gomaster")
-#: The lock table as gomaster makes it; tests change one column at a time.
-COLUMNS = {
-    "name": "TEXT PRIMARY KEY",
-    "holder": "TEXT NOT NULL",
-    "version": "TEXT NOT NULL",
-    "token": "INTEGER NOT NULL",
-    "acquired_at": "REAL NOT NULL",
-    "renewed_at": "REAL NOT NULL",
-    "expires_at": "REAL NOT NULL",
-    "host": "TEXT NOT NULL",
-    "pid": "INTEGER NOT NULL",
-}
 
 
 @dataclass(frozen=True)
@@ -459,56 +446,6 @@ def test_an_unknown_option_is_refused_naming_it_and_the_known_ones(tmp_path: Pat
     outcome = parse_backend(f"sqlite:///{tmp_path / 'locks.db'}?tabel=x")
     assert isinstance(outcome, Failure)
     assert outcome.failure() == "unknown SQLite option 'tabel'; known options: table"
-
-
-def _table(path: Path, columns: dict[str, str]) -> str:
-    with sqlite3.connect(path) as raw:
-        raw.execute(f"CREATE TABLE gomaster_lock ({', '.join(f'{c} {t}' for c, t in columns.items())})")
-    return f"sqlite:///{path}"
-
-
-@pytest.mark.parametrize(
-    ("column", "declared", "expected"),
-    [
-        ("token", "TEXT", "INTEGER"),
-        ("expires_at", "INTEGER", "REAL"),
-        ("holder", "BLOB", "TEXT"),
-        ("pid", "", "INTEGER"),
-    ],
-)
-def test_a_lock_table_column_of_the_wrong_type_is_refused(
-    tmp_path: Path, column: str, declared: str, expected: str
-) -> None:
-    backend = connect(_table(tmp_path / "locks.db", {**COLUMNS, column: declared}))
-    failure = err(backend.observe("jobs", TIMEOUT))
-    backend.close()
-    assert isinstance(failure, BackendError)
-    wrong = f"{column} is {declared or 'untyped'}, expected {expected}"
-    assert f'table "gomaster_lock" has columns of the wrong type: {wrong}' in failure.message
-
-
-def test_a_table_that_lacks_columns_is_refused_with_the_ddl_to_use(tmp_path: Path) -> None:
-    backend = connect(_table(tmp_path / "locks.db", {"name": "TEXT PRIMARY KEY", "holder": "TEXT"}))
-    failure = err(backend.observe("jobs", TIMEOUT))
-    backend.close()
-    assert isinstance(failure, BackendError)
-    assert "is not a gomaster lock table: it lacks the columns version, token" in failure.message
-    assert "create it as: CREATE TABLE" in failure.message
-
-
-def test_a_table_without_a_unique_name_is_refused(tmp_path: Path) -> None:
-    backend = connect(_table(tmp_path / "locks.db", {**COLUMNS, "name": "TEXT NOT NULL"}))
-    failure = err(backend.observe("jobs", TIMEOUT))
-    backend.close()
-    assert isinstance(failure, BackendError)
-    assert "needs a primary key (or unique index) on name alone" in failure.message
-
-
-def test_a_hand_made_table_with_other_spellings_of_the_right_types_is_accepted(tmp_path: Path) -> None:
-    spelled = {**COLUMNS, "name": "VARCHAR(200) PRIMARY KEY", "token": "BIGINT", "expires_at": "DOUBLE"}
-    backend = connect(_table(tmp_path / "locks.db", spelled))
-    assert ok(backend.observe("jobs", TIMEOUT)).record is None
-    backend.close()
 
 
 def test_the_default_files_rules_survive_the_trip_to_a_worker_process() -> None:
