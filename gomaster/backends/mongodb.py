@@ -14,8 +14,9 @@ Writes use majority write concern: with ``w=1`` a failover can roll back an ackn
 and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
 session's deadline; that is a context manager, which ``Driver.arm`` cannot enter and leave, so
 ``arm`` notes the deadline on the link and the work enters it (:func:`_bounded`). Release
-notices come from a change stream read on a client of its own (:class:`_ChangeStream`); where
-the server refuses one, followers poll. The operator's page is docs/backends/mongodb.md.
+notices come from a change stream read on a client of its own (:class:`_ChangeStream`), within
+the same deadline; where the server refuses one, followers poll. The operator's page is
+docs/backends/mongodb.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from pymongo.change_stream import ChangeStream
 from pymongo.collection import Collection
 from pymongo.errors import ConfigurationError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference
+from pymongo.server_description import ServerDescription
 from pymongo.uri_parser import split_options
 from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
@@ -67,11 +69,14 @@ HEARTBEAT_MS = 500
 _MS = 1000
 #: Closing a client says goodbye to the server (endSessions); a hung server gets this long.
 _CLOSE_TIMEOUT = 0.1
-#: The longest one read of the change stream waits on the server: a wait for a notice may end
-#: this much after its timeout, and an idle follower asks this often.
+#: A pymongo timeout that has run out before the call looks for a server: it fails at once.
+_NO_WAIT = 1e-6
+#: How often a call looks whether a server answers yet (pymongo: every half second).
+_LOOK = 0.002
+#: The longest one read of the change stream waits on the server: an idle follower asks this often.
 _AWAIT = 0.25
-#: What a listener's call may run past its deadline: one read of the stream, and its reply.
-_AWAIT_GRACE = _AWAIT + 1.0
+#: One read and its reply: a wait reads only while this much is left, save its first read.
+_READ = _AWAIT + 0.05
 #: What a server that cannot watch answers (not a replica set, no such stage, not allowed).
 _WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
@@ -85,7 +90,7 @@ _SECRET_OPTIONS = ("password", "authmechanismproperties")
 #: Option values keep the ``:`` and ``,`` that tag lists are made of.
 _OPTION_SAFE = ":,"
 #: pymongo appends a dump of the topology to selection errors; the first line says it all.
-_NOISE = re.compile(", Topology Description:|, full error:")
+_NOISE = re.compile(", Timeout: |, Topology Description:|, full error:")
 #: Server error codes with a kind of their own: AuthenticationFailed, Unauthorized.
 _CODES: Mapping[int, Kind] = {18: "login", 13: "denied"}
 
@@ -127,8 +132,9 @@ class _Settings:
         auth = read.credentials(self.username, self.password) if self.username is not None else ""
         return f"{self.scheme}://{auth}{self.where}/{self.database or ''}{query}"
 
-    def client(self) -> MongoClient[Document]:
-        """A client that has not connected yet; credentials go as keywords, never in the URI."""
+    def client(self, connect: bool = False) -> MongoClient[Document]:
+        """A client, connecting in the background if asked; credentials go as keywords, never
+        in the URI."""
         given = {key.lower() for key, _ in self.options}
         defaults: dict[str, Any] = {
             "retryWrites": False,  # SecantusDB slows down with it on; no step needs it
@@ -142,7 +148,7 @@ class _Settings:
         }
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
         uri = f"{self.scheme}://{self.where}/{quote(self.database or '', safe='')}{_query(self.options)}"
-        return MongoClient(uri, connect=False, username=self.username, password=self.password, **chosen)
+        return MongoClient(uri, connect=connect, username=self.username, password=self.password, **chosen)
 
 
 def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
@@ -186,33 +192,50 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 
 @dataclass(slots=True)
 class _Link:
-    """A client, its lock collection, the call's deadline; a listener's stream and its names."""
+    """A client, its lock collection, the call's deadline; a listener's stream, its names, and
+    whether the call in progress has read the stream yet."""
 
     client: MongoClient[Document]
     locks: Collection[Document]
     deadline: float = 0.0
     stream: ChangeStream[Document] | None = None
     names: list[str] = field(default_factory=list)
+    read: bool = False
 
 
-def _bounded(link: _Link) -> contextlib.AbstractContextManager[None]:
-    """pymongo's per-call timeout for what is left of the call the session armed."""
-    return pymongo.timeout(seconds_left(link.deadline))
+def _servers(client: MongoClient[Document]) -> Iterable[ServerDescription]:
+    """What ``client`` learnt of each server when it last looked."""
+    return client.topology_description.server_descriptions().values()
+
+
+def _up(client: MongoClient[Document]) -> bool:
+    return any(server.is_server_type_known for server in _servers(client))
+
+
+@contextlib.contextmanager
+def _bounded(link: _Link, least: float = 0.0) -> Iterator[None]:
+    """pymongo's per-call timeout for what is left of the call the session armed (or ``least``).
+    Waiting for a server to answer, pymongo looks again only every half second, and so fails up
+    to that long late: the wait is done here, and a call still without a server fails at once."""
+    until = max(link.deadline, time.monotonic() + least)
+    while not _up(link.client) and time.monotonic() < until:
+        time.sleep(_LOOK)
+    with pymongo.timeout(seconds_left(until) if _up(link.client) else _NO_WAIT):
+        yield
 
 
 class _Driver:
     """pymongo for the steps' session: a client is a pool that heals itself, kept through errors."""
 
     errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
-    #: How long a call may run past the session's deadline, and whether an error keeps the client.
-    grace = 0.0
+    #: Whether an error keeps the client.
     keep = True
 
     def __init__(self, settings: _Settings) -> None:
         self.settings = settings
 
     def open(self, deadline: float) -> _Link:
-        client = self.settings.client()
+        client = self.settings.client(connect=True)
         locks = client[self.settings.lock_database][self.settings.collection]
         return _Link(client, locks.with_options(read_preference=ReadPreference.PRIMARY))
 
@@ -220,10 +243,11 @@ class _Driver:
         return True
 
     def arm(self, link: _Link, deadline: float) -> None:
-        link.deadline = deadline + self.grace
+        link.deadline, link.read = deadline, False
 
     def close(self, link: _Link) -> None:
-        with contextlib.suppress(PyMongoError), pymongo.timeout(_CLOSE_TIMEOUT):
+        goodbye = _CLOSE_TIMEOUT if _up(link.client) else _NO_WAIT
+        with contextlib.suppress(PyMongoError), pymongo.timeout(goodbye):
             link.client.close()
 
     def classify(self, exc: BaseException) -> Fault:
@@ -246,10 +270,11 @@ class _Driver:
 class _ChangeStream(_Driver):
     """The listener's driver and its ``Listener``: release notices from a change stream on the
     lock collection, on a client that any error drops with its stream; or polling where the
-    server refuses to watch (``notifies`` is then False, for this process)."""
+    server refuses to watch (``notifies`` is then False, for this process). Opening, widening and
+    reading the stream end by the call's deadline; a read the server leaves unanswered hears
+    nothing, as an idle listener on other servers would, and its stream resumes where it was."""
 
     notifies = True
-    grace = _AWAIT_GRACE
     keep = False
 
     def subscribe(self, link: _Link, channel: str) -> None:
@@ -278,11 +303,19 @@ class _ChangeStream(_Driver):
             _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
 
     def receive(self, link: _Link, timeout: float) -> Iterable[str]:
-        if link.stream is None:
+        """A read that cannot end in time is left to the next call, which the server keeps
+        the changes for; but every call reads once, so a short one may end a read after it."""
+        if link.stream is None or (link.read and timeout < _READ):
             time.sleep(min(timeout, read.MAX_SECONDS))
             return ()
-        with _bounded(link):
-            change = link.stream.try_next()
+        link.read = True
+        try:
+            with _bounded(link, _READ):
+                change = link.stream.try_next()  # on its next call pymongo resumes a broken one
+        except PyMongoError as exc:
+            if exc.timeout and all(getattr(known.error, "timeout", True) for known in _servers(link.client)):
+                return ()  # no server refuses: they have stopped answering (frozen, cut off)
+            raise
         return () if change is None else (str(change["documentKey"]["_id"]),)
 
 
@@ -496,7 +529,7 @@ class MongoBackend(Configured[_Settings]):
         )
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """May end one read of the stream (a quarter second) after ``timeout``."""
+        """Ends by ``timeout``; one shorter than a read of the stream (0.3 s) may end a read later."""
         return IOResult.from_result(self._notices.wait(name, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
