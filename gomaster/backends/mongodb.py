@@ -69,10 +69,8 @@ HEARTBEAT_MS = 500
 _MS = 1000
 #: Closing a client says goodbye to the server (endSessions); a hung server gets this long.
 _CLOSE_TIMEOUT = 0.1
-#: A pymongo timeout that has run out before the call looks for a server: it fails at once.
-_NO_WAIT = 1e-6
-#: How often a call looks whether a server answers yet (pymongo: every half second).
-_LOOK = 0.002
+#: How often a call looks whether a server answers yet; a pymongo timeout that fails at once.
+_LOOK, _NO_WAIT = 0.002, 1e-6
 #: The longest one read of the change stream waits on the server: an idle follower asks this often.
 _AWAIT = 0.25
 #: One read and its reply: a wait reads only while this much is left, save its first read.
@@ -133,8 +131,7 @@ class _Settings:
         return f"{self.scheme}://{auth}{self.where}/{self.database or ''}{query}"
 
     def client(self, connect: bool = False) -> MongoClient[Document]:
-        """A client, connecting in the background if asked; credentials go as keywords, never
-        in the URI."""
+        """A client (connecting in the background if asked); credentials go as keywords, never in the URI."""
         given = {key.lower() for key, _ in self.options}
         defaults: dict[str, Any] = {
             "retryWrites": False,  # SecantusDB slows down with it on; no step needs it
@@ -193,7 +190,7 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 @dataclass(slots=True)
 class _Link:
     """A client, its lock collection, the call's deadline; a listener's stream, its names, and
-    whether the call in progress has read the stream yet."""
+    whether this call read it."""
 
     client: MongoClient[Document]
     locks: Collection[Document]
@@ -270,9 +267,7 @@ class _Driver:
 class _ChangeStream(_Driver):
     """The listener's driver and its ``Listener``: release notices from a change stream on the
     lock collection, on a client that any error drops with its stream; or polling where the
-    server refuses to watch (``notifies`` is then False, for this process). Opening, widening and
-    reading the stream end by the call's deadline; a read the server leaves unanswered hears
-    nothing, as an idle listener on other servers would, and its stream resumes where it was."""
+    server refuses to watch (``notifies`` is then False, for this process)."""
 
     notifies = True
     keep = False
@@ -303,8 +298,8 @@ class _ChangeStream(_Driver):
             _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
 
     def receive(self, link: _Link, timeout: float) -> Iterable[str]:
-        """A read that cannot end in time is left to the next call, which the server keeps
-        the changes for; but every call reads once, so a short one may end a read after it."""
+        """One read, if it can end in time (else the server keeps the changes for the next call)
+        or is this call's first; a silent server (frozen, cut off) sends nothing, a refusal fails."""
         if link.stream is None or (link.read and timeout < _READ):
             time.sleep(min(timeout, read.MAX_SECONDS))
             return ()
@@ -314,7 +309,7 @@ class _ChangeStream(_Driver):
                 change = link.stream.try_next()  # on its next call pymongo resumes a broken one
         except PyMongoError as exc:
             if exc.timeout and all(getattr(known.error, "timeout", True) for known in _servers(link.client)):
-                return ()  # no server refuses: they have stopped answering (frozen, cut off)
+                return ()
             raise
         return () if change is None else (str(change["documentKey"]["_id"]),)
 
