@@ -1,38 +1,32 @@
-"""MongoDB: one document per lock name, every step one command judged by the server's clock.
+"""MongoDB: one document per lock name (its ``_id``), every step one command on the server's clock.
 
-The document's ``_id`` is the lock name. Times are int64 milliseconds from ``{'$toLong':
-'$$NOW'}``, computed by the server inside pipeline updates, and every ``$expr`` comparison
-compares longs on both sides. (Comparing ``$$NOW`` with a stored *date* misbehaves on some
-wire-compatible servers; longs compare the same everywhere.) Records carry them as float epoch
-seconds.
+Times are int64 milliseconds of ``{'$toLong': '$$NOW'}``, computed by the server inside pipeline
+updates, and every ``$expr`` compares longs on both sides: comparing ``$$NOW`` with a stored
+date misbehaves on some wire-compatible servers. Records carry them as float epoch seconds.
 
-Each step is one command, so a node frozen between steps holds nothing:
+- observe: one aggregation whose ``$facet`` stage yields exactly one document, the record (if
+  any) and ``$$NOW``, so an absent record needs no second round trip;
+- claim: a ``findAndModify`` whose filter is the compare-and-set precondition; a new name is an
+  upsert that can only insert, and losing that race is a duplicate ``_id``, a ``Conflict``;
+- renew and repair: a ``findAndModify``; release and revoke: an ``update`` on holder and token.
 
-- observe: one aggregation whose ``$facet`` stage always yields exactly one document, holding
-  the record (if any) and ``$$NOW``;
-- claim: a ``findAndModify`` whose filter is the compare-and-set precondition (an upsert that
-  can only insert, for a new name);
-- renew and release: one ``findAndModify`` / ``update`` each, filtered on holder and token.
-
-Writes use majority write concern by default. With ``w=1`` an acknowledged claim can be rolled
-back by a failover and the same token granted twice, which breaks fencing. Reads go to the
-primary. A failover hands the clock to another member, so members' clocks must agree to within
-the safety margin (NTP), like any backend clock step.
-
-Every call runs inside :func:`pymongo.timeout`, pymongo's client-side operation timeout, which
-bounds server selection, connection set-up and the socket reads, and sends ``maxTimeMS`` so the
-server gives up too. Release notices come through a change stream on the lock collection, read
-on a client of its own; a server that refuses change streams (a MongoDB that is not a replica
-set) leaves followers polling.
+Writes use majority write concern: with ``w=1`` a failover can roll back an acknowledged claim
+and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
+session's deadline; that is a context manager, which ``Driver.arm`` cannot enter and leave, so
+``arm`` notes the deadline on the link and the work enters it (:func:`_bounded`). Release
+notices come from a change stream read on a client of its own (:class:`_ChangeStream`), within
+the same deadline; where the server refuses one, followers poll. The operator's page is
+docs/backends/mongodb.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -45,32 +39,23 @@ from pymongo.change_stream import ChangeStream
 from pymongo.collection import Collection
 from pymongo.errors import ConfigurationError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference
+from pymongo.server_description import ServerDescription
 from pymongo.uri_parser import split_options
 from returns.io import IOFailure, IOResult
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Kind, Session
-from gomaster.backends._settings import (
-    MAX_SECONDS,
-    Configured,
-    SettingError,
-    checked,
-    credentials,
-    flag,
-    identifier,
-    merge,
-    or_raise,
-    seconds,
-    secrets_of,
-    shown,
-)
+from gomaster.backends._session import Fault, Kind, Session, seconds_left
+from gomaster.backends._settings import Configured, SettingError, checked, or_raise
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
 
 Document = dict[str, Any]
+#: A ``findAndModify`` on the lock collection: the document as it became, or None.
+_Write = Callable[[Collection[Document]], Document | None]
 T = TypeVar("T")
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
 
@@ -82,19 +67,19 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: How often pymongo's monitor checks the server, in ms (500 is the least it accepts).
 HEARTBEAT_MS = 500
 _MS = 1000
-#: pymongo.timeout(0) would fail before sending anything; a caller with no time left gets this.
-_MIN_CALL_TIMEOUT = 0.001
 #: Closing a client says goodbye to the server (endSessions); a hung server gets this long.
 _CLOSE_TIMEOUT = 0.1
-#: The longest one read of the change stream waits on the server: a wait for a notice may end
-#: this much after its timeout, and an idle follower asks this often.
+#: How often a call looks whether a server answers yet; a pymongo timeout that fails at once.
+_LOOK, _NO_WAIT = 0.002, 1e-6
+#: The longest one read of the change stream waits on the server: an idle follower asks this often.
 _AWAIT = 0.25
-#: What a listener's call may run past its deadline: one read of the stream, and its reply.
-_AWAIT_GRACE = _AWAIT + 1.0
+#: One read and its reply: a wait reads only while this much is left, save its first read.
+_READ = _AWAIT + 0.05
 #: What a server that cannot watch answers (not a replica set, no such stage, not allowed).
 _WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
 _NOW = {"$toLong": "$$NOW"}
+_EXPIRES = {"$toLong": "$expires_at"}
 #: MongoDB refuses these in database names (the Unix set, plus NUL).
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_DATABASE_BYTES = 63
@@ -103,7 +88,7 @@ _SECRET_OPTIONS = ("password", "authmechanismproperties")
 #: Option values keep the ``:`` and ``,`` that tag lists are made of.
 _OPTION_SAFE = ":,"
 #: pymongo appends a dump of the topology to selection errors; the first line says it all.
-_NOISE = (", Topology Description:", ", full error:")
+_NOISE = re.compile(", Timeout: |, Topology Description:|, full error:")
 #: Server error codes with a kind of their own: AuthenticationFailed, Unauthorized.
 _CODES: Mapping[int, Kind] = {18: "login", 13: "denied"}
 
@@ -114,12 +99,17 @@ def _secret(option: str) -> bool:
     return any(word in option.lower() for word in _SECRET_OPTIONS)
 
 
+def _query(options: Iterable[tuple[str, str]]) -> str:
+    """``options`` as the query string pymongo reads (no value hidden)."""
+    return read.shown(options, lambda option: False, _OPTION_SAFE)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Settings:
     """Everything a process needs to reach the collection; what pickling carries."""
 
     scheme: str
-    hosts: tuple[str, ...]
+    where: str  # the host list, as the URL gives it
     database: str | None
     collection: str
     username: str | None
@@ -130,52 +120,39 @@ class _Settings:
     def lock_database(self) -> str:
         return self.database or DEFAULT_DATABASE
 
-    @property
-    def where(self) -> str:
-        return ",".join(self.hosts)
-
     def secrets(self) -> tuple[str, ...]:
-        return secrets_of(self.password, *(value for key, value in self.options if _secret(key)))
+        return read.secrets_of(self.password, *(value for key, value in self.options if _secret(key)))
 
     @property
     def redacted_url(self) -> str:
         ours = () if self.collection == DEFAULT_COLLECTION else (("collection", self.collection),)
-        query = shown((*ours, *self.options), _secret, _OPTION_SAFE)
-        auth = credentials(self.username, self.password) if self.username is not None else ""
+        query = read.shown((*ours, *self.options), _secret, _OPTION_SAFE)
+        auth = read.credentials(self.username, self.password) if self.username is not None else ""
         return f"{self.scheme}://{auth}{self.where}/{self.database or ''}{query}"
 
-    def client(self) -> MongoClient[Document]:
-        """A client that has not connected yet; credentials go as keywords, never in the URI."""
-        uri = f"{self.scheme}://{self.where}/{quote(self.database or '', safe='')}"
+    def client(self, connect: bool = False) -> MongoClient[Document]:
+        """A client (connecting in the background if asked); credentials go as keywords, never in the URI."""
         given = {key.lower() for key, _ in self.options}
         defaults: dict[str, Any] = {
-            # Off, as SecantusDB slows down with it on; a retried claim is a compare-and-set on
-            # the token (it cannot grant a lease twice), a retried renew or release idempotent.
-            "retryWrites": False,
+            "retryWrites": False,  # SecantusDB slows down with it on; no step needs it
             "w": "majority",
             "appName": "gomaster",
             "serverSelectionTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
             "connectTimeoutMS": int(DEFAULT_CONNECT_TIMEOUT * _MS),
-            # pymongo's least (default 10 s). Under a per-call timeout pymongo refuses to start
-            # an operation when the time left is below the server's smallest recent round trip,
-            # and that figure comes from the monitor's checks: one slow check (a loaded host, a
-            # slow network) kept a node failing every call for tens of seconds in the chaos
-            # harness. Checking twice a second lets such a figure age out within seconds.
+            # Not pymongo's 10 s: a call with less time left than the smallest round trip the
+            # monitor saw lately is refused, so one slow check must age out fast (see the docs).
             "heartbeatFrequencyMS": HEARTBEAT_MS,
         }
         chosen = {key: value for key, value in defaults.items() if key.lower() not in given}
-        login = {"username": self.username, "password": self.password}
-        chosen.update((key, value) for key, value in login.items() if value is not None)
-        query = "&".join(f"{key}={quote(value, safe=_OPTION_SAFE)}" for key, value in self.options)
-        return MongoClient(uri + (f"?{query}" if query else ""), connect=False, **chosen)
+        uri = f"{self.scheme}://{self.where}/{quote(self.database or '', safe='')}{_query(self.options)}"
+        return MongoClient(uri, connect=connect, username=self.username, password=self.password, **chosen)
 
 
 def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
-    """The settings ``url`` and ``given`` (keywords) describe, or ``SettingError``. ``collection``
-    is ours; pymongo checks the other options one by one (inside a URI it only warns about a bad
-    one), then all together by building a client with ``connect=False`` (no network, not even SRV).
-    """
-    parts, options = merge(url, given, {"collection": DEFAULT_COLLECTION})
+    """The settings ``url`` and ``given`` (keywords) describe, or ``SettingError``. pymongo checks
+    every option but ours one by one (inside a URI it only warns about a bad one), then all
+    together by building a client with ``connect=False`` (no network, not even SRV)."""
+    parts, options = read.merge(url, given, {"collection": DEFAULT_COLLECTION})
     text = {
         key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in options.items()
     }
@@ -184,14 +161,14 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         hosts = f"[{hosts}]:{url.port}" if ":" in hosts else f"{hosts}:{url.port}"
     settings = _Settings(
         scheme=url.scheme,
-        hosts=tuple(hosts.split(",")),
+        where=hosts,
         database=unquote(url.path.removeprefix("/")) or None,
-        collection=identifier("collection", parts["collection"] or DEFAULT_COLLECTION),
+        collection=read.identifier("collection", parts["collection"] or DEFAULT_COLLECTION),
         username=url.username,
         password=url.password,
         options=tuple(text.items()),
     )
-    if not all(settings.hosts):
+    if not all(hosts.split(",")):
         raise SettingError(f"no MongoDB host given in {settings.redacted_url}")
     database = settings.database or ""
     if _DATABASE_FORBIDDEN.intersection(database) or len(database.encode()) > _MAX_DATABASE_BYTES:
@@ -202,7 +179,7 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     try:
         for key, value in settings.options:
             problem = f"bad MongoDB option {key}={REDACTED if _secret(key) else value!r}"
-            split_options(f"{key}={quote(value, safe=_OPTION_SAFE)}", validate=True, warn=False)
+            split_options(_query([(key, value)]).removeprefix("?"), validate=True, warn=False)
         problem = f"bad MongoDB configuration in {settings.redacted_url}"
         settings.client().close()
     except (PyMongoError, ValueError, TypeError, OSError) as exc:
@@ -212,52 +189,66 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 
 @dataclass(slots=True)
 class _Link:
-    """A client, its lock collection, the call's deadline; a listener's stream and its names."""
+    """A client, its lock collection, the call's deadline; a listener's stream, its names, and
+    whether this call read it."""
 
     client: MongoClient[Document]
     locks: Collection[Document]
     deadline: float = 0.0
     stream: ChangeStream[Document] | None = None
     names: list[str] = field(default_factory=list)
+    read: bool = False
 
 
-def _bounded(link: _Link) -> contextlib.AbstractContextManager[None]:
-    """pymongo's per-call timeout for what is left of the call the session armed: a context
-    manager around the work, which ``arm`` (with no counterpart after the work) cannot enter and
-    leave, so ``arm`` records the deadline on the link and the work enters this."""
-    left = link.deadline - time.monotonic()
-    return pymongo.timeout(min(left, MAX_SECONDS) if left > _MIN_CALL_TIMEOUT else _MIN_CALL_TIMEOUT)
+def _servers(client: MongoClient[Document]) -> Iterable[ServerDescription]:
+    """What ``client`` learnt of each server when it last looked."""
+    return client.topology_description.server_descriptions().values()
+
+
+def _up(client: MongoClient[Document]) -> bool:
+    return any(server.is_server_type_known for server in _servers(client))
+
+
+@contextlib.contextmanager
+def _bounded(link: _Link, least: float = 0.0) -> Iterator[None]:
+    """pymongo's per-call timeout for what is left of the call the session armed (or ``least``).
+    Waiting for a server to answer, pymongo looks again only every half second, and so fails up
+    to that long late: the wait is done here, and a call still without a server fails at once."""
+    until = max(link.deadline, time.monotonic() + least)
+    while not _up(link.client) and time.monotonic() < until:
+        time.sleep(_LOOK)
+    with pymongo.timeout(seconds_left(until) if _up(link.client) else _NO_WAIT):
+        yield
 
 
 class _Driver:
     """pymongo for the steps' session: a client is a pool that heals itself, kept through errors."""
 
     errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
+    #: Whether an error keeps the client.
+    keep = True
 
     def __init__(self, settings: _Settings) -> None:
         self.settings = settings
 
     def open(self, deadline: float) -> _Link:
-        client = self.settings.client()
-        collection = client[self.settings.lock_database].get_collection(
-            self.settings.collection, read_preference=ReadPreference.PRIMARY
-        )
-        return _Link(client, collection)
+        client = self.settings.client(connect=True)
+        locks = client[self.settings.lock_database][self.settings.collection]
+        return _Link(client, locks.with_options(read_preference=ReadPreference.PRIMARY))
 
     def usable(self, link: _Link) -> bool:
         return True
 
     def arm(self, link: _Link, deadline: float) -> None:
-        link.deadline = deadline
+        link.deadline, link.read = deadline, False
 
     def close(self, link: _Link) -> None:
-        with contextlib.suppress(PyMongoError), pymongo.timeout(_CLOSE_TIMEOUT):
+        goodbye = _CLOSE_TIMEOUT if _up(link.client) else _NO_WAIT
+        with contextlib.suppress(PyMongoError), pymongo.timeout(goodbye):
             link.client.close()
 
     def classify(self, exc: BaseException) -> Fault:
-        text = str(exc)
-        for noise in _NOISE:
-            text = text.split(noise, 1)[0]
+        text = _NOISE.split(str(exc), maxsplit=1)[0]
         code = exc.code if isinstance(exc, OperationFailure) else None
         cause = f"{type(exc).__name__}: {text}" + ("" if code is None else f" (code {code})")
         kind: Kind = "other"
@@ -270,7 +261,7 @@ class _Driver:
         elif code is not None:
             kind = _CODES.get(code, "other")
         detail = f"{self.settings.lock_database}.{self.settings.collection}"
-        return Fault(kind, cause, self.settings.where if kind == "unresolved" else detail, keep=True)
+        return Fault(kind, cause, self.settings.where if kind == "unresolved" else detail, keep=self.keep)
 
 
 class _ChangeStream(_Driver):
@@ -279,12 +270,7 @@ class _ChangeStream(_Driver):
     server refuses to watch (``notifies`` is then False, for this process)."""
 
     notifies = True
-
-    def arm(self, link: _Link, deadline: float) -> None:
-        link.deadline = deadline + _AWAIT_GRACE
-
-    def classify(self, exc: BaseException) -> Fault:
-        return replace(super().classify(exc), keep=False)
+    keep = False
 
     def subscribe(self, link: _Link, channel: str) -> None:
         """Watch ``channel`` too: a new stream for all the names, resuming where the old one
@@ -312,11 +298,19 @@ class _ChangeStream(_Driver):
             _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
 
     def receive(self, link: _Link, timeout: float) -> Iterable[str]:
-        if link.stream is None:
-            time.sleep(min(timeout, MAX_SECONDS))
+        """One read, if it can end in time (else the server keeps the changes for the next call)
+        or is this call's first; a silent server (frozen, cut off) sends nothing, a refusal fails."""
+        if link.stream is None or (link.read and timeout < _READ):
+            time.sleep(min(timeout, read.MAX_SECONDS))
             return ()
-        with _bounded(link):
-            change = link.stream.try_next()
+        link.read = True
+        try:
+            with _bounded(link, _READ):
+                change = link.stream.try_next()  # on its next call pymongo resumes a broken one
+        except PyMongoError as exc:
+            if exc.timeout and all(getattr(known.error, "timeout", True) for known in _servers(link.client)):
+                return ()
+            raise
         return () if change is None else (str(change["documentKey"]["_id"]),)
 
 
@@ -330,34 +324,53 @@ def _fields(document: Mapping[str, Any]) -> dict[str, object]:
     return fields
 
 
-def _lease_fields(claim: Claim) -> dict[str, object]:
-    me = claim.node
-    # Values in a pipeline ``$set`` are expressions: ``$literal`` keeps a holder named ``$x`` text.
+def _until(seconds: float) -> Document:
+    """The server's clock ``seconds`` from now, in int64 milliseconds."""
+    return {"$add": [_NOW, Int64(round(seconds * _MS))]}
+
+
+def _lease(
+    token: object, ttl: float, holder: str = "", version: str = "", host: str = "", pid: int = 0
+) -> Document:
+    """A whole lease as a pipeline ``$set``, taken now; ``$literal`` keeps a holder named ``$x`` text."""
     return {
-        "holder": {"$literal": me.node_id},
-        "version": {"$literal": me.version},
-        "token": Int64(claim.token),
+        "holder": {"$literal": holder},
+        "version": {"$literal": version},
+        "token": token,
         "acquired_at": _NOW,
         "renewed_at": _NOW,
-        "expires_at": {"$add": [_NOW, _milliseconds(claim.ttl)]},
-        "host": {"$literal": me.host},
-        "pid": Int64(me.pid),
+        "expires_at": _until(ttl),
+        "host": {"$literal": host},
+        "pid": Int64(pid),
     }
 
 
-def _milliseconds(seconds: float) -> Int64:
-    return Int64(round(seconds * _MS))
+def _exactly(record: LockRecord, compare: str) -> Document:
+    """``record``'s document, while its expiry ``compare``s to the server's clock as asked:
+    ``$lte`` when the lease must have expired (a takeover), ``$gt`` while it lasts (a renewal)."""
+    expiry = {compare: [_EXPIRES, _NOW]}
+    return {"_id": record.name, "holder": record.holder, "token": record.token, "$expr": expiry}
+
+
+def _set(query: Document, fields: Document, upsert: bool = False) -> _Write:
+    """A ``findAndModify`` that sets ``fields`` on the document ``query`` matches and returns it
+    as it became; None when nothing matched, or when another claimer inserted the name first."""
+
+    def write(locks: Collection[Document]) -> Document | None:
+        try:
+            return locks.find_one_and_update(
+                query, [{"$set": fields}], upsert=upsert, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            return None
+
+    return write
 
 
 class MongoBackend(Configured[_Settings]):
-    """Lock records in a MongoDB collection; picklable, connects lazily in each process.
-
-    The keywords follow go-master's Mongo options: ``hosts`` (``"host:port"`` strings),
-    ``database``, ``replica_set``, ``auth_source``, ``user``, ``password``, ``timeout`` (seconds
-    to connect and find the primary), ``tls``, ``pool_limit`` and ``collection``. ``options``
-    passes any other connection-string option on to pymongo. Raises ``ValueError`` for a
-    configuration that cannot work.
-    """
+    """Lock records in a MongoDB collection. The keywords follow go-master's Mongo options
+    (docs/migration.md); ``options`` passes any other connection-string option on to pymongo.
+    Raises ``ValueError`` for a configuration that cannot work."""
 
     def __init__(
         self,
@@ -375,12 +388,12 @@ class MongoBackend(Configured[_Settings]):
         srv: bool = False,
         options: Mapping[str, object] | None = None,
     ) -> None:
-        wait = None if timeout is None else round(seconds("timeout", timeout) * _MS)
+        wait = None if timeout is None else round(read.seconds("timeout", timeout) * _MS)
         given = {
             "collection": collection,
             "replicaSet": replica_set,
             "authSource": auth_source,
-            "tls": None if tls is None else flag("tls", tls),
+            "tls": None if tls is None else read.flag("tls", tls),
             "maxPoolSize": pool_limit,
             "connectTimeoutMS": wait,
             "serverSelectionTimeoutMS": wait,
@@ -420,22 +433,13 @@ class MongoBackend(Configured[_Settings]):
     def _run(
         self, step: str, timeout: float, work: Callable[[Collection[Document]], T]
     ) -> IOResult[T, BackendError]:
-        """``work`` on the lock collection, within ``timeout``, through the session."""
-
         def bounded(link: _Link) -> T:
             with _bounded(link):
                 return work(link.locks)
 
         return IOResult.from_result(self._session.run(step, timeout, bounded))
 
-    # -- the steps ----------------------------------------------------------------------
-
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """One aggregation: the record (if any) and the server's clock from the same command.
-
-        ``$facet`` emits exactly one document even when ``$match`` finds nothing, so an absent
-        record still comes back with ``$$NOW`` and no second round trip is ever needed.
-        """
         pipeline: list[Document] = [
             {"$match": {"_id": name}},
             {"$facet": {"found": [{"$limit": 1}]}},
@@ -443,8 +447,8 @@ class MongoBackend(Configured[_Settings]):
         ]
 
         def observation(documents: list[Document]) -> Result[Observation, BackendError | MalformedRecord]:
-            now = documents[0].get("now") if len(documents) == 1 else None
-            found = documents[0].get("found") if len(documents) == 1 else None
+            first = documents[0] if len(documents) == 1 else {}
+            now, found = first.get("now"), first.get("found")
             if isinstance(now, bool) or not isinstance(now, int) or not isinstance(found, list):
                 return Failure(BackendError(self.url, f"observe got an unexpected answer: {documents!r}"))
             if not found:
@@ -457,64 +461,29 @@ class MongoBackend(Configured[_Settings]):
         return found.bind_result(observation)
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
-        """Create the document, or take over exactly the expected one once it is free.
-
-        A new name is an upsert whose filter never matches a stored document, so it can only
-        insert; losing a race to create it is a duplicate ``_id`` (code 11000), a ``Conflict``.
-        A takeover matches only the observed holder and token and only once the lease has
-        expired by the server's clock (a release expires it at once), so of all contenders for token ``t + 1``
-        exactly one finds the document still at ``t``.
-        """
+        """A new name's filter matches no stored document, so its upsert can only insert. A
+        takeover matches only the observed holder and token, once expired by the server's clock."""
         expected = claim.expected
-        if expected is None:
-            query: Document = {"_id": claim.name, "$expr": {"$literal": False}}
-        elif claim.token != expected.token + 1:
+        if expected is not None and claim.token != expected.token + 1:
             return IOFailure(Conflict(claim.name))
-        else:
-            query = {
-                "_id": claim.name,
-                "holder": expected.holder,
-                "token": expected.token,
-                "$expr": {"$lte": [{"$toLong": "$expires_at"}, _NOW]},
-            }
-        pipeline = [{"$set": _lease_fields(claim)}]
-
-        def take(locks: Collection[Document]) -> Document | None:
-            try:
-                return locks.find_one_and_update(
-                    query, pipeline, upsert=expected is None, return_document=ReturnDocument.AFTER
-                )
-            except DuplicateKeyError:
-                return None
-
-        return self._one("claim", claim.name, timeout, take, missing=Conflict(claim.name))
+        new: Document = {"_id": claim.name, "$expr": {"$literal": False}}
+        query = new if expected is None else _exactly(expected, "$lte")
+        me = claim.node
+        lease = _lease(Int64(claim.token), claim.ttl, me.node_id, me.version, me.host, me.pid)
+        take = _set(query, lease, upsert=expected is None)
+        return self._record("claim", claim.name, timeout, take, missing=Conflict(claim.name))
 
     def renew(
         self, record: LockRecord, ttl: float, timeout: float
     ) -> IOResult[LockRecord, Lost | BackendError]:
-        """Extend our own lease to server now + ttl, only while it has not expired by that clock."""
-        query: Document = {
-            "_id": record.name,
-            "holder": record.holder,
-            "token": record.token,
-            "$expr": {"$gt": [{"$toLong": "$expires_at"}, _NOW]},
-        }
-        pipeline = [{"$set": {"renewed_at": _NOW, "expires_at": {"$add": [_NOW, _milliseconds(ttl)]}}}]
+        extend = _set(_exactly(record, "$gt"), {"renewed_at": _NOW, "expires_at": _until(ttl)})
+        return self._record("renew", record.name, timeout, extend, missing=Lost(record))
 
-        def extend(locks: Collection[Document]) -> Document | None:
-            return locks.find_one_and_update(query, pipeline, return_document=ReturnDocument.AFTER)
-
-        return self._one("renew", record.name, timeout, extend, missing=Lost(record))
-
-    def _one(
-        self,
-        step: str,
-        name: str,
-        timeout: float,
-        work: Callable[[Collection[Document]], Document | None],
-        *,
-        missing: _Refusal,
+    def _record(
+        self, step: str, name: str, timeout: float, work: _Write, *, missing: _Refusal
     ) -> IOResult[LockRecord, _Refusal | BackendError]:
+        """The record ``work`` wrote, or ``missing`` when it wrote none."""
+
         def record(document: Document | None) -> Result[LockRecord, _Refusal | BackendError]:
             wrong = f"{step} wrote a record that reads back wrong"
             if document is None:
@@ -527,60 +496,35 @@ class MongoBackend(Configured[_Settings]):
         return answer.bind_result(record)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Mark the lease released if it is still exactly this holder's. Never deletes: the token stays."""
-        pipeline = [{"$set": {"holder": "", "expires_at": {"$min": [{"$toLong": "$expires_at"}, _NOW]}}}]
-        return self._clear("release", record, pipeline, timeout)
+        released = {"holder": "", "expires_at": {"$min": [_EXPIRES, _NOW]}}
+        return self._clear("release", record, released, timeout)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        """Clear the holder, keeping token and expiry (see ``LockBackend.revoke``)."""
-        return self._clear("revoke", record, {"$set": {"holder": ""}}, timeout)
+        return self._clear("revoke", record, {"holder": ""}, timeout)
 
     def _clear(
-        self, step: str, record: LockRecord, update: Document | list[Document], timeout: float
+        self, step: str, record: LockRecord, fields: Document, timeout: float
     ) -> IOResult[bool, BackendError]:
-        """``update`` the document if it is still exactly ``record``'s; True when it was."""
+        """Set ``fields`` if the document is still exactly ``record``'s; True when it was."""
         query = {"_id": record.name, "token": record.token, "holder": {"$eq": record.holder, "$ne": ""}}
+        update = [{"$set": fields}]
         return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
-        """Rewrite the document as released until ``hold`` from now (see ``LockBackend.repair``).
-
-        One pipeline update: a whole-number token in range is kept, anything else (a string, a
-        double, a missing field) is replaced by the server clock in milliseconds.
-        """
+        """A whole-number token in range is kept; anything else (a string, a double, a missing
+        field) is replaced by the server clock in milliseconds."""
         token = "$token"
-        valid = {
-            "$and": [
-                {"$in": [{"$type": token}, ["int", "long"]]},
-                {"$gte": [token, 0]},
-                {"$lt": [token, Int64(MAX_TOKEN)]},
-            ]
-        }
-        fields = {
-            "token": {"$max": [Int64(token_floor), {"$cond": [valid, {"$toLong": token}, _NOW]}]},
-            "holder": "",
-            "version": "",
-            "host": "",
-            "pid": Int64(0),
-            "acquired_at": _NOW,
-            "renewed_at": _NOW,
-            "expires_at": {"$add": [_NOW, _milliseconds(hold)]},
-        }
-
-        def rewrite(locks: Collection[Document]) -> Document | None:
-            pipeline = [{"$set": fields}]
-            after = ReturnDocument.AFTER
-            return locks.find_one_and_update({"_id": name}, pipeline, {"token": 1}, return_document=after)
-
-        return self._run("repair", timeout, rewrite).map(
+        whole = {"$in": [{"$type": token}, ["int", "long"]]}
+        valid = {"$and": [whole, {"$gte": [token, 0]}, {"$lt": [token, Int64(MAX_TOKEN)]}]}
+        kept = {"$max": [Int64(token_floor), {"$cond": [valid, {"$toLong": token}, _NOW]}]}
+        return self._run("repair", timeout, _set({"_id": name}, _lease(kept, hold))).map(
             lambda found: None if found is None else int(found["token"])
         )
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` for a change that releases ``name`` (a poller sleeps instead);
-        it may end one read of the stream (a quarter second) after ``timeout``."""
+        """Ends by ``timeout``; one shorter than a read of the stream (0.3 s) may end a read later."""
         return IOResult.from_result(self._notices.wait(name, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
@@ -599,11 +543,5 @@ class MongoBackend(Configured[_Settings]):
 
 
 def from_url(url: BackendURL) -> Result[MongoBackend, str]:
-    """``mongodb://user:pass@host:port/db?collection=masterlock&<pymongo options>``.
-
-    ``collection`` is ours; every other query option goes to ``MongoClient``. The locks live in
-    the URL's database (``gomaster`` when it names none). As in any MongoDB URL, credentials are
-    checked in that database, or in ``admin`` when the URL names none, unless ``authSource``
-    says otherwise.
-    """
+    """``mongodb://user:pass@host:port/db?collection=masterlock&<pymongo options>``."""
     return checked(lambda: _read(url, {})).map(MongoBackend._of)
