@@ -204,7 +204,7 @@ class Session(Generic[_C]):
         except driver.errors as exc:
             fault = driver.classify(exc)
             if fault.kind in _MAYBE_LATE and time.monotonic() >= deadline:
-                fault = Fault("timeout", fault.cause)
+                fault = Fault("timeout", fault.cause, keep=fault.keep)
             if not fault.keep:
                 self.drop()
             return Failure(self.error(fault, step, timeout))
