@@ -86,11 +86,8 @@ def tenures(marks: Iterable[dict[str, object]]) -> list[Tenure]:
 
 def overlaps(history: list[Tenure]) -> list[Overlap]:
     """Every pair of tenures whose witnessed work overlapped in time."""
-    found = []
-    for older, newer in itertools.combinations(history, 2):
-        if newer.start < older.end:
-            found.append(Overlap(older.token, newer.token, older.end - newer.start))
-    return found
+    pairs = itertools.combinations(history, 2)
+    return [Overlap(a.token, b.token, a.end - b.start) for a, b in pairs if b.start < a.end]
 
 
 def token_regressions(history: list[Tenure]) -> list[tuple[int, int]]:

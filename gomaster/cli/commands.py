@@ -662,17 +662,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace) -> int:
     """Run a command that answers on stdout (all but ``run``), with its output flushed."""
-    match args.command:
-        case "status":
-            code = _cmd_status(args)
-        case "release":
-            code = _cmd_release(args)
-        case "repair":
-            code = _cmd_repair(args)
-        case "demo":
-            code = _demo(args)
-        case _:
-            code = EXIT_USAGE
+    answering = {"status": _cmd_status, "release": _cmd_release, "repair": _cmd_repair, "demo": _demo}
+    code = answering[args.command](args) if args.command in answering else EXIT_USAGE
     sys.stdout.flush()
     return code
 
