@@ -63,17 +63,22 @@ class Overlap:
     seconds: float
 
 
+def _work_marks(marks: Iterable[dict[str, object]]) -> list[tuple[int, str, float]]:
+    """(token, node, t) of every mark of master work, in log order."""
+    found = []
+    for mark in marks:
+        if mark.get("event") in MARKS and isinstance(mark.get("token"), int):
+            found.append((int(str(mark["token"])), str(mark.get("node", "")), float(str(mark["t"]))))
+    return found
+
+
 def tenures(marks: Iterable[dict[str, object]]) -> list[Tenure]:
     """Group marks by token, in the order the tenures started."""
     spans: dict[int, Tenure] = {}
-    for mark in marks:
-        if mark.get("event") not in MARKS or not isinstance(mark.get("token"), int):
-            continue
-        token = int(str(mark["token"]))
-        at = float(str(mark["t"]))
+    for token, node, at in _work_marks(marks):
         seen = spans.get(token)
         if seen is None:
-            spans[token] = Tenure(token, str(mark.get("node", "")), at, at)
+            spans[token] = Tenure(token, node, at, at)
         else:
             spans[token] = Tenure(token, seen.node, min(seen.start, at), max(seen.end, at))
     return sorted(spans.values(), key=lambda tenure: tenure.start)
@@ -81,11 +86,8 @@ def tenures(marks: Iterable[dict[str, object]]) -> list[Tenure]:
 
 def overlaps(history: list[Tenure]) -> list[Overlap]:
     """Every pair of tenures whose witnessed work overlapped in time."""
-    found = []
-    for older, newer in itertools.combinations(history, 2):
-        if newer.start < older.end:
-            found.append(Overlap(older.token, newer.token, older.end - newer.start))
-    return found
+    pairs = itertools.combinations(history, 2)
+    return [Overlap(a.token, b.token, a.end - b.start) for a, b in pairs if b.start < a.end]
 
 
 def token_regressions(history: list[Tenure]) -> list[tuple[int, int]]:
@@ -151,15 +153,6 @@ class Judgement:
     regressions: list[tuple[int, int]]
     stale: list[Stale]
     witness: list[float]
-
-
-def _work_marks(marks: Iterable[dict[str, object]]) -> list[tuple[int, str, float]]:
-    """(token, node, t) of every mark of master work, in log order."""
-    found = []
-    for mark in marks:
-        if mark.get("event") in MARKS and isinstance(mark.get("token"), int):
-            found.append((int(str(mark["token"])), str(mark.get("node", "")), float(str(mark["t"]))))
-    return found
 
 
 def _newer_starts(history: list[Tenure]) -> dict[int, Tenure]:

@@ -183,14 +183,12 @@ class Session(Generic[_C]):
         driver's exceptions become ``BackendError``. Waiting for another thread's call counts
         against the same deadline."""
         deadline = time.monotonic() + timeout
-        if self._pid != os.getpid():
-            self.after_fork()
-        if not self._lock.acquire(timeout=min(max(timeout, 0.0), _LONGEST_WAIT)):
+        if not self.hold(timeout):
             return Failure(self.error(Fault("busy"), step, timeout))
         try:
             return self.locked(step, timeout, deadline, work)
         finally:
-            self._lock.release()
+            self.let_go()
 
     def locked(
         self, step: str, timeout: float, deadline: float, work: Callable[[_C], _T]

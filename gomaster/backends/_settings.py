@@ -20,7 +20,6 @@ from urllib.parse import quote
 from returns.pipeline import is_successful
 from returns.result import Failure, Result, Success
 
-from gomaster.backends.base import check_identifier
 from gomaster.backends.url import MAX_PORT, MIN_PORT, REDACTED, BackendURL, scrub
 
 #: The longest timeout any option accepts: a day, like the longest ttl (``core.timing``).
@@ -28,6 +27,7 @@ MAX_SECONDS = 86_400.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _DIGITS = re.compile(r"^[0-9]{1,10}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 _S = TypeVar("_S", bound="Settings")
 _B = TypeVar("_B", bound="Configured[Any]")
@@ -104,7 +104,13 @@ def choice(key: str, value: object, choices: Iterable[str]) -> str:
 
 def identifier(kind: str, value: object) -> str:
     """A table or collection name that is safe to splice into a statement."""
-    return or_raise(check_identifier(kind, text(kind, value)), SettingError)
+    found = text(kind, value)
+    if not _IDENTIFIER.match(found):
+        raise SettingError(
+            f"{kind} name {found!r} is not allowed: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 63 characters"
+        )
+    return found
 
 
 def merge(

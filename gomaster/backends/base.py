@@ -1,18 +1,14 @@
-"""The contract every lock backend satisfies, and the small checks they share."""
+"""The contract every lock backend satisfies."""
 
 from __future__ import annotations
 
-import re
 from typing import Protocol, runtime_checkable
 
 from returns.io import IOResult
-from returns.result import Failure, Result, Success
 
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, Observation
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @runtime_checkable
@@ -87,23 +83,3 @@ class LockBackend(Protocol):
     def close(self) -> None:
         """Drop this process's connection; the object stays usable and reconnects on demand."""
         ...
-
-
-def check_identifier(kind: str, value: str) -> Result[str, str]:
-    """Accept a table, collection or key-prefix name that is safe to splice into a statement."""
-    if _IDENTIFIER.match(value):
-        return Success(value)
-    return Failure(
-        f"{kind} name {value!r} is not allowed: use letters, digits and underscores, "
-        "starting with a letter or underscore, at most 63 characters"
-    )
-
-
-def timeout_error(url: str, step: str, timeout: float) -> BackendError:
-    """The error for a step that did not finish in time."""
-    return BackendError(url, f"{step} did not finish within {timeout:.3f} s")
-
-
-def unexpected(url: str, problem: MalformedRecord | str) -> BackendError:
-    """The error for an answer the backend should never give."""
-    return BackendError(url, str(problem))

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from returns.io import IOResult, IOSuccess
 
@@ -18,6 +19,8 @@ from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.model import claim_in, release_in, renew_in, repair_in, revoke_in
 from gomaster.core.record import LockRecord, MalformedRecord, Observation
+
+_R = TypeVar("_R", LockRecord, LockRecord | None)
 
 
 @dataclass(slots=True)
@@ -29,9 +32,10 @@ class MemoryStore:
     lock: threading.Condition = field(default_factory=threading.Condition)
     releases: int = 0
 
-    def keep(self, record: LockRecord) -> LockRecord:
-        """Store ``record`` (under ``lock``, which the caller holds) and return it."""
-        self.records[record.name] = record
+    def keep(self, record: _R) -> _R:
+        """Store ``record``, if any (under ``lock``, which the caller holds), and return it."""
+        if record is not None:
+            self.records[record.name] = record
         return record
 
 
@@ -88,33 +92,26 @@ class MemoryBackend:
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Release our lease and wake anyone waiting for it."""
         with self._store.lock:
-            released = release_in(self._store.records, record, self._store.clock())
-            if released is None:
-                return IOSuccess(False)
-            self._store.records[record.name] = released
-            self._store.releases += 1
-            self._store.lock.notify_all()
-            return IOSuccess(True)
+            released = self._store.keep(release_in(self._store.records, record, self._store.clock()))
+            if released is not None:
+                self._store.releases += 1
+                self._store.lock.notify_all()
+            return IOSuccess(released is not None)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Take the lease from its holder, keeping token and expiry."""
         with self._store.lock:
-            revoked = revoke_in(self._store.records, record)
-            if revoked is None:
-                return IOSuccess(False)
-            self._store.records[record.name] = revoked
-            return IOSuccess(True)
+            return IOSuccess(self._store.keep(revoke_in(self._store.records, record)) is not None)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
         """Rewrite the record as released until ``hold`` from now (see ``LockBackend.repair``)."""
         with self._store.lock:
-            repaired = repair_in(self._store.records, name, hold, token_floor, self._store.clock())
-            if repaired is None:
-                return IOSuccess(None)
-            self._store.records[name] = repaired
-            return IOSuccess(repaired.token)
+            repaired = self._store.keep(
+                repair_in(self._store.records, name, hold, token_floor, self._store.clock())
+            )
+            return IOSuccess(None if repaired is None else repaired.token)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """Block until any release in this store, or ``timeout``."""

@@ -68,10 +68,6 @@ class BackendURL:
                 return v
         return default
 
-    def options_except(self, *keys: str) -> dict[str, str]:
-        """Query parameters other than ``keys``: what goes on to the driver."""
-        return {k: v for k, v in self.query if k not in keys}
-
     def __str__(self) -> str:
         return self.redacted
 

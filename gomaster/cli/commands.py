@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
@@ -234,17 +235,13 @@ def _env_float(key: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        _fail_usage(f"GOMASTER_{key}={value!r} is not a number of seconds")
-
-
-def _fail_usage(message: str) -> NoReturn:
-    raise UsageError(message)
+        raise UsageError(f"GOMASTER_{key}={value!r} is not a number of seconds") from None
 
 
 def _usable(checked: Result[_T, object], prefix: str = "") -> _T:
     """The value of a check, or a usage error with its message: where a ``Result`` meets the user."""
     if not is_successful(checked):
-        _fail_usage(f"{prefix}{checked.failure()}")
+        raise UsageError(f"{prefix}{checked.failure()}")
     return checked.unwrap()
 
 
@@ -320,13 +317,9 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         "grace": "seconds CMD's processes get between SIGTERM and SIGKILL (default ttl/5)",
     }
     for field, text in periods.items():
-        variable = "GOMASTER_" + field.upper().replace("-", "_")
+        key = field.upper().replace("-", "_")
         run.add_argument(
-            f"--{field}",
-            type=float,
-            metavar="S",
-            default=_env_float(field.upper().replace("-", "_")),
-            help=f"{text}; env {variable}",
+            f"--{field}", type=float, metavar="S", default=_env_float(key), help=f"{text}; env GOMASTER_{key}"
         )
     run.add_argument(
         "--once",
@@ -453,7 +446,7 @@ def _timing(args: argparse.Namespace) -> Timing:
     try:
         base = Timing.from_ttl(args.ttl) if args.ttl is not None else Timing()
     except ValueError as exc:
-        _fail_usage(str(exc))
+        raise UsageError(str(exc)) from None
     given = {
         flag: value
         for flag, value in (
@@ -464,7 +457,7 @@ def _timing(args: argparse.Namespace) -> Timing:
         )
         if value is not None
     }
-    fields = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
+    changed = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
 
     def in_flags(problem: TimingError) -> str:
         fix = ""
@@ -473,20 +466,12 @@ def _timing(args: argparse.Namespace) -> Timing:
             fix += f"to derive every timing from --ttl {base.ttl:g}"
         return f"impossible timing: {problem.rule}{fix}"
 
-    checked = validate_timing(
-        ttl=base.ttl,
-        heartbeat=fields.get("heartbeat", base.heartbeat),
-        renew_deadline=fields.get("renew_deadline", base.renew_deadline),
-        retry=fields.get("retry", base.retry),
-        grace=fields.get("grace", base.grace),
-        max_drift=base.max_drift,
-    )
-    return _usable(checked.alt(in_flags))
+    return _usable(validate_timing(**{**asdict(base), **changed}).alt(in_flags))
 
 
 def _check_name(name: str | None) -> str:
     if name is None:
-        _fail_usage("--name is required (or set GOMASTER_NAME): this command acts on no default lock")
+        raise UsageError("--name is required (or set GOMASTER_NAME): this command acts on no default lock")
     return _usable(check_name(name))
 
 
@@ -496,7 +481,7 @@ def _check_version(version: str) -> str:
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" not in argv:
-        _fail_usage("run needs -- before the command, e.g. gomaster run --name cron -- ./job.sh")
+        raise UsageError("run needs -- before the command, e.g. gomaster run --name cron -- ./job.sh")
     cut = argv.index("--")
     return argv[:cut], argv[cut + 1 :]
 
@@ -632,7 +617,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
     name = _check_name(args.name)
     hold = _seconds("--ttl", args.ttl, MIN_TTL, MAX_TTL)
     if not 0 <= args.token < MAX_TOKEN:
-        _fail_usage(f"--token must be a whole number from 0 to {MAX_TOKEN - 1}, not {args.token}")
+        raise UsageError(f"--token must be a whole number from 0 to {MAX_TOKEN - 1}, not {args.token}")
     backend = _backend(args.backend)
     match performed(backend.observe(name, args.timeout)):
         case Failure(MalformedRecord() as problem):
@@ -665,10 +650,10 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         Timing.from_ttl(args.ttl)
     except ValueError as exc:
-        _fail_usage(f"--ttl: {exc}")
+        raise UsageError(f"--ttl: {exc}") from None
     duration = _seconds("--duration", args.duration, 0.0, MAX_TTL)
     if not DEMO_MIN_NODES <= args.nodes <= DEMO_MAX_NODES:
-        _fail_usage(f"--nodes must be from {DEMO_MIN_NODES} to {DEMO_MAX_NODES}, not {args.nodes}")
+        raise UsageError(f"--nodes must be from {DEMO_MIN_NODES} to {DEMO_MAX_NODES}, not {args.nodes}")
     kill_every = args.kill_every
     if kill_every is not None:
         kill_every = _seconds("--kill-every", kill_every, DEMO_MIN_KILL_EVERY, MAX_TTL)
@@ -677,17 +662,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace) -> int:
     """Run a command that answers on stdout (all but ``run``), with its output flushed."""
-    match args.command:
-        case "status":
-            code = _cmd_status(args)
-        case "release":
-            code = _cmd_release(args)
-        case "repair":
-            code = _cmd_repair(args)
-        case "demo":
-            code = _demo(args)
-        case _:
-            code = EXIT_USAGE
+    answering = {"status": _cmd_status, "release": _cmd_release, "repair": _cmd_repair, "demo": _demo}
+    code = answering[args.command](args) if args.command in answering else EXIT_USAGE
     sys.stdout.flush()
     return code
 

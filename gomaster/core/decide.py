@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from returns.result import Failure, Result, Success
 
@@ -90,16 +90,12 @@ class Lease:
 
     def renewed(self, record: LockRecord, sent_at: float, timing: Timing) -> Lease:
         """The lease after a renewal sent at ``sent_at`` succeeded. The deadline never moves back."""
-        return Lease(
-            record=record,
-            deadline=max(self.deadline, local_deadline(sent_at, timing)),
-            next_renew=sent_at + timing.heartbeat,
-        )
+        fresh = start_lease(record, sent_at, timing)
+        return replace(fresh, deadline=max(self.deadline, fresh.deadline))
 
     def retry_soon(self, now: float, timing: Timing) -> Lease:
         """The lease after a renewal could not reach the backend: try again shortly."""
-        pause = timing.heartbeat / RENEW_RETRIES_PER_HEARTBEAT
-        return Lease(record=self.record, deadline=self.deadline, next_renew=now + pause)
+        return replace(self, next_renew=now + timing.heartbeat / RENEW_RETRIES_PER_HEARTBEAT)
 
 
 def start_lease(record: LockRecord, sent_at: float, timing: Timing) -> Lease:

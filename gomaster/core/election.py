@@ -4,15 +4,8 @@ The machine never performs I/O and never reads a clock. Its caller (the runtime 
 simulation) executes the commands in order, feeds back every result as an input, and feeds a
 ``Tick`` no later than the time the final ``WaitUntil`` names. Same inputs, same outputs.
 
-Rules the machine keeps:
-
-1. At most one backend request that expects an answer (observe, claim, renew) is in flight.
-   ``SendRelease`` is fire-and-forget and may queue behind it.
-2. A leader demotes itself as soon as any input shows its local deadline has passed, even when a
-   renewal is still in flight: that is how a hung backend call cannot delay demotion.
-3. ``Announce(Demoted)`` always comes before ``SendRelease``, so the old work has stopped before
-   another node can see the lease free.
-4. A result that arrives for a request the current state did not send is dropped.
+The four rules it keeps and every transition are in docs/concepts.md ("The election state
+machine"); ``SendRelease`` is fire-and-forget and may queue behind a request in flight.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TypeGuard
 
 from returns.result import Failure, Result, Success
 
@@ -33,6 +34,11 @@ def _new_record(claim: Claim, now: float) -> LockRecord:
     )
 
 
+def _same_lease(current: LockRecord | None, seen: LockRecord) -> TypeGuard[LockRecord]:
+    """True when ``current`` is still the lease ``seen`` showed: the same holder and token."""
+    return current is not None and (current.holder, current.token) == (seen.holder, seen.token)
+
+
 def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Conflict]:
     """The claim statement: insert if absent, or take over the exact expected, expired row."""
     current = table.get(claim.name)
@@ -40,9 +46,7 @@ def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Confl
     if expected is None:
         return Failure(Conflict(claim.name)) if current is not None else Success(_new_record(claim, now))
     if (
-        current is None
-        or current.token != expected.token
-        or current.holder != expected.holder
+        not _same_lease(current, expected)
         or not current.claimable_at(now)
         or claim.token != current.token + 1
     ):
@@ -53,12 +57,7 @@ def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Confl
 def renew_in(table: Table, record: LockRecord, ttl: float, now: float) -> Result[LockRecord, Lost]:
     """The renew statement: extend only our own lease, and only while it is still live."""
     current = table.get(record.name)
-    if (
-        current is None
-        or current.holder != record.holder
-        or current.token != record.token
-        or not current.live_at(now)
-    ):
+    if not _same_lease(current, record) or not current.live_at(now):
         return Failure(Lost(record))
     return Success(replace(current, renewed_at=now, expires_at=now + ttl))
 
@@ -66,12 +65,7 @@ def renew_in(table: Table, record: LockRecord, ttl: float, now: float) -> Result
 def release_in(table: Table, record: LockRecord, now: float) -> LockRecord | None:
     """The release statement: the new row if ``record`` was still ours, else None (no change)."""
     current = table.get(record.name)
-    if (
-        current is None
-        or current.released
-        or current.holder != record.holder
-        or current.token != record.token
-    ):
+    if not _same_lease(current, record) or current.released:
         return None
     return replace(current, holder="", expires_at=min(current.expires_at, now))
 
@@ -80,11 +74,7 @@ def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
     """The operator's revoke: the holder loses the lease (its renewals fail) but the expiry
     stays, so no successor can claim it before the holder's own deadline has stopped its work."""
     current = table.get(record.name)
-    if (
-        current is None
-        or current.released
-        or (current.holder, current.token) != (record.holder, record.token)
-    ):
+    if not _same_lease(current, record) or current.released:
         return None
     return replace(current, holder="")
 

@@ -83,23 +83,23 @@ class MalformedRecord:
         return f"lock record {self.name!r} is malformed: {self.problem}"
 
 
-def _unstorable(what: str, text: str) -> str | None:
-    """Why ``text`` cannot be stored and shown safely, or None.
+def _storable(what: str, text: str) -> Result[str, str]:
+    """``text``, or why it cannot be stored and shown safely.
 
     A lone surrogate (what Python makes of bytes that are not UTF-8 in ``argv``) has no UTF-8
     form, so every driver fails on it, each in its own way; control characters would reach a
     terminal through ``gomaster status``. Both are refused before anything is sent.
     """
     if _CONTROL.search(text):
-        return f"{what} must not contain control characters, got {text!r}"
+        return Failure(f"{what} must not contain control characters, got {text!r}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (
+        return Failure(
             f"{what} must be valid Unicode text: {text[exc.start : exc.end]!r} at position "
             f"{exc.start} is a lone surrogate (bytes that are not UTF-8?)"
         )
-    return None
+    return Success(text)
 
 
 def check_name(name: object) -> Result[str, str]:
@@ -110,8 +110,7 @@ def check_name(name: object) -> Result[str, str]:
         return Failure("lock name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
         return Failure(f"lock name is longer than {MAX_NAME_LENGTH} characters")
-    problem = _unstorable("lock name", name)
-    return Success(name) if problem is None else Failure(problem)
+    return _storable("lock name", name)
 
 
 def check_version(version: object) -> Result[str, str]:
@@ -120,8 +119,7 @@ def check_version(version: object) -> Result[str, str]:
         return Failure(f"version must be a string, got {type(version).__name__}")
     if len(version) > MAX_VERSION_LENGTH:
         return Failure(f"version is longer than {MAX_VERSION_LENGTH} characters")
-    problem = _unstorable("version", version)
-    return Success(version) if problem is None else Failure(problem)
+    return _storable("version", version)
 
 
 def _text(fields: Mapping[str, object], key: str) -> str:

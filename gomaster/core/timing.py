@@ -96,13 +96,7 @@ def _broken_rule(
 
     Each safety rule names every value it compared, so a reader sees which one to change.
     """
-    values = {
-        "ttl": ttl,
-        "heartbeat": heartbeat,
-        "renew_deadline": renew_deadline,
-        "retry": retry,
-        "grace": grace,
-    }
+    values = dict(ttl=ttl, heartbeat=heartbeat, renew_deadline=renew_deadline, retry=retry, grace=grace)
     for field, value in values.items():
         refused = check_seconds(field, value, *DURATION_BOUNDS[field]).swap().value_or(None)
         if refused is not None:

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeAlias
 
 from returns.result import Failure, Success
@@ -216,20 +216,11 @@ class Elector:
 
     def _set_state(self, state: State) -> None:
         self._state = state
+        token = state.lease.record.token if isinstance(state, Leader) else None
         if _role(state) != self._status.role:
-            token = state.lease.record.token if isinstance(state, Leader) else None
             self._tell(RoleChanged(_role(state), token))
         with self._status_lock:
-            token = state.lease.record.token if isinstance(state, Leader) else None
-            old = self._status
-            self._status = ElectorStatus(
-                role=_role(state),
-                token=token,
-                record=old.record,
-                server_now=old.server_now,
-                seen_at=old.seen_at,
-                error=old.error,
-            )
+            self._status = replace(self._status, role=_role(state), token=token)
 
     def _note(self, event: Input) -> None:
         """Keep the last record seen, for status(); errors are remembered until a success."""
@@ -257,24 +248,12 @@ class Elector:
                 self._holder = holder
                 self._tell(HolderChanged(record))
         with self._status_lock:
-            old = self._status
             if error is not None:
-                self._status = ElectorStatus(
-                    role=old.role,
-                    token=old.token,
-                    record=old.record,
-                    server_now=old.server_now,
-                    seen_at=old.seen_at,
-                    error=error,
-                )
+                self._status = replace(self._status, error=error)
             else:
-                self._status = ElectorStatus(
-                    role=old.role,
-                    token=old.token,
-                    record=record,
-                    server_now=server_now,
-                    seen_at=self._clock(),
-                    error=None,
+                seen_at = self._clock()
+                self._status = replace(
+                    self._status, record=record, server_now=server_now, seen_at=seen_at, error=None
                 )
 
     # -- the I/O thread -----------------------------------------------------------------

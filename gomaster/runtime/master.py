@@ -133,10 +133,8 @@ def _supervise_hooks(
             conn.send(message)
 
     def on_event(event: Announcement) -> None:
-        if isinstance(event, Elected):
-            send(_RoleChanged(True, event.token))
-        elif isinstance(event, Demoted):
-            send(_RoleChanged(False, event.token))
+        if isinstance(event, Elected | Demoted):
+            send(_RoleChanged(isinstance(event, Elected), event.token))
 
     start_hook, stop_hook = hooks
     targets = [_run_start_hook(start_hook)] if start_hook is not None else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from gomaster.core.record import LockRecord
 
@@ -54,13 +54,11 @@ def status_from_record(
     error: str | None = None,
 ) -> Status:
     """Build a snapshot from the last record seen and the backend's clock at that moment."""
+    unseen = Status(name=name, node_id=node_id, is_master=is_master, backend=backend, error=error)
     if record is None or server_now is None:
-        return Status(name=name, node_id=node_id, is_master=is_master, backend=backend, error=error)
-    return Status(
-        name=name,
-        node_id=node_id,
-        is_master=is_master,
-        backend=backend,
+        return unseen
+    return replace(
+        unseen,
         holder=record.holder,
         version=record.version,
         host=record.host,
@@ -71,5 +69,4 @@ def status_from_record(
         expires_at=record.expires_at,
         expires_in=max(0.0, record.expires_at - server_now) if record.holder else 0.0,
         renewed_ago=max(0.0, server_now - record.renewed_at),
-        error=error,
     )

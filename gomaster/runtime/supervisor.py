@@ -1,19 +1,10 @@
 """The supervisor: runs the elector and turns mastership into worker processes, arbiter-style.
 
 Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
-queue and reconciles the workers that should exist with those that do. Workers are spawned in
-advance and wait for ``Elected`` on their pipe, so master work starts within milliseconds of
-winning; a second warm worker per target waits beside the first, so a target that crashes
-restarts without paying for a cold spawn (hundreds of milliseconds idle, seconds on a loaded
-host), even when it crashes right after an election. A node joins the election only once each
-target's worker has booted, so a node that is still starting never wins a lock from nodes that
-could work at once. On demotion every running worker is told to end its tenure: it keeps the
-whole process tree of its target (see ``worker``), sends it SIGTERM at once and SIGKILL when
-``grace`` runs out, and exits once nothing is left. The supervisor tells a worker still there at
-``grace`` to kill at once and, from then on, SIGKILLs the tree below that worker itself too, so a
-worker starved of CPU does not hold the stop up; it never kills the worker (the subreaper that
-keeps orphans from escaping to init) before ``KEEPER_WEDGED_AFTER``. The elector releases the
-lease only after every worker is gone.
+queue and reconciles the workers that should exist with those that do. Why workers (and a spare
+per target) are spawned in advance, why a node joins only once they have booted, and how a
+tenure's processes are ended are in docs/concepts.md ("Processes", "Containment"). The elector
+releases the lease only after every worker is gone.
 """
 
 from __future__ import annotations
@@ -405,8 +396,7 @@ class Supervisor:
                         _log.info(
                             "signal %s: stopping workers, releasing the lock", signal.Signals(signum).name
                         )
-                        self._stopping = True
-                        self._elector.stop()
+                        self._begin_stop()
                 case _ElectorDone():
                     self._elector_done = True
                     self._stopping = True

@@ -1,12 +1,8 @@
 """The process tree below this process: find every descendant, signal them all, reap them all.
 
-A worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``): whatever its tenure's work starts
-and then abandons (a double fork, a parent that exits first) is reparented to the worker, not to
-init. So every process the tenure started, directly or not, stays below the worker, and is found
-under ``/proc/<pid>/task/*/children`` however it changed its process group or session: the tree
-follows parenthood, which no process can leave. Signals go through pidfds, opened and then
-checked against the parent that listed them, so a PID that was recycled between the listing and
-the signal is never hit.
+The tree follows parenthood under ``/proc/<pid>/task/*/children``, which no process can leave
+(a worker is a subreaper: see docs/concepts.md, "Containment"). Signals go through pidfds,
+checked against the parent that listed them, so a recycled PID is never hit.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""A worker process: the keeper of one tenure's process tree.
+"""A worker process: the keeper of one tenure's process tree (docs/concepts.md, "Containment").
 
-A worker is spawned in advance and waits for ``Elected`` on its pipe. When elected it forks its
-target into a child process and from then on runs no user code itself: it is a child subreaper,
-so everything the target starts stays below it however it detaches (a new session, a double
-fork, a child that ignores SIGTERM), and it ends that whole tree when the tenure ends:
-
-- the supervisor stops it (``Demoted``, ``Shutdown`` or SIGTERM): SIGTERM to the tree at once,
-  SIGKILL to whatever is left when ``grace`` runs out (or at once on ``KILL_NOW_SIGNAL``);
-- the lease deadline the supervisor publishes passes (a frozen supervisor): the same;
-- the target exits by itself: its leftovers get the same treatment;
-- the supervisor dies (parent-death signal or pipe EOF): SIGKILL to the tree at once.
-
-The worker exits only once nothing is left below it, with the target's own status (a target
-killed by signal N makes the worker die of signal N), so a supervisor that has seen its worker
-exit knows the whole tenure has ended. Running no user code is also what lets it reap with
+Spawned in advance, it waits for ``Elected``, forks its target and from then on runs no user
+code: a child subreaper, it ends the whole tree below it when the tenure ends (stopped by the
+supervisor, the published deadline passed, the target exited: SIGTERM, then SIGKILL at
+``grace`` or on ``KILL_NOW_SIGNAL``; the supervisor gone: SIGKILL at once). It exits only once
+nothing is left below it, as the target did. Running no user code is what lets it reap with
 ``waitpid(-1)``: in the target's process that would steal the statuses ``subprocess`` waits for.
 """
 
