@@ -154,37 +154,37 @@ def _renew(backend: LockBackend, record: LockRecord) -> LockRecord:
 # -- a raw round trip on the backend's own connection ----------------------------------------
 
 
+def _conn(backend: LockBackend) -> Any:
+    """The connection the backend's steps use in this process (its session's; a step made it)."""
+    return vars(backend)["_session"].conn
+
+
 def _raw_ping(kind: str, backend: LockBackend) -> tuple[Callable[[], object], str]:
     """A call that makes one trivial round trip on the connection the backend itself uses."""
-    state: dict[str, Any] = vars(backend)
-    if kind == "sqlite":
-        return (lambda: state["_conn"].execute("SELECT 1").fetchall()), "SELECT 1"
+    if kind in ("sqlite", "postgresql"):
+        return (lambda: _conn(backend).execute("SELECT 1").fetchall()), "SELECT 1"
     if kind == "mysql":
 
         def select_one() -> object:
-            with state["_conn"].cursor() as cursor:
+            with _conn(backend).cursor() as cursor:
                 cursor.execute("SELECT 1")
                 return cursor.fetchall()
 
         return select_one, "SELECT 1"
     if kind == "mongodb":
-        return (lambda: state["_session"].conn.client.admin.command("ping")), "ping"
+        return (lambda: _conn(backend).client.admin.command("ping")), "ping"
     if kind == "redis":
-        link = state["_link"]
 
         def ping() -> object:
-            link.conn.send_command("PING")
-            return link.conn.read_response()
+            _conn(backend).send_command("PING")
+            return _conn(backend).read_response()
 
         return ping, "PING"
-    if kind == "postgresql":
-        return (lambda: state["_steps"].conn.execute("SELECT 1").fetchall()), "SELECT 1"
     raise ValueError(f"no raw ping for {kind}")
 
 
 def _raw_write(kind: str, backend: LockBackend, url: str) -> Callable[[], object]:
     """The cheapest write on the same connection: bump a counter in a scratch row or key."""
-    state: dict[str, Any] = vars(backend)
     if kind in ("sqlite", "mysql", "postgresql"):
         quote = "`" if kind == "mysql" else '"'
         table = f"{quote}bench_scratch{quote}"
@@ -194,32 +194,25 @@ def _raw_write(kind: str, backend: LockBackend, url: str) -> Callable[[], object
             f"INSERT INTO {table} (k, v) VALUES (1, 0)",
         ]
         bump = f"UPDATE {table} SET v = v + 1 WHERE k = 1"
-        if kind == "sqlite":
-            conn = state["_conn"]
+        if kind in ("sqlite", "postgresql"):
             for sql in setup:
-                conn.execute(sql)
-            return lambda: conn.execute(bump)
-        if kind == "postgresql":
-            for sql in setup:
-                state["_steps"].conn.execute(sql)
-            return lambda: state["_steps"].conn.execute(bump)
+                _conn(backend).execute(sql)
+            return lambda: _conn(backend).execute(bump)
 
         def execute(sql: str) -> object:
-            with state["_conn"].cursor() as cursor:
+            with _conn(backend).cursor() as cursor:
                 return cursor.execute(sql)
 
         for sql in setup:
             execute(sql)
         return lambda: execute(bump)
     if kind == "mongodb":
-        scratch = state["_session"].conn.client[urlsplit(url).path.strip("/") or "gomaster"]["bench_scratch"]
+        scratch = _conn(backend).client[urlsplit(url).path.strip("/") or "gomaster"]["bench_scratch"]
         return lambda: scratch.update_one({"_id": 1}, {"$inc": {"v": 1}}, upsert=True)
     if kind == "redis":
-        link = state["_link"]
-
         def incr() -> object:
-            link.conn.send_command("INCR", "bench_scratch")
-            return link.conn.read_response()
+            _conn(backend).send_command("INCR", "bench_scratch")
+            return _conn(backend).read_response()
 
         return incr
     raise ValueError(f"no raw write for {kind}")
@@ -238,7 +231,7 @@ class _Counter:
         self.label = ""
         if kind == "sqlite":
             self._traced = 0
-            vars(backend)["_conn"].set_trace_callback(self._trace)
+            _conn(backend).set_trace_callback(self._trace)
             self._read, self.label = (lambda: self._traced), "statements run (sqlite3 trace callback)"
         elif kind == "mysql":
             import pymysql
@@ -283,13 +276,12 @@ class _Counter:
             import psycopg
 
             pconn = psycopg.connect(url.split("?", maxsplit=1)[0], autocommit=True)
-            steps = vars(backend)["_steps"]
 
             def commits() -> int:
                 # A session publishes its counters when a transaction ends at least a second
                 # after it last did: wait, then end one on the backend's own connection.
                 time.sleep(_PG_STATS_FLUSH)
-                steps.conn.execute("SELECT 1")
+                _conn(backend).execute("SELECT 1")
                 pconn.execute("SELECT pg_stat_clear_snapshot()")
                 row = pconn.execute(
                     "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"

@@ -279,8 +279,15 @@ class _ChangeStream(_Driver):
         if not self.notifies:
             return
         old = link.stream
-        # A pipeline update is an ``update`` on MongoDB, a ``replace`` (whole document) on SecantusDB.
-        emptied = [{"updateDescription.updatedFields.holder": ""}, {"fullDocument.holder": ""}]
+        # A release (a pipeline update) is an ``update`` of holder and expiry on MongoDB, a
+        # ``replace`` on SecantusDB; a revoke (a plain update) changes the holder alone.
+        emptied = [
+            {
+                "updateDescription.updatedFields.holder": "",
+                "updateDescription.updatedFields.expires_at": {"$exists": True},
+            },
+            {"operationType": "replace", "fullDocument.holder": ""},
+        ]
         try:
             with _bounded(link):
                 link.stream = link.locks.watch(
@@ -496,18 +503,19 @@ class MongoBackend(Configured[_Settings]):
         return answer.bind_result(record)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        released = {"holder": "", "expires_at": {"$min": [_EXPIRES, _NOW]}}
+        released = [{"$set": {"holder": "", "expires_at": {"$min": [_EXPIRES, _NOW]}}}]
         return self._clear("release", record, released, timeout)
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
-        return self._clear("revoke", record, {"holder": ""}, timeout)
+        """A plain update, not a pipeline, so its change event says only the holder changed and
+        wakes no follower: nobody may claim before the kept expiry anyway."""
+        return self._clear("revoke", record, {"$set": {"holder": ""}}, timeout)
 
     def _clear(
-        self, step: str, record: LockRecord, fields: Document, timeout: float
+        self, step: str, record: LockRecord, update: Document | list[Document], timeout: float
     ) -> IOResult[bool, BackendError]:
-        """Set ``fields`` if the document is still exactly ``record``'s; True when it was."""
+        """Apply ``update`` if the document is still exactly ``record``'s; True when it was."""
         query = {"_id": record.name, "token": record.token, "holder": {"$eq": record.holder, "$ne": ""}}
-        update = [{"$set": fields}]
         return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
 
     def repair(
