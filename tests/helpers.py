@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from returns.io import IOResult
 from returns.result import Failure, Result, Success
@@ -66,3 +67,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str =
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(0.01)
+
+
+def waiter(
+    backend: Any, name: str, timeout: float, answer: Callable[[IOResult[bool, Any]], object] = ok
+) -> tuple[threading.Thread, list[Any]]:
+    """A thread waiting for ``name``'s release: ``answer`` of what the wait returned, then the
+    ``time.monotonic()`` it returned at, land in the list."""
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        outcome.append(answer(backend.wait_for_release(name, timeout)))
+        outcome.append(time.monotonic())
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, outcome

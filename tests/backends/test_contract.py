@@ -38,7 +38,7 @@ from tests.backends.traits import (
     parts,
     with_query,
 )
-from tests.helpers import err, free_port, identity, ok, result
+from tests.helpers import err, free_port, identity, ok, result, waiter
 from tests.servers.base import ThrowawayServer
 
 TIMEOUT = 5.0
@@ -364,7 +364,7 @@ def test_wait_for_release_wakes_on_a_release_where_the_backend_notifies(
         return
     record = _acquire(holder, lock_name, identity())
     _listen(follower, lock_name)
-    thread, outcome = _waiter(follower, lock_name, TIMEOUT)
+    thread, outcome = waiter(follower, lock_name, TIMEOUT)
     time.sleep(0.1)
     released = time.monotonic()
     assert ok(holder.release(record, TIMEOUT)) is True
@@ -389,19 +389,6 @@ def test_observation_records_equal_what_claims_returned(backend: LockBackend, lo
 def _listen(backend: LockBackend, name: str) -> None:
     """Have ``backend`` set up its listener for ``name`` (nothing is released meanwhile)."""
     assert ok(backend.wait_for_release(name, LISTEN_SETUP)) is False
-
-
-def _waiter(backend: LockBackend, name: str, timeout: float) -> tuple[threading.Thread, list[Any]]:
-    """A thread waiting for ``name``'s release; what it answered and when land in the list."""
-    outcome: list[Any] = []
-
-    def wait() -> None:
-        outcome.append(ok(backend.wait_for_release(name, timeout)))
-        outcome.append(time.monotonic())
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    return thread, outcome
 
 
 def _timed(call: Callable[[], T]) -> tuple[float, T]:
@@ -511,7 +498,7 @@ def test_a_restarted_server_is_used_again_by_the_next_call(
     assert ok(made.observe("restart", TIMEOUT)).record == record
     if listener.notifies:
         # The listener reconnects within the same call and hears the next release.
-        thread, outcome = _waiter(listener, "restart", TIMEOUT)
+        thread, outcome = waiter(listener, "restart", TIMEOUT)
         time.sleep(0.2)
         ok(made.release(record, TIMEOUT))
         thread.join(TIMEOUT)
@@ -647,7 +634,7 @@ def test_a_forked_child_uses_its_own_connections(shared_case: BackendCase, lock_
     # The parent's connections were neither used nor closed by the child.
     assert ok(made.renew(record, TTL, TIMEOUT)).token == record.token
     if made.notifies:
-        thread, outcome = _waiter(made, lock_name, TIMEOUT)
+        thread, outcome = waiter(made, lock_name, TIMEOUT)
         time.sleep(0.1)
         ok(made.release(record, TIMEOUT))
         thread.join(TIMEOUT)
@@ -908,8 +895,8 @@ def test_waiters_for_two_names_on_one_object_wake_only_for_their_own(
         return
     mine = _acquire(holder, f"{lock_name}-a", identity())
     other = _acquire(holder, f"{lock_name}-b", identity())
-    thread_a, outcome_a = _waiter(follower, f"{lock_name}-a", 2.0)
-    thread_b, outcome_b = _waiter(follower, f"{lock_name}-b", 0.8)
+    thread_a, outcome_a = waiter(follower, f"{lock_name}-a", 2.0)
+    thread_b, outcome_b = waiter(follower, f"{lock_name}-b", 0.8)
     time.sleep(0.1)
     assert ok(holder.revoke(other, TIMEOUT)) is True, "a revoke frees nothing yet, so it is silent"
     assert ok(holder.release(mine, TIMEOUT)) is True
@@ -928,7 +915,7 @@ def test_closing_the_backend_during_a_wait_returns_at_once_and_the_backend_still
     if not made.notifies:
         return
     record = _acquire(made, lock_name, identity())
-    thread, outcome = _waiter(made, lock_name, CLOSE_WAIT)
+    thread, outcome = waiter(made, lock_name, CLOSE_WAIT)
     time.sleep(0.1)
     assert _timed(made.close)[0] < CLOSE_WAIT
     thread.join(TIMEOUT)

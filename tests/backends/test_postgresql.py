@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_NAME_LENGTH, LockRecord
 from gomaster.core.timing import Timing
-from tests.helpers import err, identity, ok
+from tests.helpers import err, identity, ok, waiter
 
 pytestmark = pytest.mark.postgresql
 
@@ -170,19 +169,6 @@ def test_a_session_time_zone_does_not_move_the_times(postgresql_url: str, table:
 # -- release notices ------------------------------------------------------------------------
 
 
-def _waiter(backend: LockBackend, name: str, timeout: float) -> tuple[threading.Thread, list[object]]:
-    """A thread waiting for ``name``'s release; its outcome and wake-up time land in the list."""
-    outcome: list[object] = []
-
-    def wait() -> None:
-        outcome.append(ok(backend.wait_for_release(name, timeout)))
-        outcome.append(time.monotonic())
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    return thread, outcome
-
-
 def _listen(backend: LockBackend, name: str) -> None:
     """Have ``backend`` connect its listener and LISTEN for ``name`` (nothing is released)."""
     assert ok(backend.wait_for_release(name, LISTEN_SETUP)) is False
@@ -232,7 +218,7 @@ def test_channels_differ_by_name_and_by_table() -> None:
 
 def test_a_waiting_listener_never_delays_the_steps(backend: PostgreSQLBackend) -> None:
     record = _acquire(backend, "busy")
-    thread, outcome = _waiter(backend, "busy", 1.0)
+    thread, outcome = waiter(backend, "busy", 1.0)
     time.sleep(0.1)
     assert _timed(lambda: ok(backend.renew(record, TTL, TIMEOUT))) < 0.2
     # A second waiter on the same object while the first waits: no notice came for it.
@@ -372,7 +358,7 @@ def test_notice_latency_is_milliseconds(postgresql_url: str, backend: PostgreSQL
     for _ in range(20):
         record = _acquire(backend, "latency")
         assert ok(other.wait_for_release("latency", 0.001)) is False, "no notice left over"
-        thread, outcome = _waiter(other, "latency", TIMEOUT)
+        thread, outcome = waiter(other, "latency", TIMEOUT)
         time.sleep(0.01)
         ok(backend.release(record, TIMEOUT))
         released = time.monotonic()

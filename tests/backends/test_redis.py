@@ -24,7 +24,7 @@ from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, NodeIdentity
 from gomaster.core.timing import Timing
-from tests.helpers import err, identity, ok, result
+from tests.helpers import err, identity, ok, result, waiter
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -333,18 +333,6 @@ def test_racing_claimers_after_a_counter_loss_still_have_one_winner(
 # -- notifications ---------------------------------------------------------------------------
 
 
-def _wait_in_thread(backend: LockBackend, name: str, timeout: float) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def wait() -> None:
-        outcome.append(result(backend.wait_for_release(name, timeout)))
-        outcome.append(time.monotonic())
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    return thread, outcome
-
-
 def test_waiters_for_many_names_share_one_pub_sub_connection_and_each_wakes_at_once(
     redis_url: str, raw: redis.Redis, lock_name: str
 ) -> None:
@@ -353,7 +341,7 @@ def test_waiters_for_many_names_share_one_pub_sub_connection_and_each_wakes_at_o
     names = [f"{lock_name}-{each}" for each in range(3)]
     records = [_claim_first(holder, name) for name in names]
     # The first waiter reads for all; the others begin while it reads, and are subscribed in time.
-    waiting = [_wait_in_thread(follower, name, TIMEOUT) for name in names]
+    waiting = [waiter(follower, name, TIMEOUT, answer=result) for name in names]
     time.sleep(0.2)
     pub_sub = [c for c in raw.client_list() if c["name"] == lock_name and int(c["sub"]) > 0]
     assert [c["sub"] for c in pub_sub] == ["3"], pub_sub
@@ -366,7 +354,7 @@ def test_waiters_for_many_names_share_one_pub_sub_connection_and_each_wakes_at_o
         assert outcome[1] - released_at < NOTIFY_WITHIN, (
             f"{names[index]} woke {outcome[1] - released_at:.3f} s after"
         )
-    waiting = [_wait_in_thread(follower, name, TIMEOUT) for name in names]
+    waiting = [waiter(follower, name, TIMEOUT, answer=result) for name in names]
     time.sleep(0.1)
     closed_at = time.monotonic()
     follower.close()
@@ -388,7 +376,7 @@ def test_a_release_between_two_waits_still_wakes_the_next(backend: RedisBackend,
 def test_closing_the_backend_ends_a_blocked_wait_at_once(redis_url: str, lock_name: str) -> None:
     """Sooner than the contract asks (there the wait may run to its timeout): at once."""
     made = _backend(redis_url)
-    thread, outcome = _wait_in_thread(made, lock_name, TIMEOUT)
+    thread, outcome = waiter(made, lock_name, TIMEOUT, answer=result)
     time.sleep(0.1)
     closed_at = time.monotonic()
     made.close()
@@ -417,7 +405,7 @@ def test_odd_lock_names_work_in_every_step(backend: RedisBackend, lock_name: str
     record = _acquire(backend, name)
     assert ok(backend.observe(name, TIMEOUT)).record == record
     renewed = ok(backend.renew(record, TTL, TIMEOUT))
-    thread, outcome = _wait_in_thread(backend, name, TIMEOUT)
+    thread, outcome = waiter(backend, name, TIMEOUT, answer=result)
     time.sleep(0.05)
     assert ok(backend.release(renewed, TIMEOUT)) is True
     thread.join(TIMEOUT)
