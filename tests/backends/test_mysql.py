@@ -15,11 +15,12 @@ from returns.result import Failure
 
 from gomaster.backends import LockBackend, connect
 from gomaster.backends.mysql import MySQLBackend
-from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError
 from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
+from tests.backends.traits import mysql_admin
+from tests.backends.traits import parts as parsed_url
 from tests.chaos.proxy import BLACKHOLE, PASS, ProxyHub
 from tests.helpers import err, free_port, identity, ok
 from tests.servers.mysql import MariaDBServer
@@ -34,12 +35,6 @@ TIMEOUT_SLACK = 0.5
 SECRET = "Sup3r-Secret-Pw"
 
 
-def _parts(url: str) -> BackendURL:
-    parsed = parse_url(url)
-    assert not isinstance(parsed, Failure), parsed
-    return parsed.unwrap()
-
-
 def _url(
     base: str,
     *,
@@ -49,7 +44,7 @@ def _url(
     **query: str,
 ) -> str:
     """``base`` with another database, credentials or query parameters (added to the base's)."""
-    parts = _parts(base)
+    parts = parsed_url(base)
     user = parts.username if user is None else user
     password = parts.password if password is None else password
     auth = f"{user}{':' + password if password else ''}@" if user else ""
@@ -59,27 +54,15 @@ def _url(
     return f"mysql://{auth}{parts.host}:{parts.port or 3306}/{db}{tail}"
 
 
-def _admin(url: str, database: str | None = None) -> Any:
-    parts = _parts(url)
-    return pymysql.connect(
-        host=parts.host,
-        port=parts.port or 3306,
-        user=parts.username,
-        password=parts.password or "",
-        database=database,
-        autocommit=True,
-    )
-
-
 def _database(url: str) -> str:
-    return _parts(url).path.removeprefix("/")
+    return parsed_url(url).path.removeprefix("/")
 
 
 @pytest.fixture
 def admin(mysql_url: str) -> Iterator[Any]:
     """A root connection to the shared server, in the test database."""
     ok(connect(mysql_url).observe("warm-up", TIMEOUT))  # creates the database if needed
-    conn = _admin(mysql_url, _database(mysql_url))
+    conn = mysql_admin(mysql_url, _database(mysql_url))
     yield conn
     conn.close()
 
@@ -95,7 +78,7 @@ def spare_database(mysql_url: str) -> Iterator[str]:
     """A database name that does not exist yet, dropped again afterwards."""
     name = f"gm_{uuid.uuid4().hex[:12]}"
     yield name
-    conn = _admin(mysql_url)
+    conn = mysql_admin(mysql_url)
     with conn.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
     conn.close()
@@ -126,7 +109,7 @@ def _execute(conn: Any, sql: str, params: tuple[object, ...] | None = None) -> l
 def test_server_clock_is_utc_whatever_the_session_time_zone(mysql_url: str, admin: Any, table: str) -> None:
     _execute(admin, "SET GLOBAL time_zone = '+05:00'")
     try:
-        other = _admin(mysql_url)
+        other = mysql_admin(mysql_url)
         offset = _execute(other, "SELECT TIMESTAMPDIFF(HOUR, UTC_TIMESTAMP(), NOW())")[0][0]
         other.close()
         assert offset == 5, "the global time zone did not reach new sessions; the test proves nothing"
@@ -146,7 +129,7 @@ def test_server_clock_is_utc_whatever_the_session_time_zone(mysql_url: str, admi
 
 def test_a_url_dsn_and_a_go_dsn_reach_the_same_server(mysql_url: str, table: str) -> None:
     """Keyword arguments are in the contract suite; the ``dsn`` forms are MySQL's own."""
-    parts = _parts(mysql_url)
+    parts = parsed_url(mysql_url)
     by_url = connect(_url(mysql_url, table=table))
     record = _acquire(by_url, "shared")
     by_dsn = MySQLBackend(dsn=_url(mysql_url), table=table)
@@ -165,7 +148,7 @@ def test_create_db_creates_a_missing_database(mysql_url: str, spare_database: st
     record = _acquire(backend, "fresh")
     assert record.token == 1
     backend.close()
-    conn = _admin(mysql_url)
+    conn = mysql_admin(mysql_url)
     assert _execute(conn, "SHOW DATABASES LIKE %s", (spare_database,)) == [(spare_database,)]
     conn.close()
 
@@ -180,7 +163,7 @@ def test_a_missing_database_without_create_db_says_how_to_fix_it(mysql_url: str,
 
 
 def test_mariadb_scheme_and_driver_options_are_accepted(mysql_url: str, table: str) -> None:
-    parts = _parts(mysql_url)
+    parts = parsed_url(mysql_url)
     url = _url(mysql_url, table=table, charset="utf8mb4", program_name="gomaster-test")
     backend = connect(url.replace("mysql://", "mariadb://", 1))
     assert backend.url.startswith("mariadb://")
@@ -273,7 +256,7 @@ def test_a_reply_that_does_not_come_within_late_reply_wait_is_given_up_with_its_
 def test_a_connection_lost_while_its_reply_is_owed_is_replaced_within_the_next_call(
     mysql_url: str, table: str
 ) -> None:
-    parts = _parts(mysql_url)
+    parts = parsed_url(mysql_url)
     with ProxyHub() as hub:
         proxy = hub.add(parts.port or 3306, parts.host or "127.0.0.1")
         backend = connect(_url(mysql_url, table=table).replace(f":{parts.port or 3306}/", f":{proxy.port}/"))

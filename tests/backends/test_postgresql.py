@@ -18,15 +18,15 @@ from urllib.parse import quote, urlencode
 import psycopg
 import pytest
 from psycopg import sql
-from returns.result import Failure
 
 from gomaster.backends import LockBackend, connect
 from gomaster.backends.postgresql import PostgreSQLBackend, channel_for
-from gomaster.backends.url import BackendURL, parse_url
 from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_NAME_LENGTH, LockRecord
 from gomaster.core.timing import Timing
+from tests.backends.traits import parts as parsed_url
+from tests.backends.traits import postgresql_admin
 from tests.helpers import err, identity, ok, waiter
 
 pytestmark = pytest.mark.postgresql
@@ -43,34 +43,15 @@ SECRET = "Sup3r-Secret:Pw/@"
 LISTEN_SETUP = 0.2
 
 
-def _parts(url: str) -> BackendURL:
-    parsed = parse_url(url)
-    assert not isinstance(parsed, Failure), parsed
-    return parsed.unwrap()
-
-
 def _url(base: str, *, user: str | None = None, password: str | None = None, **query: str) -> str:
     """``base`` with other credentials or more query parameters."""
-    parts = _parts(base)
+    parts = parsed_url(base)
     user = parts.username if user is None else user
     password = parts.password if password is None else password
     auth = f"{quote(user, safe='')}{':' + quote(password, safe='') if password else ''}@" if user else ""
     merged = {**dict(parts.query), **query}
     tail = f"?{urlencode(merged, quote_via=quote)}" if merged else ""
     return f"postgresql://{auth}{parts.host}:{parts.port or 5432}{parts.path}{tail}"
-
-
-def _admin(url: str) -> psycopg.Connection[tuple[Any, ...]]:
-    """A connection with the URL's own (administrative) user, outside the backend."""
-    parts = _parts(url)
-    return psycopg.connect(
-        host=parts.host,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname=parts.path.removeprefix("/"),
-        autocommit=True,
-    )
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -94,7 +75,7 @@ def _acquire(backend: LockBackend, name: str, ttl: float = TTL) -> LockRecord:
 
 @pytest.fixture
 def admin(postgresql_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    conn = _admin(postgresql_url)
+    conn = postgresql_admin(postgresql_url)
     yield conn
     conn.close()
 
@@ -234,7 +215,7 @@ def test_a_waiting_listener_never_delays_the_steps(backend: PostgreSQLBackend) -
 
 def test_a_url_dsn_and_a_libpq_dsn_reach_the_same_server(postgresql_url: str, table: str) -> None:
     """Keyword arguments are in the contract suite; the ``dsn`` forms are PostgreSQL's own."""
-    parts = _parts(postgresql_url)
+    parts = parsed_url(postgresql_url)
     by_url = connect(_url(postgresql_url, table=table))
     record = _acquire(by_url, "shared")
     database = parts.path.removeprefix("/")
@@ -309,7 +290,7 @@ def test_a_user_with_only_select_insert_update_works_on_an_existing_table(
 
 
 def test_a_missing_database_says_so(postgresql_url: str) -> None:
-    parts = _parts(postgresql_url)
+    parts = parsed_url(postgresql_url)
     missing = f"gm_absent_{uuid.uuid4().hex[:6]}"
     backend = connect(_url(postgresql_url).replace(parts.path, f"/{missing}"))
     error = err(backend.observe("x", TIMEOUT))
@@ -328,7 +309,7 @@ def test_a_statement_blocked_on_a_row_lock_is_abandoned_by_the_server_too(
     backend: PostgreSQLBackend, postgresql_url: str, table: str
 ) -> None:
     record = _acquire(backend, "blocked")
-    blocker = _admin(postgresql_url)
+    blocker = postgresql_admin(postgresql_url)
     blocker.autocommit = False
     blocker.execute(f'SELECT * FROM "{table}" WHERE name = %s FOR UPDATE', ("blocked",))
     try:

@@ -82,6 +82,32 @@ def parts(url: str) -> BackendURL:
     return parsed.unwrap()
 
 
+def mysql_admin(url: str, database: str | None = None) -> Any:
+    """A PyMySQL connection as the URL's own (administrative) user, outside the backend."""
+    found = parts(url)
+    return pymysql.connect(
+        host=found.host,
+        port=found.port or 3306,
+        user=found.username,
+        password=found.password or "",
+        database=database,
+        autocommit=True,
+    )
+
+
+def postgresql_admin(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A psycopg connection as the URL's own (administrative) user, outside the backend."""
+    found = parts(url)
+    return psycopg.connect(
+        host=found.host,
+        port=found.port or 5432,
+        user=found.username,
+        password=found.password,
+        dbname=found.path.removeprefix("/"),
+        autocommit=True,
+    )
+
+
 def _options(url: BackendURL) -> dict[str, Any]:
     """The URL's query parameters, as keyword arguments."""
     return dict(url.query)
@@ -276,15 +302,7 @@ class _MySQL(Traits):
 
     @contextlib.contextmanager
     def _admin(self, url: str, database: str | None = None) -> Iterator[Callable[..., None]]:
-        found = parts(url)
-        conn: Any = pymysql.connect(
-            host=found.host,
-            port=found.port or 3306,
-            user=found.username,
-            password=found.password or "",
-            database=database,
-            autocommit=True,
-        )
+        conn = mysql_admin(url, database)
         try:
 
             def run(statement: str, *params: object) -> None:
@@ -363,15 +381,7 @@ class _PostgreSQL(Traits):
 
     @contextlib.contextmanager
     def _admin(self, url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        found = parts(url)
-        with psycopg.connect(
-            host=found.host,
-            port=found.port or 5432,
-            user=found.username,
-            password=found.password,
-            dbname=found.path.removeprefix("/"),
-            autocommit=True,
-        ) as conn:
+        with postgresql_admin(url) as conn:
             yield conn
 
     @contextlib.contextmanager
