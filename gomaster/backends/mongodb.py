@@ -14,8 +14,8 @@ Writes use majority write concern: with ``w=1`` a failover can roll back an ackn
 and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
 session's deadline; that is a context manager, which ``Driver.arm`` cannot enter and leave, so
 ``arm`` notes the deadline on the link and the work enters it (:func:`_bounded`). Release
-notices come from a change stream read on a client of its own (:class:`_ChangeStream`), within
-the same deadline; where the server refuses one, followers poll. The operator's page is
+notices come from a change stream (:class:`_ChangeStream`) on the same client, within the same
+deadline; where the server refuses one, followers poll. The operator's page is
 docs/backends/mongodb.md.
 """
 
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,11 +72,16 @@ _MS = 1000
 #: Closing a client says goodbye to the server (endSessions); a hung server gets this long.
 _CLOSE_TIMEOUT = 0.1
 #: How often a call looks whether a server answers yet; a pymongo timeout that fails at once.
-_LOOK, _NO_WAIT = 0.002, 1e-6
-#: The longest one read of the change stream waits on the server: an idle follower asks this often.
-_AWAIT = 0.25
-#: One read and its reply: a wait reads only while this much is left, save its first read.
-_READ = _AWAIT + 0.05
+_LOOK, _NO_WAIT = 0.02, 1e-6
+#: The longest one read of the change stream waits on the server: an idle follower asks this
+#: often, and a name another thread starts to wait for is watched after at most this long.
+_AWAIT = 1.0
+#: A read's reply gets this long beyond the server's wait before the read counts as timed out.
+_REPLY = 0.1
+#: Reads of the stream per second, on average, and in a burst: SecantusDB ends a read early at
+#: every write to any collection, so a busy cluster would otherwise make each follower a poller
+#: (a quiet one never reaches the limit, nor should mongod, which waits for a matching change).
+_READS, _BURST = 4.0, 2.0
 #: What a server that cannot watch answers (not a replica set, no such stage, not allowed).
 _WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
@@ -190,14 +197,15 @@ def _read(url: BackendURL, given: Mapping[str, object]) -> _Settings:
 @dataclass(slots=True)
 class _Link:
     """A client, its lock collection, the call's deadline; a listener's stream, its names, and
-    whether this call read it."""
+    the reads it may make before it must wait (``credit``, as of ``counted``)."""
 
     client: MongoClient[Document]
     locks: Collection[Document]
     deadline: float = 0.0
     stream: ChangeStream[Document] | None = None
     names: list[str] = field(default_factory=list)
-    read: bool = False
+    credit: float = _BURST
+    counted: float = 0.0
 
 
 def _servers(client: MongoClient[Document]) -> Iterable[ServerDescription]:
@@ -221,18 +229,46 @@ def _bounded(link: _Link, least: float = 0.0) -> Iterator[None]:
         yield
 
 
-class _Driver:
-    """pymongo for the steps' session: a client is a pool that heals itself, kept through errors."""
-
-    errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
-    #: Whether an error keeps the client.
-    keep = True
+class _Client:
+    """This process's one client for a backend, shared by the steps and the listener: a client
+    is a pool that heals itself, and each client costs a monitor thread and its checks."""
 
     def __init__(self, settings: _Settings) -> None:
         self.settings = settings
+        self._lock = threading.Lock()
+        self._client: MongoClient[Document] | None = None
+        self._pid = os.getpid()
+
+    def get(self) -> MongoClient[Document]:
+        """The client, made (connecting in the background) on first use in this process."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client, self._pid = self.settings.client(connect=True), os.getpid()
+            return self._client
+
+    def close(self) -> None:
+        """Close the client of this process, if any; a forked child's inherited one is left alone."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            goodbye = _CLOSE_TIMEOUT if _up(client) else _NO_WAIT
+            with contextlib.suppress(PyMongoError), pymongo.timeout(goodbye):
+                client.close()
+
+
+class _Driver:
+    """pymongo for the steps' session, on the shared client, which it keeps through errors."""
+
+    errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
+    #: Whether an error keeps the link.
+    keep = True
+
+    def __init__(self, settings: _Settings, client: _Client) -> None:
+        self.settings = settings
+        self.client = client
 
     def open(self, deadline: float) -> _Link:
-        client = self.settings.client(connect=True)
+        client = self.client.get()
         locks = client[self.settings.lock_database][self.settings.collection]
         return _Link(client, locks.with_options(read_preference=ReadPreference.PRIMARY))
 
@@ -240,12 +276,10 @@ class _Driver:
         return True
 
     def arm(self, link: _Link, deadline: float) -> None:
-        link.deadline, link.read = deadline, False
+        link.deadline = deadline
 
     def close(self, link: _Link) -> None:
-        goodbye = _CLOSE_TIMEOUT if _up(link.client) else _NO_WAIT
-        with contextlib.suppress(PyMongoError), pymongo.timeout(goodbye):
-            link.client.close()
+        self.client.close()
 
     def classify(self, exc: BaseException) -> Fault:
         text = _NOISE.split(str(exc), maxsplit=1)[0]
@@ -266,11 +300,16 @@ class _Driver:
 
 class _ChangeStream(_Driver):
     """The listener's driver and its ``Listener``: release notices from a change stream on the
-    lock collection, on a client that any error drops with its stream; or polling where the
+    lock collection, which any error drops (the shared client stays); or polling where the
     server refuses to watch (``notifies`` is then False, for this process)."""
 
     notifies = True
     keep = False
+
+    def close(self, link: _Link) -> None:
+        if link.stream is not None:
+            with contextlib.suppress(PyMongoError), _bounded(link, _CLOSE_TIMEOUT):
+                link.stream.close()
 
     def subscribe(self, link: _Link, channel: str) -> None:
         """Watch ``channel`` too: a new stream for all the names, resuming where the old one
@@ -292,7 +331,7 @@ class _ChangeStream(_Driver):
             with _bounded(link):
                 link.stream = link.locks.watch(
                     [{"$match": {"documentKey._id": {"$in": link.names}, "$or": emptied}}],
-                    max_await_time_ms=round(_AWAIT * _MS),
+                    max_await_time_ms=round(_AWAIT * _MS),  # each read sets its own: _await
                     start_after=None if old is None else old.resume_token,
                 )
                 if old is not None:
@@ -305,20 +344,41 @@ class _ChangeStream(_Driver):
             _log.warning("%s refuses change streams (code %s): followers poll instead", where, exc.code)
 
     def receive(self, link: _Link, timeout: float) -> Iterable[str]:
-        """One read, if it can end in time (else the server keeps the changes for the next call)
-        or is this call's first; a silent server (frozen, cut off) sends nothing, a refusal fails."""
-        if link.stream is None or (link.read and timeout < _READ):
+        """One read, waiting on the server up to ``timeout`` (at most :data:`_AWAIT`), so an idle
+        wait costs one getMore a second; or, when this listener used up its reads
+        (:data:`_READS`), a pause until the next, while the server keeps the changes. A silent
+        server (frozen, cut off) sends nothing, a refusal fails."""
+        if link.stream is None:
             time.sleep(min(timeout, read.MAX_SECONDS))
             return ()
-        link.read = True
+        now = time.monotonic()
+        link.credit = min(_BURST, link.credit + (now - link.counted) * _READS)
+        link.counted = now
+        paced = min((1 - link.credit) / _READS, timeout)
+        if paced > 0:
+            time.sleep(paced)
+            return ()
+        link.credit -= 1
+        wait = min(timeout, _AWAIT)
+        _await(link.stream, wait)
         try:
-            with _bounded(link, _READ):
+            with _bounded(link, wait + _REPLY):
                 change = link.stream.try_next()  # on its next call pymongo resumes a broken one
         except PyMongoError as exc:
             if exc.timeout and all(getattr(known.error, "timeout", True) for known in _servers(link.client)):
                 return ()
             raise
         return () if change is None else (str(change["documentKey"]["_id"]),)
+
+
+def _await(stream: ChangeStream[Document], seconds: float) -> None:
+    """Let the stream's next read wait up to ``seconds`` on the server. pymongo takes
+    maxAwaitTimeMS once, at ``watch()``, and keeps it on the stream (for a resume) and on its
+    cursor (for each getMore), where this sets it; tests/backends/test_mongodb.py checks that an
+    idle wait costs one read."""
+    wait = max(1, round(seconds * _MS))
+    stream._max_await_time_ms = wait
+    stream._cursor._max_await_time_ms = wait
 
 
 def _fields(document: Mapping[str, Any]) -> dict[str, object]:
@@ -418,8 +478,9 @@ class MongoBackend(Configured[_Settings]):
     def _start(self) -> None:
         settings = self._settings
         session = partial(Session, url=self.url, where=settings.where, secrets=settings.secrets())
-        self._session: Session[_Link] = session(_Driver(settings))
-        self._listener = _ChangeStream(settings)
+        client = _Client(settings)
+        self._session: Session[_Link] = session(_Driver(settings, client))
+        self._listener = _ChangeStream(settings, client)
         self._notices: Notices[_Link] = Notices(session(self._listener), self._listener)
 
     @property
@@ -532,7 +593,7 @@ class MongoBackend(Configured[_Settings]):
         )
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Ends by ``timeout``; one shorter than a read of the stream (0.3 s) may end a read later."""
+        """Ends by ``timeout``, or a reply's allowance (0.1 s) later."""
         return IOResult.from_result(self._notices.wait(name, timeout))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
@@ -545,9 +606,9 @@ class MongoBackend(Configured[_Settings]):
         return self._run("names", timeout, ids)
 
     def close(self) -> None:
-        """Close this process's clients; the next call makes a new one."""
-        self._session.close()
+        """Close this process's client; the next call makes a new one."""
         self._notices.session.close()
+        self._session.close()
 
 
 def from_url(url: BackendURL) -> Result[MongoBackend, str]:

@@ -42,6 +42,10 @@ NOTICE_WAIT = 10.0
 NOTICE_LATENCY = 0.5
 #: A wait that no notice should end.
 QUIET_WAIT = 0.5
+#: An idle wait whose reads are counted (a read waits up to a second on the server).
+IDLE_WAIT = 3.0
+#: Writes a second to another name while a follower waits (SecantusDB ends a read at each).
+BUSY_WRITES = 25
 
 Document = dict[str, Any]
 
@@ -223,6 +227,51 @@ def test_only_a_release_of_a_watched_name_wakes_a_wait(mongodb_url: str, lock_na
     assert ok(follower.wait_for_release(other, 0.05)) is True, "the other name's notice was kept for it"
     assert ok(holder.release(renewed, TIMEOUT)) is True
     assert ok(follower.wait_for_release(lock_name, NOTICE_WAIT)) is True
+    for made in (holder, follower):
+        made.close()
+
+
+def _reads(server: SecantusServer) -> int:
+    """getMore commands the server has answered so far (the listener's reads of its stream)."""
+    with server.client() as client:
+        return int(client.admin.command("serverStatus")["opcounters"]["getmore"])
+
+
+def test_an_idle_wait_reads_the_stream_about_once_a_second(
+    private_mongodb: SecantusServer, lock_name: str
+) -> None:
+    follower = connect(private_mongodb.url)
+    assert ok(follower.wait_for_release(lock_name, 0.05)) is False  # opens the stream
+    before = _reads(private_mongodb)
+    assert ok(follower.wait_for_release(lock_name, IDLE_WAIT)) is False
+    reads = _reads(private_mongodb) - before
+    assert 1 <= reads <= IDLE_WAIT + 1, f"{reads} reads in an idle {IDLE_WAIT} s wait"
+    follower.close()
+
+
+def test_a_busy_server_does_not_make_a_follower_poll(private_mongodb: SecantusServer, lock_name: str) -> None:
+    """SecantusDB ends every read at any write; the listener still reads at most 4 a second."""
+    holder, follower = connect(private_mongodb.url), connect(private_mongodb.url)
+    record = _claim_first(holder, f"{lock_name}-busy")
+    assert ok(follower.wait_for_release(lock_name, 0.05)) is False
+    writes = threading.Event()
+
+    def write() -> None:
+        renewed = record
+        while not writes.is_set():
+            renewed = ok(holder.renew(renewed, TTL, TIMEOUT))
+            time.sleep(1 / BUSY_WRITES)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        before = _reads(private_mongodb)
+        assert ok(follower.wait_for_release(lock_name, IDLE_WAIT)) is False
+        reads = _reads(private_mongodb) - before
+    finally:
+        writes.set()
+        writer.join(TIMEOUT)
+    assert reads <= 4 * IDLE_WAIT + 2, f"{reads} reads in {IDLE_WAIT} s under {BUSY_WRITES} writes a second"
     for made in (holder, follower):
         made.close()
 
