@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 from returns.io import IOResult, IOSuccess
@@ -259,6 +260,8 @@ class Statements:
             f"CREATE TABLE IF NOT EXISTS {self.table} (\n" + ",\n".join(columns) + f"\n){dialect.engine}"
         )
         self.columns = Statement(dialect.columns, (table,))
+        #: What a claim or a renewal returns: the whole record.
+        self.back = self.returned()
 
     def returned(self, alias: str = "") -> str:
         """The record's columns as statements return them."""
@@ -279,37 +282,52 @@ class Statements:
         )
         return Statement(sql, (name,))
 
-    def claim(self, claim: Claim) -> Statement:
-        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
-        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
-        me, p, now = claim.node, self.p, self.now
-        mine = (me.node_id, me.version, claim.token, self.dialect.span(claim.ttl), me.host, me.pid)
-        if claim.expected is None:
-            values = ", ".join((p, p, p, p, now, now, self.later, p, p))
-            sql = (
-                f"{self.head}INSERT INTO {self.table} (name, {COLUMNS}) "
-                f"SELECT {values}{self.source}{self.dialect.on_conflict}"
-            )
-            params: tuple[object, ...] = (claim.name, *mine)
-        else:
-            sql = (
-                f"{self.head}UPDATE {self.table} SET holder = {p}, version = {p}, token = {p}, "
-                f"acquired_at = {now}, renewed_at = {now}, expires_at = {self.later}, host = {p}, pid = {p}"
-                f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
-            )
-            params = (*mine, claim.name, claim.expected.token, claim.expected.holder)
-        return self._written(
-            sql, params, self.returned(), name=claim.name, holder=me.node_id, token=claim.token
+    @cached_property
+    def _first(self) -> str:
+        """A first claim: an INSERT that a present name turns into nothing."""
+        p, now = self.p, self.now
+        values = ", ".join((p, p, p, p, now, now, self.later, p, p))
+        return (
+            f"{self.head}INSERT INTO {self.table} (name, {COLUMNS}) "
+            f"SELECT {values}{self.source}{self.dialect.on_conflict}"
         )
 
-    def renew(self, record: LockRecord, ttl: float) -> Statement:
+    @cached_property
+    def _takeover(self) -> str:
+        """A claim after an expected record: an UPDATE of exactly that row, once expired."""
         p, now = self.p, self.now
-        sql = (
+        return (
+            f"{self.head}UPDATE {self.table} SET holder = {p}, version = {p}, token = {p}, "
+            f"acquired_at = {now}, renewed_at = {now}, expires_at = {self.later}, host = {p}, pid = {p}"
+            f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
+        )
+
+    @cached_property
+    def _renewal(self) -> str:
+        p, now = self.p, self.now
+        return (
             f"{self.head}UPDATE {self.table} SET renewed_at = {now}, expires_at = {self.later}{self.source} "
             f"WHERE name = {p} AND holder = {p} AND token = {p} AND expires_at > {now}"
         )
+
+    def claim(self, claim: Claim) -> Statement:
+        """INSERT when absent, else UPDATE only the exact expected row once it has expired by server
+        time (a graceful release expires it at once; an operator's revoke keeps the expiry)."""
+        me, expected = claim.node, claim.expected
+        mine = (me.node_id, me.version, claim.token, self.dialect.span(claim.ttl), me.host, me.pid)
+        params: tuple[object, ...]
+        if expected is None:
+            sql, params = self._first, (claim.name, *mine)
+        else:
+            sql, params = self._takeover, (*mine, claim.name, expected.token, expected.holder)
+        return self._written(sql, params, self.back, name=claim.name, holder=me.node_id, token=claim.token)
+
+    def renew(self, record: LockRecord, ttl: float) -> Statement:
+        params = (self.dialect.span(ttl), record.name, record.holder, record.token)
+        if self.dialect.returning:  # the common case, spared _written's keywords
+            return Statement(f"{self._renewal} RETURNING {self.back}", params)
         mine = {"name": record.name, "holder": record.holder, "token": record.token}
-        return self._written(sql, (self.dialect.span(ttl), *mine.values()), self.returned(), **mine)
+        return self._written(self._renewal, params, self.back, **mine)
 
     def release(self, record: LockRecord, channel: str) -> Statement:
         """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
@@ -452,6 +470,8 @@ class SQLBackend(Configured[_S]):
 
     def _record(self, name: str, row: Row) -> Result[LockRecord, MalformedRecord]:
         value = self._sql.dialect.value
+        if value is _as_is:
+            return parse_record(name, dict(zip(FIELDS, row, strict=True)))
         return parse_record(name, {key: value(found) for key, found in zip(FIELDS, row, strict=True)})
 
     def _observed(self, name: str, row: Row) -> Result[Observation, BackendError | MalformedRecord]:
@@ -480,8 +500,10 @@ class SQLBackend(Configured[_S]):
                 return Failure(missing)
             return self._record(name, rows[0]).alt(lambda problem: BackendError(self.url, str(problem)))
 
-        found: IOResult[list[Row], _Refusal | BackendError] = self._rows(step, timeout, statement)
-        return found.bind_result(parsed)
+        found: Result[list[Row], _Refusal | BackendError] = self._session.run(
+            step, timeout, lambda conn: self._execute(conn, statement)
+        )
+        return IOResult.from_result(found.bind(parsed))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Take the lease if the row still equals ``claim.expected`` and is free by server time."""
