@@ -115,9 +115,10 @@ def supervise(
     master; after ``max_failures`` failures in a row (if set) this node resigns. A target that
     returns normally is done until the next tenure. ``metrics`` (see :mod:`gomaster.metrics`)
     and ``on_new_leader`` (called on this thread's elector with the record whenever the holder
-    this node sees changes, on masters and followers alike) are optional observers. Each target
-    has two warm processes waiting, so a crashed one restarts at once; ``spare_workers=False``
-    keeps one (a cold spawn on restart, half the idle processes).
+    this node sees changes, on masters and followers alike) are optional observers. Workers are
+    forked from a zygote process when this node is elected, in a few milliseconds, so a
+    follower keeps no worker waiting; ``spare_workers`` is accepted for compatibility and has
+    no effect.
 
     When the application has not set up logging, this node's elections, demotions and the
     master it waits for are logged to stderr while it runs (see :mod:`gomaster.runtime.console`).
@@ -128,5 +129,6 @@ def supervise(
         store = resolve_backend(backend)
         config = Config(name=name, me=new_identity(version), timing=timing)
         watch = chain(watcher(metrics, on_new_leader), announce_holder(config.me.node_id))
-        options = SupervisorOptions(max_failures=max_failures, watch=watch, spare_workers=spare_workers)
+        del spare_workers  # workers fork from the zygote: there are no spares to keep
+        options = SupervisorOptions(max_failures=max_failures, watch=watch)
         Supervisor(checked, store, config, options).run()

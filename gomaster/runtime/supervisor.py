@@ -1,16 +1,17 @@
 """The supervisor: runs the elector and turns mastership into worker processes, arbiter-style.
 
 Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
-queue and reconciles the workers that should exist with those that do. Why workers (and a spare
-per target) are spawned in advance, why a node joins only once they have booted, and how a
-tenure's processes are ended are in docs/concepts.md ("Processes", "Containment"). The elector
-releases the lease only after every worker is gone.
+queue and reconciles the workers that should exist with those that do. Workers are forked by a
+zygote (:mod:`gomaster.runtime.zygote`) when a tenure needs them; a node joins the election once
+its zygote has booted. How a tenure's processes are ended is in docs/concepts.md ("Processes",
+"Containment"). The elector releases the lease only after every worker is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal, TypeAlias
 
+import dill
 import multiprocess
 from multiprocess.connection import wait as wait_ready
 
@@ -37,11 +39,12 @@ from gomaster.runtime.worker import (
     Target,
     TargetFailed,
     TargetStarted,
+    WorkerExit,
     WorkerLog,
     WorkerReady,
     WorkerSpec,
-    worker_main,
 )
+from gomaster.runtime.zygote import ForkedWorker, Zygote
 
 #: First restart delay after a target fails; doubles per failure in a row up to the maximum.
 BACKOFF_FIRST = 0.1
@@ -50,8 +53,8 @@ BACKOFF_MAX = 10.0
 BACKOFF_RESET_AFTER = 30.0
 #: Extra time the elector waits for the supervisor to confirm the work stopped.
 STOP_ACK_SLACK = 1.0
-#: How long a stop hook that had to be spawned cold may take to boot before its grace starts.
-STOP_HOOK_BOOT = 5.0
+#: A dead or frozen zygote is replaced at most this often.
+ZYGOTE_RESTART_EVERY = 1.0
 #: How often the supervisor SIGKILLs the tree below a worker whose grace ran out.
 SWEEP_EVERY = 0.05
 #: A worker still alive this long after its grace ran out is wedged: what is below it and its
@@ -59,9 +62,11 @@ SWEEP_EVERY = 0.05
 KEEPER_WEDGED_AFTER = KILL_TREE_TIMEOUT + 1.0
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
-#: A node joins the election once its workers have booted, or after this long without them
-#: (a worker that cannot boot must not keep the node out for ever; restarts then pay a spawn).
+#: A node joins the election once its zygote has booted, or after this long without it (a
+#: zygote that cannot boot must not keep the node out for ever; see ``START_LIMIT_TTLS``).
 JOIN_AFTER_AT_MOST = 10.0
+#: A master whose target could not start for this many ttls (no zygote to fork it) resigns.
+START_LIMIT_TTLS = 1.0
 
 _log = logging.getLogger("gomaster")
 
@@ -99,7 +104,7 @@ def default_verdict(code: int) -> Verdict:
 
 @dataclass(slots=True)
 class _Worker:
-    process: Any
+    process: ForkedWorker
     conn: Any
     token: int | None = None
     started_at: float = 0.0
@@ -108,7 +113,7 @@ class _Worker:
     kill_sent: bool = False
     #: Its whole group SIGKILLed by the supervisor (wedged for ``KEEPER_WEDGED_AFTER``).
     killed: bool = False
-    #: The worker has booted and would start its target at once.
+    #: The worker has booted (loaded its target).
     ready: bool = False
 
 
@@ -116,11 +121,11 @@ class _Worker:
 class _Slot:
     index: int
     label: str
-    target: Target
+    target: bytes
     worker: _Worker | None = None
-    #: A second warm worker, ready to replace ``worker`` at once when its target crashes.
-    spare: _Worker | None = None
     done_token: int | None = None
+    #: Since when (boottime) this master wants the target running and has no worker for it.
+    waiting_since: float | None = None
     failures: int = 0
     restart_at: float = 0.0
     history: list[int] = field(default_factory=list)
@@ -137,9 +142,12 @@ class SupervisorOptions:
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
     watch: Callable[[Watched], None] | None = None
-    #: Keep a second warm worker per target, so a target that crashes (even right after an
-    #: election) restarts at once; False halves the idle processes of a follower.
-    spare_workers: bool = True
+
+
+def _packed(target: Target) -> bytes:
+    """``target`` as the bytes a worker loads it from (checked loadable by ``check_targets``)."""
+    packed: bytes = dill.dumps(target, recurse=True)
+    return packed
 
 
 def backoff(failures: int) -> float:
@@ -171,21 +179,26 @@ def _kill_below(worker: _Worker) -> None:
 
 
 def _retire(worker: _Worker) -> int:
-    """Collect a worker process that has exited and close its pipe; its exit status (set once
-    the process is reaped: negative for a signal).
+    """Forget a worker process that has exited and close its pipe and pidfd; its exit status
+    (negative for a signal).
 
     A worker that died by a signal may have been killed from outside before it could end its
     tree: whatever is left in its process group is killed now (the group ID cannot be reused
     while the group has members, so this reaches only the tenure's own processes).
     """
-    worker.process.join(0)
+    with contextlib.suppress(EOFError, OSError):
+        while worker.conn.poll():  # its last words: how it exits
+            message = worker.conn.recv()
+            if isinstance(message, WorkerExit):
+                worker.process.exited(message.code)
     with contextlib.suppress(OSError):
         worker.conn.close()
-    code: int = worker.process.exitcode
+    code = worker.process.exitcode
+    worker.process.close()
     if code is not None and code < 0:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.process.pid, signal.SIGKILL)
-    return code
+    return -signal.SIGKILL if code is None else code
 
 
 class Supervisor:
@@ -206,14 +219,16 @@ class Supervisor:
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
         self._lease = SharedLease(self._context)
+        self._zygote = Zygote(self._context, self._lease)
+        self._zygote_started = -math.inf
         names = (
             labels
             if labels is not None
             else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(targets)]
         )
-        self._slots = [_Slot(i, names[i], t) for i, t in enumerate(targets)]
+        self._slots = [_Slot(i, names[i], _packed(t)) for i, t in enumerate(targets)]
         stop_hook = self._options.on_demoted
-        self._cleanup = _Slot(-1, "stop_hook", stop_hook) if stop_hook is not None else None
+        self._cleanup = _Slot(-1, "stop_hook", _packed(stop_hook)) if stop_hook is not None else None
         self._cleanup_due: Elected | None = None
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
@@ -279,6 +294,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._elector.stop()  # a no-op after a normal stop; after a crash it releases the lock
             self._shutdown_workers()
+            self._zygote.stop()
             if self._joined:
                 self._elector_thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
             self._backend.close()
@@ -322,10 +338,13 @@ class Supervisor:
     # -- the main loop ------------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._reconcile()
+        self._tend_zygote()
         while True:
             self._join_election()
             waitables: list[Any] = [self._wake_r, *self._watched]
+            zygote = self._zygote
+            if zygote.conn is not None:
+                waitables += [zygote.conn, zygote.process.sentinel]
             for worker in self._workers():
                 waitables += [worker.conn, worker.process.sentinel]
             ready = wait_ready(waitables, timeout=self._next_timer())
@@ -335,6 +354,9 @@ class Supervisor:
                         os.read(self._wake_r, 4096)
                 elif item in self._watched:
                     self._watched[item](item)
+                elif zygote.conn is not None and item == zygote.conn:
+                    zygote.on_message()
+            self._tend_zygote()
             self._read_workers(ready)
             self._drain_queue()
             self._reap()
@@ -345,20 +367,39 @@ class Supervisor:
             if self._stopping and self._elector_done and not self._running():
                 return
 
+    def _tend_zygote(self) -> None:
+        """Start the zygote, and start another when it died, froze on a fork, or did not boot
+        within ``JOIN_AFTER_AT_MOST`` (at most once a second)."""
+        now = boottime()
+        zygote = self._zygote
+        booting = zygote.alive() and not zygote.ready
+        if booting and now >= self._zygote_started + JOIN_AFTER_AT_MOST:
+            _log.warning("the zygote did not boot within %.0f s", JOIN_AFTER_AT_MOST)
+            zygote.stop()
+        if self._stopping or zygote.alive():
+            return
+        if now < self._zygote_started + ZYGOTE_RESTART_EVERY:
+            return
+        if self._zygote_started > -math.inf:
+            _log.warning("the zygote that forks workers is gone: starting another")
+            self._zygote.stop()
+        self._zygote_started = now
+        self._zygote.start()
+
     def _join_election(self) -> None:
-        """Start the elector once every target's worker is ready (see JOIN_AFTER_AT_MOST)."""
+        """Start the elector once the zygote is ready (see JOIN_AFTER_AT_MOST)."""
         if self._joined:
             return
         if self._stopping:
             self._elector_done = True  # never joined: there is nothing to leave
             return
-        ready = all(slot.worker is not None and slot.worker.ready for slot in self._slots)
+        ready = self._zygote.ready
         waited = boottime() - self._born
         if not ready and waited < JOIN_AFTER_AT_MOST:
             return
         if not ready:
             _log.warning(
-                "workers not ready after %.0f s: joining the election of %r anyway",
+                "no zygote after %.0f s: joining the election of %r anyway",
                 waited,
                 self._config.name,
             )
@@ -374,6 +415,8 @@ class Supervisor:
         timers = [now + IDLE_WAKE]
         if not self._joined:
             timers.append(self._born + JOIN_AFTER_AT_MOST)
+        if not self._zygote.alive():
+            timers.append(self._zygote_started + ZYGOTE_RESTART_EVERY)
         for slot in self._every_slot():
             worker = slot.worker
             if worker is not None and worker.stopping_since is not None and not worker.killed:
@@ -433,20 +476,17 @@ class Supervisor:
         return [*self._slots, self._cleanup] if self._cleanup is not None else self._slots
 
     def _workers(self) -> list[_Worker]:
-        """Every live worker process: running, stopping, warm, or spare."""
-        found: list[_Worker] = []
-        for slot in self._every_slot():
-            found += [w for w in (slot.worker, slot.spare) if w is not None]
-        return found
+        """Every live worker process: running or stopping."""
+        return [slot.worker for slot in self._every_slot() if slot.worker is not None]
 
     def _read_workers(self, ready: list[Any]) -> None:
         for slot in self._every_slot():
-            for worker in (slot.worker, slot.spare):
-                if worker is None or worker.conn not in ready:
-                    continue
-                with contextlib.suppress(EOFError, OSError):
-                    while worker.conn.poll():
-                        self._on_worker_message(slot, worker, worker.conn.recv())
+            worker = slot.worker
+            if worker is None or worker.conn not in ready:
+                continue
+            with contextlib.suppress(EOFError, OSError):
+                while worker.conn.poll():
+                    self._on_worker_message(slot, worker, worker.conn.recv())
 
     def _on_worker_message(self, slot: _Slot, worker: _Worker, message: object) -> None:
         match message:
@@ -454,6 +494,8 @@ class Supervisor:
                 logging.getLogger(name).log(level, "%s", text)
             case WorkerReady():
                 worker.ready = True
+            case WorkerExit(code=code):
+                worker.process.exited(code)
             case TargetStarted(token=token):
                 _log.debug("target %s started under token %d", slot.label, token)
                 if slot is self._cleanup and slot.worker is not None:
@@ -472,12 +514,6 @@ class Supervisor:
     def _reap(self) -> None:
         now = boottime()
         for slot in self._every_slot():
-            spare = slot.spare
-            if spare is not None and not spare.process.is_alive():
-                slot.spare = None
-                code = _retire(spare)
-                if not self._stopping:
-                    _log.warning("spare worker for %s exited with %s; replacing it", slot.label, code)
             worker = slot.worker
             if worker is None or worker.process.is_alive():
                 continue
@@ -490,8 +526,6 @@ class Supervisor:
             if worker.token is not None:
                 self.exit_code = code
             if worker.token is None or worker.stopping_since is not None:
-                if worker.token is None and not self._stopping:
-                    _log.warning("idle worker for %s exited with %s; replacing it", slot.label, code)
                 continue
             verdict = (self._options.on_exit or default_verdict)(code)
             if verdict != "restart":
@@ -539,51 +573,52 @@ class Supervisor:
                 worker.killed = True
 
     def _reconcile(self) -> None:
-        """Make the workers match the role: warm ones waiting as follower, targets as leader."""
+        """Make the workers match the role: as master, one per target not done in this tenure
+        (at once, or when its restart backoff ends); as follower, none."""
+        token, elected = self._leader_token, self._elected
+        if self._stopping or token is None or elected is None:
+            for slot in self._slots:
+                slot.waiting_since = None
+            return
         now = boottime()
-        cleanup = self._cleanup
-        if (
-            cleanup is not None
-            and cleanup.worker is None
-            and not self._stopping
-            and self._cleanup_due is None
-        ):
-            cleanup.worker = self._spawn(cleanup, watch_deadline=False)
         for slot in self._slots:
-            if self._stopping:
+            if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
+                slot.waiting_since = None
                 continue
-            token = self._leader_token
-            wanted_now = token is not None and slot.done_token != token and now >= slot.restart_at
-            if slot.worker is None and slot.spare is not None:
-                slot.worker, slot.spare = slot.spare, None
-            if slot.worker is None and (token is None or wanted_now):
-                slot.worker = self._spawn(slot)
-            worker = slot.worker
-            if worker is not None and worker.token is None and wanted_now and self._elected is not None:
-                self._send(worker, self._elected)
-                worker.token = token
-                worker.started_at = now
-            if worker is not None and slot.spare is None and self._options.spare_workers:
-                slot.spare = self._spawn(slot)
+            worker = self._fork(slot)
+            if worker is None:
+                self._starting_late(slot, now)
+                continue
+            slot.waiting_since = None
+            self._send(worker, elected)
+            worker.token, worker.started_at = token, now
+            slot.worker = worker
+
+    def _starting_late(self, slot: _Slot, now: float) -> None:
+        """A target this master cannot start (no zygote): resign once it waited ``START_LIMIT_TTLS``
+        ttls, rather than hold a lease with its work not running."""
+        if slot.waiting_since is None:
+            slot.waiting_since = now
+            return
+        limit = START_LIMIT_TTLS * self._config.timing.ttl
+        if now - slot.waiting_since >= limit:
+            _log.error("target %s could not start for %.1f s: resigning mastership", slot.label, limit)
+            slot.waiting_since = None
+            self._elector.resign()
 
     def _run_stop_hook(self) -> None:
-        """After a tenure's work is gone, run the stop hook once, in the warm worker kept for it.
-
-        The hook gets ``grace`` from the moment it starts (a cold spawn first gets time to boot):
-        it is cleanup after the work has already stopped, so it does not race the lease.
-        """
+        """After a tenure's work is gone, run the stop hook once in a worker of its own. The
+        hook gets ``grace`` from the moment it starts: it is cleanup after the work has already
+        stopped, so it does not race the lease."""
         cleanup, due = self._cleanup, self._cleanup_due
         if cleanup is None or due is None or self._running():
             return
+        worker = self._fork(cleanup, watch_deadline=False)
+        if worker is None:
+            return
         self._cleanup_due = None
-        now = boottime()
-        worker = cleanup.worker
-        if worker is None or worker.token is not None:
-            worker = self._spawn(cleanup, watch_deadline=False)
-            cleanup.worker = worker
-            worker.stopping_since = now + STOP_HOOK_BOOT
-        else:
-            worker.stopping_since = now
+        cleanup.worker = worker
+        worker.stopping_since = boottime()
         self._send(worker, due)
         worker.token = due.token
 
@@ -601,25 +636,24 @@ class Supervisor:
 
     # -- worker processes ---------------------------------------------------------------
 
-    def _spawn(self, slot: _Slot, *, watch_deadline: bool = True) -> _Worker:
-        parent_end, child_end = self._context.Pipe()
+    def _fork(self, slot: _Slot, *, watch_deadline: bool = True) -> _Worker | None:
+        """A worker for ``slot`` from the zygote; None while there is no zygote ready."""
+        if not self._zygote.ready:
+            return None
         spec = WorkerSpec(
             index=slot.index,
             label=slot.label,
-            target=slot.target,
             supervisor_pid=os.getpid(),
             grace=self._config.timing.grace,
             log_level=self._options.log_level,
             watch_deadline=watch_deadline,
         )
-        process = self._context.Process(
-            target=worker_main, args=(child_end, spec, self._lease), name=f"gomaster-worker-{slot.label}"
-        )
-        process.start()
-        child_end.close()
-        with contextlib.suppress(OSError):
-            os.setpgid(process.pid, process.pid)
-        return _Worker(process=process, conn=parent_end)
+        forked = self._zygote.fork(spec, slot.target)
+        if isinstance(forked, str):
+            _log.warning("cannot start a worker for %s: %s", slot.label, forked)
+            return None
+        process, conn = forked
+        return _Worker(process=process, conn=conn)
 
     def _send(self, worker: _Worker, message: ToWorker) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
@@ -655,4 +689,4 @@ class Supervisor:
                 worker.process.join(1.0)
             _retire(worker)
         for slot in self._every_slot():
-            slot.worker = slot.spare = None
+            slot.worker = None

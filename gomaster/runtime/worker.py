@@ -1,11 +1,13 @@
 """A worker process: the keeper of one tenure's process tree (docs/concepts.md, "Containment").
 
-Spawned in advance, it waits for ``Elected``, forks its target and from then on runs no user
-code: a child subreaper, it ends the whole tree below it when the tenure ends (stopped by the
+Forked by the zygote (:mod:`gomaster.runtime.zygote`) when a tenure needs it, it waits for
+``Elected`` (usually already sent), forks its target and from then on runs no user code: a
+child subreaper, it ends the whole tree below it when the tenure ends (stopped by the
 supervisor, the published deadline passed, the target exited: SIGTERM, then SIGKILL at
-``grace`` or on ``KILL_NOW_SIGNAL``; the supervisor gone: SIGKILL at once). It exits only once
-nothing is left below it, as the target did. Running no user code is what lets it reap with
-``waitpid(-1)``: in the target's process that would steal the statuses ``subprocess`` waits for.
+``grace`` or on ``KILL_NOW_SIGNAL``; the zygote or the supervisor gone: SIGKILL at once). It
+exits only once nothing is left below it, as the target did, and says so first (the supervisor
+is not its parent). Running no user code is what lets it reap with ``waitpid(-1)``: in the
+target's process that would steal the statuses ``subprocess`` waits for.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
+import dill
 from multiprocess.connection import Connection
 
 from gomaster.core.events import Demoted, Elected, Shutdown
@@ -81,16 +84,24 @@ class TargetFailed:
     error: str
 
 
-FromWorker: TypeAlias = WorkerLog | WorkerReady | TargetStarted | TargetFailed
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """The worker's last word: it exits with ``code`` (negative: dies by that signal), for a
+    supervisor that is not its parent and cannot wait for it."""
+
+    code: int
+
+
+FromWorker: TypeAlias = WorkerLog | WorkerReady | TargetStarted | TargetFailed | WorkerExit
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """Everything a worker needs, sent once when it is spawned."""
+    """Everything a worker needs but its target (which travels apart, see the zygote).
+    ``supervisor_pid`` is the parent whose death ends the worker: the zygote fills it in."""
 
     index: int
     label: str
-    target: Target
     supervisor_pid: int
     grace: float
     log_level: int = logging.INFO
@@ -142,6 +153,14 @@ class _Frames:
         return whole
 
 
+def exit_code(status: int | None) -> int:
+    """A wait status as ``multiprocess`` words an exit code: negative for a signal; a target
+    that never ran (None) counts as one that raised."""
+    if status is None:
+        return EXIT_TARGET_RAISED
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+
+
 def _exit_like(status: int | None) -> NoReturn:
     """Exit as the target did: its exit code, or death by the signal that killed it."""
     if status is None:
@@ -165,6 +184,7 @@ class _Keeper:
     def __init__(self, conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
         self._conn = conn
         self._spec = spec
+        self._work: Target | None = None
         self._lease = lease
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -189,6 +209,10 @@ class _Keeper:
         die_with_parent(DEATH_SIGNAL)
         if os.getppid() != self._spec.supervisor_pid:
             self._orphaned()
+
+    def use(self, target: Target) -> None:
+        """Run ``target`` when elected."""
+        self._work = target
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals.add(signum)
@@ -254,7 +278,7 @@ class _Keeper:
             child = os.fork()
         except OSError as exc:
             self.send(TargetFailed(elected.token, f"cannot fork the target: {exc}"))
-            os._exit(EXIT_TARGET_RAISED)
+            self.leave(None)
         if child == 0:
             self._run_target(elected, keeper, relay_r, relay_w)
         os.close(relay_w)
@@ -299,7 +323,13 @@ class _Keeper:
     def _finish(self) -> NoReturn:
         kill_tree(self._on_reaped)
         self._pump_relay()
-        _exit_like(self._target_status)
+        self.leave(self._target_status)
+
+    def leave(self, status: int | None) -> NoReturn:
+        """Say how this worker exits, then exit so (see :func:`exit_code`)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.send(WorkerExit(exit_code(status)))
+        _exit_like(status)
 
     def _pump_relay(self) -> None:
         """Forward the target's whole messages to the supervisor, as raw bytes."""
@@ -341,7 +371,9 @@ class _Keeper:
             logging.getLogger().handlers[:] = [_PipeLogHandler(relay.send)]
             leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, self._lease)
             try:
-                self._spec.target(leadership)
+                if self._work is None:
+                    raise RuntimeError("the worker has no target")
+                self._work(leadership)
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -354,8 +386,9 @@ class _Keeper:
             os._exit(code)
 
 
-def worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes) -> NoReturn:
+    """Entry point of a worker forked by the zygote: its target comes as dill bytes, loaded
+    here so that what it imports stays in this worker; never returns."""
     hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -365,9 +398,16 @@ def worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(keeper.send)]
     root.setLevel(spec.log_level)
+    try:
+        loaded = dill.loads(target)
+    except Exception:
+        with contextlib.suppress(OSError, ValueError):
+            keeper.send(TargetFailed(0, f"cannot load the target:\n{traceback.format_exc()}"))
+        keeper.leave(None)
+    keeper.use(loaded)
     with contextlib.suppress(OSError, ValueError):
         keeper.send(WorkerReady())
     elected = keeper.wait_elected()
     if elected is None:
-        sys.exit(0)
+        keeper.leave(0)
     keeper.run_tenure(elected)

@@ -1,0 +1,154 @@
+"""Workers forked by a zygote: who their parent is, what a follower keeps, and what happens when
+the zygote dies or freezes while the node is master."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gomaster.runtime.supervisor import BACKOFF_FIRST, START_LIMIT_TTLS, ZYGOTE_RESTART_EVERY
+from gomaster.runtime.zygote import FORK_TIMEOUT
+from tests.runtime.cluster import Cluster, alive, children, kill_quietly, wait_gone
+
+TTL = 2.0
+STARTUP = 15.0
+#: Time for a replaced zygote to boot, on top of the restart pause.
+ZYGOTE_BOOT = 5.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(backend=f"sqlite:///{tmp_path / 'locks.db'}", log=tmp_path / "witness.jsonl", ttl=TTL)
+    yield made
+    made.stop_all()
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(") ", 1)[-1].split()[1])
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and every process below it."""
+    found, todo = {pid}, [pid]
+    while todo:
+        below = children(todo.pop())
+        todo += below - found
+        found |= below
+    return found
+
+
+def _start(cluster: Cluster, token: int, other_than: int | None = None) -> dict[str, Any]:
+    def found(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next(
+            (
+                e
+                for e in events
+                if e["event"] == "start" and e["token"] == token and e["pid"] != other_than
+            ),
+            None,
+        )
+
+    started: dict[str, Any] = cluster.wait_for(f"a start of token {token}", found, STARTUP)
+    return started
+
+
+def _command(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as line:
+        return line.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+def test_a_follower_keeps_only_its_zygote_and_a_masters_worker_is_forked_by_it(cluster: Cluster) -> None:
+    cluster.start("--node", "a")
+    first = _start(cluster, 1)
+    cluster.start("--node", "b")
+    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    time.sleep(1.0)  # b has joined and follows
+    master, follower = cluster.supervisor_of("a"), cluster.supervisor_of("b")
+    keeper = first["ppid"]
+    zygote = _parent(keeper)
+    assert _parent(zygote) == master, "the worker's parent is not the master's zygote"
+    kept = _tree(follower)
+    assert len(kept) <= 3, f"a follower runs {len(kept)} processes, not supervisor, tracker and zygote"
+
+
+def test_a_killed_target_restarts_at_once_from_the_same_zygote(cluster: Cluster) -> None:
+    cluster.start("--node", "a")
+    first = _start(cluster, 1)
+    zygote = _parent(first["ppid"])
+    killed_at = time.monotonic()
+    os.kill(first["pid"], signal.SIGKILL)
+    again = _start(cluster, 1, other_than=first["pid"])
+    assert again["node"] == "a"
+    assert _parent(again["ppid"]) == zygote
+    assert again["t"] - killed_at <= BACKOFF_FIRST + 0.5, f"restart took {again['t'] - killed_at:.3f} s"
+
+
+def test_a_killed_zygote_takes_its_workers_along_and_the_master_restarts_them_on_a_new_one(
+    cluster: Cluster,
+) -> None:
+    cluster.start("--node", "a")
+    first = _start(cluster, 1)
+    supervisor, keeper = cluster.supervisor_of("a"), first["ppid"]
+    zygote = _parent(keeper)
+    os.kill(zygote, signal.SIGKILL)
+    wait_gone([keeper, first["pid"]], 2.0)
+    again = _start(cluster, 1, other_than=first["pid"])
+    assert again["node"] == "a", "mastership changed hands"
+    replacement = _parent(again["ppid"])
+    assert replacement != zygote and _parent(replacement) == supervisor
+
+
+def test_a_frozen_zygote_is_replaced_when_a_restart_needs_it(cluster: Cluster) -> None:
+    cluster.start("--node", "a", "--mode", "exit")  # the work exits non-zero: restarts forever
+    first = _start(cluster, 1)
+    zygote = _parent(first["ppid"])
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        seen = {e["pid"] for e in cluster.starts()}
+
+        def restarted(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+            fresh = [e for e in events if e["event"] == "start" and e["pid"] not in seen]
+            return next((e for e in fresh if alive(e["ppid"]) and _parent(e["ppid"]) != zygote), None)
+
+        limit = FORK_TIMEOUT + ZYGOTE_RESTART_EVERY + ZYGOTE_BOOT
+        again = cluster.wait_for("a start on a new zygote", restarted, limit + 5.0)
+        assert again["token"] == 1, "the master resigned instead of replacing its zygote"
+        assert again["t"] - frozen_at < limit
+        assert not alive(zygote), "the frozen zygote was left behind"
+    finally:
+        kill_quietly(zygote, signal.SIGCONT)
+
+
+def test_a_master_whose_zygote_never_comes_back_hands_the_lock_over(cluster: Cluster) -> None:
+    """The lease must not stay held while no work can run: here every zygote of node a is frozen
+    (the first once running, each replacement at birth), and node b takes over."""
+    cluster.start("--node", "a", "--mode", "exit")  # the work exits non-zero: restarts forever
+    first = _start(cluster, 1)
+    supervisor = cluster.supervisor_of("a")
+    cluster.start("--node", "b", "--mode", "exit")
+    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    frozen = {_parent(first["ppid"])}
+    kill_quietly(next(iter(frozen)), signal.SIGSTOP)
+    limit = FORK_TIMEOUT + ZYGOTE_RESTART_EVERY + START_LIMIT_TTLS * TTL + 2 * TTL + 5.0
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline and not any(e["token"] == 2 for e in cluster.starts()):
+            for pid in children(supervisor) - frozen:
+                if "spawn_main" in _command(pid) and "resource_tracker" not in _command(pid):
+                    kill_quietly(pid, signal.SIGSTOP)
+                    frozen.add(pid)
+            time.sleep(0.005)
+        taken = [e for e in cluster.starts() if e["token"] == 2]
+    finally:
+        for pid in frozen:
+            kill_quietly(pid, signal.SIGCONT)
+    assert len(frozen) >= 2, "node a never replaced its frozen zygote"
+    assert taken and taken[0]["node"] == "b", f"node b did not take over within {limit:.1f} s"
