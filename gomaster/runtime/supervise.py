@@ -105,6 +105,7 @@ def supervise(
     metrics: Metrics | None = None,
     on_new_leader: Callable[[LockRecord | None], None] | None = None,
     spare_workers: bool = True,
+    preload: bool = False,
 ) -> None:
     """Run ``targets`` in worker processes only while this process is master of ``name``.
 
@@ -118,7 +119,11 @@ def supervise(
     this node sees changes, on masters and followers alike) are optional observers. Workers are
     forked from a zygote process when this node is elected, in a few milliseconds, so a
     follower keeps no worker waiting; ``spare_workers`` is accepted for compatibility and has
-    no effect.
+    no effect. Each worker loads its target when it starts, so what loading imports stays in
+    that worker; ``preload=True`` loads the targets once in the zygote instead, for targets slow
+    to load (a large application): each start is then a fork, and the node joins the election
+    only once they are loaded, but whatever their import opens (connections, files) is shared
+    by every worker.
 
     When the application has not set up logging, this node's elections, demotions and the
     master it waits for are logged to stderr while it runs (see :mod:`gomaster.runtime.console`).
@@ -130,5 +135,5 @@ def supervise(
         config = Config(name=name, me=new_identity(version), timing=timing)
         watch = chain(watcher(metrics, on_new_leader), announce_holder(config.me.node_id))
         del spare_workers  # workers fork from the zygote: there are no spares to keep
-        options = SupervisorOptions(max_failures=max_failures, watch=watch)
+        options = SupervisorOptions(max_failures=max_failures, watch=watch, preload=preload)
         Supervisor(checked, store, config, options).run()

@@ -142,6 +142,9 @@ class SupervisorOptions:
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
     watch: Callable[[Watched], None] | None = None
+    #: Load the targets in the zygote at boot (see :mod:`gomaster.runtime.zygote`), so a node
+    #: joins only once they are loaded and each start is a fork; else each worker loads its own.
+    preload: bool = False
 
 
 def _packed(target: Target) -> bytes:
@@ -219,8 +222,6 @@ class Supervisor:
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
         self._lease = SharedLease(self._context)
-        self._zygote = Zygote(self._context, self._lease)
-        self._zygote_started = -math.inf
         names = (
             labels
             if labels is not None
@@ -229,6 +230,9 @@ class Supervisor:
         self._slots = [_Slot(i, names[i], _packed(t)) for i, t in enumerate(targets)]
         stop_hook = self._options.on_demoted
         self._cleanup = _Slot(-1, "stop_hook", _packed(stop_hook)) if stop_hook is not None else None
+        preload = {slot.index: slot.target for slot in self._every_slot()} if self._options.preload else {}
+        self._zygote = Zygote(self._context, self._lease, preload)
+        self._zygote_started = -math.inf
         self._cleanup_due: Elected | None = None
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()

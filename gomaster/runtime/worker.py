@@ -386,9 +386,10 @@ class _Keeper:
             os._exit(code)
 
 
-def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes) -> NoReturn:
+def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes | Target) -> NoReturn:
     """Entry point of a worker forked by the zygote: its target comes as dill bytes, loaded
-    here so that what it imports stays in this worker; never returns."""
+    here so that what it imports stays in this worker (or loaded already, when the zygote
+    preloads it); never returns."""
     hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -399,7 +400,7 @@ def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: 
     root.handlers[:] = [_PipeLogHandler(keeper.send)]
     root.setLevel(spec.log_level)
     try:
-        loaded = dill.loads(target)
+        loaded = dill.loads(target) if isinstance(target, bytes) else target
     except Exception:
         with contextlib.suppress(OSError, ValueError):
             keeper.send(TargetFailed(0, f"cannot load the target:\n{traceback.format_exc()}"))

@@ -7,10 +7,12 @@ forks share its pages) and then forks a worker whenever the supervisor asks.
 
 What crosses to a worker, and what does not:
 
-- the target travels as dill bytes and is loaded in the forked worker, never in the zygote, so
-  a module the target imports (and whatever that import starts: threads, connections) exists
+- the target travels as dill bytes and is loaded in the forked worker, not in the zygote, so a
+  module the target imports (and whatever that import starts: threads, connections) exists
   only in that worker; the zygote holds what spawning it imported: gomaster and, as for every
-  spawned process, the main module without its ``__main__`` block;
+  spawned process, the main module without its ``__main__`` block. Asked to ``preload``, the
+  zygote loads every target once at boot instead, so a target slow to load (one that imports
+  a large application) starts at once; what that import opens is then shared by every worker;
 - the zygote has one thread and no driver connection, so a fork copies neither;
 - each worker gets a socket of its own to the supervisor, and the supervisor a pidfd for it,
   both passed over the zygote's socket (SCM_RIGHTS): the pidfd is opened while the zygote, its
@@ -117,9 +119,10 @@ class ForkedWorker:
 class Zygote:
     """The supervisor's handle on its zygote process: start it, fork from it, replace it."""
 
-    def __init__(self, context: Any, lease: SharedLease) -> None:
+    def __init__(self, context: Any, lease: SharedLease, preload: dict[int, bytes] | None = None) -> None:
         self._context = context
         self._lease = lease
+        self._preload = preload or {}
         self.process: Any = None
         self.conn: Any = None
         self.ready = False
@@ -128,7 +131,9 @@ class Zygote:
         """Spawn the zygote; it is ``ready`` once :meth:`on_message` saw it say so."""
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=zygote_main, args=(theirs, self._lease, os.getpid()), name="gomaster-zygote"
+            target=zygote_main,
+            args=(theirs, self._lease, os.getpid(), self._preload),
+            name="gomaster-zygote",
         )
         process.start()
         theirs.close()
@@ -189,7 +194,7 @@ def _reap() -> None:
             pass
 
 
-def _fork(conn: Any, request: Fork, lease: SharedLease) -> None:
+def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any]) -> None:
     """Fork one worker and hand its socket and pidfd to the supervisor."""
     spec = dataclasses.replace(request.spec, supervisor_pid=os.getpid())
     ours, theirs = socket.socketpair()
@@ -206,7 +211,8 @@ def _fork(conn: Any, request: Fork, lease: SharedLease) -> None:
             ours.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             gc.unfreeze()
-            forked_worker_main(Connection(theirs.detach()), spec, lease, request.target)
+            target = loaded.get(spec.index, request.target)
+            forked_worker_main(Connection(theirs.detach()), spec, lease, target)
         finally:
             os._exit(EXIT_ORPHANED)
     theirs.close()
@@ -222,14 +228,15 @@ def _fork(conn: Any, request: Fork, lease: SharedLease) -> None:
         os.close(pidfd)
 
 
-def zygote_main(conn: Any, lease: SharedLease, supervisor_pid: int) -> None:
-    """Entry point of the zygote process (spawned by the supervisor)."""
+def zygote_main(conn: Any, lease: SharedLease, supervisor_pid: int, preload: dict[int, bytes]) -> None:
+    """Entry point of the zygote process (spawned by the supervisor); ``preload`` maps a slot
+    to the target to load now rather than in each worker."""
     hold_standard_fds()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != supervisor_pid:
         os._exit(EXIT_ORPHANED)
-    dill.settings["recurse"] = True
+    loaded = {index: dill.loads(target) for index, target in preload.items()}
     gc.collect()
     gc.freeze()
     conn.send(ZygoteReady())
@@ -242,7 +249,7 @@ def zygote_main(conn: Any, lease: SharedLease, supervisor_pid: int) -> None:
         _reap()
         if isinstance(request, Fork):
             try:
-                _fork(conn, request, lease)
+                _fork(conn, request, lease, loaded)
             except OSError:
                 break
     sys.stdout.flush()

@@ -1,8 +1,9 @@
-"""A node whose workers take ``--boot`` seconds to start: ``python -m tests.runtime.slow_boot ...``.
+"""A node whose target takes ``--boot`` seconds to load: ``python -m tests.runtime.slow_boot ...``.
 
-Its target is slow to unpickle, as one that imports a large application would be. The node
-marks in ``--log`` when it sees itself hold the lock (``held``) and when its work begins
-(``start``), so a test can tell whether it won the lock before it could work.
+Its target is slow to unpickle, as one that imports a large application would be, and the node
+asks its zygote to preload it. The node marks in ``--log`` when it sees itself hold the lock
+(``held``) and when its work begins (``start``), so a test can tell whether it won the lock
+before it could work.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> None:
         name="slow",
         timing=Timing.from_ttl(1.0),
         on_new_leader=seen,
-        spare_workers=False,
+        preload=True,
     )
 
 
