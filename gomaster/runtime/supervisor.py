@@ -65,8 +65,9 @@ IDLE_WAKE = 0.5
 #: A node joins the election once its zygote has booted, or after this long without it (a
 #: zygote that cannot boot must not keep the node out for ever; see ``START_LIMIT_TTLS``).
 JOIN_AFTER_AT_MOST = 10.0
-#: A master whose target could not start for this many ttls (no zygote to fork it) resigns.
-START_LIMIT_TTLS = 1.0
+#: A master whose target could not start for this many ttls, and at least ``START_LIMIT_MIN``
+#: seconds (time for a new zygote to boot on a busy host), resigns.
+START_LIMIT_TTLS, START_LIMIT_MIN = 1.0, 5.0
 
 _log = logging.getLogger("gomaster")
 
@@ -591,20 +592,21 @@ class Supervisor:
                 continue
             worker = self._fork(slot)
             if worker is None:
-                self._starting_late(slot, now)
+                self._starting_late(slot)
                 continue
             slot.waiting_since = None
             self._send(worker, elected)
             worker.token, worker.started_at = token, now
             slot.worker = worker
 
-    def _starting_late(self, slot: _Slot, now: float) -> None:
-        """A target this master cannot start (no zygote): resign once it waited ``START_LIMIT_TTLS``
-        ttls, rather than hold a lease with its work not running."""
+    def _starting_late(self, slot: _Slot) -> None:
+        """A target this master cannot start (no zygote): resign once it waited long enough
+        (``START_LIMIT_TTLS``), rather than hold a lease with its work not running."""
+        now = boottime()  # a fork that timed out took a while
         if slot.waiting_since is None:
             slot.waiting_since = now
             return
-        limit = START_LIMIT_TTLS * self._config.timing.ttl
+        limit = max(START_LIMIT_TTLS * self._config.timing.ttl, START_LIMIT_MIN)
         if now - slot.waiting_since >= limit:
             _log.error("target %s could not start for %.1f s: resigning mastership", slot.label, limit)
             slot.waiting_since = None

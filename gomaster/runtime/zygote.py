@@ -40,6 +40,7 @@ from typing import Any
 
 import dill
 from multiprocess.connection import Connection
+from multiprocess.connection import wait as wait_ready
 from multiprocess.reduction import recvfds, sendfds
 
 from gomaster.runtime.fds import hold_standard_fds
@@ -49,8 +50,6 @@ from gomaster.runtime.worker import EXIT_ORPHANED, WorkerSpec, forked_worker_mai
 
 #: A fork request gets this long for its answer before the zygote counts as frozen.
 FORK_TIMEOUT = 2.0
-#: How long the zygote sleeps between looks for children to reap when nothing else happens.
-_REAP_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +193,9 @@ def _reap() -> None:
             pass
 
 
-def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any]) -> None:
-    """Fork one worker and hand its socket and pidfd to the supervisor."""
+def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], own: tuple[int, ...]) -> None:
+    """Fork one worker and hand its socket and pidfd to the supervisor; ``own`` are the
+    zygote's descriptors, which the worker closes."""
     spec = dataclasses.replace(request.spec, supervisor_pid=os.getpid())
     ours, theirs = socket.socketpair()
     try:
@@ -209,6 +209,9 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any]) 
         try:
             conn.close()
             ours.close()
+            signal.set_wakeup_fd(-1)
+            for fd in own:
+                os.close(fd)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             gc.unfreeze()
             target = loaded.get(spec.index, request.target)
@@ -232,24 +235,34 @@ def zygote_main(conn: Any, lease: SharedLease, supervisor_pid: int, preload: dic
     """Entry point of the zygote process (spawned by the supervisor); ``preload`` maps a slot
     to the target to load now rather than in each worker."""
     hold_standard_fds()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A signal to the supervisor's process group (Ctrl-C, a service manager) is the supervisor's
+    # to act on: the zygote ends with it. Workers inherit the ignoring until they arm.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != supervisor_pid:
         os._exit(EXIT_ORPHANED)
     loaded = {index: dill.loads(target) for index, target in preload.items()}
+    wake_r, wake_w = os.pipe()
+    for end in (wake_r, wake_w):
+        os.set_blocking(end, False)
+    signal.set_wakeup_fd(wake_w)  # a child's exit wakes the loop: it sleeps until then
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     gc.collect()
     gc.freeze()
     conn.send(ZygoteReady())
     while True:
+        ready = wait_ready([conn, wake_r])
+        with contextlib.suppress(OSError):
+            os.read(wake_r, 4096)
+        _reap()
         try:
-            asked = conn.poll(_REAP_EVERY)
-            request = conn.recv() if asked else None
+            request = conn.recv() if conn in ready else None
         except (EOFError, OSError):
             break
-        _reap()
         if isinstance(request, Fork):
             try:
-                _fork(conn, request, lease, loaded)
+                _fork(conn, request, lease, loaded, (wake_r, wake_w))
             except OSError:
                 break
     sys.stdout.flush()

@@ -1,28 +1,33 @@
-"""A warm worker costs nothing while it waits, and still watches what it must once it works.
+"""The zygote costs nothing while it waits; a worker it forks keeps every watch of its own.
 
-Every follower keeps two warm workers per target; a cluster of many nodes and locks has dozens
-of them, so one that woke 50 times a second to look at a deadline it does not have yet would
-keep a small host busy for nothing.
+Every node keeps a zygote, and a cluster of many nodes has dozens of them, so one that woke
+many times a second would keep a small host busy for nothing. Here this test process plays the
+supervisor, with the real zygote.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import dill
 import multiprocess
 import pytest
 
 from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
-from gomaster.runtime.worker import EXIT_ORPHANED, WorkerReady, WorkerSpec, worker_main
+from gomaster.runtime.worker import WorkerExit, WorkerReady, WorkerSpec
+from gomaster.runtime.zygote import ForkedWorker, Zygote
 from tests.helpers import wait_until
 
 #: A thread that polls every 20 ms switches context about 50 times a second.
 IDLE_SWITCHES_AT_MOST = 10
+BOOT = 30.0
 
 
 def _write_then_wait(leadership: Leadership) -> None:
@@ -43,55 +48,80 @@ def _switches(pid: int) -> int:
     return total
 
 
-class _Worker:
+class _Node:
+    """This process as a supervisor: a zygote, and the workers it forked."""
+
     def __init__(self, mark: Path) -> None:
         os.environ["GOMASTER_TEST_MARK"] = str(mark)
-        context = multiprocess.get_context("spawn")
-        self.lease = SharedLease(context)
-        self.conn, child = context.Pipe()
-        spec = WorkerSpec(index=0, label="t", target=_write_then_wait, supervisor_pid=os.getpid(), grace=0.2)
-        self.process = context.Process(target=worker_main, args=(child, spec, self.lease))
-        self.process.start()
-        child.close()
-        assert self.conn.poll(30.0), "the worker did not boot within 30 s"
-        assert isinstance(self.conn.recv(), WorkerReady)
-        time.sleep(0.3)
+        self.lease = SharedLease(multiprocess.get_context("spawn"))
+        self.zygote = Zygote(multiprocess.get_context("spawn"), self.lease)
+        self.zygote.start()
+        assert self.zygote.conn.poll(BOOT), "the zygote did not boot"
+        self.zygote.on_message()
+        assert self.zygote.ready
+        self.forked: list[ForkedWorker] = []
+
+    def fork(self) -> tuple[ForkedWorker, Any]:
+        spec = WorkerSpec(index=0, label="t", supervisor_pid=os.getpid(), grace=0.2)
+        made = self.zygote.fork(spec, dill.dumps(_write_then_wait, recurse=True))
+        assert not isinstance(made, str), made
+        self.forked.append(made[0])
+        return made
 
     def close(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+        for worker in self.forked:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGKILL)
+            worker.join(5)
+        self.zygote.stop()
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[_Worker]:
-    started = _Worker(tmp_path / "mark")
-    yield started
-    started.close()
+def node(tmp_path: Path) -> Iterator[_Node]:
+    made = _Node(tmp_path / "mark")
+    yield made
+    made.close()
 
 
-def test_a_warm_worker_sleeps_until_it_is_elected(worker: _Worker) -> None:
-    before = _switches(worker.process.pid)
+def test_an_idle_zygote_sleeps(node: _Node) -> None:
+    time.sleep(0.3)
+    before = _switches(node.zygote.process.pid)
     time.sleep(1.0)
-    assert _switches(worker.process.pid) - before <= IDLE_SWITCHES_AT_MOST
+    assert _switches(node.zygote.process.pid) - before <= IDLE_SWITCHES_AT_MOST
 
 
-def test_an_idle_worker_still_ends_at_once_when_its_supervisor_end_closes(worker: _Worker) -> None:
-    worker.conn.close()
-    worker.process.join(1.0)
-    assert worker.process.exitcode == EXIT_ORPHANED
+def test_a_forked_worker_ends_at_once_when_its_supervisor_end_closes(node: _Node) -> None:
+    worker, conn = node.fork()
+    conn.close()
+    assert worker.join(1.0), "the worker outlived its supervisor's end"
+
+
+def test_a_forked_worker_says_how_it_exits_before_it_does(node: _Node) -> None:
+    worker, conn = node.fork()
+    assert conn.poll(BOOT) and isinstance(conn.recv(), WorkerReady)
+    os.kill(worker.pid, signal.SIGTERM)  # not elected yet: a stop before the tenure
+    assert worker.join(2.0)
+    assert conn.poll(0) and conn.recv() == WorkerExit(0)
+    worker.exited(0)
+    assert worker.exitcode == 0
+    conn.close()
+
+
+def test_a_worker_is_gone_when_its_zygote_is_killed(node: _Node) -> None:
+    worker, _ = node.fork()
+    os.kill(node.zygote.process.pid, signal.SIGKILL)
+    assert worker.join(2.0), "a worker outlived its zygote"
 
 
 def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
-    worker: _Worker, tmp_path: Path
+    node: _Node, tmp_path: Path
 ) -> None:
+    worker, conn = node.fork()
     deadline = boottime() + 0.5
-    worker.lease.publish(7, deadline)
-    worker.conn.send(Elected(name="lock", node_id="n", token=7, since=0.0, deadline=deadline))
+    node.lease.publish(7, deadline)
+    conn.send(Elected(name="lock", node_id="n", token=7, since=0.0, deadline=deadline))
     wait_until((tmp_path / "mark").exists, 10.0, "target start")
     assert (tmp_path / "mark").read_text() == "7"
     # Never renewed: the watchdog ends the work at the deadline (SIGTERM, SIGKILL after grace).
-    worker.process.join(deadline - boottime() + 0.2 + 1.0)
-    assert not worker.process.is_alive()
+    assert worker.join(deadline - boottime() + 0.2 + 1.0)
     assert boottime() >= deadline

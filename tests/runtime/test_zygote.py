@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gomaster.runtime.supervisor import BACKOFF_FIRST, START_LIMIT_TTLS, ZYGOTE_RESTART_EVERY
+from gomaster.runtime.supervisor import BACKOFF_FIRST, START_LIMIT_MIN, START_LIMIT_TTLS, ZYGOTE_RESTART_EVERY
 from gomaster.runtime.zygote import FORK_TIMEOUT
 from tests.runtime.cluster import Cluster, alive, children, kill_quietly, wait_gone
 
@@ -137,7 +137,7 @@ def test_a_master_whose_zygote_never_comes_back_hands_the_lock_over(cluster: Clu
     cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
     frozen = {_parent(first["ppid"])}
     kill_quietly(next(iter(frozen)), signal.SIGSTOP)
-    limit = FORK_TIMEOUT + ZYGOTE_RESTART_EVERY + START_LIMIT_TTLS * TTL + 2 * TTL + 5.0
+    limit = FORK_TIMEOUT + max(START_LIMIT_TTLS * TTL, START_LIMIT_MIN) + 2 * TTL + 5.0
     deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline and not any(e["token"] == 2 for e in cluster.starts()):
