@@ -1,22 +1,23 @@
-"""Runtime latencies: supervisor -> worker pipe, and Elected -> target running (warm vs fresh).
+"""Runtime latencies: supervisor -> worker pipe, and Elected -> target running (forked vs spawned).
 
-    python -m bench.runtime_latency [--messages 500] [--elections 20] [--spawns 8]
+    python -m bench.runtime_latency [--messages 500] [--elections 200] [--spawns 8]
 
 - Pipe: the supervisor's side sends a mastership event over a ``multiprocess`` spawn-context
   ``Pipe`` to a process whose reader thread waits exactly as an idle worker's watchdog does
   (``poll(None)`` then ``recv``); the receiver stamps arrival on the shared
   ``CLOCK_MONOTONIC``, so the figure is one-way.
-- Warm: a real ``Supervisor`` (SQLite backend, no other contender) in this process.
-  ``SupervisorOptions.on_event`` stamps each ``Elected`` on the elector thread; the target's
-  first act is a mark. Between samples the node resigns, so the supervisor replaces the
-  stopped worker with a warm one before it wins again one ttl later.
-- Fresh: what a supervisor without warm workers would do: at ``Elected``, spawn a worker
-  (``worker_main``, the same entry point) and send it the event.
+- Forked: a real ``Supervisor`` (SQLite backend, no other contender) in this process, whose
+  zygote forks a worker at each ``Elected``. ``SupervisorOptions.on_event`` stamps each
+  ``Elected`` on the elector thread; the target's first act is a mark. Between samples the node
+  resigns and wins again one ttl later.
+- Spawned: what each start would cost without a zygote: a process spawned at ``Elected`` that
+  runs the target (the Python start-up that the zygote pays once).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -34,30 +35,29 @@ from bench.marks import MarkTail, mark_start
 from bench.stats import Summary, summarize
 from gomaster.backends import connect
 from gomaster.core.election import Config
-from gomaster.core.events import Announcement, Elected, Shutdown
+from gomaster.core.events import Announcement, Elected
 from gomaster.core.timing import Timing
-from gomaster.runtime.lease import SharedLease
+from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
-from gomaster.runtime.worker import WorkerSpec, worker_main
 
 GOAL_PIPE_P50 = 0.001
-GOAL_WARM_P50 = 0.005
+GOAL_FORKED_P50, GOAL_FORKED_P99 = 0.003, 0.010
 #: Pause between pipe messages, so that each one finds the reader asleep, as events do.
 MESSAGE_GAP = 0.002
-#: The warm benchmark's lease; the node wins again one ttl after each resignation.
-WARM_TTL = 1.0
+#: The forked benchmark's lease; the node wins again one ttl after each resignation.
+FORKED_TTL = 0.25
 FAR = 1e12
 WAIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class RuntimeLatency:
-    """Seconds: pipe one-way, and Elected -> target running with a warm or a fresh worker."""
+    """Seconds: pipe one-way, and Elected -> target running on a forked or a spawned worker."""
 
     pipe: Summary
-    warm: Summary
-    fresh: Summary
+    forked: Summary
+    spawned: Summary
 
 
 # -- supervisor -> worker pipe ---------------------------------------------------------------
@@ -106,21 +106,21 @@ def pipe_latency(messages: int) -> Summary:
 # -- Elected -> target running ---------------------------------------------------------------
 
 
-def warm_latency(elections: int, scratch: Path) -> Summary:
-    """Elected (elector thread) -> target's first mark, with the supervisor's warm workers.
+def forked_latency(elections: int, scratch: Path) -> Summary:
+    """Elected (elector thread) -> target's first mark, on a worker the zygote forks.
 
     Runs a supervisor on this (main) thread; a helper thread resigns after each sample. The
     supervisor's own warnings (each resignation is one) are silenced meanwhile.
     """
-    log = scratch / "warm.jsonl"
+    log = scratch / "forked.jsonl"
     elected_at: dict[int, float] = {}
 
     def on_event(event: Announcement) -> None:
         if isinstance(event, Elected):
             elected_at[event.token] = time.monotonic()
 
-    backend = connect(f"sqlite:///{scratch / 'warm.db'}")
-    config = Config(name="bench_warm", me=new_identity("bench"), timing=Timing.from_ttl(WARM_TTL))
+    backend = connect(f"sqlite:///{scratch / 'forked.db'}")
+    config = Config(name="bench_forked", me=new_identity("bench"), timing=Timing.from_ttl(FORKED_TTL))
     supervisor = Supervisor(
         [functools.partial(mark_start, str(log))], backend, config, SupervisorOptions(on_event=on_event)
     )
@@ -130,7 +130,7 @@ def warm_latency(elections: int, scratch: Path) -> Summary:
     def drive() -> None:
         tail = MarkTail(log)
         try:
-            tail.next_start(0.0, WAIT)  # the first election comes before any worker is warm
+            tail.next_start(0.0, WAIT)  # the first start also loads the target's modules
             supervisor.elector.resign()
             while len(delays) < elections:
                 mark = tail.next_start(0.0, WAIT)
@@ -153,48 +153,35 @@ def warm_latency(elections: int, scratch: Path) -> Summary:
     finally:
         logger.setLevel(level)
     if failure:
-        raise RuntimeError(f"warm benchmark failed: {failure[0]!r}")
+        raise RuntimeError(f"forked benchmark failed: {failure[0]!r}")
     return summarize(delays)
 
 
-def fresh_latency(spawns: int, scratch: Path) -> Summary:
-    """Elected -> target's first mark when the worker is only spawned at Elected."""
+def spawned_latency(spawns: int, scratch: Path) -> Summary:
+    """Start -> target's first mark for a process spawned to run the target."""
     context = multiprocess.get_context("spawn")
-    lease = SharedLease(context)
-    log = scratch / "fresh.jsonl"
+    log = scratch / "spawned.jsonl"
     tail = MarkTail(log)
     delays: list[float] = []
-    for token in range(1, spawns + 1):
-        lease.publish(token, FAR)
-        spec = WorkerSpec(
-            index=0,
-            label="bench",
-            target=functools.partial(mark_start, str(log)),
-            supervisor_pid=os.getpid(),
-            grace=1.0,
-        )
+    for _ in range(spawns):
         started = time.monotonic()
-        parent, child = context.Pipe()
-        process = context.Process(target=worker_main, args=(child, spec, lease))
+        process = context.Process(target=mark_start, args=(str(log), Leadership("bench", "n", 1, 0.0)))
         process.start()
-        child.close()
-        parent.send(Elected(name="bench", node_id="n", token=token, since=0.0, deadline=FAR))
         mark = tail.next_start(started, WAIT)
         delays.append(float(str(mark["t"])) - started)
-        parent.send(Shutdown())
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
         process.join(WAIT)
-        parent.close()
     return summarize(delays)
 
 
-def measure(*, messages: int = 500, elections: int = 20, spawns: int = 8) -> RuntimeLatency:
+def measure(*, messages: int = 500, elections: int = 200, spawns: int = 8) -> RuntimeLatency:
     """All three runtime latencies, in one run."""
     with tempfile.TemporaryDirectory(prefix="gomaster-bench-") as scratch:
         pipe = pipe_latency(messages)
-        warm = warm_latency(elections, Path(scratch))
-        fresh = fresh_latency(spawns, Path(scratch))
-    return RuntimeLatency(pipe=pipe, warm=warm, fresh=fresh)
+        forked = forked_latency(elections, Path(scratch))
+        spawned = spawned_latency(spawns, Path(scratch))
+    return RuntimeLatency(pipe=pipe, forked=forked, spawned=spawned)
 
 
 def main() -> None:
@@ -202,12 +189,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=500)
-    parser.add_argument("--elections", type=int, default=20)
+    parser.add_argument("--elections", type=int, default=200)
     parser.add_argument("--spawns", type=int, default=8)
     args = parser.parse_args()
     result = measure(messages=args.messages, elections=args.elections, spawns=args.spawns)
-    for label, figures in (("pipe", result.pipe), ("warm", result.warm), ("fresh", result.fresh)):
-        print(f"{label:6s} p50 {figures.p50 * 1e3:8.3f} ms  p99 {figures.p99 * 1e3:8.3f} ms  n={figures.n}")
+    for label, figures in (("pipe", result.pipe), ("forked", result.forked), ("spawned", result.spawned)):
+        print(f"{label:7s} p50 {figures.p50 * 1e3:8.3f} ms  p99 {figures.p99 * 1e3:8.3f} ms  n={figures.n}")
 
 
 if __name__ == "__main__":

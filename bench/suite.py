@@ -39,8 +39,8 @@ class Plan:
     backends: tuple[str, ...] | None = None
     core_seconds: float = 1.0
     pipe_messages: int = 500
-    warm_elections: int = 20
-    fresh_spawns: int = 8
+    forked_elections: int = 200
+    spawns: int = 8
     renewals: int = 500
     crash_ttls: tuple[float, ...] = (1.0, 5.0)
     crash_rounds: tuple[int, ...] = (20, 8)
@@ -61,8 +61,8 @@ SMOKE = Plan(
     backends=("sqlite",),
     core_seconds=0.05,
     pipe_messages=20,
-    warm_elections=2,
-    fresh_spawns=1,
+    forked_elections=2,
+    spawns=1,
     renewals=20,
     crash_ttls=(1.0,),
     crash_rounds=(1,),
@@ -189,7 +189,7 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
         results.runtime = runner.figure(
             "runtime",
             lambda: runtime_latency.measure(
-                messages=plan.pipe_messages, elections=plan.warm_elections, spawns=plan.fresh_spawns
+                messages=plan.pipe_messages, elections=plan.forked_elections, spawns=plan.spawns
             ),
         )
         for kind in kinds:

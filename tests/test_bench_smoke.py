@@ -76,7 +76,7 @@ def test_the_suite_measures_every_figure_on_sqlite(smoke: tuple[Results, Path]) 
     assert results.core and all(rate > 0 for rate in results.core.values())
     runtime = results.runtime
     assert runtime is not None
-    assert _positive(runtime.pipe.p50) and _positive(runtime.warm.p50) and _positive(runtime.fresh.p50)
+    assert _positive(runtime.pipe.p50) and _positive(runtime.forked.p50) and _positive(runtime.spawned.p50)
     cost = results.renewal["sqlite"]
     assert cost.statements is not None and cost.statements >= 1
     assert _positive(cost.renew.p50) and _positive(cost.ping.p50) and _positive(cost.write.p50)
