@@ -673,7 +673,7 @@ class Supervisor:
         _signal_worker(worker, signal.SIGTERM)
 
     def _shutdown_workers(self) -> None:
-        """Leaving: end every worker, running or warm, and wait for them within grace."""
+        """Leaving: end every worker, running or stopping, and wait for them within grace."""
         workers = self._workers()
         for worker in workers:
             if worker.token is not None:

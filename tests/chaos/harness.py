@@ -85,7 +85,7 @@ SETTLE_TTLS = 0.3
 STUCK_AFTER = 30.0
 #: Nodes and servers get this long to come up at the start of a group.
 STARTUP = 60.0
-#: A node process gets this many ttls to boot (start its elector and spawn its two warm workers)
+#: A node process gets this many ttls to boot (start its elector and spawn its zygote)
 #: before the next fault: the group's first ones at the start, a replacement after a SIGKILL
 #: of a supervisor. A fault in that window would time a cold boot on a busy 2-core host (up to
 #: 3 s there), not a failover.
@@ -606,7 +606,7 @@ class Group:
         """Start faults only once every group of the backend has booted, plus ``BOOT_TTLS``.
 
         Servers start one at a time, so the last group boots well after the first; its boot
-        load (servers, node processes, warm workers) would otherwise land on the first group's
+        load (servers, node processes, zygotes) would otherwise land on the first group's
         first faults and time a busy host's boot, not a failover.
         """
         if self.booted is not None:

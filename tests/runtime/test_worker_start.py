@@ -30,9 +30,9 @@ def _modules_after(statement: str) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-def test_a_worker_and_the_demo_work_load_none_of_the_supervisor_machinery() -> None:
-    loaded = _modules_after("import gomaster.runtime.worker, gomaster.cli.demo")
-    assert "gomaster.runtime.worker" in loaded
+def test_the_zygote_its_workers_and_the_demo_work_load_none_of_the_supervisor_machinery() -> None:
+    loaded = _modules_after("import gomaster.runtime.zygote, gomaster.cli.demo")
+    assert "gomaster.runtime.worker" in loaded and "gomaster.runtime.zygote" in loaded
     assert not loaded & set(SUPERVISOR_ONLY), sorted(loaded & set(SUPERVISOR_ONLY))
 
 
