@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import os
 import select
 import signal
@@ -98,8 +99,9 @@ class ForkedWorker:
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` for the process to end; True when it has."""
         if not self._gone:
-            ready, _, _ = select.select([self.sentinel], [], [], timeout)
-            self._gone = bool(ready)
+            waiting = select.poll()  # not select(): a busy process's pidfd may be above 1023
+            waiting.register(self.sentinel, select.POLLIN)
+            self._gone = bool(waiting.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
         return self._gone
 
     @property
@@ -212,8 +214,7 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
             signal.set_wakeup_fd(-1)
             for fd in own:
                 os.close(fd)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            gc.unfreeze()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the heap stays frozen: pages stay shared
             target = loaded.get(spec.index, request.target)
             forked_worker_main(Connection(theirs.detach()), spec, lease, target)
         finally:
