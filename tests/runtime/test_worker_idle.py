@@ -51,19 +51,19 @@ def _switches(pid: int) -> int:
 class _Node:
     """This process as a supervisor: a zygote, and the workers it forked."""
 
-    def __init__(self, mark: Path) -> None:
+    def __init__(self, mark: Path, preload: dict[int, bytes] | None = None) -> None:
         os.environ["GOMASTER_TEST_MARK"] = str(mark)
         self.lease = SharedLease(multiprocess.get_context("spawn"))
-        self.zygote = Zygote(multiprocess.get_context("spawn"), self.lease)
+        self.zygote = Zygote(multiprocess.get_context("spawn"), self.lease, preload)
         self.zygote.start()
         assert self.zygote.conn.poll(BOOT), "the zygote did not boot"
         self.zygote.on_message()
         assert self.zygote.ready
         self.forked: list[ForkedWorker] = []
 
-    def fork(self) -> tuple[ForkedWorker, Any]:
+    def fork(self, target: Any = _write_then_wait) -> tuple[ForkedWorker, Any]:
         spec = WorkerSpec(index=0, label="t", supervisor_pid=os.getpid(), grace=0.2)
-        made = self.zygote.fork(spec, dill.dumps(_write_then_wait, recurse=True))
+        made = self.zygote.fork(spec, dill.dumps(target, recurse=True))
         assert not isinstance(made, str), made
         self.forked.append(made[0])
         return made
@@ -125,3 +125,28 @@ def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
     # Never renewed: the watchdog ends the work at the deadline (SIGTERM, SIGKILL after grace).
     assert worker.join(deadline - boottime() + 0.2 + 1.0)
     assert boottime() >= deadline
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["each-worker", "preload"])
+def test_a_targets_module_is_imported_by_its_workers_not_by_the_zygote_unless_preloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preload: bool
+) -> None:
+    imports = tmp_path / "imports"
+    monkeypatch.setenv("GOMASTER_TEST_IMPORTS", str(imports))
+    from tests.runtime import imported_once  # this process's import is not counted
+
+    packed = dill.dumps(imported_once.work, recurse=True)
+    made = _Node(tmp_path / "mark", {0: packed} if preload else None)
+    try:
+        forked = [made.fork(imported_once.work) for _ in range(2)]
+        for _, conn in forked:  # each says it is ready once its target is loaded
+            assert conn.poll(BOOT) and isinstance(conn.recv(), WorkerReady)
+        workers = [worker for worker, _ in forked]
+        importers = set(imports.read_text().split()) - {str(os.getpid())}
+        zygote = str(made.zygote.process.pid)
+        if preload:
+            assert importers == {zygote}, "a preloaded target is imported once, by the zygote"
+        else:
+            assert importers == {str(w.pid) for w in workers}, "the zygote imported the target's module"
+    finally:
+        made.close()
