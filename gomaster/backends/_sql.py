@@ -487,8 +487,10 @@ class SQLBackend(Configured[_S]):
                 return Failure(missing)
             return self._record(name, rows[0]).alt(lambda problem: BackendError(self.url, str(problem)))
 
-        found: IOResult[list[Row], _Refusal | BackendError] = self._rows(step, timeout, statement)
-        return found.bind_result(parsed)
+        found: Result[list[Row], _Refusal | BackendError] = self._session.run(
+            step, timeout, lambda conn: self._execute(conn, statement)
+        )
+        return IOResult.from_result(found.bind(parsed))  # not _rows: one IOResult less per step
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Take the lease if the row still equals ``claim.expected`` and is free by server time."""
