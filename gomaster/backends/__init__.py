@@ -34,7 +34,6 @@ ENV_BACKEND = "GOMASTER_BACKEND"
 
 #: scheme -> (module, extra that installs its driver)
 _SCHEMES: dict[str, tuple[str, str | None]] = {
-    "memory": ("gomaster.backends.memory", None),
     "sqlite": ("gomaster.backends.sqlite", None),
     "mysql": ("gomaster.backends.mysql", "mysql"),
     "mariadb": ("gomaster.backends.mysql", "mysql"),
@@ -65,7 +64,7 @@ def _from_url(backend_url: BackendURL) -> Result[LockBackend, str]:
         return Success(MemoryBackend(label=backend_url.redacted))
     known = _SCHEMES.get(backend_url.scheme)
     if known is None:
-        schemes = ", ".join(sorted({s for s in _SCHEMES if s != "memory"}))
+        schemes = ", ".join(sorted(_SCHEMES))
         return Failure(
             f"unknown backend scheme {backend_url.scheme!r} in {backend_url.redacted}; use one of {schemes}"
         )

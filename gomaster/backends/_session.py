@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
 
+from gomaster.backends._settings import Settings
 from gomaster.backends.url import scrub
 from gomaster.core.errors import BackendError
 
@@ -134,11 +135,9 @@ def seconds_left(deadline: float, cap: float | None = None) -> float:
 
 def word(fault: Fault, *, step: str, timeout: float, where: str, secrets: tuple[str, ...]) -> str:
     """The one message for ``fault``: from :data:`WORDING`, with every secret scrubbed."""
-    cause = " ".join(fault.cause.split())
-    text = WORDING[fault.kind].format(
-        step=step, timeout=timeout, where=where, cause=cause, detail=fault.detail
-    )
-    if cause and "{cause}" not in WORDING[fault.kind]:
+    cause, wording = " ".join(fault.cause.split()), WORDING[fault.kind]
+    text = wording.format(step=step, timeout=timeout, where=where, cause=cause, detail=fault.detail)
+    if cause and "{cause}" not in wording:
         text += f" ({cause})"  # a timeout keeps what the driver saw last: refused, reset, ...
     return scrub(text, *secrets)
 
@@ -149,17 +148,10 @@ class Session(Generic[_C]):
     ``url`` and ``where`` name the store in errors; ``secrets`` are scrubbed from every message.
     """
 
-    def __init__(
-        self,
-        driver: Driver[_C],
-        *,
-        url: str,
-        where: str,
-        secrets: tuple[str, ...],
-        on_drop: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, driver: Driver[_C], *, url: str, where: str, secrets: tuple[str, ...]) -> None:
         self.driver = driver
-        self.on_drop = on_drop
+        #: Called when the connection is dropped or left to the parent (``Notices`` sets it).
+        self.on_drop: Callable[[], None] | None = None
         self.url = url
         self.where = where
         self.secrets = secrets
@@ -197,8 +189,7 @@ class Session(Generic[_C]):
         driver = self.driver
         self.deadline = deadline
         try:
-            conn = self._connection(deadline)
-            return Success(work(conn))
+            return Success(work(self._connection(deadline)))
         except driver.errors as exc:
             fault = driver.classify(exc)
             if fault.kind in _MAYBE_LATE and time.monotonic() >= deadline:
@@ -231,8 +222,7 @@ class Session(Generic[_C]):
             self.drop()
             conn = None
         if conn is None:
-            conn = self.driver.open(deadline)
-            self.conn = conn
+            conn = self.conn = self.driver.open(deadline)
         self.driver.arm(conn, deadline)
         return conn
 
@@ -261,12 +251,15 @@ class Session(Generic[_C]):
         parent would stay locked forever, and the parent's connection is not ours to touch."""
         if self.conn is not None:
             _INHERITED.append(self.conn)
-        self.conn = None
-        if self.on_drop is not None:
-            self.on_drop()
+        self.drop()  # closes nothing: ``_pid`` is still the parent's
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._close_requested = False
+
+
+def session_for(driver: Driver[_C], settings: Settings) -> Session[_C]:
+    """A session for ``driver`` that names ``settings``' server in errors and hides its secrets."""
+    return Session(driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets())
 
 
 #: Connections inherited over fork(): kept referenced and unused, so no finaliser in the child

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -20,7 +21,7 @@ from urllib.parse import quote
 from returns.pipeline import is_successful
 from returns.result import Failure, Result, Success
 
-from gomaster.backends.url import MAX_PORT, MIN_PORT, REDACTED, BackendURL, scrub
+from gomaster.backends.url import MAX_PORT, MIN_PORT, REDACTED, BackendURL, parse_url, scrub
 
 #: The longest timeout any option accepts: a day, like the longest ttl (``core.timing``).
 MAX_SECONDS = 86_400.0
@@ -113,6 +114,14 @@ def identifier(kind: str, value: object) -> str:
     return found
 
 
+def dsn_url(dsn: str, schemes: Iterable[str], names: str) -> BackendURL:
+    """``dsn`` as a URL of one of ``schemes`` (``names`` says them), for a backend's ``dsn=``."""
+    url = or_raise(parse_url(dsn), SettingError)
+    if url.scheme not in schemes:
+        raise SettingError(f"dsn must be a {names} URL, not {url.scheme}://")
+    return url
+
+
 def merge(
     url: BackendURL, given: Mapping[str, object], parts: Mapping[str, object], aliases: Mapping[str, str] = {}
 ) -> tuple[dict[str, object], dict[str, object]]:
@@ -147,6 +156,12 @@ def shown(query: Iterable[tuple[str, object]], secret: Callable[[str], bool], sa
     pairs = [(k, REDACTED if secret(k) else quote(str(v), safe=safe)) for k, v in query]
     tail = "&".join(f"{k}={v}" for k, v in pairs)
     return f"?{tail}" if tail else ""
+
+
+def changed(settings: Any, keys: Iterable[str]) -> list[tuple[str, object]]:
+    """The options among ``keys`` that differ from their defaults, as a printed URL lists them."""
+    defaults = {each.name: each.default for each in fields(settings)}
+    return [(key, getattr(settings, key)) for key in keys if getattr(settings, key) != defaults[key]]
 
 
 def credentials(username: str | None, password: str | None) -> str:

@@ -19,10 +19,11 @@ holds only the pieces that differ; the comments there say why each one must.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
@@ -30,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 from returns.io import IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
-from gomaster.backends._session import Driver, Session
+from gomaster.backends._session import Session
 from gomaster.backends._settings import Configured, Settings
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -43,7 +44,6 @@ _TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
 Row = Sequence[Any]
 _S = TypeVar("_S", bound=Settings)
 _N = TypeVar("_N", bound="ServerSettings")
-_C = TypeVar("_C")
 _T = TypeVar("_T")
 _Refusal = TypeVar("_Refusal", Conflict, Lost)
 
@@ -90,10 +90,8 @@ def _mysql_value(value: object) -> object:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC).timestamp()
     if isinstance(value, bytes | bytearray):
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return value
     return value
 
 
@@ -410,12 +408,6 @@ class Statements:
             raise SetupError(problem)
 
 
-def changed(settings: Any, keys: Iterable[str]) -> list[tuple[str, object]]:
-    """The options among ``keys`` that differ from their defaults, as a printed URL lists them."""
-    defaults = {each.name: each.default for each in fields(settings)}
-    return [(key, getattr(settings, key)) for key in keys if getattr(settings, key) != defaults[key]]
-
-
 def name_text(value: object) -> str:
     """A stored lock name as text (MySQL's VARBINARY arrives as bytes)."""
     if isinstance(value, bytes | bytearray):
@@ -440,11 +432,6 @@ class SQLBackend(Configured[_S]):
     def _execute(self, conn: Any, statement: Statement) -> list[Row]:
         """``statement``'s rows, from one round trip on ``conn``."""
         raise NotImplementedError
-
-    def _session_of(self, driver: Driver[_C]) -> Session[_C]:
-        """A session that names this backend's server in errors and hides its secrets."""
-        settings = self._settings
-        return Session(driver, url=self.url, where=settings.where, secrets=settings.secrets())
 
     def _rows(self, step: str, timeout: float, statement: Statement) -> IOResult[list[Row], BackendError]:
         found = self._session.run(step, timeout, lambda conn: self._execute(conn, statement))
@@ -503,7 +490,7 @@ class SQLBackend(Configured[_S]):
         found: Result[list[Row], _Refusal | BackendError] = self._session.run(
             step, timeout, lambda conn: self._execute(conn, statement)
         )
-        return IOResult.from_result(found.bind(parsed))
+        return IOResult.from_result(found.bind(parsed))  # not _rows: one IOResult less per step
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Take the lease if the row still equals ``claim.expected`` and is free by server time."""
@@ -529,10 +516,8 @@ class SQLBackend(Configured[_S]):
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
         """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``)."""
-        statement = self._sql.repair(name, hold, token_floor)
-        return self._rows("repair", timeout, statement).map(
-            lambda rows: int(str(rows[0][0])) if rows else None
-        )
+        rows = self._rows("repair", timeout, self._sql.repair(name, hold, token_floor))
+        return rows.map(lambda found: int(str(found[0][0])) if found else None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """No notices here: report at once that none came, and let the elector poll."""

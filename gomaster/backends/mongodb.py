@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -48,7 +47,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Kind, Session, seconds_left
+from gomaster.backends._session import Fault, Kind, Session, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, or_raise
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
@@ -456,16 +455,10 @@ class MongoBackend(Configured[_Settings]):
         options: Mapping[str, object] | None = None,
     ) -> None:
         wait = None if timeout is None else round(read.seconds("timeout", timeout) * _MS)
-        given = {
-            "collection": collection,
-            "replicaSet": replica_set,
-            "authSource": auth_source,
-            "tls": None if tls is None else read.flag("tls", tls),
-            "maxPoolSize": pool_limit,
-            "connectTimeoutMS": wait,
-            "serverSelectionTimeoutMS": wait,
-            **(options or {}),
-        }
+        flag = None if tls is None else read.flag("tls", tls)
+        given: dict[str, object] = dict(collection=collection, replicaSet=replica_set, authSource=auth_source)
+        given |= dict(tls=flag, maxPoolSize=pool_limit, connectTimeoutMS=wait, serverSelectionTimeoutMS=wait)
+        given |= options or {}
         url = BackendURL(
             scheme="mongodb+srv" if srv else "mongodb",
             username=user,
@@ -477,11 +470,10 @@ class MongoBackend(Configured[_Settings]):
 
     def _start(self) -> None:
         settings = self._settings
-        session = partial(Session, url=self.url, where=settings.where, secrets=settings.secrets())
         client = _Client(settings)
-        self._session: Session[_Link] = session(_Driver(settings, client))
+        self._session: Session[_Link] = session_for(_Driver(settings, client), settings)
         self._listener = _ChangeStream(settings, client)
-        self._notices: Notices[_Link] = Notices(session(self._listener), self._listener)
+        self._notices: Notices[_Link] = Notices(session_for(self._listener, settings), self._listener)
 
     @property
     def database(self) -> str:
@@ -553,11 +545,10 @@ class MongoBackend(Configured[_Settings]):
         """The record ``work`` wrote, or ``missing`` when it wrote none."""
 
         def record(document: Document | None) -> Result[LockRecord, _Refusal | BackendError]:
-            wrong = f"{step} wrote a record that reads back wrong"
             if document is None:
                 return Failure(missing)
             return parse_record(name, _fields(document)).alt(
-                lambda bad: BackendError(self.url, f"{wrong}: {bad}")
+                lambda bad: BackendError(self.url, f"{step} wrote a record that reads back wrong: {bad}")
             )
 
         answer: IOResult[Document | None, _Refusal | BackendError] = self._run(step, timeout, work)

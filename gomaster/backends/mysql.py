@@ -43,19 +43,10 @@ from pymysql.protocol import MysqlPacket
 from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
-from gomaster.backends._session import Fault, Session, seconds_left
-from gomaster.backends._settings import (
-    SettingError,
-    checked,
-    credentials,
-    merge,
-    or_raise,
-    refuse,
-    secrets_of,
-    shown,
-)
-from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements, changed
-from gomaster.backends.url import BackendURL, parse_url
+from gomaster.backends._session import Fault, Session, seconds_left, session_for
+from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
+from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
+from gomaster.backends.url import BackendURL
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -103,13 +94,9 @@ DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
 #: TLS options (see ``_tls``); the backend builds the TLS context from them itself.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "ssl": read.flag,
-    "ssl_ca": read.existing_file,
-    "ssl_cert": read.existing_file,
-    "ssl_key": read.existing_file,
+    **dict.fromkeys(("ssl_ca", "ssl_cert", "ssl_key"), read.existing_file),
     "ssl_key_password": read.text,
-    "ssl_verify_cert": read.flag,
-    "ssl_verify_identity": read.flag,
-    "ssl_disabled": read.flag,
+    **dict.fromkeys(("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled"), read.flag),
 }
 #: TLS options that ask for TLS whatever their value. ``ssl_key_password`` does not: it only
 #: unlocks ``ssl_key``, and ``ssl``/``ssl_disabled`` ask for it or refuse it by their value.
@@ -233,14 +220,14 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        own = changed(self, OWN_OPTIONS)
+        own = read.changed(self, OWN_OPTIONS)
         query = [(key, str(v).lower() if isinstance(v, bool) else v) for key, v in (*own, *self.options)]
         auth = credentials(self.user, self.password or None) if self.user is not None else ""
         tail = shown(query, lambda key: "password" in key)
         return f"{self.scheme}://{auth}{self.where}/{quote(self.database)}{tail}"
 
     def secrets(self) -> tuple[str, ...]:
-        return secrets_of(self.password, self.tls.key_password if self.tls else None)
+        return read.secrets_of(self.password, self.tls.key_password if self.tls else None)
 
 
 _GO_DSN = re.compile(
@@ -262,10 +249,7 @@ _GO_TLS: dict[str, tuple[tuple[str, str], ...]] = {
 def _parse_dsn(dsn: str) -> BackendURL:
     """A ``mysql://`` URL, or go-master's base DSN in go-sql-driver form ``user:pass@tcp(host:port)/db``."""
     if "://" in dsn:
-        url = or_raise(parse_url(dsn))
-        if url.scheme not in _SCHEMES:
-            raise SettingError(f"dsn must be a mysql:// or mariadb:// URL, not {url.scheme}://")
-        return url
+        return read.dsn_url(dsn, _SCHEMES, "mysql:// or mariadb://")
     match = _GO_DSN.match(dsn)
     if match is None:
         raise SettingError("dsn must look like mysql://user:pass@host:3306/db or user:pass@tcp(host:3306)/db")
@@ -684,12 +668,11 @@ class MySQLBackend(ServerBackend[_Settings]):
         late_reply_wait: float | None = None,
         **driver_options: object,
     ) -> None:
-        given: dict[str, object] = dict(user=user, password=password, host=host, port=port)
-        given |= dict(database=database, table=table, create_db=create_db, connect_timeout=connect_timeout)
+        given: dict[str, object] = dict(user=user, password=password, host=host, port=port, database=database)
+        given |= dict(table=table, create_db=create_db, late_reply_wait=late_reply_wait, **driver_options)
         given |= dict(
-            connect_retries=connect_retries, connect_wait=connect_wait, late_reply_wait=late_reply_wait
+            connect_timeout=connect_timeout, connect_retries=connect_retries, connect_wait=connect_wait
         )
-        given |= driver_options
         base = BackendURL(scheme="mysql")
         self._setup(or_raise(checked(lambda: _settings(base if dsn is None else _parse_dsn(dsn), given))))
 
@@ -697,7 +680,7 @@ class MySQLBackend(ServerBackend[_Settings]):
         settings = self._settings
         self._sql = Statements(MYSQL, settings.table, label=f"`{settings.database}`.`{settings.table}`")
         driver = _Driver(settings, self._sql)
-        self._session = driver.session = self._session_of(driver)
+        self._session = driver.session = session_for(driver, settings)
 
     @property
     def _conn(self) -> _Connection | None:

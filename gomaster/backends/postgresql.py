@@ -39,10 +39,10 @@ from returns.result import Failure, Result
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, seconds_left
+from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
-from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements, changed
-from gomaster.backends.url import BackendURL, parse_url
+from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
+from gomaster.backends.url import BackendURL
 from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "PostgreSQLBackend", "channel_for", "from_url", "schema"]
@@ -144,7 +144,7 @@ class _Settings:
     @property
     def redacted_url(self) -> str:
         """The settings as a URL a user may see: password and password-like options as ``***``."""
-        tail = shown([*changed(self, OWN_OPTIONS), *self.options], _secret)
+        tail = shown([*read.changed(self, OWN_OPTIONS), *self.options], _secret)
         netloc = self.where if "/" not in self.host else f"{quote(self.host, safe='')}:{self.port}"
         return f"{self.scheme}://{credentials(self.user, self.password)}{netloc}/{quote(self.database)}{tail}"
 
@@ -154,17 +154,10 @@ class _Settings:
 
     def conninfo(self) -> str:
         """The libpq connection string (with the password: never shown to anyone)."""
-        defaults = {"application_name": APPLICATION_NAME, **_KEEPALIVES}
-        return make_conninfo(  # leaves out the parameters that are None
-            "",
-            **{**defaults, **dict(self.options)},
-            host=self.host,
-            port=self.port,
-            dbname=self.database,
-            client_encoding="UTF8",
-            user=self.user,
-            password=self.password,
-        )
+        options = {"application_name": APPLICATION_NAME, **_KEEPALIVES, **dict(self.options)}
+        server = dict(host=self.host, port=self.port, dbname=self.database, client_encoding="UTF8")
+        # make_conninfo leaves out the parameters that are None.
+        return make_conninfo("", **options, **server, user=self.user, password=self.password)
 
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
@@ -184,10 +177,7 @@ def _parse_dsn(dsn: str | None) -> BackendURL:
     if dsn is None:
         return BackendURL(scheme="postgresql")
     if "://" in dsn:
-        url = or_raise(parse_url(dsn), SettingError)
-        if url.scheme not in _SCHEMES:
-            raise SettingError(f"dsn must be a postgresql:// URL, not {url.scheme}://")
-        return url
+        return read.dsn_url(dsn, _SCHEMES, "postgresql://")
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -444,8 +434,8 @@ class PostgreSQLBackend(ServerBackend[_Settings]):
     def _start(self) -> None:
         settings = self._settings
         self._sql = Statements(POSTGRESQL, settings.table)
-        self._session = self._session_of(_Driver(settings, self._sql))
-        self._notices = Notices(self._session_of(_Driver(settings, None)), _Listen())
+        self._session = session_for(_Driver(settings, self._sql), settings)
+        self._notices = Notices(session_for(_Driver(settings, None), settings), _Listen())
 
     def channel(self, name: str) -> str:
         """The NOTIFY channel on which a release of ``name`` is announced."""

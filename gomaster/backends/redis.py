@@ -37,8 +37,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Never, Protocol, TypeVar, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, Never, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -49,7 +49,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
-from gomaster.backends._session import Fault, Session, seconds_left
+from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
@@ -260,10 +260,7 @@ DRIVER_OPTIONS: dict[str, Callable[[str, object], object]] = {
 #: TLS options, for ``rediss://`` only.
 TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "ssl_cert_reqs": _cert_reqs,
-    "ssl_ca_certs": read.existing_file,
-    "ssl_ca_path": read.existing_file,
-    "ssl_certfile": read.existing_file,
-    "ssl_keyfile": read.existing_file,
+    **dict.fromkeys(("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile"), read.existing_file),
     "ssl_password": read.text,
     "ssl_check_hostname": read.flag,
 }
@@ -310,13 +307,9 @@ class _Settings:
 
     @property
     def redacted_url(self) -> str:
-        own = [(key, getattr(self, key)) for key in OWN_OPTIONS if getattr(self, key) != _DEFAULTS[key]]
-        tail = read.shown([*own, *self.options], _SECRET_OPTIONS.__contains__)
+        tail = read.shown([*read.changed(self, OWN_OPTIONS), *self.options], _SECRET_OPTIONS.__contains__)
         auth = read.credentials(self.username, self.password)
         return f"{'rediss' if self.tls else 'redis'}://{auth}{self.where}/{self.db}{tail}"
-
-
-_DEFAULTS = {each.name: each.default for each in fields(_Settings)}
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
@@ -324,11 +317,8 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     is the URL's path or the ``db`` keyword, never a query parameter."""
     refuse(dict(url.query), _MANAGED)
     path = url.path.removeprefix("/") or None
-    parts, options = merge(
-        url,
-        given,
-        {"host": url.host, "port": url.port, "db": path, "username": url.username, "password": url.password},
-    )
+    found = dict(host=url.host, port=url.port, db=path, username=url.username, password=url.password)
+    parts, options = merge(url, given, found)
     own = {key: options.pop(key) for key in OWN_OPTIONS if key in options}
     refuse(options, _MANAGED)
     prefix = read.text("prefix", own.get("prefix", DEFAULT_PREFIX))
@@ -527,20 +517,17 @@ class _Redis:
         process also checks the server's configuration."""
         settings = self.settings
         options: dict[str, Any] = dict(settings.options)
-        conn = cast(
-            _Wire,
-            (redis.SSLConnection if settings.tls else redis.Connection)(
-                host=settings.host,
-                port=settings.port,
-                db=settings.db,
-                username=settings.username,
-                password=settings.password,
-                socket_timeout=seconds_left(deadline, settings.socket_timeout),
-                socket_connect_timeout=seconds_left(deadline, settings.socket_connect_timeout),
-                retry=Retry(NoBackoff(), 0),
-                protocol=2,
-                **options,
-            ),
+        conn: _Wire = (redis.SSLConnection if settings.tls else redis.Connection)(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            username=settings.username,
+            password=settings.password,
+            socket_timeout=seconds_left(deadline, settings.socket_timeout),
+            socket_connect_timeout=seconds_left(deadline, settings.socket_connect_timeout),
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            **options,
         )
         try:
             conn.connect()
@@ -679,32 +666,17 @@ class RedisBackend(Configured[_Settings]):
         socket_timeout: float | None = None,
         **driver_options: object,
     ) -> None:
-        given: dict[str, object] = {
-            "host": host,
-            "port": port,
-            "db": db,
-            "username": username,
-            "password": password,
-            "prefix": prefix,
-            "first_token": first_token,
-            "socket_connect_timeout": socket_connect_timeout,
-            "socket_timeout": socket_timeout,
-            **driver_options,
-        }
+        given: dict[str, object] = dict(host=host, port=port, db=db, username=username, password=password)
+        given |= dict(prefix=prefix, first_token=first_token, socket_connect_timeout=socket_connect_timeout)
+        given |= dict(socket_timeout=socket_timeout, **driver_options)
         url = BackendURL(scheme="rediss" if tls else "redis")
         self._setup(or_raise(checked(lambda: _settings(url, given))))
 
     def _start(self) -> None:
         settings = self._settings
-
-        def session(driver: _Redis) -> Session[_Wire]:
-            return Session(
-                driver, url=settings.redacted_url, where=settings.where, secrets=settings.secrets()
-            )
-
-        self._session = session(_Redis(settings))
+        self._session = session_for(_Redis(settings), settings)
         listener = _Redis(settings, listens=True)
-        self._notices = Notices(session(listener), listener, turn=NOTICE_TURN)
+        self._notices = Notices(session_for(listener, settings), listener, turn=NOTICE_TURN)
 
     @property
     def prefix(self) -> str:

@@ -26,7 +26,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends import sqlite_files
-from gomaster.backends._session import Fault, seconds_left
+from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import checked, or_raise
 from gomaster.backends._sql import SQLITE, Row, SetupError, SQLBackend, Statement, Statements
 from gomaster.backends.url import BackendURL
@@ -154,7 +154,7 @@ class SQLiteBackend(SQLBackend[_Settings]):
 
     def _start(self) -> None:
         self._sql = Statements(SQLITE, self._settings.table)
-        self._session = self._session_of(_Driver(self._settings, self._sql))
+        self._session = session_for(_Driver(self._settings, self._sql), self._settings)
 
     @property
     def path(self) -> str:
@@ -266,12 +266,11 @@ def private_default() -> Result[SQLiteBackend, str]:
     """The default backend: this user's private file (:mod:`gomaster.backends.sqlite_files`),
     created and checked now; a ``Failure`` names what is unsafe, its owner, and what to do."""
     old = sqlite_files.legacy_default_path()
+    supersedes = None if old is None else str(old)
     return (
         sqlite_files.default_path()
         .bind(sqlite_files.prepare_private)
-        .map(
-            lambda path: SQLiteBackend(str(path), private=True, supersedes=None if old is None else str(old))
-        )
+        .map(lambda path: SQLiteBackend(str(path), private=True, supersedes=supersedes))
     )
 
 

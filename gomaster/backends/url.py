@@ -22,19 +22,13 @@ _SECRET_OPTIONS = ("password", "secret", "authmechanismproperties", "token", "pa
 
 
 def _secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_OPTIONS)
+    return any(word in key.lower() for word in _SECRET_OPTIONS)
 
 
 def _query(raw: str) -> tuple[tuple[str, str], ...]:
     """Split a query string keeping ``+`` as it is (driver options are not form data)."""
-    pairs = []
-    for part in raw.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        pairs.append((unquote(key), unquote(value)))
-    return tuple(pairs)
+    pairs = (part.partition("=") for part in raw.split("&") if part)
+    return tuple((unquote(key), unquote(value)) for key, _, value in pairs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,10 +57,7 @@ class BackendURL:
 
     def option(self, key: str, default: str | None = None) -> str | None:
         """The last value given for query parameter ``key``."""
-        for k, v in reversed(self.query):
-            if k == key:
-                return v
-        return default
+        return next((v for k, v in reversed(self.query) if k == key), default)
 
     def __str__(self) -> str:
         return self.redacted
@@ -99,9 +90,7 @@ def _port_problem(hosts: str) -> str:
     after_host = hosts.partition("[")[2].partition("]")[2] if "[" in hosts else hosts
     text = after_host.partition(":")[2]
     problem = f"cannot parse backend URL: the port must be a number from {MIN_PORT} to {MAX_PORT}"
-    if text.isascii() and text.isdigit():
-        return problem
-    return f"{problem}; {_ENCODE}"
+    return problem if text.isascii() and text.isdigit() else f"{problem}; {_ENCODE}"
 
 
 def parse_url(url: str) -> Result[BackendURL, str]:
