@@ -55,6 +55,8 @@ BACKOFF_RESET_AFTER = 30.0
 STOP_ACK_SLACK = 1.0
 #: A dead or frozen zygote is replaced at most this often.
 ZYGOTE_RESTART_EVERY = 1.0
+#: How long a stop hook's worker may take to load the hook before its grace starts.
+STOP_HOOK_BOOT = 5.0
 #: How often the supervisor SIGKILLs the tree below a worker whose grace ran out.
 SWEEP_EVERY = 0.05
 #: A worker still alive this long after its grace ran out is wedged: what is below it and its
@@ -614,8 +616,8 @@ class Supervisor:
 
     def _run_stop_hook(self) -> None:
         """After a tenure's work is gone, run the stop hook once in a worker of its own. The
-        hook gets ``grace`` from the moment it starts: it is cleanup after the work has already
-        stopped, so it does not race the lease."""
+        hook gets ``grace`` from the moment it starts (its worker first gets time to load it): it
+        is cleanup after the work has already stopped, so it does not race the lease."""
         cleanup, due = self._cleanup, self._cleanup_due
         if cleanup is None or due is None or self._running():
             return
@@ -624,7 +626,7 @@ class Supervisor:
             return
         self._cleanup_due = None
         cleanup.worker = worker
-        worker.stopping_since = boottime()
+        worker.stopping_since = boottime() + STOP_HOOK_BOOT  # TargetStarted starts the grace
         self._send(worker, due)
         worker.token = due.token
 
