@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,9 @@ import pytest
 from gomaster import Timing
 from tests.runtime.cluster import Cluster, alive, overlaps, wait_gone
 
-TTL = 2.0
+TTL = 2.0  # the ttl of the cluster fixture (tests/runtime/conftest.py)
 TIMING = Timing.from_ttl(TTL)
 STARTUP = 15.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(backend=f"sqlite:///{tmp_path / 'locks.db'}", log=tmp_path / "witness.jsonl", ttl=TTL)
-    yield made
-    made.stop_all()
 
 
 def _start_of(token: int) -> Any:

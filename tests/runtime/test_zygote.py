@@ -6,27 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from gomaster.runtime.supervisor import BACKOFF_FIRST, START_LIMIT_MIN, START_LIMIT_TTLS, ZYGOTE_RESTART_EVERY
 from gomaster.runtime.zygote import FORK_TIMEOUT
 from tests.runtime.cluster import Cluster, alive, children, kill_quietly, wait_gone
 
-TTL = 2.0
+TTL = 2.0  # the ttl of the cluster fixture (tests/runtime/conftest.py)
 STARTUP = 15.0
 #: Time for a replaced zygote to boot, on top of the restart pause.
 ZYGOTE_BOOT = 5.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(backend=f"sqlite:///{tmp_path / 'locks.db'}", log=tmp_path / "witness.jsonl", ttl=TTL)
-    yield made
-    made.stop_all()
 
 
 def _parent(pid: int) -> int:
