@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from gomaster.core.election import (
 from gomaster.core.errors import BackendError, Lost
 from gomaster.core.events import Announcement
 from gomaster.core.record import LockRecord
+from gomaster.core.timing import Timing
 from gomaster.runtime._io import performed
 from gomaster.runtime.clock import boottime
 
@@ -61,6 +63,11 @@ NOTIFY_WAIT = 5.0
 RELEASE_SLACK = 1.0
 #: The shortest timeout a call is sent with.
 MIN_TIMEOUT = 0.001
+#: Routine wake-ups (a follower's next look, a leader's next renewal) are put off to the next
+#: multiple of ``retry`` (followers) or ``heartbeat`` (leaders) divided by this, so that the
+#: names of a node come due together and their calls go out in one batch. Claims of an expiring
+#: lease and deadlines are never put off, and a renewal never past its deadline.
+ALIGN_PARTS = 8
 
 Role: TypeAlias = Literal["follower", "leader", "stopped"]
 Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
@@ -141,6 +148,20 @@ def _role(state: State) -> Role:
             return "stopped"
 
 
+def aligned(state: State, timing: Timing, wake: float) -> float:
+    """``wake`` put off to the next step of a grid shared by every name (see ``ALIGN_PARTS``)
+    when it is a routine one; else ``wake`` itself."""
+    match state:
+        case Follower(inflight=None, expiring=None, stopping=False):
+            step_ = timing.retry / ALIGN_PARTS
+            return math.ceil(wake / step_) * step_
+        case Leader(inflight=None, lease=lease) if wake < lease.deadline:
+            step_ = timing.heartbeat / ALIGN_PARTS
+            return min(math.ceil(wake / step_) * step_, lease.deadline)
+        case _:
+            return wake
+
+
 class Election:
     """This node's part in the election of one lock name, run by an :class:`Elector`."""
 
@@ -199,6 +220,11 @@ class Election:
         self._elector.put(self, _Resume())
 
     # -- driven by the elector's loop ---------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The machine's state now (read on the elector's loop)."""
+        return self._state
 
     @property
     def stopped(self) -> bool:
@@ -412,7 +438,11 @@ class Elector:
             election.finished, election.wake_seq = True, -1
             self._finished += 1
             return
-        at = wake if wake is not None else self.clock() + MAX_SLEEP
+        at = (
+            aligned(election.state, election.config.timing, wake)
+            if wake is not None
+            else self.clock() + MAX_SLEEP
+        )
         seq = next(self._seq)
         election.wake_seq = seq
         heapq.heappush(self._wakes, (at, seq, election))
