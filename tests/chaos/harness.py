@@ -2,9 +2,9 @@
 
 A *group* is one throwaway backend server of its own (or one SQLite file), ``nodes`` nodes and
 ``locks`` lock names. Every node runs one supervisor process carrying every lock name (or, with
-``Plan.packed`` off, one process per lock) and reaches the server through a fault proxy port of its own, shared by
-its processes as a host's network would be. The work of every master appends witness marks to
-one log per lock, and only those logs are judged (:func:`gomaster.testing.judge`).
+``Plan.packed`` off, one process per lock) and reaches the server through a fault proxy port of
+its own, shared by its processes as a host's network would be. The work of every master appends
+witness marks to one log per lock, and only those logs are judged (:func:`gomaster.testing.judge`).
 
 A group applies its faults one at a time: wait until every lock has a working master (and, when a
 node process was started lately, until it has had ``BOOT_TTLS`` to boot), apply a fault, clear

@@ -39,7 +39,7 @@ def test_each_name_of_a_supervisor_is_elected_on_its_own_and_fails_over_on_its_o
     os.kill(cluster.supervisor_of("a"), signal.SIGKILL)
     killed_at = time.monotonic()
     cluster.wait_for("b takes over both", lambda ev: "b" in _masters(ev).get("both", set()), TTL + 2)
-    taken = [e for e in _of(cluster.events(), "both") if e["event"] == "start" and e["node"] == "b"][0]
+    taken = next(e for e in _of(cluster.events(), "both") if e["event"] == "start" and e["node"] == "b")
     assert taken["t"] - killed_at <= TTL + 1.0
     events = cluster.events()
     for lock in ("one", "both", "two"):
