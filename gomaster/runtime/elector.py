@@ -48,11 +48,12 @@ from gomaster.core.election import (
     initial,
     step,
 )
-from gomaster.core.errors import BackendError, Lost
+from gomaster.core.errors import Lost
 from gomaster.core.events import Announcement
 from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
 from gomaster.runtime._io import performed
+from gomaster.runtime.calls import Calls, Request
 from gomaster.runtime.clock import boottime
 
 #: The loop never sleeps longer than this, so a suspend/resume is noticed promptly.
@@ -61,8 +62,6 @@ MAX_SLEEP = 0.25
 NOTIFY_WAIT = 5.0
 #: Extra time allowed for the final release when leaving.
 RELEASE_SLACK = 1.0
-#: The shortest timeout a call is sent with.
-MIN_TIMEOUT = 0.001
 #: Routine wake-ups (a follower's next look, a leader's next renewal) are put off to the next
 #: multiple of ``retry`` (followers) or ``heartbeat`` (leaders) divided by this, so that the
 #: names of a node come due together and their calls go out in one batch. Claims of an expiring
@@ -70,10 +69,6 @@ MIN_TIMEOUT = 0.001
 ALIGN_PARTS = 8
 
 Role: TypeAlias = Literal["follower", "leader", "stopped"]
-Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
-
-#: Which queued calls go first: a renewal keeps a lease, a release hands one over.
-_URGENCY: dict[type, int] = {SendRenew: 0, SendRelease: 1, SendClaim: 2, Observe: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +122,6 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class _Resume:
     """The work of a held demotion has stopped: go on."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """A call waiting for the I/O thread, and when it was asked for (its timeout runs from then)."""
-
-    election: Election
-    request: Request
-    asked_at: float
 
 
 def _role(state: State) -> Role:
@@ -345,7 +331,7 @@ class Elector:
         self.log = logger if logger is not None else logging.getLogger("gomaster")
         self._elections: dict[str, Election] = {}
         self._inputs: queue.Queue[tuple[Election, Input | _Resume]] = queue.Queue()
-        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._calls: Calls[Election] = Calls(backend, self.put, clock, self.log)
         self._wakes: list[tuple[float, int, Election]] = []
         self._seq = itertools.count()
         self._finished = 0
@@ -384,21 +370,21 @@ class Elector:
 
     def call(self, election: Election, request: Request) -> None:
         """Queue a backend call for the I/O thread."""
-        self._calls.put(_Call(election, request, self.clock()))
+        self._calls.put(election, request)
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
         """Run until every election has stopped. Never raises for backend trouble."""
         self._running = True
-        io = threading.Thread(target=self._serve_calls, name="gomaster-io", daemon=True)
+        io = threading.Thread(target=self._calls.serve, name="gomaster-io", daemon=True)
         io.start()
         if self._backend.notifies and self._elections:
             threading.Thread(target=self._listen, name="gomaster-listen", daemon=True).start()
         try:
             self._loop()
         finally:
-            self._calls.put(None)
+            self._calls.close()
             slack = max((e.config.timing.renew_deadline for e in self._elections.values()), default=0.0)
             io.join(slack + RELEASE_SLACK)
             self.done.set()
@@ -457,65 +443,6 @@ class Elector:
                 self._advance(election, Tick(now))
 
     # -- the I/O thread -----------------------------------------------------------------
-
-    def _serve_calls(self) -> None:
-        while True:
-            first = self._calls.get()
-            batch = [first]
-            while batch[-1] is not None:
-                try:
-                    batch.append(self._calls.get_nowait())
-                except queue.Empty:
-                    break
-            calls = sorted((c for c in batch if c is not None), key=lambda c: _URGENCY[type(c.request)])
-            for call in calls:
-                self._serve_safely(call)
-            if batch[-1] is None:
-                return
-
-    def _serve_safely(self, call: _Call) -> None:
-        try:
-            self._serve(call)
-        except Exception as exc:  # a backend bug must not kill the only I/O thread
-            self.log.exception("backend call %s failed unexpectedly", type(call.request).__name__)
-            self._fail(call, BackendError(self._backend.url, f"unexpected {type(exc).__name__}: {exc}"))
-
-    def _fail(self, call: _Call, failure: BackendError) -> None:
-        now = self.clock()
-        match call.request:
-            case Observe():
-                self.put(call.election, Observed(Failure(failure), now, now))
-            case SendClaim():
-                self.put(call.election, ClaimResult(Failure(failure), now, now))
-            case SendRenew():
-                self.put(call.election, RenewResult(Failure(failure), now, now))
-            case SendRelease():
-                pass
-
-    def _serve(self, call: _Call) -> None:
-        sent_at = self.clock()
-        timeout = call.request.timeout - (sent_at - call.asked_at)
-        if timeout <= 0 and not isinstance(call.request, SendRelease):
-            self._fail(call, BackendError(self._backend.url, "not sent: its time ran out in the queue"))
-            return
-        timeout = max(timeout, MIN_TIMEOUT)
-        backend, election = self._backend, call.election
-        match call.request:
-            case Observe(name=name):
-                seen = performed(backend.observe(name, timeout))
-                self.put(election, Observed(seen, sent_at, self.clock()))
-            case SendClaim(claim=claim):
-                claimed = performed(backend.claim(claim, timeout))
-                self.put(election, ClaimResult(claimed, sent_at, self.clock()))
-            case SendRenew(record=record, ttl=ttl):
-                renewed = performed(backend.renew(record, ttl, timeout))
-                self.put(election, RenewResult(renewed, sent_at, self.clock()))
-            case SendRelease(record=record):
-                match performed(backend.release(record, timeout)):
-                    case Failure(problem):
-                        self.log.warning("release of token %s failed: %s", record.token, problem)
-                    case _:
-                        pass
 
     def _listen(self) -> None:
         """Turn the backend's release notices into ``Notified`` inputs for the names followed."""

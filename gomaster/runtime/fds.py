@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import sys
 
 _STANDARD = (0, 1, 2)
@@ -57,3 +58,14 @@ def close_all_but_standard_fds() -> None:
         if fd > max(_STANDARD):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def allow_descriptors(needed: int) -> None:
+    """Raise this process's soft limit on open descriptors to ``needed``, or as near as the hard
+    limit allows: a supervisor holding many names keeps a socket and a pidfd per worker, more
+    than the usual soft limit of 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

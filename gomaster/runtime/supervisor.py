@@ -35,7 +35,7 @@ from gomaster.core.events import Announcement, Demoted, Elected, Renewed, Shutdo
 from gomaster.core.timing import Timing
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.elector import Election, Elector, Hold, Watched
-from gomaster.runtime.fds import hold_standard_fds
+from gomaster.runtime.fds import allow_descriptors, hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.tree import KILL_TREE_TIMEOUT, signal_tree
@@ -67,6 +67,9 @@ SWEEP_EVERY = 0.05
 #: A worker still alive this long after its grace ran out is wedged: what is below it and its
 #: group get SIGKILL (its own sweep gives up after KILL_TREE_TIMEOUT).
 KEEPER_WEDGED_AFTER = KILL_TREE_TIMEOUT + 1.0
+#: Descriptors a worker costs the supervisor (its socket and its pidfd), and those it needs
+#: besides (backend connections, the zygote, pipes).
+FDS_PER_WORKER, FDS_SPARE = 2, 256
 #: The main loop wakes at least this often even when nothing happens.
 IDLE_WAKE = 0.5
 #: A node joins the election once its zygote has booted, or after this long without it (a
@@ -271,6 +274,8 @@ class Supervisor:
         if not jobs:
             raise ValueError("a supervisor needs at least one lock name")
         hold_standard_fds()
+        workers = sum(len(job.targets) + (job.stop_hook is not None) for job in jobs)
+        allow_descriptors(FDS_PER_WORKER * workers + FDS_SPARE)
         self._options = options if options is not None else SupervisorOptions()
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
@@ -683,12 +688,11 @@ class Supervisor:
                 if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
                     slot.waiting_since = None
                     continue
-                worker = self._fork(lock, slot)
+                worker = self._fork(lock, slot, elected)
                 if worker is None:
                     self._starting_late(lock, slot)
                     continue
                 slot.waiting_since = None
-                self._send(worker, elected)
                 worker.token, worker.started_at = token, now
                 slot.worker = worker
 
@@ -718,13 +722,12 @@ class Supervisor:
             cleanup, due = lock.cleanup, lock.cleanup_due
             if cleanup is None or due is None or lock.running():
                 continue
-            worker = self._fork(lock, cleanup, watch_deadline=False)
+            worker = self._fork(lock, cleanup, due, watch_deadline=False)
             if worker is None:
                 continue
             lock.cleanup_due = None
             cleanup.worker = worker
             worker.stopping_since = boottime() + STOP_HOOK_BOOT  # TargetStarted starts the grace
-            self._send(worker, due)
             worker.token = due.token
 
     def _confirm_stops(self) -> None:
@@ -743,8 +746,11 @@ class Supervisor:
 
     # -- worker processes ---------------------------------------------------------------
 
-    def _fork(self, lock: _Lock, slot: _Slot, *, watch_deadline: bool = True) -> _Worker | None:
-        """A worker for ``slot`` from the zygote; None while there is no zygote ready."""
+    def _fork(
+        self, lock: _Lock, slot: _Slot, elected: Elected, *, watch_deadline: bool = True
+    ) -> _Worker | None:
+        """A worker for ``slot`` from the zygote, starting ``elected``'s tenure at once; None
+        while there is no zygote ready."""
         if not self._zygote.ready:
             return None
         spec = WorkerSpec(
@@ -756,7 +762,7 @@ class Supervisor:
             watch_deadline=watch_deadline,
             lease=self._lease_index[lock.name],
         )
-        forked = self._zygote.fork(spec, slot.target)
+        forked = self._zygote.fork(spec, slot.target, elected)
         if isinstance(forked, str):
             _log.warning("cannot start a worker for %s: %s", slot.label, forked)
             return None

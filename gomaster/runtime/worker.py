@@ -388,10 +388,12 @@ class _Keeper:
             os._exit(code)
 
 
-def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes | Target) -> NoReturn:
+def forked_worker_main(
+    conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes | Target, elected: Elected | None = None
+) -> NoReturn:
     """Entry point of a worker forked by the zygote: its target comes as dill bytes, loaded
     here so that what it imports stays in this worker (or loaded already, when the zygote
-    preloads it); never returns."""
+    preloads it); with ``elected`` its tenure starts at once. Never returns."""
     hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -408,9 +410,10 @@ def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: 
             keeper.send(TargetFailed(0, f"cannot load the target:\n{traceback.format_exc()}"))
         keeper.leave(None)
     keeper.use(loaded)
-    with contextlib.suppress(OSError, ValueError):
-        keeper.send(WorkerReady())
-    elected = keeper.wait_elected()
+    if elected is None:
+        with contextlib.suppress(OSError, ValueError):
+            keeper.send(WorkerReady())
+        elected = keeper.wait_elected()
     if elected is None:
         keeper.leave(0)
     keeper.run_tenure(elected)

@@ -44,6 +44,7 @@ from multiprocess.connection import Connection
 from multiprocess.connection import wait as wait_ready
 from multiprocess.reduction import recvfds, sendfds
 
+from gomaster.core.events import Elected
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.tree import die_with_parent
@@ -60,10 +61,12 @@ class ZygoteReady:
 
 @dataclass(frozen=True, slots=True)
 class Fork:
-    """Fork a worker for ``spec``; its target is ``target``, as dill bytes."""
+    """Fork a worker for ``spec``; its target is ``target``, as dill bytes. ``elected``, when
+    given, is the tenure the worker starts at once (else it waits for one on its socket)."""
 
     spec: WorkerSpec
     target: bytes
+    elected: Elected | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +157,15 @@ class Zygote:
         """True while the zygote process runs."""
         return self.process is not None and self.process.is_alive()
 
-    def fork(self, spec: WorkerSpec, target: bytes) -> tuple[ForkedWorker, Any] | str:
+    def fork(
+        self, spec: WorkerSpec, target: bytes, elected: Elected | None = None
+    ) -> tuple[ForkedWorker, Any] | str:
         """A new worker and the supervisor's end of its socket, or why there is none (the zygote
         is then stopped: the caller starts another)."""
         if not self.ready:
             return "the zygote is not ready"
         try:
-            self.conn.send(Fork(spec, target))
+            self.conn.send(Fork(spec, target, elected))
             if not self.conn.poll(FORK_TIMEOUT):
                 self.stop()
                 return f"the zygote did not answer a fork within {FORK_TIMEOUT:.1f} s"
@@ -216,7 +221,7 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
                 os.close(fd)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the heap stays frozen: pages stay shared
             target = loaded.get(spec.index, request.target)
-            forked_worker_main(Connection(theirs.detach()), spec, lease, target)
+            forked_worker_main(Connection(theirs.detach()), spec, lease, target, request.elected)
         finally:
             os._exit(EXIT_ORPHANED)
     theirs.close()

@@ -1,0 +1,199 @@
+"""The elector's I/O thread: every backend call of every name, batched where it can be.
+
+The elector's loop never waits on the backend: it queues each call here and gets the answer
+back as an input. The thread takes everything queued at once, renewals first (a renewal keeps a
+lease, a release hands one over, a claim or a look can wait a moment), and sends the renewals
+as one ``renew_many`` and the looks as one ``observe_many``: each row is still its own
+compare-and-set, so a name whose renewal fails is ``Lost`` alone. A call's timeout runs from
+when it was queued, so time spent behind other calls never stretches a renewal past its
+deadline; a batch gets the shortest timeout of its calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeAlias, TypeVar
+
+from returns.result import Failure, Result, Success
+
+from gomaster.backends.base import LockBackend
+from gomaster.core.election import (
+    ClaimResult,
+    Input,
+    Observe,
+    Observed,
+    RenewResult,
+    SendClaim,
+    SendRelease,
+    SendRenew,
+)
+from gomaster.core.errors import BackendError
+from gomaster.runtime._io import performed
+
+#: The shortest timeout a call is sent with.
+MIN_TIMEOUT = 0.001
+
+Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
+
+#: Which queued calls go first.
+_URGENCY: dict[type, int] = {SendRenew: 0, SendRelease: 1, SendClaim: 2, Observe: 3}
+
+_K = TypeVar("_K")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[_K]):
+    """A call for the I/O thread: who asked (``key``, handed back with the answer), what, and
+    when it was asked (its timeout runs from then)."""
+
+    key: _K
+    request: Request
+    asked_at: float
+
+
+class Calls(Generic[_K]):
+    """The queue of backend calls and the thread that serves it (:meth:`serve`); answers go to
+    ``answer(key, input)``."""
+
+    def __init__(
+        self,
+        backend: LockBackend,
+        answer: Callable[[_K, Input], None],
+        clock: Callable[[], float],
+        log: logging.Logger,
+    ) -> None:
+        self._backend = backend
+        self._answer = answer
+        self._clock = clock
+        self._log = log
+        self._queue: queue.Queue[Call[_K] | None] = queue.Queue()
+
+    def put(self, key: _K, request: Request) -> None:
+        """Queue ``request`` on behalf of ``key`` (from any thread)."""
+        self._queue.put(Call(key, request, self._clock()))
+
+    def close(self) -> None:
+        """Serve what is queued, then end :meth:`serve`."""
+        self._queue.put(None)
+
+    def serve(self) -> None:
+        """Serve calls until :meth:`close`; run on a thread of its own."""
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            calls = sorted((c for c in batch if c is not None), key=lambda c: _URGENCY[type(c.request)])
+            for kind, group in itertools.groupby(calls, key=lambda c: type(c.request)):
+                self._guarded(kind, list(group))
+            if batch[-1] is None:
+                return
+
+    def _guarded(self, kind: type, calls: list[Call[_K]]) -> None:
+        try:
+            self._serve(kind, calls)
+        except Exception as exc:  # a backend bug must not kill the only I/O thread
+            self._log.exception("backend call %s failed unexpectedly", kind.__name__)
+            problem = BackendError(self._backend.url, f"unexpected {type(exc).__name__}: {exc}")
+            for call in calls:
+                self._fail(call, problem)
+
+    def _serve(self, kind: type, calls: list[Call[_K]]) -> None:
+        sent_at = self._clock()
+        live: list[tuple[Call[_K], float]] = []
+        for call in calls:
+            left = call.request.timeout - (sent_at - call.asked_at)
+            if left > 0 or kind is SendRelease:
+                live.append((call, max(left, MIN_TIMEOUT)))
+            else:
+                self._fail(call, BackendError(self._backend.url, "not sent: its time ran out in the queue"))
+        if kind is SendRenew and len(live) > 1:
+            self._renew_many(live)
+        elif kind is Observe and len(live) > 1:
+            self._observe_many(live)
+        else:
+            for call, timeout in live:
+                self._one(call, timeout)
+
+    def _renew_many(self, live: list[tuple[Call[_K], float]]) -> None:
+        by_ttl: dict[float, list[tuple[Call[_K], float]]] = {}
+        for call, timeout in live:
+            assert isinstance(call.request, SendRenew)
+            by_ttl.setdefault(call.request.ttl, []).append((call, timeout))
+        for ttl, group in by_ttl.items():
+            records = [c.request.record for c, _ in group if isinstance(c.request, SendRenew)]
+            sent_at = self._clock()
+            answered = performed(self._backend.renew_many(records, ttl, min(t for _, t in group)))
+            now = self._clock()
+            for call, _ in group:
+                assert isinstance(call.request, SendRenew)
+                outcome = _pick(answered, call.request.record.name, self._backend.url)
+                self._answer(call.key, RenewResult(outcome, sent_at, now))
+
+    def _observe_many(self, live: list[tuple[Call[_K], float]]) -> None:
+        names = [c.request.name for c, _ in live if isinstance(c.request, Observe)]
+        sent_at = self._clock()
+        answered = performed(self._backend.observe_many(names, min(t for _, t in live)))
+        now = self._clock()
+        for call, _ in live:
+            assert isinstance(call.request, Observe)
+            self._answer(
+                call.key, Observed(_pick(answered, call.request.name, self._backend.url), sent_at, now)
+            )
+
+    def _one(self, call: Call[_K], timeout: float) -> None:
+        sent_at = self._clock()
+        backend, key = self._backend, call.key
+        match call.request:
+            case Observe(name=name):
+                seen = performed(backend.observe(name, timeout))
+                self._answer(key, Observed(seen, sent_at, self._clock()))
+            case SendClaim(claim=claim):
+                claimed = performed(backend.claim(claim, timeout))
+                self._answer(key, ClaimResult(claimed, sent_at, self._clock()))
+            case SendRenew(record=record, ttl=ttl):
+                renewed = performed(backend.renew(record, ttl, timeout))
+                self._answer(key, RenewResult(renewed, sent_at, self._clock()))
+            case SendRelease(record=record):
+                match performed(backend.release(record, timeout)):
+                    case Failure(problem):
+                        self._log.warning("release of token %s failed: %s", record.token, problem)
+                    case _:
+                        pass
+
+    def _fail(self, call: Call[_K], failure: BackendError) -> None:
+        now = self._clock()
+        match call.request:
+            case Observe():
+                self._answer(call.key, Observed(Failure(failure), now, now))
+            case SendClaim():
+                self._answer(call.key, ClaimResult(Failure(failure), now, now))
+            case SendRenew():
+                self._answer(call.key, RenewResult(Failure(failure), now, now))
+            case SendRelease():
+                pass
+
+
+_V = TypeVar("_V")
+_E = TypeVar("_E")
+
+
+def _pick(
+    answered: Result[dict[str, Result[_V, _E]], BackendError], name: str, url: str
+) -> Result[_V, _E | BackendError]:
+    """One name's answer out of a batch's: its own, or the batch's failure."""
+    match answered:
+        case Success(each):
+            found = each.get(name)
+            if found is None:
+                return Failure(BackendError(url, f"the batch had no answer for {name!r}"))
+            return found
+        case Failure(problem):
+            return Failure(problem)
+    raise AssertionError("unreachable")  # pragma: no cover
