@@ -4,7 +4,8 @@ each say their own way.
 Every step is ONE compare-and-set statement judged by the server's clock and sent in one round
 trip, so a node that freezes between steps never holds a transaction or a row lock open:
 
-- observe: the clock LEFT JOINed to the row, so the clock comes back when the row is absent;
+- observe: the clock LEFT JOINed to the row, so the clock comes back when the row is absent
+  (``observe_many``: to every named row there is);
 - claim: an INSERT that an existing row refuses, or a takeover, an UPDATE while name, token and
   holder still equal the observation and the lease has expired by the server's clock;
 - renew: an UPDATE while holder and token are ours and the lease is still live;
@@ -33,6 +34,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends._session import Session
 from gomaster.backends._settings import Configured, Settings
+from gomaster.backends.base import Observations
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
@@ -273,12 +275,21 @@ class Statements:
         read = f"SELECT {back} FROM {self.table} WHERE {where}"
         return Statement(f"{sql}; {read}", (*params, *key.values()), read_back=True)
 
+    def _marks(self, count: int) -> str:
+        return ", ".join([self.p] * count)
+
     def observe(self, name: str) -> Statement:
+        return self.observe_many((name,))
+
+    def observe_many(self, names: Sequence[str]) -> Statement:
+        """The clock, and each named row there is beside it: one row per record found, or one
+        row of NULLs beside the clock when none is; ``IN`` finds each row by the key."""
         sql = (
-            f"SELECT {self.dialect.epoch.format('n.now')}, t.name IS NOT NULL, {self.returned('t.')} "
-            f"FROM (SELECT {self.dialect.clock} AS now) AS n LEFT JOIN {self.table} AS t ON t.name = {self.p}"
+            f"SELECT {self.dialect.epoch.format('n.now')}, t.name, {self.returned('t.')} "
+            f"FROM (SELECT {self.dialect.clock} AS now) AS n LEFT JOIN {self.table} AS t "
+            f"ON t.name IN ({self._marks(len(names))})"
         )
-        return Statement(sql, (name,))
+        return Statement(sql, tuple(names))
 
     @cached_property
     def _first(self) -> str:
@@ -300,11 +311,16 @@ class Statements:
             f"{self.source} WHERE name = {p} AND token = {p} AND holder = {p} AND expires_at <= {now}"
         )
 
+    def _renewing(self, now: str) -> str:
+        """A renewal's UPDATE up to its WHERE, on the clock ``now``."""
+        later = self.dialect.later.format(now=now, p=self.p)
+        return f"UPDATE {self.table} SET renewed_at = {now}, expires_at = {later}"
+
     @cached_property
     def _renewal(self) -> str:
         p, now = self.p, self.now
         return (
-            f"{self.head}UPDATE {self.table} SET renewed_at = {now}, expires_at = {self.later}{self.source} "
+            f"{self.head}{self._renewing(now)}{self.source} "
             f"WHERE name = {p} AND holder = {p} AND token = {p} AND expires_at > {now}"
         )
 
@@ -461,21 +477,51 @@ class SQLBackend(Configured[_S]):
             return parse_record(name, dict(zip(FIELDS, row, strict=True)))
         return parse_record(name, {key: value(found) for key, found in zip(FIELDS, row, strict=True)})
 
-    def _observed(self, name: str, row: Row) -> Result[Observation, BackendError | MalformedRecord]:
-        now, found, *values = row
-        now = self._sql.dialect.value(now)
+    def _clock(self, rows: list[Row]) -> Result[float, BackendError]:
+        """The server's clock, the first column of an observation's rows."""
+        now = self._sql.dialect.value(rows[0][0])
         if not isinstance(now, float) or not math.isfinite(now):
             return Failure(BackendError(self.url, f"server clock returned {now!r}"))
-        if not found:
+        return Success(now)
+
+    def _observed(self, name: str, now: float, row: Row) -> Result[Observation, MalformedRecord]:
+        """``name``'s part of an observation's row (after the clock): the name found, or None
+        when the row is not there, and its record."""
+        if row[0] is None:
             return Success(Observation(None, now))
-        return self._record(name, values).map(lambda record: Observation(record, now))
+        return self._record(name, row[1:]).map(lambda record: Observation(record, now))
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
         """One SELECT returning the row (if any) and the server's clock at the same moment."""
         rows: IOResult[list[Row], BackendError | MalformedRecord] = self._rows(
             "observe", timeout, self._sql.observe(name)
         )
-        return rows.bind_result(lambda found: self._observed(name, found[0]))
+
+        def observed(found: list[Row]) -> Result[Observation, BackendError | MalformedRecord]:
+            clock: Result[float, BackendError | MalformedRecord] = self._clock(found)
+            return clock.bind(lambda now: self._observed(name, now, found[0][1:]))
+
+        return rows.bind_result(observed)
+
+    def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
+        """One SELECT returning every named row there is and the server's clock at the same moment.
+        SQLite takes at most 32,766 values per statement (its default): 32,766 names per batch."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return IOSuccess({})
+
+        def observed(rows: list[Row]) -> Result[Observations, BackendError]:
+            def each(now: float) -> Observations:
+                seen: Observations = dict.fromkeys(wanted, Success(Observation(None, now)))
+                for row in rows:
+                    name = None if row[1] is None else name_text(row[1])
+                    if name in seen:
+                        seen[name] = self._observed(name, now, row[1:])
+                return seen
+
+            return self._clock(rows).map(each)
+
+        return self._rows("observe_many", timeout, self._sql.observe_many(wanted)).bind_result(observed)
 
     def _wrote(
         self, step: str, name: str, statement: Statement, timeout: float, missing: _Refusal

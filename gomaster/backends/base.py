@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Protocol, runtime_checkable
+from collections.abc import Collection, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from returns.io import IOResult
+from returns.result import Result
 
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, MalformedRecord, Observation
 
-
+#: What ``observe_many`` answers for each name: its own observation, or its own malformed record.
+Observations: TypeAlias = dict[str, Result[Observation, MalformedRecord]]
 @runtime_checkable
 class LockBackend(Protocol):
     """A store for lock records that does each step as one atomic statement on its own clock.
@@ -28,7 +30,7 @@ class LockBackend(Protocol):
 
     @property
     def notifies(self) -> bool:
-        """True when ``wait_for_release`` is woken by the backend rather than just sleeping."""
+        """True when ``wait_for_release(s)`` is woken by the backend rather than just sleeping."""
         ...
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
@@ -51,6 +53,12 @@ class LockBackend(Protocol):
         The token stays. True when this call released it; False when it was no longer that
         holder's, which leaves the row untouched.
         """
+        ...
+
+    def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
+        """Every named record (None if absent) and the backend's clock, read at one moment in one
+        round trip; every name is in the answer, and a malformed record spoils only its own entry.
+        No names: an empty answer, without a round trip."""
         ...
 
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from returns.io import IOResult, IOSuccess
+from returns.result import Success
 
+from gomaster.backends.base import Observations
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.model import claim_in, release_in, renew_in, repair_in, revoke_in
@@ -78,6 +80,12 @@ class MemoryBackend:
         """Read the record and the store's clock together."""
         with self._store.lock:
             return IOSuccess(Observation(self._store.records.get(name), self._store.clock()))
+
+    def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
+        """Every named record and the store's clock, read together."""
+        with self._store.lock:
+            now, records = self._store.clock(), self._store.records
+            return IOSuccess({name: Success(Observation(records.get(name), now)) for name in names})
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set claim under the store's lock."""

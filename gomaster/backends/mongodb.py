@@ -8,7 +8,8 @@ date misbehaves on some wire-compatible servers. Records carry them as float epo
   any) and ``$$NOW``, so an absent record needs no second round trip;
 - claim: a ``findAndModify`` whose filter is the compare-and-set precondition; a new name is an
   upsert that can only insert, and losing that race is a duplicate ``_id``, a ``Conflict``;
-- renew and repair: a ``findAndModify``; release and revoke: an ``update`` on holder and token.
+- renew and repair: a ``findAndModify``; release and revoke: an ``update`` on holder and token;
+- observe_many: observe's aggregation for many ``_id``.
 
 Writes use majority write concern: with ``w=1`` a failover can roll back an acknowledged claim
 and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
@@ -25,6 +26,7 @@ import contextlib
 import logging
 import os
 import re
+import reprlib
 import threading
 import time
 from collections import abc
@@ -43,13 +45,14 @@ from pymongo.errors import ConfigurationError, DuplicateKeyError, OperationFailu
 from pymongo.read_preferences import ReadPreference
 from pymongo.server_description import ServerDescription
 from pymongo.uri_parser import split_options
-from returns.io import IOFailure, IOResult
+from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, Kind, Session, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, or_raise
+from gomaster.backends.base import Observations
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -444,6 +447,29 @@ def _set(query: Document, fields: Document, upsert: bool = False) -> _Write:
     return write
 
 
+#: An observation's answer: the server's clock in seconds and the documents found.
+_Seen = tuple[float, list[Document]]
+
+
+def _observing(names: list[str]) -> list[Document]:
+    """An aggregation whose ``$facet`` stage yields exactly one document: the records of
+    ``names`` found and ``$$NOW``, so absent records need no second round trip."""
+    return [
+        {"$match": {"_id": {"$in": names}}},
+        {"$facet": {"found": [{"$limit": len(names)}]}},
+        {"$addFields": {"now": _NOW}},
+    ]
+
+
+def _seen(documents: list[Document]) -> Result[_Seen, str]:
+    """What :func:`_observing` answered, or what was wrong with it."""
+    first = documents[0] if len(documents) == 1 else {}
+    now, found = first.get("now"), first.get("found")
+    if isinstance(now, bool) or not isinstance(now, int) or not isinstance(found, list):
+        return Failure(f"an unexpected answer: {reprlib.repr(documents)}")
+    return Success((now / _MS, found))
+
+
 class MongoBackend(Configured[_Settings]):
     """Lock records in a MongoDB collection. The keywords follow go-master's Mongo options
     (docs/migration.md); ``options`` passes any other connection-string option on to pymongo.
@@ -510,26 +536,41 @@ class MongoBackend(Configured[_Settings]):
 
         return IOResult.from_result(self._session.run(step, timeout, bounded))
 
+    def _observe(self, step: str, names: list[str], timeout: float) -> IOResult[_Seen, BackendError]:
+        """The server's clock and the documents of ``names`` found, in one aggregation."""
+        found = self._run(step, timeout, lambda locks: list(locks.aggregate(_observing(names))))
+        return found.bind_result(lambda documents: self._seen(step, documents))
+
+    def _seen(self, step: str, documents: list[Document]) -> Result[_Seen, BackendError]:
+        return _seen(documents).alt(lambda problem: BackendError(self.url, f"{step} got {problem}"))
+
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        pipeline: list[Document] = [
-            {"$match": {"_id": name}},
-            {"$facet": {"found": [{"$limit": 1}]}},
-            {"$addFields": {"now": _NOW}},
-        ]
-
-        def observation(documents: list[Document]) -> Result[Observation, BackendError | MalformedRecord]:
-            first = documents[0] if len(documents) == 1 else {}
-            now, found = first.get("now"), first.get("found")
-            if isinstance(now, bool) or not isinstance(now, int) or not isinstance(found, list):
-                return Failure(BackendError(self.url, f"observe got an unexpected answer: {documents!r}"))
+        def observation(seen: _Seen) -> Result[Observation, BackendError | MalformedRecord]:
+            now, found = seen
             if not found:
-                return Success(Observation(None, now / _MS))
-            return parse_record(name, _fields(found[0])).map(lambda parsed: Observation(parsed, now / _MS))
+                return Success(Observation(None, now))
+            return parse_record(name, _fields(found[0])).map(lambda parsed: Observation(parsed, now))
 
-        found: IOResult[list[Document], BackendError | MalformedRecord] = self._run(
-            "observe", timeout, lambda locks: list(locks.aggregate(pipeline))
-        )
-        return found.bind_result(observation)
+        looked: IOResult[_Seen, BackendError | MalformedRecord] = self._observe("observe", [name], timeout)
+        return looked.bind_result(observation)
+
+    def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
+        """Every named document and ``$$NOW``, in one aggregation."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return IOSuccess({})
+
+        def observations(seen: _Seen) -> Observations:
+            now, found = seen
+            answer: Observations = dict.fromkeys(wanted, Success(Observation(None, now)))
+            for document in found:
+                name = document.get("_id")
+                if isinstance(name, str) and name in answer:
+                    parsed = parse_record(name, _fields(document))
+                    answer[name] = parsed.map(lambda got: Observation(got, now))
+            return answer
+
+        return self._observe("observe_many", wanted, timeout).map(observations)
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """A new name's filter matches no stored document, so its upsert can only insert. A

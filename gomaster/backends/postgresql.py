@@ -11,7 +11,7 @@ On the client every wait ends by the deadline: connecting polls libpq's non-bloc
 ``_Connection.wait`` caps every read and write, the one use of a psycopg internal. Only host name
 resolution is unbounded (libpq resolves synchronously).
 
-``wait_for_release`` LISTENs on a session of its own (:mod:`gomaster.backends._notices`), never on
+``wait_for_release(s)`` LISTENs on a session of its own (:mod:`gomaster.backends._notices`), never on
 the steps' connection, so a waiting listener never delays a renewal (channels: ``channel_for``).
 Needs psycopg 3.2 or later (``notifies(timeout=...)`` and the capped ``wait``).
 """

@@ -12,7 +12,8 @@ together: a lease Redis has dropped reads as released, with the counter's token.
 compare-and-set on the counter: token ``t + 1`` only while the counter is ``t``, the holder is
 the observed one and no lease is live, so one of any number of racing claimers wins. renew
 extends our live lease. release and revoke (one script) clear the holder; a release also ends
-the lease now and publishes on the channel.
+the lease now and publishes on the channel. observe_many does what observe does to each of
+many names (the same Lua), in one script at one ``TIME``.
 
 The invariant that needs care: tokens never repeat, yet Redis can lose a counter (no
 persistence, ``FLUSHALL``, eviction, ``DEL``). A claim that finds it missing while the name was
@@ -33,6 +34,7 @@ import hashlib
 import logging
 import os
 import re
+import reprlib
 import socket
 import ssl
 import time
@@ -44,13 +46,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
-from returns.io import IOFailure, IOResult
+from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
+from gomaster.backends.base import Observations
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -86,7 +89,8 @@ _log = logging.getLogger("gomaster")
 # -- the scripts ---------------------------------------------------------------------------
 
 #: Helpers of every script. ``register`` and ``write`` take KEYS lease, counter, registry and
-#: ARGV[1] the name's registry member.
+#: ARGV[1] the name's registry member. ``look`` is what observe reads of one name: a batch
+#: repeats it per name, with one ``TIME``.
 _PREAMBLE = r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -117,8 +121,13 @@ local function lease_of(key)
   end
   return {holder = f[1] or '', token = f[2], expires = expires}
 end
-local function ours(lease)
-  return lease and lease.holder ~= '' and lease.holder == ARGV[1] and lease.token == ARGV[2]
+local function ours(lease, holder, token)
+  return lease and lease.holder ~= '' and lease.holder == holder and lease.token == token
+end
+local function look(lease, counter)
+  local lease_kind, counter_kind = kind(lease), kind(counter)
+  local value = counter_kind == 'string' and redis.call('GET', counter)
+  return {lease_kind, counter_kind, value, lease_kind == 'hash' and redis.call('HGETALL', lease) or {}}
 end
 local function register()
   local k = kind(KEYS[3])
@@ -136,10 +145,14 @@ end
 
 #: KEYS: lease, counter. Returns {now ms, lease type, counter type, counter or nil, lease fields}.
 _OBSERVE = r"""
-local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
-local counter = counter_kind == 'string' and redis.call('GET', KEYS[2])
-local fields = lease_kind == 'hash' and redis.call('HGETALL', KEYS[1]) or {}
-return {now_ms(), lease_kind, counter_kind, counter, fields}
+return {now_ms(), unpack(look(KEYS[1], KEYS[2]))}
+"""
+
+#: KEYS: lease and counter of each name in turn. Returns {now ms, {``look`` of each name}}.
+_OBSERVE_MANY = r"""
+local seen = {}
+for i = 1, #KEYS, 2 do seen[#seen + 1] = look(KEYS[i], KEYS[i + 1]) end
+return {now_ms(), seen}
 """
 
 #: KEYS: lease, counter, registry. ARGV: member, expected token ('' for a first claim), expected
@@ -185,7 +198,7 @@ _RENEW = r"""
 local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not ours(lease) or lease.expires <= now then return {'lost'} end
+if not ours(lease, ARGV[1], ARGV[2]) or lease.expires <= now then return {'lost'} end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'renewed_at', text(now), 'expires_at', text(expires))
 redis.call('PEXPIREAT', KEYS[1], text(expires))
@@ -197,7 +210,7 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 _LET_GO = r"""
 local lease, problem = lease_of(KEYS[1])
 if problem then return {'corrupt', problem} end
-if not ours(lease) then return {'unchanged'} end
+if not ours(lease, ARGV[1], ARGV[2]) then return {'unchanged'} end
 if ARGV[3] == '' then
   redis.call('HSET', KEYS[1], 'holder', '')
 else
@@ -238,6 +251,7 @@ class _Script:
 
 
 OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter")
+OBSERVE_MANY = _Script.of("observe_many", _OBSERVE_MANY)
 CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry")
 RENEW = _Script.of("renew", _RENEW, "lease")
 RELEASE = _Script.of("release", _LET_GO, "lease")
@@ -714,12 +728,6 @@ class RedisBackend(Configured[_Settings]):
         keys = [getattr(self.keys(name), key) for key in script.keys]
         step = script.step
 
-        def run(conn: _Wire) -> object:
-            try:
-                return _call(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return _call(conn, "EVAL", script.text, len(keys), *keys, *args)
-
         def answer(found: object) -> Result[_T, _E | BackendError]:
             match found:
                 case [b"corrupt", bytes(problem)]:
@@ -728,10 +736,27 @@ class RedisBackend(Configured[_Settings]):
                     got = then([_decode(item) for item in found])
                     if got is not None:
                         return got
-            return Failure(BackendError(self.url, f"{step} got an unexpected reply: {found!r}"))
+            return Failure(self._unexpected(step, found))
 
-        ran: Result[object, _E | BackendError] = self._session.run(step, timeout, run)
+        ran: Result[object, _E | BackendError] = self._eval(script, keys, args, timeout)
         return IOResult.from_result(ran.bind(answer))
+
+    def _eval(
+        self, script: _Script, keys: Sequence[str], args: Sequence[object], timeout: float
+    ) -> Result[object, BackendError]:
+        """``script``'s raw reply, in one round trip (``EVAL`` only when the server does not know
+        it yet)."""
+
+        def run(conn: _Wire) -> object:
+            try:
+                return _call(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return _call(conn, "EVAL", script.text, len(keys), *keys, *args)
+
+        return self._session.run(script.step, timeout, run)
+
+    def _unexpected(self, step: str, found: object) -> BackendError:
+        return BackendError(self.url, f"{step} got an unexpected reply: {reprlib.repr(found)}")
 
     def _written(self, step: str, name: str, flat: list[Any]) -> Result[LockRecord, BackendError]:
         """The lease a claim or renewal wrote, as the script read it back in the same round trip."""
@@ -746,6 +771,31 @@ class RedisBackend(Configured[_Settings]):
         be is a ``MalformedRecord``."""
         keys = self.keys(name)
         return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
+
+    def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
+        """Every name's lease and counter and one ``TIME``, in one script; each name's answer is
+        what :meth:`observe` makes of its part."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return IOSuccess({})
+        keys = [self.keys(name) for name in wanted]
+
+        def observations(found: object) -> Result[Observations, BackendError]:
+            seen: Observations = {}
+            match found:
+                case [int(now_ms), list(parts)] if len(parts) == len(wanted):
+                    for name, where, part in zip(wanted, keys, parts, strict=True):
+                        answer = [now_ms, *map(_decode, part)] if isinstance(part, list) else []
+                        got = _observation(name, where, answer)
+                        if got is None:
+                            break
+                        seen[name] = got
+                    else:
+                        return Success(seen)
+            return Failure(self._unexpected("observe_many", found))
+
+        both = [key for where in keys for key in (where.lease, where.counter)]
+        return IOResult.from_result(self._eval(OBSERVE_MANY, both, (), timeout).bind(observations))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set on the counter; a claim that finds the counter lost restarts it from

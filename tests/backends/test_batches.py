@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from gomaster.backends import LockBackend
+from returns.result import Failure, Result, Success
+
+from bench.proxy import CountingProxy
+from gomaster.backends import LockBackend, connect
 from gomaster.core.decide import Claim
-from gomaster.core.record import LockRecord
+from gomaster.core.record import LockRecord, MalformedRecord, Observation
 from tests.backends.conftest import BackendCase
-from tests.helpers import identity, ok
+from tests.backends.traits import Spoil, parts
+from tests.helpers import free_port, identity, ok
 
 TIMEOUT = 5.0
 TTL = 5.0
@@ -25,6 +29,12 @@ SLACK = 0.5
 LISTEN_SETUP = 0.2
 #: A wait that nothing answers.
 QUIET = 0.3
+#: The names one supervisor may carry.
+MANY = 1000
+#: Outlives claiming ``MANY`` names one by one.
+LONG_TTL = 120.0
+#: What a batch of ``MANY`` gets: SecantusDB takes a few milliseconds to write each document.
+MANY_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -42,6 +52,20 @@ def _timed(call: Callable[[], T]) -> tuple[float, T]:
     started = time.monotonic()
     value = call()
     return time.monotonic() - started, value
+
+
+def _spoil(case: BackendCase, made: LockBackend, name: str, spoil: Spoil) -> None:
+    """Change ``name``'s stored record behind ``made``'s back."""
+    with case.traits.raw(case.url or "", made) as raw:
+        spoil(raw, made, name)
+
+
+def _seen(observations: dict[str, Result[Observation, MalformedRecord]], name: str) -> Observation:
+    found = observations[name]
+    assert isinstance(found, Success), f"{name}: {found}"
+    observation: Observation = found.unwrap()
+    return observation
+
 
 
 # -- wait_for_releases --------------------------------------------------------------------------
@@ -128,3 +152,87 @@ def test_a_wait_for_no_names_returns_an_empty_set_within_its_timeout(backend: Lo
     elapsed, heard = _timed(lambda: ok(backend.wait_for_releases((), QUIET)))
     assert heard == frozenset()
     assert elapsed < QUIET + SLACK
+
+
+# -- observe_many -------------------------------------------------------------------------------
+
+
+def test_observe_many_gives_held_released_and_absent_names_each_their_own_record_at_one_clock(
+    backend: LockBackend, lock_name: str
+) -> None:
+    held, released, absent = _names(lock_name, 3)
+    record = _held(backend, held)
+    ok(backend.release(_held(backend, released), TIMEOUT))
+    before = ok(backend.observe(held, TIMEOUT)).server_now
+    seen = ok(backend.observe_many([held, released, absent], TIMEOUT))
+    after = ok(backend.observe(held, TIMEOUT)).server_now
+    assert set(seen) == {held, released, absent}
+    assert _seen(seen, held).record == record
+    assert _seen(seen, released) == Observation(
+        ok(backend.observe(released, TIMEOUT)).record, _seen(seen, released).server_now
+    )
+    assert _seen(seen, absent).record is None
+    clocks = {_seen(seen, name).server_now for name in seen}
+    assert len(clocks) == 1, f"more than one clock: {clocks}"
+    assert before <= clocks.pop() <= after
+
+
+def test_a_malformed_record_spoils_only_its_own_entry_of_a_batch(
+    shared_case: BackendCase, lock_name: str
+) -> None:
+    """Every store but memory, whose typed records cannot be spoiled."""
+    made = shared_case.make()
+    good, bad, absent = _names(lock_name, 3)
+    record = _held(made, good)
+    _held(made, bad)
+    _spoil(shared_case, made, bad, shared_case.traits.corrupt_token)
+    seen = ok(made.observe_many([good, bad, absent], TIMEOUT))
+    problem = seen[bad]
+    assert isinstance(problem, Failure) and isinstance(problem.failure(), MalformedRecord), problem
+    assert problem.failure().name == bad
+    assert _seen(seen, good).record == record
+    assert _seen(seen, absent).record is None
+    made.close()
+
+
+def test_a_batch_of_no_names_answers_empty_without_touching_the_store(server_case: BackendCase) -> None:
+    """A server nobody listens on would fail any round trip."""
+    made = connect(server_case.traits.address("127.0.0.1", free_port()))
+    assert ok(made.observe_many([], TIMEOUT)) == {}
+    made.close()
+
+
+def test_a_batch_of_a_thousand_names_observes_them_all(case: BackendCase, lock_name: str) -> None:
+    made = case.make()
+    names = _names(lock_name, MANY)
+    records = [_held(made, name, LONG_TTL) for name in names]
+    seen = ok(made.observe_many(names, MANY_TIMEOUT))
+    assert [_seen(seen, name).record for name in names] == records
+    made.close()
+
+
+def test_each_batch_is_one_round_trip(
+    server_case: BackendCase, lock_name: str
+) -> None:
+    """Counted on the wire by the benchmarks' relay, as ``test_each_step_is_one_round_trip`` does."""
+    assert server_case.url is not None
+    url = server_case.traits.apart(server_case.url, f"t_{lock_name[5:]}")
+    server = parts(url)
+    names = _names(lock_name, 20)
+    with CountingProxy(server.port or 0, server.host or "127.0.0.1") as proxy:
+        made = connect(server_case.traits.through(url, proxy.port))
+        _held(made, "warm-up")  # connect, set up, load scripts
+        ok(made.observe_many(["warm-up"], TIMEOUT))
+        for name in names:
+            _held(made, name)
+
+        def trips(step: Callable[[], object]) -> int:
+            before = proxy.turns()
+            step()
+            after = proxy.turns()
+            before += [0] * (len(after) - len(before))
+            return max(b - a for a, b in zip(before, after, strict=True))
+
+        assert trips(lambda: ok(made.observe_many(names, TIMEOUT))) == 1
+        assert trips(lambda: ok(made.observe_many([], TIMEOUT))) == 0
+        made.close()
