@@ -14,11 +14,11 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Result
 
 from gomaster.backends.base import LockBackend
 from gomaster.core.election import (
@@ -185,15 +185,14 @@ _E = TypeVar("_E")
 
 
 def _pick(
-    answered: Result[dict[str, Result[_V, _E]], BackendError], name: str, url: str
+    answered: Result[Mapping[str, Result[_V, _E]], BackendError], name: str, url: str
 ) -> Result[_V, _E | BackendError]:
     """One name's answer out of a batch's: its own, or the batch's failure."""
-    match answered:
-        case Success(each):
-            found = each.get(name)
-            if found is None:
-                return Failure(BackendError(url, f"the batch had no answer for {name!r}"))
-            return found
-        case Failure(problem):
-            return Failure(problem)
-    raise AssertionError("unreachable")  # pragma: no cover
+    unanswered = BackendError(url, f"the batch had no answer for {name!r}")
+    missing: Result[_V, _E | BackendError] = Failure(unanswered)
+
+    def own(each: Mapping[str, Result[_V, _E]]) -> Result[_V, _E | BackendError]:
+        return each.get(name, missing)
+
+    widened: Result[Mapping[str, Result[_V, _E]], _E | BackendError] = answered
+    return widened.bind(own)

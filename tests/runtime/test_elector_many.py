@@ -102,7 +102,9 @@ def _start(
 
         return announce
 
-    elections = {name: elector.join(Config(name=name, me=me, timing=TIMING), announcer(name)) for name in names}
+    elections = {
+        name: elector.join(Config(name=name, me=me, timing=TIMING), announcer(name)) for name in names
+    }
     thread = threading.Thread(target=elector.run, daemon=True)
     thread.start()
     return _Node(elector, elections, events, thread)
@@ -133,7 +135,9 @@ def test_every_name_is_elected_and_their_renewals_go_out_together(
     assert len(renewals) <= renewed / 5, renewals
 
 
-def test_a_follower_looks_at_all_its_names_in_few_round_trips(counting: _Counting, stop_nodes: list[_Node]) -> None:
+def test_a_follower_looks_at_all_its_names_in_few_round_trips(
+    counting: _Counting, stop_nodes: list[_Node]
+) -> None:
     names = [f"job-{i}" for i in range(20)]
     leader = _start(counting.backend, names)  # another node on the same store, not counted
     stop_nodes.append(leader)

@@ -6,10 +6,16 @@ The witness log's marks carry the lock name; every assertion is about what ran, 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 from typing import Any
 
+from gomaster import Timing
+from gomaster.backends import connect
+from gomaster.core.election import Config
+from gomaster.runtime.supervisor import Job, Supervisor
+from tests.helpers import identity
 from tests.runtime.cluster import Cluster, alive, overlaps
 
 TTL = 2.0
@@ -71,3 +77,21 @@ def test_a_name_whose_work_keeps_crashing_leaves_the_other_names_their_masters_a
         assert alive(last["pid"]) and time.monotonic() - last["t"] < 0.5, f"{lock}'s work stalled"
     tokens = {e["token"] for e in _of(events, "crashing") if e["event"] == "start"}
     assert tokens == {1}, f"the crashing name changed hands: {tokens}"
+
+
+def test_a_supervisor_of_many_names_may_open_a_socket_and_a_pidfd_per_worker() -> None:
+    names = 700
+    jobs = [
+        Job(config=Config(name=f"n{i}", me=identity(), timing=Timing()), targets=[_idle])
+        for i in range(names)
+    ]
+    Supervisor(connect("memory://"), jobs)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * names + 256
+    assert soft == resource.RLIM_INFINITY or soft >= (
+        needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    )
+
+
+def _idle(_leadership: object) -> None:
+    time.sleep(3600)
