@@ -8,7 +8,8 @@ trip, so a node that freezes between steps never holds a transaction or a row lo
   (``observe_many``: to every named row there is);
 - claim: an INSERT that an existing row refuses, or a takeover, an UPDATE while name, token and
   holder still equal the observation and the lease has expired by the server's clock;
-- renew: an UPDATE while holder and token are ours and the lease is still live;
+- renew: an UPDATE while holder and token are ours and the lease is still live (``renew_many``:
+  one UPDATE for many rows, each with its own holder and token);
 - release clears the holder and pulls the expiry back to now; revoke (the operator's release)
   clears the holder only; both keep the token;
 - repair: rewrites the row as released until ``hold`` from now, never lowering the token.
@@ -34,7 +35,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends._session import Session
 from gomaster.backends._settings import Configured, Settings
-from gomaster.backends.base import Observations
+from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
@@ -123,6 +124,9 @@ class Dialect:
     #: False where writes have no ``RETURNING``: the row is read back by a second statement
     #: in the same round trip (see :class:`Statement`).
     returning: bool = True
+    #: Where writes have no ``RETURNING``, a batch renewal keeps its clock in this session
+    #: variable, so the SELECT after it finds exactly the rows it renewed (``renewed_at`` equals it).
+    session_now: str = ""
     #: How a first claim yields to an existing row; without it the driver's duplicate-key error
     #: must be read as "no row".
     on_conflict: str = " ON CONFLICT (name) DO NOTHING"
@@ -173,6 +177,7 @@ MYSQL = Dialect(
     value=_mysql_value,
     millis="UNIX_TIMESTAMP() * 1000",
     returning=False,
+    session_now="@gomaster_now",
     on_conflict="",
     types=_shape(
         "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
@@ -232,7 +237,8 @@ class SetupError(Exception):
 class Statement:
     """One step's SQL and its values, sent in one round trip. With ``read_back`` the SQL is a write
     and then a SELECT of what it wrote, and the answer is the SELECT's rows when the write matched
-    exactly one row (a first claim's duplicate key matched none), else none."""
+    exactly one row (a first claim's duplicate key matched none), else none. SQL of several
+    statements otherwise (MySQL's batch renewal) answers the rows of its last."""
 
     sql: str
     params: tuple[object, ...] = ()
@@ -342,6 +348,30 @@ class Statements:
             return Statement(f"{self._renewal} RETURNING {self.back}", params)
         mine = {"name": record.name, "holder": record.holder, "token": record.token}
         return self._written(self._renewal, params, self.back, **mine)
+
+    def renew_many(self, records: Sequence[LockRecord], ttl: float) -> Statement:
+        """Every record's renewal as ONE UPDATE, answering the name and record of each row it
+        renewed. ``name IN`` finds the rows by the key, and a CASE on the name holds each row's own
+        compare-and-set, holder and token (a chain of ORs would do, but SQLite refuses expressions
+        more than 1,000 deep); the lease must still be live, as in :meth:`renew`. Without
+        ``RETURNING`` (MySQL) the clock goes into a session variable first and a SELECT in the
+        same round trip reads the rows whose ``renewed_at`` the UPDATE set to it."""
+        p, d, count = self.p, self.dialect, len(records)
+        cases = " ".join([f"WHEN {p} THEN holder = {p} AND token = {p}"] * count)
+        mine = f"name IN ({self._marks(count)}) AND CASE name {cases} END"
+        cas = (*(r.name for r in records), *(v for r in records for v in (r.name, r.holder, r.token)))
+        if d.returning:
+            sql = (
+                f"{self.head}{self._renewing(self.now)}{self.source} WHERE {mine} "
+                f"AND expires_at > {self.now} RETURNING name, {self.back}"
+            )
+            return Statement(sql, (d.span(ttl), *cas))
+        now = d.session_now
+        sql = (
+            f"SET {now} = {d.clock}; {self._renewing(now)} WHERE {mine} AND expires_at > {now}; "
+            f"SELECT name, {self.back} FROM {self.table} WHERE {mine} AND renewed_at = {now}"
+        )
+        return Statement(sql, (d.span(ttl), *cas, *cas))
 
     def release(self, record: LockRecord, channel: str) -> Statement:
         """Clear the holder if the lease is still exactly ``record``'s, expiring it now; where the
@@ -547,6 +577,27 @@ class SQLBackend(Configured[_S]):
     ) -> IOResult[LockRecord, Lost | BackendError]:
         """Extend only our own, still-live lease."""
         return self._wrote("renew", record.name, self._sql.renew(record, ttl), timeout, Lost(record))
+
+    def renew_many(
+        self, records: Sequence[LockRecord], ttl: float, timeout: float
+    ) -> IOResult[Renewals, BackendError]:
+        """Every renewal in ONE statement (see :meth:`Statements.renew_many`), on SQLite too; on
+        MySQL with the clock set before it and the rows read after it, in the same round trip.
+        SQLite takes at most 32,766 values per statement (its default): 8,191 records per batch."""
+        if not records:
+            return IOSuccess({})
+
+        def renewed(rows: list[Row]) -> Renewals:
+            written = {name_text(row[0]): row[1:] for row in rows}
+            return {
+                record.name: lost_unless_read(record, self._wrote_row(record, written.get(record.name)))
+                for record in records
+            }
+
+        return self._rows("renew_many", timeout, self._sql.renew_many(records, ttl)).map(renewed)
+
+    def _wrote_row(self, record: LockRecord, row: Row | None) -> Result[LockRecord, Lost | MalformedRecord]:
+        return Failure(Lost(record)) if row is None else self._record(record.name, row)
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Mark the lease released if it is still exactly this holder's; the token stays."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from returns.io import IOResult
-from returns.result import Result
+from returns.result import Failure, Result
 
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -14,6 +15,12 @@ from gomaster.core.record import LockRecord, MalformedRecord, Observation
 
 #: What ``observe_many`` answers for each name: its own observation, or its own malformed record.
 Observations: TypeAlias = dict[str, Result[Observation, MalformedRecord]]
+#: What ``renew_many`` answers for each name: the record as renewed, or ``Lost``.
+Renewals: TypeAlias = dict[str, Result[LockRecord, Lost]]
+
+_log = logging.getLogger("gomaster")
+
+
 @runtime_checkable
 class LockBackend(Protocol):
     """A store for lock records that does each step as one atomic statement on its own clock.
@@ -61,6 +68,17 @@ class LockBackend(Protocol):
         No names: an empty answer, without a round trip."""
         ...
 
+    def renew_many(
+        self, records: Sequence[LockRecord], ttl: float, timeout: float
+    ) -> IOResult[Renewals, BackendError]:
+        """Each record's ``renew`` (its own compare-and-set, to backend now + ttl) in one round
+        trip (two on MongoDB, which has no write that answers many documents); a name whose
+        lease is not ours any more is ``Lost`` alone, the others are renewed. A renewed row that
+        does not read back as a record (a hand edit) is ``Lost`` too, and logged: its holder
+        steps down, which is safe. Names are distinct; none: an empty answer, without a round
+        trip."""
+        ...
+
     def revoke(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """The operator's release: clear the holder if it is still ``record``'s, keeping the token
         AND the expiry. The holder's next renewal fails so it demotes, and nobody can claim before
@@ -106,3 +124,13 @@ class LockBackend(Protocol):
         """Drop this process's connection; the object stays usable and reconnects on demand."""
         ...
 
+
+def lost_unless_read(
+    record: LockRecord, written: Result[LockRecord, Lost | MalformedRecord | str]
+) -> Result[LockRecord, Lost]:
+    """One entry of a ``renew_many`` answer: the record the renewal wrote, or ``Lost`` when it
+    wrote none or one that does not read back (logged, since a batch has no error of its own per
+    name: the holder steps down, and observing the name shows the problem)."""
+    if isinstance(written, Failure) and not isinstance(written.failure(), Lost):
+        _log.warning("renewal of lock %r counted as lost: %s", record.name, written.failure())
+    return written.alt(lambda _: Lost(record))

@@ -16,7 +16,7 @@ from typing import TypeVar
 from returns.io import IOResult, IOSuccess
 from returns.result import Success
 
-from gomaster.backends.base import Observations
+from gomaster.backends.base import Observations, Renewals
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.model import claim_in, release_in, renew_in, repair_in, revoke_in
@@ -100,6 +100,16 @@ class MemoryBackend:
         with self._store.lock:
             outcome = renew_in(self._store.records, record, ttl, self._store.clock())
             return IOResult.from_result(outcome.map(self._store.keep))
+
+    def renew_many(
+        self, records: Sequence[LockRecord], ttl: float, timeout: float
+    ) -> IOResult[Renewals, BackendError]:
+        """Each record's renewal, all at one reading of the store's clock."""
+        with self._store.lock:
+            now, table = self._store.clock(), self._store.records
+            return IOSuccess(
+                {record.name: renew_in(table, record, ttl, now).map(self._store.keep) for record in records}
+            )
 
     def release(self, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         """Release our lease and wake anyone waiting for it."""

@@ -9,7 +9,8 @@ date misbehaves on some wire-compatible servers. Records carry them as float epo
 - claim: a ``findAndModify`` whose filter is the compare-and-set precondition; a new name is an
   upsert that can only insert, and losing that race is a duplicate ``_id``, a ``Conflict``;
 - renew and repair: a ``findAndModify``; release and revoke: an ``update`` on holder and token;
-- observe_many: observe's aggregation for many ``_id``.
+- observe_many: observe's aggregation for many ``_id``; renew_many: one ``update`` of many
+  documents, each under its own compare-and-set, then that aggregation (two round trips).
 
 Writes use majority write concern: with ``w=1`` a failover can roll back an acknowledged claim
 and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
@@ -52,7 +53,7 @@ from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, Kind, Session, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, or_raise
-from gomaster.backends.base import Observations
+from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -470,6 +471,23 @@ def _seen(documents: list[Document]) -> Result[_Seen, str]:
     return Success((now / _MS, found))
 
 
+def _renewed(
+    record: LockRecord, document: Document | None, now: float
+) -> Result[LockRecord, Lost | MalformedRecord]:
+    """``record`` as a batch renewal left it, read back at ``now``, or ``Lost``."""
+
+    def still_ours(found: LockRecord) -> Result[LockRecord, Lost | MalformedRecord]:
+        ours = (found.holder, found.token) == (record.holder, record.token)
+        if ours and found.renewed_at > record.renewed_at and found.live_at(now):
+            return Success(found)
+        return Failure(Lost(record))
+
+    if document is None:
+        return Failure(Lost(record))
+    parsed: Result[LockRecord, Lost | MalformedRecord] = parse_record(record.name, _fields(document))
+    return parsed.bind(still_ours)
+
+
 class MongoBackend(Configured[_Settings]):
     """Lock records in a MongoDB collection. The keywords follow go-master's Mongo options
     (docs/migration.md); ``options`` passes any other connection-string option on to pymongo.
@@ -590,6 +608,37 @@ class MongoBackend(Configured[_Settings]):
     ) -> IOResult[LockRecord, Lost | BackendError]:
         extend = _set(_exactly(record, "$gt"), {"renewed_at": _NOW, "expires_at": _until(ttl)})
         return self._record("renew", record.name, timeout, extend, missing=Lost(record))
+
+    def renew_many(
+        self, records: Sequence[LockRecord], ttl: float, timeout: float
+    ) -> IOResult[Renewals, BackendError]:
+        """TWO round trips: no MongoDB command both updates many documents and answers them. One
+        ``update`` holds every record's compare-and-set (its ``_id``, holder and token, and live
+        by ``$$NOW``, as :meth:`renew`), then an observation of the names reads them back. A name
+        was renewed when its document is still ours, renewed since ``record.renewed_at`` and live
+        by the second ``$$NOW``: one the update did not match had expired, stays so, and only its
+        holder could renew it."""
+        if not records:
+            return IOSuccess({})
+        mine = [{"_id": record.name, "holder": record.holder, "token": record.token} for record in records]
+        query = {"$or": mine, "$expr": {"$gt": [_EXPIRES, _NOW]}}
+        extend = [{"$set": {"renewed_at": _NOW, "expires_at": _until(ttl)}}]
+        names = [record.name for record in records]
+
+        def renew_and_read(locks: Collection[Document]) -> list[Document]:
+            locks.update_many(query, extend)
+            return list(locks.aggregate(_observing(names)))
+
+        def renewals(seen: _Seen) -> Renewals:
+            now, found = seen
+            by_name = {document.get("_id"): document for document in found}
+            return {
+                record.name: lost_unless_read(record, _renewed(record, by_name.get(record.name), now))
+                for record in records
+            }
+
+        read = self._run("renew_many", timeout, renew_and_read)
+        return read.bind_result(lambda documents: self._seen("renew_many", documents)).map(renewals)
 
     def _record(
         self, step: str, name: str, timeout: float, work: _Write, *, missing: _Refusal

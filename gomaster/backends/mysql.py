@@ -469,9 +469,10 @@ def _error_number(exc: BaseException) -> int | None:
 
 
 def _execute(conn: _Connection, statement: Statement) -> list[Row]:
-    """The statement's rows, or for a write with a read-back its SELECT's when the write matched
-    exactly one row. A first claim's duplicate key is the losing answer, not an error: the server
-    stopped at it, so the connection is still in step and is kept."""
+    """The rows of the statement's last result (of several when it is more than one statement),
+    or for a write with a read-back its SELECT's when the write matched exactly one row. A first
+    claim's duplicate key is the losing answer, not an error: the server stopped at it, so the
+    connection is still in step and is kept."""
     with conn.cursor() as cursor:
         try:
             matched = cursor.execute(statement.sql, statement.params)
@@ -479,8 +480,8 @@ def _execute(conn: _Connection, statement: Statement) -> list[Row]:
             if statement.read_back and _error_number(exc) == ER.DUP_ENTRY:
                 return []
             raise
-        if statement.read_back:
-            cursor.nextset()
+        while cursor.nextset():
+            pass
         rows = list(cursor.fetchall())
     return rows if matched == 1 or not statement.read_back else []
 

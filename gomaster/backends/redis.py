@@ -12,8 +12,8 @@ together: a lease Redis has dropped reads as released, with the counter's token.
 compare-and-set on the counter: token ``t + 1`` only while the counter is ``t``, the holder is
 the observed one and no lease is live, so one of any number of racing claimers wins. renew
 extends our live lease. release and revoke (one script) clear the holder; a release also ends
-the lease now and publishes on the channel. observe_many does what observe does to each of
-many names (the same Lua), in one script at one ``TIME``.
+the lease now and publishes on the channel. observe_many and renew_many do what observe and
+renew do to each of many names (the same Lua), in one script at one ``TIME``.
 
 The invariant that needs care: tokens never repeat, yet Redis can lose a counter (no
 persistence, ``FLUSHALL``, eviction, ``DEL``). A claim that finds it missing while the name was
@@ -53,7 +53,7 @@ from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
-from gomaster.backends.base import Observations
+from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
@@ -89,8 +89,8 @@ _log = logging.getLogger("gomaster")
 # -- the scripts ---------------------------------------------------------------------------
 
 #: Helpers of every script. ``register`` and ``write`` take KEYS lease, counter, registry and
-#: ARGV[1] the name's registry member. ``look`` is what observe reads of one name: a batch
-#: repeats it per name, with one ``TIME``.
+#: ARGV[1] the name's registry member. ``look`` is what observe reads of one name, ``extend`` a
+#: renewal of one lease: the batches repeat them per name, with one ``TIME``.
 _PREAMBLE = r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -128,6 +128,15 @@ local function look(lease, counter)
   local lease_kind, counter_kind = kind(lease), kind(counter)
   local value = counter_kind == 'string' and redis.call('GET', counter)
   return {lease_kind, counter_kind, value, lease_kind == 'hash' and redis.call('HGETALL', lease) or {}}
+end
+local function extend(key, holder, token, now, ttl)
+  local lease, problem = lease_of(key)
+  if problem then return {'corrupt', problem} end
+  if not ours(lease, holder, token) or lease.expires <= now then return {'lost'} end
+  local expires = now + ttl
+  redis.call('HSET', key, 'renewed_at', text(now), 'expires_at', text(expires))
+  redis.call('PEXPIREAT', key, text(expires))
+  return {'ok', redis.call('HGETALL', key)}
 end
 local function register()
   local k = kind(KEYS[3])
@@ -195,14 +204,15 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 
 #: KEYS: lease. ARGV: holder, token, ttl ms. Returns {'ok', lease fields} or {'lost'}.
 _RENEW = r"""
-local now = now_ms()
-local lease, problem = lease_of(KEYS[1])
-if problem then return {'corrupt', problem} end
-if not ours(lease, ARGV[1], ARGV[2]) or lease.expires <= now then return {'lost'} end
-local expires = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'renewed_at', text(now), 'expires_at', text(expires))
-redis.call('PEXPIREAT', KEYS[1], text(expires))
-return {'ok', redis.call('HGETALL', KEYS[1])}
+return extend(KEYS[1], ARGV[1], ARGV[2], now_ms(), tonumber(ARGV[3]))
+"""
+
+#: KEYS: the leases. ARGV: ttl ms, then holder and token of each lease in turn. Returns what
+#: ``_RENEW`` would of each, all at one ``TIME``.
+_RENEW_MANY = r"""
+local now, ttl, answers = now_ms(), tonumber(ARGV[1]), {}
+for i, key in ipairs(KEYS) do answers[i] = extend(key, ARGV[2 * i], ARGV[2 * i + 1], now, ttl) end
+return answers
 """
 
 #: KEYS: lease. ARGV: holder, token, the channel to publish a release on ('' to revoke, which
@@ -254,6 +264,7 @@ OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter")
 OBSERVE_MANY = _Script.of("observe_many", _OBSERVE_MANY)
 CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry")
 RENEW = _Script.of("renew", _RENEW, "lease")
+RENEW_MANY = _Script.of("renew_many", _RENEW_MANY)
 RELEASE = _Script.of("release", _LET_GO, "lease")
 REVOKE = _Script.of("revoke", _LET_GO, "lease")
 REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry")
@@ -851,6 +862,39 @@ class RedisBackend(Configured[_Settings]):
 
         args = (_encode(record.holder), str(record.token), str(_milliseconds(ttl)))
         return self._script(RENEW, record.name, timeout, args, renewed)
+
+    def renew_many(
+        self, records: Sequence[LockRecord], ttl: float, timeout: float
+    ) -> IOResult[Renewals, BackendError]:
+        """Every renewal in one script, each what :meth:`renew` does to its lease, all at one
+        ``TIME``. A lease the script refused to touch (not a hash) is ``Lost``, and logged."""
+        if not records:
+            return IOSuccess({})
+
+        def renewed(record: LockRecord, answer: object) -> Result[LockRecord, Lost]:
+            written: Result[LockRecord, Lost | MalformedRecord | str]
+            match answer:
+                case [b"ok", list(flat)]:
+                    written = parse_record(record.name, _fields(flat))
+                case [b"lost"]:
+                    written = Failure(Lost(record))
+                case [b"corrupt", bytes(problem)]:
+                    written = Failure(problem.decode("utf-8", "replace"))
+                case _:
+                    written = Failure(f"unexpected reply {reprlib.repr(answer)}")
+            return lost_unless_read(record, written)
+
+        def renewals(found: object) -> Result[Renewals, BackendError]:
+            if not isinstance(found, list) or len(found) != len(records):
+                return Failure(self._unexpected("renew_many", found))
+            return Success(
+                {record.name: renewed(record, answer) for record, answer in zip(records, found, strict=True)}
+            )
+
+        leases = [self.keys(record.name).lease for record in records]
+        mine = [part for record in records for part in (_encode(record.holder), str(record.token))]
+        ran = self._eval(RENEW_MANY, leases, (str(_milliseconds(ttl)), *mine), timeout)
+        return IOResult.from_result(ran.bind(renewals))
 
     def _let_go(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
         channel = self.keys(record.name).channel if script is RELEASE else ""
