@@ -36,6 +36,9 @@ from gomaster.runtime._io import performed
 
 #: The shortest timeout a call is sent with.
 MIN_TIMEOUT = 0.001
+#: The most names one batched call carries: a bound on one statement's size (SQLite takes at
+#: most 8,191 renewals in one) and on how long one round trip holds the others up.
+BATCH_MAX = 500
 
 Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
 
@@ -105,47 +108,60 @@ class Calls(Generic[_K]):
                 self._fail(call, problem)
 
     def _serve(self, kind: type, calls: list[Call[_K]]) -> None:
-        sent_at = self._clock()
+        if kind is SendRenew and len(calls) > 1:
+            by_ttl: dict[float, list[Call[_K]]] = {}
+            for call in calls:
+                assert isinstance(call.request, SendRenew)
+                by_ttl.setdefault(call.request.ttl, []).append(call)
+            for ttl, group in by_ttl.items():
+                for chunk in _chunks(group):
+                    self._renew_many(chunk, ttl)
+        elif kind is Observe and len(calls) > 1:
+            for chunk in _chunks(calls):
+                self._observe_many(chunk)
+        else:
+            for call in calls:
+                for live, timeout in self._in_time([call]):
+                    self._one(live, timeout)
+
+    def _in_time(self, calls: list[Call[_K]]) -> list[tuple[Call[_K], float]]:
+        """The calls that still have time, each with what is left of its timeout now; the
+        others are answered with a failure (a release is sent whatever its wait)."""
+        now = self._clock()
         live: list[tuple[Call[_K], float]] = []
         for call in calls:
-            left = call.request.timeout - (sent_at - call.asked_at)
-            if left > 0 or kind is SendRelease:
+            left = call.request.timeout - (now - call.asked_at)
+            if left > 0 or isinstance(call.request, SendRelease):
                 live.append((call, max(left, MIN_TIMEOUT)))
             else:
                 self._fail(call, BackendError(self._backend.url, "not sent: its time ran out in the queue"))
-        if kind is SendRenew and len(live) > 1:
-            self._renew_many(live)
-        elif kind is Observe and len(live) > 1:
-            self._observe_many(live)
-        else:
-            for call, timeout in live:
-                self._one(call, timeout)
+        return live
 
-    def _renew_many(self, live: list[tuple[Call[_K], float]]) -> None:
-        by_ttl: dict[float, list[tuple[Call[_K], float]]] = {}
-        for call, timeout in live:
+    def _renew_many(self, chunk: list[Call[_K]], ttl: float) -> None:
+        live = self._in_time(chunk)
+        if not live:
+            return
+        records = [c.request.record for c, _ in live if isinstance(c.request, SendRenew)]
+        sent_at = self._clock()
+        answered = performed(self._backend.renew_many(records, ttl, min(t for _, t in live)))
+        now = self._clock()
+        for call, _ in live:
             assert isinstance(call.request, SendRenew)
-            by_ttl.setdefault(call.request.ttl, []).append((call, timeout))
-        for ttl, group in by_ttl.items():
-            records = [c.request.record for c, _ in group if isinstance(c.request, SendRenew)]
-            sent_at = self._clock()
-            answered = performed(self._backend.renew_many(records, ttl, min(t for _, t in group)))
-            now = self._clock()
-            for call, _ in group:
-                assert isinstance(call.request, SendRenew)
-                outcome = _pick(answered, call.request.record.name, self._backend.url)
-                self._answer(call.key, RenewResult(outcome, sent_at, now))
+            outcome = _pick(answered, call.request.record.name, self._backend.url)
+            self._answer(call.key, RenewResult(outcome, sent_at, now))
 
-    def _observe_many(self, live: list[tuple[Call[_K], float]]) -> None:
+    def _observe_many(self, chunk: list[Call[_K]]) -> None:
+        live = self._in_time(chunk)
+        if not live:
+            return
         names = [c.request.name for c, _ in live if isinstance(c.request, Observe)]
         sent_at = self._clock()
         answered = performed(self._backend.observe_many(names, min(t for _, t in live)))
         now = self._clock()
         for call, _ in live:
             assert isinstance(call.request, Observe)
-            self._answer(
-                call.key, Observed(_pick(answered, call.request.name, self._backend.url), sent_at, now)
-            )
+            seen = _pick(answered, call.request.name, self._backend.url)
+            self._answer(call.key, Observed(seen, sent_at, now))
 
     def _one(self, call: Call[_K], timeout: float) -> None:
         sent_at = self._clock()
@@ -178,6 +194,11 @@ class Calls(Generic[_K]):
                 self._answer(call.key, RenewResult(Failure(failure), now, now))
             case SendRelease():
                 pass
+
+
+def _chunks(calls: list[Call[_K]]) -> list[list[Call[_K]]]:
+    """``calls`` in batches of at most ``BATCH_MAX``."""
+    return [calls[start : start + BATCH_MAX] for start in range(0, len(calls), BATCH_MAX)]
 
 
 _V = TypeVar("_V")

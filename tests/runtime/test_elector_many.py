@@ -167,7 +167,7 @@ def test_a_demotion_held_for_its_work_delays_neither_the_other_names_nor_their_r
     node = _start(backend, ["slow", "quick"], hold)
     stop_nodes.append(node)
     _wait("both elected", lambda: all(e.status().role == "leader" for e in node.elections.values()))
-    node.elections["slow"].resign()
+    node.elections["slow"].stop()
     _wait("slow demoted", holding.is_set)
     renewed_before = sum(isinstance(e, Renewed) for e in node.events["quick"])
     time.sleep(3 * TIMING.heartbeat)
