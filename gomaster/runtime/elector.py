@@ -274,11 +274,14 @@ class Election:
 
     def _set_state(self, state: State) -> None:
         self._state = state
+        role = _role(state)
         token = state.lease.record.token if isinstance(state, Leader) else None
-        if _role(state) != self._status.role:
-            self._tell(RoleChanged(_role(state), token))
+        if role == self._status.role and token == self._status.token:
+            return
+        if role != self._status.role:
+            self._tell(RoleChanged(role, token))
         with self._status_lock:
-            self._status = replace(self._status, role=_role(state), token=token)
+            self._status = replace(self._status, role=role, token=token)
 
     def _note(self, event: Input) -> None:
         """Keep the last record seen, for status(); errors are remembered until a success."""

@@ -40,8 +40,11 @@ Target: TypeAlias = Callable[[Leadership], object]
 DEATH_SIGNAL = signal.SIGUSR2
 #: The supervisor's word that grace has run out: the worker kills its tree at once.
 KILL_NOW_SIGNAL = signal.SIGUSR1
-#: How often the worker looks at the lease deadline and at a stopping tree.
+#: How often the worker looks at a stopping tree.
 WATCH_INTERVAL = 0.02
+#: The longest the worker sleeps during a tenure: it wakes at the lease's deadline, and at
+#: least this often, since its sleep does not count a suspend (deadlines are CLOCK_BOOTTIME).
+LEASE_WATCH_MAX = 0.25
 #: Exit status of a worker whose target raised.
 EXIT_TARGET_RAISED = 1
 #: Exit status of a worker that found its supervisor gone.
@@ -312,9 +315,14 @@ class _Keeper:
                 self._finish()
 
     def _next_wake(self) -> float:
-        if self._ending_since is None and not self._spec.watch_deadline:
+        """Seconds to sleep: briefly while the tree stops; else until the lease's deadline as
+        published now (a renewal moves it on: the worker then sleeps again)."""
+        if self._ending_since is not None:
+            return WATCH_INTERVAL
+        if not self._spec.watch_deadline:
             return 1.0
-        return WATCH_INTERVAL
+        left = self._lease.deadline_for(self._token) - boottime()
+        return min(max(left, 0.0), LEASE_WATCH_MAX)
 
     def _begin_end(self) -> None:
         """The tenure is over: ask every process below to stop (SIGKILL follows at grace)."""

@@ -200,3 +200,37 @@ def test_stopping_the_elector_releases_every_name_and_ends_its_loop(stop_nodes: 
     assert all(_released(backend, name) for name in names)
     assert all(isinstance(node.events[name][0], Elected) for name in names)
     assert all(isinstance(node.events[name][-1], Demoted) for name in names)
+
+
+@dataclass
+class _SlowClaims:
+    """A real backend whose claims each take ``delay`` longer, as a loaded server's would."""
+
+    backend: LockBackend
+    delay: float
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def claim(self, claim: Any, timeout: float) -> Any:
+        time.sleep(self.delay)
+        return self.backend.claim(claim, timeout)
+
+
+def test_renewals_never_wait_behind_a_crowd_of_claims(stop_nodes: list[_Node]) -> None:
+    store = connect("memory://")
+    crowd = [f"crowd-{i}" for i in range(150)]
+    other = _start(store, crowd)
+    _wait(
+        "the other node leads the crowd",
+        lambda: all(e.status().role == "leader" for e in other.elections.values()),
+    )
+    # Each claim takes 20 ms: the crowd's 150 claims queue up for 3 s, five renew deadlines.
+    node = _start(_SlowClaims(store, 0.02), ["keep", *crowd])
+    stop_nodes.append(node)
+    _wait("keep is led", lambda: node.elections["keep"].status().role == "leader")
+    other.elector.stop()  # releases the crowd: every name is claimed at once
+    other.thread.join(WAIT)
+    _wait("the crowd is taken", lambda: all(node.elections[n].status().role == "leader" for n in crowd), 15)
+    assert [e for e in node.events["keep"] if isinstance(e, Demoted)] == []
+    assert node.elections["keep"].status().role == "leader"

@@ -127,6 +127,26 @@ def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
     assert boottime() >= deadline
 
 
+def test_a_worker_at_work_sleeps_until_its_lease_deadline_and_a_renewal_moves_it_on(
+    node: _Node, tmp_path: Path
+) -> None:
+    worker, conn = node.fork()
+    deadline = boottime() + 1.5
+    node.lease.publish(8, deadline)
+    conn.send(Elected(name="lock", node_id="n", token=8, since=0.0, deadline=deadline))
+    wait_until((tmp_path / "mark").exists, 10.0, "target start")
+    before = _switches(worker.pid)
+    time.sleep(1.0)
+    # At most one look every 0.25 s (a 20 ms poll would be 50 a second).
+    assert _switches(worker.pid) - before <= 4 * IDLE_SWITCHES_AT_MOST
+    renewed = boottime() + 1.0
+    node.lease.publish(8, renewed)  # a renewal: the work goes on past the first deadline
+    time.sleep(max(0.0, deadline - boottime()) + 0.3)
+    assert worker.is_alive()
+    assert worker.join(renewed - boottime() + 0.2 + 1.0), "the work outlived the renewed deadline"
+    assert boottime() >= renewed
+
+
 @pytest.mark.parametrize("preload", [False, True], ids=["each-worker", "preload"])
 def test_a_targets_module_is_imported_by_its_workers_not_by_the_zygote_unless_preloaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preload: bool
