@@ -1,0 +1,351 @@
+"""Many names: one node holding 1,000 lock names for minutes on MariaDB while two others follow.
+
+    python -m bench.many_names --backend mysql://root@127.0.0.1:3306/test [--names 1000]
+                               [--followers 2] [--duration 300] [--runtime new|before]
+
+Issue 18 asks that one node keep 1,000 names at ``Timing()`` defaults, renewing each every
+heartbeat, while two other nodes follow them all. Every node is ``bench.names_node`` (on
+``--runtime new``, one ``supervise({...})`` process per node). The run gets a lock table of its
+own (``table=bench_many_<random>``, dropped at the end on MySQL, MariaDB and SQLite). The holder
+starts first and fails loudly unless it holds every name within ``--start-limit`` seconds
+(``--hold-within``); the harness waits until it does, starts the followers, lets their trees
+settle, and then for ``--duration`` seconds reads every record once a second through one
+connection, counting
+
+- token changes: a name acquired again, by anyone, since the previous read;
+- foreign reads: a name whose lease was not live and the holder node's when read;
+- late renewals: a name whose last renewal (the record's ``renewed_at``, against the backend's
+  clock in the same read) was more than ``LATE_HEARTBEATS`` heartbeats old, once per episode;
+- demotions: lines of the holder's own log, during the window, that say it was demoted; and
+  elections the followers log during the window.
+
+Missed renewals are token changes + foreign reads + late renewals; the goal is 0 of them and 0
+demotions. Each node's whole process tree is measured over the same window: CPU in % of one core,
+processes and PSS (``bench.proctree``), next to the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from bench.launch import Launched, node_env, settle, with_option
+from bench.names_node import RUNTIMES, Runtime, lock_names, not_held
+from bench.proctree import CpuWindow, tree
+from gomaster.backends import LockBackend, connect
+from gomaster.core.timing import Timing
+
+NAMES = 1000
+FOLLOWERS = 2
+DURATION = 300.0
+SETTLE = 5.0
+#: The holder must hold every name this soon after its start, or the run fails.
+START_LIMIT = 300.0
+#: A renewal this many heartbeats old when read skipped at least one heartbeat.
+LATE_HEARTBEATS = 2.0
+#: How often every record is read.
+READ_EVERY = 1.0
+#: Schemes whose lock table is named by the ``table`` option.
+SQL_SCHEMES = ("mysql", "mariadb", "sqlite", "postgresql", "postgres")
+#: What the runtime logs when a node loses a name, and when it wins one.
+DEMOTED = "demoted"
+ELECTED = "elected"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """One node's tree over the window."""
+
+    role: str
+    processes: int
+    pss_mib: float
+    cpu_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class ManyNames:
+    """What one run saw (seconds unless named otherwise)."""
+
+    scheme: str
+    runtime: str
+    names: int
+    followers: int
+    duration: float
+    heartbeat: float
+    held_in: float
+    reads: int
+    slowest_read: float
+    token_changes: int
+    foreign_reads: int
+    late_renewals: int
+    oldest_renewal: float
+    demotions: int
+    follower_elections: int
+    load_before: float
+    load_after: float
+    nodes: list[NodeFigures] = field(default_factory=list)
+
+    @property
+    def missed(self) -> int:
+        """Renewals that did not happen, as the records show them (goal 0)."""
+        return self.token_changes + self.foreign_reads + self.late_renewals
+
+
+def fresh_table(url: str) -> tuple[str, str | None]:
+    """``url`` with a lock table of its own for SQL backends, and that table's name."""
+    if urlsplit(url).scheme not in SQL_SCHEMES:
+        return url, None
+    table = f"bench_many_{secrets.token_hex(4)}"
+    return with_option(url, "table", table), table
+
+
+def drop_table(url: str, table: str) -> None:
+    """Drop the run's lock table where this harness knows how (MySQL, MariaDB, SQLite)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("mysql", "mariadb"):
+        import pymysql
+
+        conn = pymysql.connect(
+            host=parts.hostname or "localhost",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=parts.path.removeprefix("/") or None,
+            autocommit=True,
+        )
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
+        finally:
+            conn.close()
+    elif parts.scheme == "sqlite" and parts.path:
+        with sqlite3.connect(parts.path) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+class _Reads:
+    """Every record read once per ``READ_EVERY`` through one backend connection, and the counts."""
+
+    def __init__(self, backend: LockBackend, names: list[str], heartbeat: float) -> None:
+        self._backend = backend
+        self._names = names
+        self._late_after = LATE_HEARTBEATS * heartbeat
+        self._tokens: dict[str, int] = {}
+        self._late: set[str] = set()
+        self.reads = 0
+        self.slowest = 0.0
+        self.token_changes = 0
+        self.foreign = 0
+        self.late = 0
+        self.oldest = 0.0
+
+    def read(self, holder_pids: set[int], host: str) -> None:
+        from returns.io import IO
+        from returns.unsafe import unsafe_perform_io
+
+        started = time.monotonic()
+        for name in self._names:
+            seen = unsafe_perform_io(IO.from_ioresult(self._backend.observe(name, READ_EVERY * 5))).value_or(
+                None
+            )
+            record = seen.record if seen is not None else None
+            if seen is None or record is None or not record.live_at(seen.server_now):
+                self.foreign += 1
+                continue
+            if record.pid not in holder_pids or record.host != host:
+                self.foreign += 1
+            before = self._tokens.get(name)
+            if before is not None and before != record.token:
+                self.token_changes += 1
+            self._tokens[name] = record.token
+            age = seen.server_now - record.renewed_at
+            self.oldest = max(self.oldest, age)
+            if age > self._late_after:
+                if name not in self._late:
+                    self.late += 1
+                    self._late.add(name)
+            else:
+                self._late.discard(name)
+        self.reads += 1
+        self.slowest = max(self.slowest, time.monotonic() - started)
+
+
+def _lines_since(node: Launched, offset: int, word: str) -> int:
+    """Lines of ``node``'s log after byte ``offset`` that contain ``word``."""
+    with node.log.open("rb") as handle:
+        handle.seek(offset)
+        return sum(word in line for line in handle.read().decode(errors="replace").splitlines())
+
+
+def measure(
+    url: str,
+    *,
+    names: int = NAMES,
+    followers: int = FOLLOWERS,
+    duration: float = DURATION,
+    runtime: Runtime = "new",
+    quiet: float = SETTLE,
+    start_limit: float = START_LIMIT,
+) -> ManyNames:
+    """One run on a table of its own: the holder takes every name, the followers join, the
+    window is read; every node is stopped and the table dropped whatever happens."""
+    url, table = fresh_table(url)
+    backend = connect(url)
+    nodes: list[Launched] = []
+    with tempfile.TemporaryDirectory(prefix="gomaster-many-") as scratch:
+        try:
+            return _run(
+                url,
+                backend,
+                nodes,
+                Path(scratch),
+                names=names,
+                followers=followers,
+                duration=duration,
+                runtime=runtime,
+                quiet=quiet,
+                start_limit=start_limit,
+            )
+        finally:
+            for node in reversed(nodes):
+                node.stop()
+            backend.close()
+            if table is not None:
+                drop_table(url, table)
+
+
+def _run(
+    url: str,
+    backend: LockBackend,
+    nodes: list[Launched],
+    scratch: Path,
+    *,
+    names: int,
+    followers: int,
+    duration: float,
+    runtime: Runtime,
+    quiet: float,
+    start_limit: float,
+) -> ManyNames:
+    """The run itself; every node it starts goes into ``nodes`` for the caller to stop."""
+    prefix = f"many{secrets.token_hex(3)}"
+    listed = lock_names(prefix, names)
+    heartbeat = Timing().heartbeat
+    host = socket.gethostname()
+    command = [sys.executable, "-m", "bench.names_node", "--runtime", runtime, "--backend", url]
+    command += ["--prefix", prefix, "--count", str(names)]
+    holder = Launched(
+        [*command, "--hold-within", str(start_limit)], env=node_env(), log=scratch / "holder.log"
+    )
+    nodes.append(holder)
+
+    def held() -> bool:
+        return not not_held(backend, listed, set(tree(holder.pid)), host)
+
+    held_in = settle(holder, held=held, quiet=quiet, limit=start_limit, what="the holder")
+    for i in range(followers):
+        nodes.append(Launched(command, env=node_env(), log=scratch / f"follower{i + 1}.log"))
+        settle(nodes[-1], held=lambda: True, quiet=quiet, limit=start_limit, what=f"follower {i + 1}")
+    reads = _Reads(backend, listed, heartbeat)
+    holder_pids = set(tree(holder.pid))
+    reads.read(holder_pids, host)
+    # The process that starts a ``before`` node's supervisors stands in for N service units.
+    counted_root = not (runtime == "before" and names > 1)
+    windows = [CpuWindow([node.pid], include_root=counted_root) for node in nodes]
+    offsets = [node.log.stat().st_size for node in nodes]
+    load_before = os.getloadavg()[0]
+    for window in windows:
+        window.open()
+    started = time.monotonic()
+    next_read = started + READ_EVERY
+    while (now := time.monotonic()) < started + duration:
+        time.sleep(max(0.0, next_read - now))
+        next_read = max(next_read + READ_EVERY, time.monotonic())
+        for node in nodes:
+            node.check()
+        reads.read(holder_pids, host)
+    usages = [window.close() for window in windows]
+    elapsed = time.monotonic() - started
+    load_after = os.getloadavg()[0]
+    demotions = _lines_since(holder, offsets[0], DEMOTED)
+    elections = sum(_lines_since(node, at, ELECTED) for node, at in zip(nodes[1:], offsets[1:], strict=True))
+    roles = ["holder", *(f"follower {i + 1}" for i in range(followers))]
+    return ManyNames(
+        scheme=urlsplit(url).scheme,
+        runtime=runtime,
+        names=names,
+        followers=followers,
+        duration=elapsed,
+        heartbeat=heartbeat,
+        held_in=held_in,
+        reads=reads.reads,
+        slowest_read=reads.slowest,
+        token_changes=reads.token_changes,
+        foreign_reads=reads.foreign,
+        late_renewals=reads.late,
+        oldest_renewal=reads.oldest,
+        demotions=demotions,
+        follower_elections=elections,
+        load_before=load_before,
+        load_after=load_after,
+        nodes=[
+            NodeFigures(role, u.processes, u.pss_mib, u.cpu_percent)
+            for role, u in zip(roles, usages, strict=True)
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.many_names",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--backend", required=True, help="e.g. mysql://root@127.0.0.1:3306/test")
+    parser.add_argument("--names", type=int, default=NAMES)
+    parser.add_argument("--followers", type=int, default=FOLLOWERS)
+    parser.add_argument("--duration", type=float, default=DURATION)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="new")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE, help="each node's tree unchanged this long (s)"
+    )
+    parser.add_argument("--start-limit", type=float, default=START_LIMIT)
+    args = parser.parse_args(argv)
+    run = measure(
+        args.backend,
+        names=args.names,
+        followers=args.followers,
+        duration=args.duration,
+        runtime=args.runtime,
+        quiet=args.settle,
+        start_limit=args.start_limit,
+    )
+    print(
+        f"{run.names} names on {run.scheme} ({run.runtime} runtime), {run.followers} followers, "
+        f"{run.duration:.1f} s window, holder held every name {run.held_in:.1f} s after its start"
+    )
+    print(
+        f"missed renewals {run.missed} (token changes {run.token_changes}, foreign reads "
+        f"{run.foreign_reads}, late {run.late_renewals}; oldest renewal {run.oldest_renewal:.2f} s, "
+        f"heartbeat {run.heartbeat:g} s), demotions {run.demotions}, follower elections "
+        f"{run.follower_elections}; {run.reads} reads of every record, slowest {run.slowest_read:.2f} s"
+    )
+    for node in run.nodes:
+        print(
+            f"{node.role:<11} {node.processes:>4} processes {node.pss_mib:8.1f} MiB PSS "
+            f"{node.cpu_percent:7.2f} % CPU"
+        )
+    print(f"load average {run.load_before:.2f} -> {run.load_after:.2f} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
