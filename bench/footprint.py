@@ -2,7 +2,7 @@
 
     python -m bench.footprint --backend redis://127.0.0.1:6379/0 [--names 1,10,100,1000]
                               [--systems new,before,tooz] [--roles following,holding]
-                              [--before-names 1,10,100] [--window 10] [--settle 5]
+                              [--before-names 1,10] [--window 10] [--settle 5]
                               [--before 7d9d93a | --before-path DIR]
 
 Issue 18 asks what a node costs per lock name. Three systems, side by side on the same Redis:
@@ -20,7 +20,8 @@ holds every name; the measured node follows them all. *holding*: the measured no
 name, and each held name runs a target that only sleeps (``bench.idle``; for tooz, a thread).
 A cell waits until the election has settled (every name held by the intended node: read from
 the backend for gomaster, from the node's ``elected`` lines for tooz, whose lock does not say
-who holds it; and the measured node's tree unchanged for ``--settle`` seconds), then measures
+who holds it; a follower has looked at every name, as its log or its ``ready`` line says; and
+the measured node's tree unchanged for ``--settle`` seconds), then measures
 ``--window`` seconds: processes in the measured node's whole tree, the sum of their PSS, and
 their CPU time over the window in % of one core (``bench.proctree``). Each gomaster cell uses
 a key prefix of its own, each tooz cell group names of its own; every node is stopped
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from bench.launch import Launched, check_home, gomaster_from, node_env, settle, with_option
-from bench.names_node import describe, lock_names, not_held
+from bench.names_node import LOGGED_FOLLOWING, describe, lock_names, not_held
 from bench.proctree import CpuWindow, Usage, tree
 from gomaster.backends import LockBackend, connect
 from gomaster.core.timing import Timing
@@ -52,9 +53,15 @@ Role: TypeAlias = Literal["following", "holding"]
 SYSTEMS: tuple[System, ...] = ("new", "before", "tooz")
 ROLES: tuple[Role, ...] = ("following", "holding")
 NAMES = (1, 10, 100, 1000)
-#: Sizes the runtime before issue 18 is run at: one supervisor process (and its zygote and
-#: resource tracker, and a worker and a target per held name) per name.
-BEFORE_NAMES = (1, 10, 100)
+#: Sizes the runtime before issue 18 is run at: it needs one supervisor process, with its zygote
+#: and resource tracker (and a worker and a target per held name), per name.
+BEFORE_NAMES = (1, 10)
+#: Why larger sizes are not run, from one trial at 100 names on the 2-core, 24 GiB development
+#: machine (2026-12-04): more than ``SLOW_START`` to settle, and a load average far above the cores.
+BEFORE_CAP = (
+    "100 names, tried once on the 2-core development machine, took 73 s to settle holding "
+    "(500 processes, 5.2 GiB PSS) and drove the 1-minute load average to 95"
+)
 BEFORE_REF = "7d9d93a"
 WINDOW = 10.0
 SETTLE = 5.0
@@ -156,10 +163,11 @@ class _Cell:
         return lambda: not self.missing(node)
 
     def ready(self, node: Launched) -> Callable[[], bool]:
-        """A follower is ready when its tree settles; a tooz one also says so."""
+        """A follower is ready once it has looked at every name: a gomaster one logs whom it
+        waits for, once per name; a tooz one says ``ready`` after its first look at them all."""
         if self.system == "tooz":
             return lambda: node.said("ready") > 0
-        return lambda: True
+        return lambda: node.logged(LOGGED_FOLLOWING) >= self.count
 
     def close(self) -> None:
         for node in reversed(self.nodes):
@@ -262,8 +270,8 @@ def measure(
                     reason = blocked.get(system)
                     if reason is None and system == "before" and size not in before_names:
                         reason = (
-                            f"not run: {size:,} names would be {size:,} supervisor processes, each "
-                            "with its zygote and resource tracker, too many for this machine"
+                            f"not run: {size:,} names are {size:,} supervisor processes, each with its "
+                            f"zygote and resource tracker; {BEFORE_CAP}"
                         )
                     if reason is not None:
                         run.skipped.append(Skipped(system, size, role, reason))
@@ -283,17 +291,22 @@ def measure(
                         )
                     except Exception as exc:
                         run.skipped.append(Skipped(system, size, role, f"{type(exc).__name__}: {exc}"))
-                        blocked[system] = f"not run: {size:,} names failed ({type(exc).__name__})"
+                        blocked[system] = f"not run: {plural(size)} failed ({type(exc).__name__})"
                         say(f"[footprint]   failed: {exc}")
                         continue
                     run.cells.append(done)
                     say(f"[footprint]   {_line(done, before_ref)}")
                     if done.started_in > slow_start:
                         blocked[system] = (
-                            f"not run: {size:,} names took {done.started_in:.0f} s to settle "
+                            f"not run: {plural(size)} took {done.started_in:.0f} s to settle "
                             f"(more than {slow_start:g} s)"
                         )
     return run
+
+
+def plural(names: int) -> str:
+    """``1 name``, ``1,000 names``."""
+    return f"{names:,} name" if names == 1 else f"{names:,} names"
 
 
 def _line(cell: Cell, before_ref: str) -> str:

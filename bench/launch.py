@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from bench.proctree import identities, kill_all, tree
 
@@ -35,10 +35,11 @@ TAIL = 2000
 
 
 def with_option(url: str, key: str, value: str) -> str:
-    """``url`` with the query option ``key=value`` added (or replaced)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key]
-    return urlunsplit(parts._replace(query=urlencode([*query, (key, value)])))
+    """``url`` with the query option ``key=value`` added (or replaced); the rest is kept as written
+    (``urlunsplit`` would turn ``sqlite:///path`` into ``sqlite:/path``)."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != key]
+    return f"{base}?{urlencode([*kept, (key, value)])}"
 
 
 def node_env(gomaster_home: Path | None = None) -> dict[str, str]:
@@ -116,6 +117,16 @@ class Launched:
         """How many lines the node has printed that start with ``prefix``."""
         return sum(line.startswith(prefix) for line in list(self.lines))
 
+    def logged(self, text: str, since: int = 0) -> int:
+        """How many lines of the node's log after byte ``since`` contain ``text``."""
+        try:
+            with self.log.open("rb") as handle:
+                handle.seek(since)
+                data = handle.read()
+        except OSError:
+            return 0
+        return sum(text in line for line in data.decode(errors="replace").splitlines())
+
     def tail(self) -> str:
         """The end of the node's log."""
         try:
@@ -124,10 +135,14 @@ class Launched:
             return ""
 
     def check(self) -> None:
-        """Raise, quoting its log, if the node has exited."""
+        """Raise if the node has exited, with its log's last line (its whole tail goes to stderr)."""
         code = self.process.poll()
         if code is not None:
-            raise RuntimeError(f"{' '.join(self.command[:4])} ... exited with {code}:\n{self.tail()}")
+            tail = self.tail()
+            print(tail, file=sys.stderr, flush=True)
+            last = next((line for line in reversed(tail.splitlines()) if line.strip()), "(no log)")
+            what = " ".join([Path(self.command[0]).name, *self.command[1:3]])
+            raise RuntimeError(f"{what} exited with {code}: {last.strip()}")
 
     def stop(self, timeout: float = STOP_WAIT) -> int | None:
         """SIGTERM, then after ``timeout`` SIGKILL for whatever is left of its group and tree;

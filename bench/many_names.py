@@ -19,6 +19,8 @@ connection, counting
 - demotions: lines of the holder's own log, during the window, that say it was demoted; and
   elections the followers log during the window.
 
+A follower counts as started once its log says, for every name, who it is waiting for.
+
 Missed renewals are token changes + foreign reads + late renewals; the goal is 0 of them and 0
 demotions. Each node's whole process tree is measured over the same window: CPU in % of one core,
 processes and PSS (``bench.proctree``), next to the load average.
@@ -27,6 +29,7 @@ processes and PSS (``bench.proctree``), next to the load average.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import socket
@@ -39,7 +42,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bench.launch import Launched, node_env, settle, with_option
-from bench.names_node import RUNTIMES, Runtime, lock_names, not_held
+from bench.names_node import (
+    LOGGED_DEMOTED,
+    LOGGED_ELECTED,
+    LOGGED_FOLLOWING,
+    RUNTIMES,
+    Runtime,
+    lock_names,
+    not_held,
+)
 from bench.proctree import CpuWindow, tree
 from gomaster.backends import LockBackend, connect
 from gomaster.core.timing import Timing
@@ -56,9 +67,6 @@ LATE_HEARTBEATS = 2.0
 READ_EVERY = 1.0
 #: Schemes whose lock table is named by the ``table`` option.
 SQL_SCHEMES = ("mysql", "mariadb", "sqlite", "postgresql", "postgres")
-#: What the runtime logs when a node loses a name, and when it wins one.
-DEMOTED = "demoted"
-ELECTED = "elected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +135,11 @@ def drop_table(url: str, table: str) -> None:
                 cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
         finally:
             conn.close()
-    elif parts.scheme == "sqlite" and parts.path:
-        with sqlite3.connect(parts.path) as conn:
+    elif parts.scheme == "sqlite":
+        # sqlite:///relative.db and sqlite:////absolute.db, as gomaster reads them.
+        with contextlib.closing(sqlite3.connect(url.partition("?")[0].removeprefix("sqlite:///"))) as conn:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.commit()
 
 
 class _Reads:
@@ -177,13 +187,6 @@ class _Reads:
                 self._late.discard(name)
         self.reads += 1
         self.slowest = max(self.slowest, time.monotonic() - started)
-
-
-def _lines_since(node: Launched, offset: int, word: str) -> int:
-    """Lines of ``node``'s log after byte ``offset`` that contain ``word``."""
-    with node.log.open("rb") as handle:
-        handle.seek(offset)
-        return sum(word in line for line in handle.read().decode(errors="replace").splitlines())
 
 
 def measure(
@@ -253,8 +256,13 @@ def _run(
 
     held_in = settle(holder, held=held, quiet=quiet, limit=start_limit, what="the holder")
     for i in range(followers):
-        nodes.append(Launched(command, env=node_env(), log=scratch / f"follower{i + 1}.log"))
-        settle(nodes[-1], held=lambda: True, quiet=quiet, limit=start_limit, what=f"follower {i + 1}")
+        follower = Launched(command, env=node_env(), log=scratch / f"follower{i + 1}.log")
+        nodes.append(follower)
+
+        def following(node: Launched = follower) -> bool:
+            return node.logged(LOGGED_FOLLOWING) >= names
+
+        settle(follower, held=following, quiet=quiet, limit=start_limit, what=f"follower {i + 1}")
     reads = _Reads(backend, listed, heartbeat)
     holder_pids = set(tree(holder.pid))
     reads.read(holder_pids, host)
@@ -276,8 +284,8 @@ def _run(
     usages = [window.close() for window in windows]
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()[0]
-    demotions = _lines_since(holder, offsets[0], DEMOTED)
-    elections = sum(_lines_since(node, at, ELECTED) for node, at in zip(nodes[1:], offsets[1:], strict=True))
+    demotions = holder.logged(LOGGED_DEMOTED, offsets[0])
+    elections = sum(node.logged(LOGGED_ELECTED, at) for node, at in zip(nodes[1:], offsets[1:], strict=True))
     roles = ["holder", *(f"follower {i + 1}" for i in range(followers))]
     return ManyNames(
         scheme=urlsplit(url).scheme,

@@ -53,6 +53,11 @@ OBSERVE_TIMEOUT = 5.0
 STOP_WAIT = 30.0
 #: How many names a failure message lists.
 SHOWN = 5
+#: What the runtime logs (to stderr, when the application set up no logging): once per name a
+#: follower first sees held by another node, and when a node wins or loses a name.
+LOGGED_FOLLOWING = "waiting: master is"
+LOGGED_ELECTED = "elected master of"
+LOGGED_DEMOTED = "demoted from master of"
 
 
 def lock_names(prefix: str, count: int, offset: int = 0) -> list[str]:
