@@ -7,7 +7,7 @@
   (``poll(None)`` then ``recv``); the receiver stamps arrival on the shared
   ``CLOCK_MONOTONIC``, so the figure is one-way.
 - Forked: a real ``Supervisor`` (SQLite backend, no other contender) in this process, whose
-  zygote forks a worker at each ``Elected``. ``SupervisorOptions.on_event`` stamps each
+  zygote forks a worker at each ``Elected``. ``Job.on_event`` stamps each
   ``Elected`` on the elector thread; the target's first act is a mark. Between samples the node
   resigns and wins again one ttl later.
 - Spawned: what each start would cost without a zygote: a process spawned at ``Elected`` that
@@ -39,7 +39,7 @@ from gomaster.core.events import Announcement, Elected
 from gomaster.core.timing import Timing
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
-from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+from gomaster.runtime.supervisor import Job, Supervisor
 
 GOAL_PIPE_P50 = 0.001
 GOAL_FORKED_P50, GOAL_FORKED_P99 = 0.003, 0.010
@@ -121,9 +121,8 @@ def forked_latency(elections: int, scratch: Path) -> Summary:
 
     backend = connect(f"sqlite:///{scratch / 'forked.db'}")
     config = Config(name="bench_forked", me=new_identity("bench"), timing=Timing.from_ttl(FORKED_TTL))
-    supervisor = Supervisor(
-        [functools.partial(mark_start, str(log))], backend, config, SupervisorOptions(on_event=on_event)
-    )
+    job = Job(config=config, targets=[functools.partial(mark_start, str(log))], on_event=on_event)
+    supervisor = Supervisor(backend, [job])
     delays: list[float] = []
     failure: list[BaseException] = []
 
@@ -131,12 +130,12 @@ def forked_latency(elections: int, scratch: Path) -> Summary:
         tail = MarkTail(log)
         try:
             tail.next_start(0.0, WAIT)  # the first start also loads the target's modules
-            supervisor.elector.resign()
+            supervisor.election().resign()
             while len(delays) < elections:
                 mark = tail.next_start(0.0, WAIT)
                 token = int(str(mark["token"]))
                 delays.append(float(str(mark["t"])) - elected_at[token])
-                supervisor.elector.resign()
+                supervisor.election().resign()
         except BaseException as exc:
             failure.append(exc)
         finally:

@@ -34,7 +34,7 @@ from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected
 from gomaster.core.timing import Timing
 from gomaster.runtime.clock import boottime
-from gomaster.runtime.elector import Elector, RenewOutcome, Watched
+from gomaster.runtime.elector import Election, Elector, RenewOutcome, Watched
 from gomaster.runtime.supervise import new_identity
 
 PER_HOST = 100
@@ -113,7 +113,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _first_look(elector: Elector) -> None:
+def _first_look(elector: Election) -> None:
     """Wait until ``elector`` has read its lock once, so its connection is set up.
 
     Electors start one after another: a thousand connections opened in the same instant, each
@@ -134,15 +134,16 @@ def host_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     threading.stack_size(STACK_SIZE)
     timing = Timing.from_ttl(args.ttl)
-    electors: list[Elector] = []
+    electors: list[Election] = []
     tallies: list[_Tally] = []
     threads: list[threading.Thread] = []
     for name in args.names.split(","):
         for _ in range(args.contenders):
             tally = _Tally(timing.heartbeat)
             config = Config(name=name, me=new_identity("bench"), timing=timing)
-            elector = Elector(connect(args.backend), config, tally.announce, watch=tally.watch)
-            thread = threading.Thread(target=elector.run, daemon=True)
+            node = Elector(connect(args.backend))
+            elector = node.join(config, tally.announce, watch=tally.watch)
+            thread = threading.Thread(target=node.run, daemon=True)
             thread.start()
             electors.append(elector)
             tallies.append(tally)

@@ -6,9 +6,11 @@ delays a renewal. :class:`Notices` keeps what a process subscribed to and notice
 while nobody waited for them (they answer the next wait for that name at once); the backend
 writes only how to subscribe and how to receive.
 
-Any number of threads may wait at once, for one name or for several: one of them, the reader,
-holds the session and receives for all; the others sleep until it hands them their notice, or
-until it is done and one of them reads in its place.
+Any number of threads may wait at once, each for one name or for many: one of them, the reader,
+holds the session and receives for all; the others sleep until it hands them their notices, or
+until it is done and one of them reads in its place. A wait for many names (a supervisor's one
+listener for every name it follows) returns as soon as any of them has a notice, with all of
+them that have one by then.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
@@ -34,8 +36,9 @@ _STEP = "wait_for_release"
 class Listener(Protocol[_C_contra]):
     """How one backend subscribes to release notices and receives them."""
 
-    def subscribe(self, conn: _C_contra, channel: str) -> None:
-        """Start receiving notices on ``channel``."""
+    def subscribe(self, conn: _C_contra, channels: Collection[str]) -> None:
+        """Start receiving notices on every one of ``channels`` (all at once: a supervisor
+        follows hundreds of names, and one round trip each would delay its first wait)."""
         ...
 
     def receive(self, conn: _C_contra, timeout: float) -> Iterable[str]:
@@ -89,41 +92,65 @@ class Notices(Generic[_C]):
             interrupt(conn)
         self.session.close()
 
-    def wait(self, channel: str, timeout: float) -> Result[bool, BackendError]:
-        """Block up to ``timeout`` for a notice on ``channel``: True when one came (perhaps while
-        nobody waited), False when time ran out or :meth:`close` ended the wait."""
+    def wait_for(
+        self, names: Collection[str], timeout: float, channel: Callable[[str], str]
+    ) -> Result[frozenset[str], BackendError]:
+        """:meth:`wait_any` for lock ``names``, each announced on ``channel(name)``: the names
+        that had a notice."""
+        channels = {channel(name): name for name in names}
+        return self.wait_any(channels, timeout).map(lambda heard: frozenset(channels[c] for c in heard))
+
+    def wait_any(self, channels: Collection[str], timeout: float) -> Result[frozenset[str], BackendError]:
+        """Block up to ``timeout`` for a notice on any of ``channels``: those that had one
+        (perhaps while nobody waited; each notice is handed out once), empty when time ran out or
+        :meth:`close` ended the wait. No channels: waits out ``timeout`` without connecting, so
+        a listener with nothing to follow does not spin."""
+        wanted = frozenset(channels)
         deadline = time.monotonic() + timeout
         closes = self.closes
         with self._changed:
-            self.wanted.add(channel)
+            if not wanted:
+                self._changed.wait_for(
+                    lambda: self.closes != closes, min(deadline - time.monotonic(), MAX_SECONDS)
+                )
+                return Success(frozenset())
+            self.wanted |= wanted
             settled = self._changed.wait_for(
-                lambda: not self._reading or channel in self.pending or self.closes != closes,
+                lambda: not self._reading or not wanted.isdisjoint(self.pending) or self.closes != closes,
                 min(deadline - time.monotonic(), MAX_SECONDS),
             )
             if not settled or self.closes != closes:
-                return Success(False)
-            if channel in self.pending:
-                self.pending.discard(channel)
-                return Success(True)
+                return Success(frozenset())
+            found = self._take(wanted)
+            if found:
+                return Success(found)
             self._reading = True
         try:
-            return self._read(channel, timeout, deadline, closes)
+            return self._read(wanted, timeout, deadline, closes)
         finally:
             with self._changed:
                 self._reading = False
                 self._changed.notify_all()
 
-    def _read(self, channel: str, timeout: float, deadline: float, closes: int) -> Result[bool, BackendError]:
-        """Be the reader until ``channel``'s notice comes, ``deadline`` passes or a close."""
+    def _take(self, wanted: frozenset[str]) -> frozenset[str]:
+        """The pending notices among ``wanted``, handed out (under ``_changed``)."""
+        found = wanted & self.pending
+        self.pending -= found
+        return found
+
+    def _read(
+        self, wanted: frozenset[str], timeout: float, deadline: float, closes: int
+    ) -> Result[frozenset[str], BackendError]:
+        """Be the reader until a notice among ``wanted`` comes, ``deadline`` passes or a close."""
         session = self.session
 
-        def read() -> Result[bool, BackendError]:
+        def read() -> Result[frozenset[str], BackendError]:
             return session.locked(
-                _STEP, timeout, deadline, lambda conn: self._receive(conn, channel, deadline)
+                _STEP, timeout, deadline, lambda conn: self._receive(conn, wanted, deadline)
             )
 
         if not session.hold(timeout):
-            return Success(False)
+            return Success(frozenset())
         try:
             reused = session.conn is not None
             outcome = read()
@@ -136,26 +163,26 @@ class Notices(Generic[_C]):
                 # An idle listener learns that its server restarted only by waiting on it; the
                 # notices it would have had are gone anyway, so listen afresh at once.
                 outcome = read()
-            return Success(False) if self.closes != closes else outcome
+            return Success(frozenset()) if self.closes != closes else outcome
         finally:
             session.let_go()
 
-    def _receive(self, conn: _C, channel: str, deadline: float) -> bool:
+    def _receive(self, conn: _C, wanted: frozenset[str], deadline: float) -> frozenset[str]:
         """Hand every notice heard to its waiter, subscribing to new channels between turns."""
         heard: set[str] = set()
         while True:
             with self._changed:
                 if heard:
-                    self.pending.update(heard)
+                    self.pending |= heard
                     self._changed.notify_all()
-                if channel in self.pending:
-                    self.pending.discard(channel)
-                    return True
+                found = self._take(wanted)
+                if found:
+                    return found
                 fresh = self.wanted - self.channels
-            for name in fresh:
-                self.listener.subscribe(conn, name)
-                self.channels.add(name)
+            if fresh:
+                self.listener.subscribe(conn, fresh)
+                self.channels |= fresh
             left = deadline - time.monotonic()
             if left <= 0:
-                return False
+                return frozenset()
             heard = set(self.listener.receive(conn, min(left, self.turn)))

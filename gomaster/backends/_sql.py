@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -522,6 +522,12 @@ class SQLBackend(Configured[_S]):
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """No notices here: report at once that none came, and let the elector poll."""
         return IOSuccess(False)
+
+    def wait_for_releases(
+        self, names: Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """No notices here: report at once that none came, and let the elector poll."""
+        return IOSuccess(frozenset())
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name in the table."""

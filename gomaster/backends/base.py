@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol, runtime_checkable
 
 from returns.io import IOResult
@@ -76,6 +77,19 @@ class LockBackend(Protocol):
         """Block up to ``timeout`` for a release notice; True if one came. Polling backends sleep."""
         ...
 
+    def wait_for_releases(
+        self, names: Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """Block up to ``timeout`` for a release notice on any of ``names``; the ones that had one.
+
+        One listener follows every name of a process, so this returns as soon as any of them is
+        released, with every one released by then; an empty set when time ran out. A notice that
+        came while nobody waited is kept for the next wait that includes its name, once a wait
+        has included it (that subscribes it; names may change between calls). A backend that
+        cannot notify answers an empty set at once, and the elector polls.
+        """
+        ...
+
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name the backend has a record for."""
         ...
@@ -83,3 +97,4 @@ class LockBackend(Protocol):
     def close(self) -> None:
         """Drop this process's connection; the object stays usable and reconnects on demand."""
         ...
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -30,7 +30,8 @@ class MemoryStore:
     clock: Callable[[], float] = time.time
     records: dict[str, LockRecord] = field(default_factory=dict)
     lock: threading.Condition = field(default_factory=threading.Condition)
-    releases: int = 0
+    #: How many times each name was released: a waiter's notice is a count it has not seen.
+    releases: dict[str, int] = field(default_factory=dict)
 
     def keep(self, record: _R) -> _R:
         """Store ``record``, if any (under ``lock``, which the caller holds), and return it."""
@@ -45,6 +46,9 @@ class MemoryBackend:
     def __init__(self, store: MemoryStore | None = None, *, label: str = "memory://") -> None:
         self._store = store if store is not None else MemoryStore()
         self._label = label
+        #: The release count of each name this object waited for, as of its last notice: like
+        #: a listener's subscription, a name is followed from its first wait on.
+        self._heard: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"MemoryBackend({self._label!r})"
@@ -94,7 +98,7 @@ class MemoryBackend:
         with self._store.lock:
             released = self._store.keep(release_in(self._store.records, record, self._store.clock()))
             if released is not None:
-                self._store.releases += 1
+                self._store.releases[record.name] = self._store.releases.get(record.name, 0) + 1
                 self._store.lock.notify_all()
             return IOSuccess(released is not None)
 
@@ -114,11 +118,29 @@ class MemoryBackend:
             return IOSuccess(None if repaired is None else repaired.token)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block until any release in this store, or ``timeout``."""
-        with self._store.lock:
-            seen = self._store.releases
-            woke = self._store.lock.wait_for(lambda: self._store.releases != seen, timeout=timeout)
-            return IOSuccess(bool(woke))
+        """:meth:`wait_for_releases` of ``name`` alone: True when it was released."""
+        return self.wait_for_releases((name,), timeout).map(bool)
+
+    def wait_for_releases(
+        self, names: Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """Block until any of ``names`` is released, or ``timeout``: the names released since this
+        object's last notice of each (from its first wait for a name on, as a listener would)."""
+        store = self._store
+        found: frozenset[str] = frozenset()
+
+        def news() -> bool:
+            nonlocal found
+            found = frozenset(name for name in names if store.releases.get(name, 0) > self._heard[name])
+            return bool(found)
+
+        with store.lock:
+            for name in names:
+                self._heard.setdefault(name, store.releases.get(name, 0))
+            store.lock.wait_for(news, timeout=timeout)
+            for name in found:
+                self._heard[name] = store.releases[name]
+            return IOSuccess(found)
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every name with a record."""

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from collections import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -310,10 +311,10 @@ class _ChangeStream(_Driver):
             with contextlib.suppress(PyMongoError), _bounded(link, _CLOSE_TIMEOUT):
                 link.stream.close()
 
-    def subscribe(self, link: _Link, channel: str) -> None:
-        """Watch ``channel`` too: a new stream for all the names, resuming where the old one
+    def subscribe(self, link: _Link, channels: abc.Collection[str]) -> None:
+        """Watch ``channels`` too: one new stream for all the names, resuming where the old one
         was, so no release between the two is missed."""
-        link.names.append(channel)
+        link.names.extend(channels)
         if not self.notifies:
             return
         old = link.stream
@@ -360,14 +361,24 @@ class _ChangeStream(_Driver):
         link.credit -= 1
         wait = min(timeout, _AWAIT)
         _await(link.stream, wait)
+        heard: list[str] = []
         try:
             with _bounded(link, wait + _REPLY):
                 change = link.stream.try_next()  # on its next call pymongo resumes a broken one
+                while change is not None:
+                    heard.append(str(change["documentKey"]["_id"]))
+                    change = link.stream.try_next() if _buffered(link.stream) else None
         except PyMongoError as exc:
             if exc.timeout and all(getattr(known.error, "timeout", True) for known in _servers(link.client)):
-                return ()
+                return heard
             raise
-        return () if change is None else (str(change["documentKey"]["_id"]),)
+        return heard
+
+
+def _buffered(stream: ChangeStream[Document]) -> bool:
+    """Whether the stream's last read brought more changes than were taken: a burst of releases
+    is handed out in one turn, not one per paced read (see ``_READS``)."""
+    return bool(stream._cursor._data)
 
 
 def _await(stream: ChangeStream[Document], seconds: float) -> None:
@@ -584,8 +595,16 @@ class MongoBackend(Configured[_Settings]):
         )
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Ends by ``timeout``, or a reply's allowance (0.1 s) later."""
-        return IOResult.from_result(self._notices.wait(name, timeout))
+        """:meth:`wait_for_releases` of ``name`` alone: True when its release came."""
+        return self.wait_for_releases((name,), timeout).map(bool)
+
+    def wait_for_releases(
+        self, names: abc.Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """The names among ``names`` released (kept while nobody waited), from the change stream,
+        which watches every name ever waited for; new names cost one new stream, resumed where
+        the old one was. Ends by ``timeout``, or a reply's allowance (0.1 s) later."""
+        return IOResult.from_result(self._notices.wait_for(names, timeout, str))
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name in the collection, sorted."""

@@ -23,7 +23,7 @@ import math
 import re
 import select
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -393,8 +393,9 @@ def _connect_fault(settings: _Settings, cause: str) -> Fault:
 class _Listen:
     """LISTEN on the listener connection, and its notices."""
 
-    def subscribe(self, conn: _Connection, channel: str) -> None:
-        conn.execute(f'LISTEN "{channel}"')
+    def subscribe(self, conn: _Connection, channels: Collection[str]) -> None:
+        """Every LISTEN in one simple-protocol message (channel names are hex identifiers)."""
+        conn.execute("; ".join(f'LISTEN "{channel}"' for channel in channels))
 
     def receive(self, conn: _Connection, timeout: float) -> Iterable[str]:
         waited = conn.notifies(timeout=None if timeout == math.inf else timeout, stop_after=1)
@@ -447,10 +448,17 @@ class PostgreSQLBackend(ServerBackend[_Settings]):
         return _rows(conn, statement, self._settings.statement_timeout)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` on the listener connection for a release notice for ``name``: True
-        when one came (perhaps while nobody waited: notices are kept until asked for), False when
-        the time ran out or another thread waited on the listener all that time."""
-        return IOResult.from_result(self._notices.wait(self.channel(name), timeout))
+        """:meth:`wait_for_releases` of ``name`` alone: True when its notice came."""
+        return self.wait_for_releases((name,), timeout).map(bool)
+
+    def wait_for_releases(
+        self, names: Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """Block up to ``timeout`` on the listener connection for a release notice on any of
+        ``names``: the names that had one (perhaps while nobody waited: notices are kept until
+        asked for), empty when the time ran out or another thread waited on the listener all
+        that time. New names are LISTENed to in one message."""
+        return IOResult.from_result(self._notices.wait_for(names, timeout, self.channel))
 
     def close(self) -> None:
         """Close this process's connections; a call in progress (a listener waiting out its

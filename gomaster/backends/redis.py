@@ -36,7 +36,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Never, Protocol, TypeVar
 
@@ -589,16 +589,17 @@ class _Redis:
                 return Fault("other", cause)
         return Fault("other", f"{type(exc).__name__}: {cause}")
 
-    def subscribe(self, conn: _Wire, channel: str) -> None:
-        """SUBSCRIBE without waiting for the confirmation (``receive`` skips it): Redis orders it
-        before any PUBLISH that reaches the server later."""
-        conn.send_command("SUBSCRIBE", channel)
+    def subscribe(self, conn: _Wire, channels: Collection[str]) -> None:
+        """One SUBSCRIBE without waiting for the confirmations (``receive`` skips them): Redis
+        orders it before any PUBLISH that reaches the server later."""
+        conn.send_command("SUBSCRIBE", *channels)
 
     def receive(self, conn: _Wire, timeout: float) -> list[str]:
-        """The channels of the release messages that arrive first, within ``timeout``."""
+        """The channels of the release messages that arrive first, within ``timeout``, and of
+        those already read from the socket with them (a burst of releases is one turn)."""
         deadline = time.monotonic() + timeout
         heard: list[str] = []
-        while not heard and time.monotonic() < deadline and conn.can_read(timeout=seconds_left(deadline)):
+        while time.monotonic() < deadline and conn.can_read(timeout=0 if heard else seconds_left(deadline)):
             self.arm(conn, deadline)  # a timed can_read leaves the socket's timeout at redis-py's
             match conn.read_response():
                 case [b"message", bytes(channel), _]:
@@ -825,10 +826,18 @@ class RedisBackend(Configured[_Settings]):
         return self._script(REPAIR, name, timeout, args, _repaired)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
-        """Block up to ``timeout`` until ``name`` is released: True when a release came (perhaps
-        between two waits: the subscription is kept), False when none did, a failure when the
-        connection broke."""
-        return IOResult.from_result(self._notices.wait(self.keys(name).channel, timeout))
+        """:meth:`wait_for_releases` of ``name`` alone: True when a release came."""
+        return self.wait_for_releases((name,), timeout).map(bool)
+
+    def wait_for_releases(
+        self, names: Collection[str], timeout: float
+    ) -> IOResult[frozenset[str], BackendError]:
+        """Block up to ``timeout`` until any of ``names`` is released: the names released (perhaps
+        between two waits: subscriptions are kept), empty when none was, a failure when the
+        connection broke. New names are subscribed in one SUBSCRIBE."""
+        return IOResult.from_result(
+            self._notices.wait_for(names, timeout, lambda name: self.keys(name).channel)
+        )
 
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name ever claimed under this prefix, sorted."""

@@ -22,7 +22,7 @@ from gomaster.runtime.console import announce_holder
 from gomaster.runtime.fds import close_all_but_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
-from gomaster.runtime.supervisor import Supervisor, SupervisorOptions, Verdict
+from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions, Verdict
 
 Restart: TypeAlias = Literal["on-failure", "always", "never"]
 
@@ -135,13 +135,14 @@ def run_command(
             supervisors[0].request_stop()
 
     me = new_identity(version)
-    supervisor = Supervisor(
-        [command_target(command, name)],
-        backend,
-        Config(name=name, me=me, timing=timing),
-        SupervisorOptions(on_exit=_verdict(options), on_event=on_event, watch=announce_holder(me.node_id)),
+    job = Job(
+        config=Config(name=name, me=me, timing=timing),
+        targets=[command_target(command, name)],
         labels=[os.path.basename(command[0])],
+        on_event=on_event,
+        watch=announce_holder(me.node_id),
     )
+    supervisor = Supervisor(backend, [job], SupervisorOptions(on_exit=_verdict(options)))
     supervisors.append(supervisor)
     supervisor.run()
     if demoted_while_running:

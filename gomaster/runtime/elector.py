@@ -1,13 +1,19 @@
-"""Drives the election machine with a real backend, a real clock and threads.
+"""Drives many elections, one state machine per lock name, with one backend and a real clock.
 
-Backend calls run on their own thread, one at a time, so the loop that feeds the machine never
-blocks on I/O: when a renewal hangs, the loop still wakes at the leader's deadline and the
-machine demotes. Every backend call gets a timeout no longer than what the machine allows.
+One loop thread feeds every name's machine and sleeps until the earliest deadline of any (and
+at most ``MAX_SLEEP``, so a suspend is noticed promptly: deadlines run on CLOCK_BOOTTIME). One
+I/O thread makes the backend calls, so the loop never blocks on I/O: when a renewal hangs, the
+loop still wakes at the leader's deadline and that name demotes. Every call gets a timeout no
+longer than what its machine allows, less the time it waited behind other calls; renewals go
+first. One listener thread turns release notices for every name into ``Notified`` inputs.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -45,6 +51,7 @@ from gomaster.core.election import (
 from gomaster.core.errors import BackendError, Lost
 from gomaster.core.events import Announcement
 from gomaster.core.record import LockRecord
+from gomaster.core.timing import Timing
 from gomaster.runtime._io import performed
 from gomaster.runtime.clock import boottime
 
@@ -54,9 +61,19 @@ MAX_SLEEP = 0.25
 NOTIFY_WAIT = 5.0
 #: Extra time allowed for the final release when leaving.
 RELEASE_SLACK = 1.0
+#: The shortest timeout a call is sent with.
+MIN_TIMEOUT = 0.001
+#: Routine wake-ups (a follower's next look, a leader's next renewal) are put off to the next
+#: multiple of ``retry`` (followers) or ``heartbeat`` (leaders) divided by this, so that the
+#: names of a node come due together and their calls go out in one batch. Claims of an expiring
+#: lease and deadlines are never put off, and a renewal never past its deadline.
+ALIGN_PARTS = 8
 
 Role: TypeAlias = Literal["follower", "leader", "stopped"]
 Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
+
+#: Which queued calls go first: a renewal keeps a lease, a release hands one over.
+_URGENCY: dict[type, int] = {SendRenew: 0, SendRelease: 1, SendClaim: 2, Observe: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,29 @@ class ElectorStatus:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Returned by an ``announce`` callback for a demotion whose work is still stopping: the
+    election sends nothing more (its release above all) until :meth:`Election.resume`, or
+    ``until`` (local clock) at the latest. Other elections carry on meanwhile."""
+
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume:
+    """The work of a held demotion has stopped: go on."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call waiting for the I/O thread, and when it was asked for (its timeout runs from then)."""
+
+    election: Election
+    request: Request
+    asked_at: float
+
+
 def _role(state: State) -> Role:
     match state:
         case Leader():
@@ -108,39 +148,59 @@ def _role(state: State) -> Role:
             return "stopped"
 
 
-class Elector:
-    """One node's participation in the election for one lock name."""
+def aligned(state: State, timing: Timing, wake: float) -> float:
+    """``wake`` put off to the next step of a grid shared by every name (see ``ALIGN_PARTS``)
+    when it is a routine one; else ``wake`` itself."""
+    match state:
+        case Follower(inflight=None, expiring=None, stopping=False):
+            step_ = timing.retry / ALIGN_PARTS
+            return math.ceil(wake / step_) * step_
+        case Leader(inflight=None, lease=lease) if wake < lease.deadline:
+            step_ = timing.heartbeat / ALIGN_PARTS
+            return min(math.ceil(wake / step_) * step_, lease.deadline)
+        case _:
+            return wake
+
+
+class Election:
+    """This node's part in the election of one lock name, run by an :class:`Elector`."""
 
     def __init__(
         self,
-        backend: LockBackend,
+        elector: Elector,
         config: Config,
-        announce: Callable[[Announcement], None],
-        *,
-        clock: Callable[[], float] = boottime,
-        logger: logging.Logger | None = None,
-        watch: Callable[[Watched], None] | None = None,
+        announce: Callable[[Announcement], Hold | None],
+        watch: Callable[[Watched], None] | None,
     ) -> None:
-        self._backend = backend
+        self._elector = elector
         self._config = config
         self._announce = announce
-        self._clock = clock
-        self._log = logger if logger is not None else logging.getLogger("gomaster")
-        self._inputs: queue.Queue[Input] = queue.Queue()
-        self._requests: queue.Queue[Request | None] = queue.Queue()
-        self._state: State = initial(clock())
+        self._watch = watch
+        self._state: State = initial(elector.clock())
         self._status = ElectorStatus(
             role="follower", token=None, record=None, server_now=None, seen_at=None, error=None
         )
         self._status_lock = threading.Lock()
-        self._watch = watch
         self._holder: tuple[str, int] | None = None
-        self.done = threading.Event()
+        #: Which wake-up in the elector's heap is this election's current one.
+        self.wake_seq = -1
+        #: Commands held back until the work of a demotion has stopped, and inputs that came
+        #: meanwhile, in order; ``hold_until`` is when the hold ends anyway.
+        self._held: tuple[Command, ...] | None = None
+        self._backlog: list[Input] = []
+        self.hold_until = 0.0
+        #: Stopped, with nothing held back: the elector is done with it.
+        self.finished = False
 
     @property
     def config(self) -> Config:
-        """The lock name, node identity and timings of this elector."""
+        """The lock name, node identity and timings of this election."""
         return self._config
+
+    @property
+    def name(self) -> str:
+        """The lock name."""
+        return self._config.name
 
     def status(self) -> ElectorStatus:
         """A consistent snapshot, safe to call from any thread."""
@@ -148,62 +208,74 @@ class Elector:
             return self._status
 
     def stop(self) -> None:
-        """Leave the election: demote (stopping the work) and release, then end ``run``."""
-        self._inputs.put(StopRequested(self._clock()))
+        """Leave this election: demote (stopping the work) and release."""
+        self._elector.put(self, StopRequested(self._elector.clock()))
 
     def resign(self) -> None:
         """Step down and release now; contend again after one ttl."""
-        self._inputs.put(ResignRequested(self._clock()))
+        self._elector.put(self, ResignRequested(self._elector.clock()))
 
-    # -- the loop -----------------------------------------------------------------------
+    def resume(self) -> None:
+        """The work of the demotion this election holds for has stopped (see :class:`Hold`)."""
+        self._elector.put(self, _Resume())
 
-    def run(self) -> None:
-        """Run until stopped. Call on a thread of its own; never raises for backend trouble."""
-        io = threading.Thread(target=self._serve_requests, name="gomaster-io", daemon=True)
-        io.start()
-        if self._backend.notifies:
-            threading.Thread(target=self._listen, name="gomaster-listen", daemon=True).start()
-        try:
-            self._loop()
-        finally:
-            self._requests.put(None)
-            io.join(self._config.timing.renew_deadline + RELEASE_SLACK)
-            self.done.set()
+    # -- driven by the elector's loop ---------------------------------------------------
 
-    def _loop(self) -> None:
-        state, commands = step(self._config, self._state, Tick(self._clock()))
-        while True:
-            self._set_state(state)
-            wake = self._execute(commands)
-            if isinstance(state, Stopped):
-                return
-            timeout = MAX_SLEEP if wake is None else min(MAX_SLEEP, max(0.0, wake - self._clock()))
-            try:
-                event = self._inputs.get(timeout=timeout)
-            except queue.Empty:
-                event = Tick(self._clock())
-            self._note(event)
-            state, commands = step(self._config, state, event)
+    @property
+    def state(self) -> State:
+        """The machine's state now (read on the elector's loop)."""
+        return self._state
 
-    def _execute(self, commands: tuple[Command, ...]) -> float | None:
+    @property
+    def stopped(self) -> bool:
+        """The machine has stopped (a release may still be held back)."""
+        return isinstance(self._state, Stopped)
+
+    @property
+    def holding(self) -> bool:
+        """Commands wait for the work of a demotion to stop."""
+        return self._held is not None
+
+    def advance(self, event: Input) -> float | None:
+        """Feed one input to the machine and carry out its commands; when to wake it next.
+        While a hold lasts the input waits its turn."""
+        if self._held is not None:
+            self._backlog.append(event)
+            return self.hold_until
+        self._note(event)
+        state, commands = step(self._config, self._state, event)
+        self._set_state(state)
+        return self._perform(commands)
+
+    def release_hold(self) -> float | None:
+        """End the hold: send what it kept back, then feed the inputs that waited."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        wake = self._perform(held)
+        while self._held is None and self._backlog:
+            wake = self.advance(self._backlog.pop(0))
+        return wake
+
+    def _perform(self, commands: tuple[Command, ...]) -> float | None:
         wake: float | None = None
-        for command in commands:
+        for index, command in enumerate(commands):
             match command:
                 case Observe() | SendClaim() | SendRenew() | SendRelease():
-                    self._requests.put(command)
-                case Announce(event=event):
-                    self._announce(event)
+                    self._elector.call(self, command)
+                case Announce(event=announced):
+                    hold = self._announce(announced)
+                    if hold is not None:
+                        self._held, self.hold_until = commands[index + 1 :], hold.until
+                        return hold.until
                 case Warn(message=message):
-                    self._log.warning("%s", message, extra=self._context())
+                    self._elector.log.warning("%s", message, extra=self._context())
                 case WaitUntil(at=at):
                     wake = at
         return wake
 
     def _context(self) -> dict[str, object]:
-        token = self._status.token
-        return {"lock": self._config.name, "node_id": self._config.me.node_id, "token": token}
-
-    # -- status -------------------------------------------------------------------------
+        return {"lock": self._config.name, "node_id": self._config.me.node_id, "token": self._status.token}
 
     def _tell(self, observation: Watched) -> None:
         """Hand an observation to the watcher (metrics, on_new_leader); it must never hurt us."""
@@ -212,7 +284,7 @@ class Elector:
         try:
             self._watch(observation)
         except Exception:
-            self._log.exception("observer of lock %r raised", self._config.name)
+            self._elector.log.exception("observer of lock %r raised", self._config.name)
 
     def _set_state(self, state: State) -> None:
         self._state = state
@@ -251,62 +323,212 @@ class Elector:
             if error is not None:
                 self._status = replace(self._status, error=error)
             else:
-                seen_at = self._clock()
+                seen_at = self._elector.clock()
                 self._status = replace(
                     self._status, record=record, server_now=server_now, seen_at=seen_at, error=None
                 )
 
+
+class Elector:
+    """Every election this node takes part in, on one backend: add them with :meth:`join`, then
+    call :meth:`run` on a thread of its own."""
+
+    def __init__(
+        self,
+        backend: LockBackend,
+        *,
+        clock: Callable[[], float] = boottime,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._backend = backend
+        self.clock = clock
+        self.log = logger if logger is not None else logging.getLogger("gomaster")
+        self._elections: dict[str, Election] = {}
+        self._inputs: queue.Queue[tuple[Election, Input | _Resume]] = queue.Queue()
+        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._wakes: list[tuple[float, int, Election]] = []
+        self._seq = itertools.count()
+        self._finished = 0
+        self._running = False
+        self.done = threading.Event()
+
+    def join(
+        self,
+        config: Config,
+        announce: Callable[[Announcement], Hold | None],
+        *,
+        watch: Callable[[Watched], None] | None = None,
+    ) -> Election:
+        """Take part in the election of ``config.name`` (before :meth:`run`; a name once)."""
+        if self._running:
+            raise RuntimeError("join every election before the elector runs")
+        if config.name in self._elections:
+            raise ValueError(f"lock name {config.name!r} is already taken part in by this elector")
+        election = Election(self, config, announce, watch)
+        self._elections[config.name] = election
+        return election
+
+    @property
+    def elections(self) -> tuple[Election, ...]:
+        """Every election joined, in the order joined."""
+        return tuple(self._elections.values())
+
+    def stop(self) -> None:
+        """Leave every election: demote (stopping the work) and release, then end ``run``."""
+        for election in self._elections.values():
+            election.stop()
+
+    def put(self, election: Election, event: Input | _Resume) -> None:
+        """Queue an input for ``election``'s machine (from any thread)."""
+        self._inputs.put((election, event))
+
+    def call(self, election: Election, request: Request) -> None:
+        """Queue a backend call for the I/O thread."""
+        self._calls.put(_Call(election, request, self.clock()))
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until every election has stopped. Never raises for backend trouble."""
+        self._running = True
+        io = threading.Thread(target=self._serve_calls, name="gomaster-io", daemon=True)
+        io.start()
+        if self._backend.notifies and self._elections:
+            threading.Thread(target=self._listen, name="gomaster-listen", daemon=True).start()
+        try:
+            self._loop()
+        finally:
+            self._calls.put(None)
+            slack = max((e.config.timing.renew_deadline for e in self._elections.values()), default=0.0)
+            io.join(slack + RELEASE_SLACK)
+            self.done.set()
+
+    def _loop(self) -> None:
+        now = self.clock()
+        for election in self._elections.values():
+            self._advance(election, Tick(now))
+        while self._finished < len(self._elections):
+            now = self.clock()
+            timeout = MAX_SLEEP if not self._wakes else min(MAX_SLEEP, max(0.0, self._wakes[0][0] - now))
+            try:
+                item: tuple[Election, Input | _Resume] | None = self._inputs.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                self._advance(*item)
+                try:
+                    item = self._inputs.get_nowait()
+                except queue.Empty:
+                    item = None
+            self._tick_due()
+
+    def _advance(self, election: Election, event: Input | _Resume) -> None:
+        """Step one election and schedule its next wake-up."""
+        if election.finished:
+            return
+        if isinstance(event, _Resume):
+            wake = election.release_hold()
+        elif election.holding and self.clock() >= election.hold_until:
+            self.log.warning("lock %r: the work did not confirm its stop in time; going on", election.name)
+            election.release_hold()
+            wake = election.advance(event)
+        else:
+            wake = election.advance(event)
+        if election.stopped and not election.holding:
+            election.finished, election.wake_seq = True, -1
+            self._finished += 1
+            return
+        at = (
+            aligned(election.state, election.config.timing, wake)
+            if wake is not None
+            else self.clock() + MAX_SLEEP
+        )
+        seq = next(self._seq)
+        election.wake_seq = seq
+        heapq.heappush(self._wakes, (at, seq, election))
+
+    def _tick_due(self) -> None:
+        """Tick every election whose wake-up time has come."""
+        now = self.clock()
+        wakes = self._wakes
+        while wakes and wakes[0][0] <= now:
+            _, seq, election = heapq.heappop(wakes)
+            if seq == election.wake_seq:
+                self._advance(election, Tick(now))
+
     # -- the I/O thread -----------------------------------------------------------------
 
-    def _serve_requests(self) -> None:
+    def _serve_calls(self) -> None:
         while True:
-            request = self._requests.get()
-            if request is None:
+            first = self._calls.get()
+            batch = [first]
+            while batch[-1] is not None:
+                try:
+                    batch.append(self._calls.get_nowait())
+                except queue.Empty:
+                    break
+            calls = sorted((c for c in batch if c is not None), key=lambda c: _URGENCY[type(c.request)])
+            for call in calls:
+                self._serve_safely(call)
+            if batch[-1] is None:
                 return
-            try:
-                self._serve(request)
-            except Exception as exc:  # a backend bug must not kill the loop's only I/O thread
-                self._log.exception("backend call %s failed unexpectedly", type(request).__name__)
-                failure = BackendError(self._backend.url, f"unexpected {type(exc).__name__}: {exc}")
-                now = self._clock()
-                match request:
-                    case Observe():
-                        self._inputs.put(Observed(Failure(failure), now, now))
-                    case SendClaim():
-                        self._inputs.put(ClaimResult(Failure(failure), now, now))
-                    case SendRenew():
-                        self._inputs.put(RenewResult(Failure(failure), now, now))
-                    case SendRelease():
-                        pass
 
-    def _serve(self, request: Request) -> None:
-        sent_at = self._clock()
-        backend = self._backend
-        match request:
-            case Observe(name=name, timeout=timeout):
+    def _serve_safely(self, call: _Call) -> None:
+        try:
+            self._serve(call)
+        except Exception as exc:  # a backend bug must not kill the only I/O thread
+            self.log.exception("backend call %s failed unexpectedly", type(call.request).__name__)
+            self._fail(call, BackendError(self._backend.url, f"unexpected {type(exc).__name__}: {exc}"))
+
+    def _fail(self, call: _Call, failure: BackendError) -> None:
+        now = self.clock()
+        match call.request:
+            case Observe():
+                self.put(call.election, Observed(Failure(failure), now, now))
+            case SendClaim():
+                self.put(call.election, ClaimResult(Failure(failure), now, now))
+            case SendRenew():
+                self.put(call.election, RenewResult(Failure(failure), now, now))
+            case SendRelease():
+                pass
+
+    def _serve(self, call: _Call) -> None:
+        sent_at = self.clock()
+        timeout = call.request.timeout - (sent_at - call.asked_at)
+        if timeout <= 0 and not isinstance(call.request, SendRelease):
+            self._fail(call, BackendError(self._backend.url, "not sent: its time ran out in the queue"))
+            return
+        timeout = max(timeout, MIN_TIMEOUT)
+        backend, election = self._backend, call.election
+        match call.request:
+            case Observe(name=name):
                 seen = performed(backend.observe(name, timeout))
-                self._inputs.put(Observed(seen, sent_at, self._clock()))
-            case SendClaim(claim=claim, timeout=timeout):
+                self.put(election, Observed(seen, sent_at, self.clock()))
+            case SendClaim(claim=claim):
                 claimed = performed(backend.claim(claim, timeout))
-                self._inputs.put(ClaimResult(claimed, sent_at, self._clock()))
-            case SendRenew(record=record, ttl=ttl, timeout=timeout):
-                renewed = performed(backend.renew(record, ttl, max(timeout, 0.001)))
-                self._inputs.put(RenewResult(renewed, sent_at, self._clock()))
-            case SendRelease(record=record, timeout=timeout):
+                self.put(election, ClaimResult(claimed, sent_at, self.clock()))
+            case SendRenew(record=record, ttl=ttl):
+                renewed = performed(backend.renew(record, ttl, timeout))
+                self.put(election, RenewResult(renewed, sent_at, self.clock()))
+            case SendRelease(record=record):
                 match performed(backend.release(record, timeout)):
                     case Failure(problem):
-                        self._log.warning("release of token %s failed: %s", record.token, problem)
+                        self.log.warning("release of token %s failed: %s", record.token, problem)
                     case _:
                         pass
 
     def _listen(self) -> None:
-        """Turn the backend's release notices into ``Notified`` inputs."""
+        """Turn the backend's release notices into ``Notified`` inputs for the names followed."""
+        retry = min(e.config.timing.retry for e in self._elections.values())
         while not self.done.is_set():
-            outcome = performed(self._backend.wait_for_release(self._config.name, NOTIFY_WAIT))
+            names = [e.name for e in self._elections.values() if not e.stopped]
+            outcome = performed(self._backend.wait_for_releases(names, NOTIFY_WAIT))
             match outcome:
-                case Success(True):
-                    self._inputs.put(Notified(self._clock()))
+                case Success(released):
+                    now = self.clock()
+                    for name in released:
+                        election = self._elections.get(name)
+                        if election is not None:
+                            self.put(election, Notified(now))
                 case Failure(_):
-                    self.done.wait(self._config.timing.retry)
-                case _:
-                    pass
+                    self.done.wait(retry)

@@ -7,6 +7,7 @@ each side effect.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,26 +19,34 @@ _TOKEN, _DEADLINE = 0, 1
 
 
 class SharedLease:
-    """Two doubles in shared memory: the token that is master here, and until when (boottime)."""
+    """Two doubles per lock name in shared memory: the token that is master here, and until
+    when (boottime). One array serves every name of a supervisor; :meth:`at` is one name's."""
 
-    def __init__(self, context: Any | None = None) -> None:
+    def __init__(self, context: Any | None = None, size: int = 1) -> None:
         ctx = context if context is not None else multiprocess.get_context("spawn")
-        self._cells: Any = ctx.RawArray("d", 2)
+        self._cells: Any = ctx.RawArray("d", 2 * max(1, size))
+        self._base = 0
+
+    def at(self, index: int) -> SharedLease:
+        """The lease of the ``index``-th name, sharing this one's memory."""
+        view = copy.copy(self)
+        view._base = 2 * index
+        return view
 
     def publish(self, token: int, deadline: float) -> None:
         """Record that ``token`` is master here until local ``deadline``."""
-        self._cells[_DEADLINE] = 0.0
-        self._cells[_TOKEN] = float(token)
-        self._cells[_DEADLINE] = deadline
+        self._cells[self._base + _DEADLINE] = 0.0
+        self._cells[self._base + _TOKEN] = float(token)
+        self._cells[self._base + _DEADLINE] = deadline
 
     def revoke(self) -> None:
         """No token is master here any more."""
-        self._cells[_DEADLINE] = 0.0
+        self._cells[self._base + _DEADLINE] = 0.0
 
     def deadline_for(self, token: int) -> float:
         """Local time until which ``token`` may act, or 0 when it is not the current token."""
-        deadline = float(self._cells[_DEADLINE])
-        return deadline if int(self._cells[_TOKEN]) == token else 0.0
+        deadline = float(self._cells[self._base + _DEADLINE])
+        return deadline if int(self._cells[self._base + _TOKEN]) == token else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import check_config, check_targets, new_identity, watcher
-from gomaster.runtime.supervisor import Supervisor, SupervisorOptions
+from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
 from gomaster.runtime.tree import die_with_parent
 
 if TYPE_CHECKING:
@@ -137,15 +137,16 @@ def _supervise_hooks(
             send(_RoleChanged(isinstance(event, Elected), event.token))
 
     start_hook, stop_hook = hooks
-    targets = [_run_start_hook(start_hook)] if start_hook is not None else []
-    options = SupervisorOptions(
+    job = Job(
+        config=Config(name=name, me=new_identity(version, node_id), timing=timing),
+        targets=[_run_start_hook(start_hook)] if start_hook is not None else [],
+        labels=["start_hook"],
+        stop_hook=_run_start_hook(stop_hook) if stop_hook is not None else None,
         on_event=on_event,
-        on_demoted=_run_start_hook(stop_hook) if stop_hook is not None else None,
-        on_failure=lambda text: send(_Failed(text)),
         watch=chain(send, announce_holder(node_id)),
     )
-    config = Config(name=name, me=new_identity(version, node_id), timing=timing)
-    supervisor = Supervisor(targets, backend, config, options, labels=["start_hook"])
+    options = SupervisorOptions(on_failure=lambda text: send(_Failed(text)))
+    supervisor = Supervisor(backend, [job], options)
 
     def on_control(ready: Any) -> None:
         try:
@@ -158,7 +159,7 @@ def _supervise_hooks(
             case _Query(seq=seq):
                 send(_Answer(seq, supervisor.status()))
             case _Resign():
-                supervisor.elector.resign()
+                supervisor.election().resign()
             case _Stop():
                 supervisor.request_stop()
             case _:

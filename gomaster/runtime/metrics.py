@@ -29,14 +29,15 @@ RENEW_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 
 class Metrics:
-    """The metrics of one lock name, registered once in ``registry`` (default: the global one)."""
+    """The metrics of a node's lock names, labelled by name, registered once in ``registry``
+    (default: the global one). ``name`` is the name observations are for unless they say."""
 
     def __init__(
         self, *, name: str, registry: CollectorRegistry | None = None, prefix: str = "gomaster"
     ) -> None:
         target = registry if registry is not None else REGISTRY
         self._name = name
-        self._last_renewal: float | None = None
+        self._last_renewal: dict[str, float | None] = {}
         self._lock = threading.Lock()
         labels = ["lock"]
         self.is_master = Gauge(f"{prefix}_is_master", "1 while this node is master", labels, registry=target)
@@ -64,30 +65,43 @@ class Metrics:
             labels,
             registry=target,
         )
-        self.since_renewal.labels(name).set_function(self._seconds_since_renewal)
-        self.is_master.labels(name).set(0)
-        self.token.labels(name).set(0)
+        self._known: set[str] = set()
+        self._meet(name)
 
-    def _seconds_since_renewal(self) -> float:
+    def _meet(self, lock: str) -> None:
+        """Give ``lock`` its series the first time it is observed."""
         with self._lock:
-            return 0.0 if self._last_renewal is None else boottime() - self._last_renewal
+            if lock in self._known:
+                return
+            self._known.add(lock)
+        self.since_renewal.labels(lock).set_function(lambda: self._seconds_since_renewal(lock))
+        self.is_master.labels(lock).set(0)
+        self.token.labels(lock).set(0)
 
-    def observe(self, seen: Watched) -> None:
-        """Update the metrics from one elector observation."""
+    def _seconds_since_renewal(self, lock: str) -> float:
+        with self._lock:
+            last = self._last_renewal.get(lock)
+            return 0.0 if last is None else boottime() - last
+
+    def observe(self, seen: Watched, lock: str | None = None) -> None:
+        """Update the metrics from one elector observation of ``lock`` (default: the name these
+        metrics were made for; one object serves every name of a supervisor)."""
+        name = self._name if lock is None else lock
+        self._meet(name)
         match seen:
             case RenewOutcome(latency=latency, ok=True):
-                self.renew_seconds.labels(self._name).observe(latency)
+                self.renew_seconds.labels(name).observe(latency)
                 with self._lock:
-                    self._last_renewal = boottime()
+                    self._last_renewal[name] = boottime()
             case RenewOutcome(latency=latency, ok=False, reason=reason):
-                self.renew_seconds.labels(self._name).observe(latency)
-                self.renew_failures.labels(self._name, reason or "unknown").inc()
+                self.renew_seconds.labels(name).observe(latency)
+                self.renew_failures.labels(name, reason or "unknown").inc()
             case RoleChanged(role=role, token=token):
                 leader = role == "leader"
-                self.is_master.labels(self._name).set(1 if leader else 0)
-                self.token.labels(self._name).set(token or 0)
-                self.transitions.labels(self._name, role).inc()
+                self.is_master.labels(name).set(1 if leader else 0)
+                self.token.labels(name).set(token or 0)
+                self.transitions.labels(name, role).inc()
                 with self._lock:
-                    self._last_renewal = boottime() if leader else None
+                    self._last_renewal[name] = boottime() if leader else None
             case HolderChanged():
                 pass

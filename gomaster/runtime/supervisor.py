@@ -1,7 +1,9 @@
 """The supervisor: runs the elector and turns mastership into worker processes, arbiter-style.
 
-Signal handlers and the elector's thread only enqueue; one loop on the main thread drains the
-queue and reconciles the workers that should exist with those that do. Workers are forked by a
+One supervisor carries any number of lock names (:class:`Job`), each an election of its own on
+one shared elector thread, one zygote and one backend connection. Signal handlers and the
+elector's thread only enqueue; one loop on the main thread drains the queue and reconciles the
+workers that should exist with those that do. Workers are forked by a
 zygote (:mod:`gomaster.runtime.zygote`) when a tenure needs them; a node joins the election once
 its zygote has booted. How a tenure's processes are ended is in docs/concepts.md ("Processes",
 "Containment"). The elector releases the lease only after every worker is gone.
@@ -10,6 +12,8 @@ its zygote has booted. How a tenure's processes are ended is in docs/concepts.md
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import math
 import os
@@ -28,8 +32,9 @@ from multiprocess.connection import wait as wait_ready
 from gomaster.backends.base import LockBackend
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected, Renewed, Shutdown, ToWorker
+from gomaster.core.timing import Timing
 from gomaster.runtime.clock import boottime
-from gomaster.runtime.elector import Elector, Watched
+from gomaster.runtime.elector import Election, Elector, Hold, Watched
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
@@ -84,8 +89,8 @@ class _Signalled:
 
 @dataclass(frozen=True, slots=True)
 class _Announced:
+    lock: _Lock
     event: Elected | Demoted
-    ack: threading.Event | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +121,6 @@ class _Worker:
     kill_sent: bool = False
     #: Its whole group SIGKILLed by the supervisor (wedged for ``KEEPER_WEDGED_AFTER``).
     killed: bool = False
-    #: The worker has booted (loaded its target).
-    ready: bool = False
 
 
 @dataclass(slots=True)
@@ -135,16 +138,61 @@ class _Slot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One lock name this supervisor takes part in, and the work its master runs there.
+
+    ``labels`` name the targets in logs (default: their ``__name__``); ``stop_hook`` runs once
+    after each tenure's work has stopped; ``on_event`` sees every announcement and ``watch``
+    every observation of this name's election (both on the elector thread: keep them quick).
+    """
+
+    config: Config
+    targets: Sequence[Target]
+    labels: Sequence[str] | None = None
+    stop_hook: Target | None = None
+    on_event: Callable[[Announcement], None] | None = None
+    watch: Callable[[Watched], None] | None = None
+
+
+@dataclass(slots=True)
+class _Lock:
+    """A job as the supervisor runs it: its election, its lease cell, its workers' slots."""
+
+    job: Job
+    lease: SharedLease
+    slots: list[_Slot]
+    cleanup: _Slot | None
+    election: Election | None = None
+    leader_token: int | None = None
+    elected: Elected | None = None
+    cleanup_due: Elected | None = None
+    #: A demotion's release waits for this lock's work to stop (see ``elector.Hold``).
+    owes_resume: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.job.config.name
+
+    @property
+    def timing(self) -> Timing:
+        return self.job.config.timing
+
+    def every_slot(self) -> list[_Slot]:
+        return [*self.slots, self.cleanup] if self.cleanup is not None else self.slots
+
+    def running(self) -> bool:
+        """A worker of this tenure is still alive (running or stopping)."""
+        return any(s.worker is not None and s.worker.token is not None for s in self.slots)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SupervisorOptions:
     """Policy knobs of the supervisor, with defaults fit for most services."""
 
     max_failures: int | None = None
     log_level: int = logging.INFO
-    on_event: Callable[[Announcement], None] | None = None
-    on_demoted: Target | None = None
     on_failure: Callable[[str], None] | None = None
     on_exit: Callable[[int], Verdict] | None = None
-    watch: Callable[[Watched], None] | None = None
     #: Load the targets in the zygote at boot (see :mod:`gomaster.runtime.zygote`), so a node
     #: joins only once they are loaded and each start is a fork; else each worker loads its own.
     preload: bool = False
@@ -208,45 +256,58 @@ def _retire(worker: _Worker) -> int:
 
 
 class Supervisor:
-    """Owns the elector thread and one worker per target; ``run`` blocks until stopped."""
+    """Owns the elector thread and, per lock name, one worker per target while master there;
+    ``run`` blocks until stopped."""
 
     def __init__(
-        self,
-        targets: Sequence[Target],
-        backend: LockBackend,
-        config: Config,
-        options: SupervisorOptions | None = None,
-        *,
-        labels: Sequence[str] | None = None,
+        self, backend: LockBackend, jobs: Sequence[Job], options: SupervisorOptions | None = None
     ) -> None:
+        names = [job.config.name for job in jobs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"lock name {repeated[0]!r} is given more than once: each name is elected once per node"
+            )
+        if not jobs:
+            raise ValueError("a supervisor needs at least one lock name")
         hold_standard_fds()
         self._options = options if options is not None else SupervisorOptions()
-        self._config = config
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
-        self._lease = SharedLease(self._context)
-        names = (
-            labels
-            if labels is not None
-            else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(targets)]
+        self._lease = SharedLease(self._context, len(jobs))
+        self._elector = Elector(backend)
+        self._locks: list[_Lock] = []
+        index = itertools.count()
+        for position, job in enumerate(jobs):
+            labels = (
+                job.labels
+                if job.labels is not None
+                else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(job.targets)]
+            )
+            slots = [_Slot(next(index), labels[i], _packed(t)) for i, t in enumerate(job.targets)]
+            cleanup = (
+                _Slot(next(index), "stop_hook", _packed(job.stop_hook)) if job.stop_hook is not None else None
+            )
+            lock = _Lock(job=job, lease=self._lease.at(position), slots=slots, cleanup=cleanup)
+            lock.election = self._elector.join(
+                job.config, functools.partial(self._on_announcement, lock), watch=job.watch
+            )
+            self._locks.append(lock)
+        self._by_name = {lock.name: lock for lock in self._locks}
+        self._lease_index = {lock.name: position for position, lock in enumerate(self._locks)}
+        preload = (
+            {slot.index: slot.target for lock in self._locks for slot in lock.every_slot()}
+            if self._options.preload
+            else {}
         )
-        self._slots = [_Slot(i, names[i], _packed(t)) for i, t in enumerate(targets)]
-        stop_hook = self._options.on_demoted
-        self._cleanup = _Slot(-1, "stop_hook", _packed(stop_hook)) if stop_hook is not None else None
-        preload = {slot.index: slot.target for slot in self._every_slot()} if self._options.preload else {}
         self._zygote = Zygote(self._context, self._lease, preload)
         self._zygote_started = -math.inf
-        self._cleanup_due: Elected | None = None
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._elector = Elector(backend, config, self._on_announcement, watch=self._options.watch)
-        self._leader_token: int | None = None
-        self._elected: Elected | None = None
-        self._acks: list[threading.Event] = []
         self._stopping = False
         self._elector_done = False
-        #: Started by the main loop once the workers are ready (see ``_join_election``).
+        #: Started by the main loop once the zygote is ready (see ``_join_election``).
         self._elector_thread = threading.Thread(
             target=self._run_elector, name="gomaster-elector", daemon=True
         )
@@ -259,19 +320,27 @@ class Supervisor:
     # -- public -------------------------------------------------------------------------
 
     @property
-    def elector(self) -> Elector:
-        """The elector, for status and resign."""
-        return self._elector
+    def names(self) -> tuple[str, ...]:
+        """The lock names this supervisor takes part in, in the order given."""
+        return tuple(lock.name for lock in self._locks)
 
-    def status(self) -> Status:
-        """What this node knows about the lock right now."""
-        seen = self._elector.status()
+    def election(self, name: str | None = None) -> Election:
+        """The election of ``name`` (may be left out when there is one name), for its status and
+        to resign."""
+        election = self._lock(name).election
+        assert election is not None
+        return election
+
+    def status(self, name: str | None = None) -> Status:
+        """What this node knows about the lock ``name`` right now."""
+        lock = self._lock(name)
+        seen = self.election(lock.name).status()
         server_now = seen.server_now
         if server_now is not None and seen.seen_at is not None:
             server_now += boottime() - seen.seen_at
         return status_from_record(
-            name=self._config.name,
-            node_id=self._config.me.node_id,
+            name=lock.name,
+            node_id=lock.job.config.me.node_id,
             is_master=seen.role == "leader",
             backend=self._backend.url,
             record=seen.record,
@@ -299,14 +368,27 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._elector.stop()  # a no-op after a normal stop; after a crash it releases the lock
+            self._elector.stop()  # a no-op after a normal stop; after a crash it releases the locks
             self._shutdown_workers()
             self._zygote.stop()
             if self._joined:
-                self._elector_thread.join(self._config.timing.renew_deadline + STOP_ACK_SLACK)
+                slack = max(lock.timing.renew_deadline for lock in self._locks)
+                self._elector_thread.join(slack + STOP_ACK_SLACK)
             self._backend.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _lock(self, name: str | None) -> _Lock:
+        if name is None:
+            if len(self._locks) != 1:
+                raise ValueError(f"this supervisor runs {len(self._locks)} lock names: say which")
+            return self._locks[0]
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"this supervisor does not run lock name {name!r}; it runs {list(self._by_name)}"
+            ) from None
 
     # -- inputs from other threads ------------------------------------------------------
 
@@ -324,23 +406,24 @@ class Supervisor:
         finally:
             self._enqueue(_ElectorDone())
 
-    def _on_announcement(self, event: Announcement) -> None:
-        """Runs on the elector thread. Demotion blocks until the work has stopped."""
-        if self._options.on_event is not None:
+    def _on_announcement(self, lock: _Lock, event: Announcement) -> Hold | None:
+        """Runs on the elector thread. A demotion holds that name's release until its work has
+        stopped (``_confirm_stops``); the other names carry on meanwhile."""
+        if lock.job.on_event is not None:
             with contextlib.suppress(Exception):
-                self._options.on_event(event)
+                lock.job.on_event(event)
         match event:
             case Renewed(token=token, deadline=deadline):
-                self._lease.publish(token, deadline)
+                lock.lease.publish(token, deadline)
             case Elected(token=token, deadline=deadline):
-                self._lease.publish(token, deadline)
-                self._enqueue(_Announced(event, None))
+                lock.lease.publish(token, deadline)
+                self._enqueue(_Announced(lock, event))
             case Demoted():
-                self._lease.revoke()
-                ack = threading.Event()
-                self._enqueue(_Announced(event, ack))
-                stages = 2 if self._cleanup is not None else 1
-                ack.wait(stages * self._config.timing.grace + STOP_ACK_SLACK)
+                lock.lease.revoke()
+                self._enqueue(_Announced(lock, event))
+                stages = 2 if lock.cleanup is not None else 1
+                return Hold(until=boottime() + stages * lock.timing.grace + STOP_ACK_SLACK)
+        return None
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -352,7 +435,7 @@ class Supervisor:
             zygote = self._zygote
             if zygote.conn is not None:
                 waitables += [zygote.conn, zygote.process.sentinel]
-            for worker in self._workers():
+            for _lock, _slot, worker in self._workers():
                 waitables += [worker.conn, worker.process.sentinel]
             ready = wait_ready(waitables, timeout=self._next_timer())
             for item in ready:
@@ -369,7 +452,7 @@ class Supervisor:
             self._reap()
             self._enforce_grace()
             self._reconcile()
-            self._run_stop_hook()
+            self._run_stop_hooks()
             self._confirm_stops()
             if self._stopping and self._elector_done and not self._running():
                 return
@@ -406,12 +489,14 @@ class Supervisor:
             return
         if not ready:
             _log.warning(
-                "no zygote after %.0f s: joining the election of %r anyway",
-                waited,
-                self._config.name,
+                "no zygote after %.0f s: joining the election of %s anyway", waited, self._names_text()
             )
         self._joined = True
         self._elector_thread.start()
+
+    def _names_text(self) -> str:
+        shown = ", ".join(repr(lock.name) for lock in self._locks[:3])
+        return shown if len(self._locks) <= 3 else f"{shown} and {len(self._locks) - 3} more"
 
     def _begin_stop(self) -> None:
         self._stopping = True
@@ -424,15 +509,19 @@ class Supervisor:
             timers.append(self._born + JOIN_AFTER_AT_MOST)
         if not self._zygote.alive():
             timers.append(self._zygote_started + ZYGOTE_RESTART_EVERY)
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is not None and worker.stopping_since is not None and not worker.killed:
-                out_of_grace = worker.stopping_since + self._config.timing.grace
+        for lock, _slot, worker in self._workers():
+            if worker.stopping_since is not None and not worker.killed:
+                out_of_grace = worker.stopping_since + lock.timing.grace
                 timers.append(now + SWEEP_EVERY if worker.kill_sent else out_of_grace)
-            idle = worker is None or worker.token is None
-            if self._leader_token is not None and idle and slot.restart_at > now:
-                timers.append(slot.restart_at)
+        for lock in self._leading():
+            for slot in lock.slots:
+                idle = slot.worker is None or slot.worker.token is None
+                if idle and slot.restart_at > now:
+                    timers.append(slot.restart_at)
         return max(0.0, min(timers) - now)
+
+    def _leading(self) -> list[_Lock]:
+        return [lock for lock in self._locks if lock.leader_token is not None]
 
     def _drain_queue(self) -> None:
         while True:
@@ -450,63 +539,63 @@ class Supervisor:
                 case _ElectorDone():
                     self._elector_done = True
                     self._stopping = True
-                case _Announced(event=Elected() as elected):
-                    self._elected = elected
-                    self._leader_token = elected.token
-                    for slot in self._slots:
+                case _Announced(lock=lock, event=Elected() as elected):
+                    lock.elected = elected
+                    lock.leader_token = elected.token
+                    for slot in lock.slots:
                         slot.failures, slot.restart_at = 0, 0.0
                     _log.info(
                         "elected master of %r with token %d",
-                        self._config.name,
+                        lock.name,
                         elected.token,
-                        extra={"lock": self._config.name, "token": elected.token},
+                        extra={"lock": lock.name, "token": elected.token},
                     )
-                case _Announced(event=Demoted() as demoted, ack=ack):
-                    self._leader_token = None
+                case _Announced(lock=lock, event=Demoted() as demoted):
+                    lock.leader_token = None
                     _log.log(
                         logging.INFO if demoted.reason in ("stopped", "resigned") else logging.WARNING,
                         "demoted from master of %r (token %d): %s",
-                        self._config.name,
+                        lock.name,
                         demoted.token,
                         demoted.reason,
-                        extra={"lock": self._config.name, "token": demoted.token},
+                        extra={"lock": lock.name, "token": demoted.token},
                     )
-                    for slot in self._slots:
+                    for slot in lock.slots:
                         if slot.worker is not None and slot.worker.token is not None:
                             self._stop_worker(slot.worker, demoted)
-                    if self._cleanup is not None and self._elected is not None:
-                        self._cleanup_due = self._elected
-                    if ack is not None:
-                        self._acks.append(ack)
+                    if lock.cleanup is not None and lock.elected is not None:
+                        lock.cleanup_due = lock.elected
+                    lock.owes_resume = True
 
-    def _every_slot(self) -> list[_Slot]:
-        return [*self._slots, self._cleanup] if self._cleanup is not None else self._slots
-
-    def _workers(self) -> list[_Worker]:
-        """Every live worker process: running or stopping."""
-        return [slot.worker for slot in self._every_slot() if slot.worker is not None]
+    def _workers(self) -> list[tuple[_Lock, _Slot, _Worker]]:
+        """Every live worker process (running or stopping), with its lock and slot."""
+        return [
+            (lock, slot, slot.worker)
+            for lock in self._locks
+            for slot in lock.every_slot()
+            if slot.worker is not None
+        ]
 
     def _read_workers(self, ready: list[Any]) -> None:
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None or worker.conn not in ready:
+        for lock, slot, worker in self._workers():
+            if worker.conn not in ready:
                 continue
             with contextlib.suppress(EOFError, OSError):
                 while worker.conn.poll():
-                    self._on_worker_message(slot, worker, worker.conn.recv())
+                    self._on_worker_message(lock, slot, worker, worker.conn.recv())
 
-    def _on_worker_message(self, slot: _Slot, worker: _Worker, message: object) -> None:
+    def _on_worker_message(self, lock: _Lock, slot: _Slot, worker: _Worker, message: object) -> None:
         match message:
             case WorkerLog(logger=name, level=level, message=text):
                 logging.getLogger(name).log(level, "%s", text)
             case WorkerReady():
-                worker.ready = True
+                pass
             case WorkerExit(code=code):
                 worker.process.exited(code)
             case TargetStarted(token=token):
-                _log.debug("target %s started under token %d", slot.label, token)
-                if slot is self._cleanup and slot.worker is not None:
-                    slot.worker.stopping_since = boottime()
+                _log.debug("target %s of %r started under token %d", slot.label, lock.name, token)
+                if slot is lock.cleanup:
+                    worker.stopping_since = boottime()
             case TargetFailed(token=token, error=error):
                 _log.error("target %s raised under token %d:\n%s", slot.label, token, error.rstrip())
                 self._report_failure(f"{slot.label} raised under token {token}:\n{error.rstrip()}")
@@ -520,13 +609,12 @@ class Supervisor:
 
     def _reap(self) -> None:
         now = boottime()
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None or worker.process.is_alive():
+        for lock, slot, worker in self._workers():
+            if worker.process.is_alive():
                 continue
             slot.worker = None
             code = _retire(worker)
-            if slot is self._cleanup:
+            if slot is lock.cleanup:
                 if code != 0:
                     self._report_failure(f"stop_hook exited with {code}")
                 continue
@@ -555,19 +643,21 @@ class Supervisor:
                 slot.restart_at - now,
             )
             limit = self._options.max_failures
-            if limit is not None and slot.failures >= limit and self._leader_token == worker.token:
+            if limit is not None and slot.failures >= limit and lock.leader_token == worker.token:
                 _log.error(
-                    "target %s failed %d times in a row: resigning mastership", slot.label, slot.failures
+                    "target %s failed %d times in a row: resigning mastership of %r",
+                    slot.label,
+                    slot.failures,
+                    lock.name,
                 )
-                self._elector.resign()
+                self.election(lock.name).resign()
 
     def _enforce_grace(self) -> None:
         now = boottime()
-        for slot in self._every_slot():
-            worker = slot.worker
-            if worker is None or worker.stopping_since is None or worker.killed:
+        for lock, slot, worker in self._workers():
+            if worker.stopping_since is None or worker.killed:
                 continue
-            out_of_grace = worker.stopping_since + self._config.timing.grace
+            out_of_grace = worker.stopping_since + lock.timing.grace
             if now < out_of_grace:
                 continue
             if not worker.kill_sent:
@@ -580,71 +670,80 @@ class Supervisor:
                 worker.killed = True
 
     def _reconcile(self) -> None:
-        """Make the workers match the role: as master, one per target not done in this tenure
-        (at once, or when its restart backoff ends); as follower, none."""
-        token, elected = self._leader_token, self._elected
-        if self._stopping or token is None or elected is None:
-            for slot in self._slots:
-                slot.waiting_since = None
-            return
-        now = boottime()
-        for slot in self._slots:
-            if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
-                slot.waiting_since = None
+        """Make the workers match the roles: where master, one per target not done in this
+        tenure (at once, or when its restart backoff ends); where follower, none."""
+        for lock in self._locks:
+            token, elected = lock.leader_token, lock.elected
+            if self._stopping or token is None or elected is None:
+                for slot in lock.slots:
+                    slot.waiting_since = None
                 continue
-            worker = self._fork(slot)
-            if worker is None:
-                self._starting_late(slot)
-                continue
-            slot.waiting_since = None
-            self._send(worker, elected)
-            worker.token, worker.started_at = token, now
-            slot.worker = worker
+            now = boottime()
+            for slot in lock.slots:
+                if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
+                    slot.waiting_since = None
+                    continue
+                worker = self._fork(lock, slot)
+                if worker is None:
+                    self._starting_late(lock, slot)
+                    continue
+                slot.waiting_since = None
+                self._send(worker, elected)
+                worker.token, worker.started_at = token, now
+                slot.worker = worker
 
-    def _starting_late(self, slot: _Slot) -> None:
+    def _starting_late(self, lock: _Lock, slot: _Slot) -> None:
         """A target this master cannot start (no zygote): resign once it waited long enough
         (``START_LIMIT_TTLS``), rather than hold a lease with its work not running."""
         now = boottime()  # a fork that timed out took a while
         if slot.waiting_since is None:
             slot.waiting_since = now
             return
-        limit = max(START_LIMIT_TTLS * self._config.timing.ttl, START_LIMIT_MIN)
+        limit = max(START_LIMIT_TTLS * lock.timing.ttl, START_LIMIT_MIN)
         if now - slot.waiting_since >= limit:
-            _log.error("target %s could not start for %.1f s: resigning mastership", slot.label, limit)
+            _log.error(
+                "target %s could not start for %.1f s: resigning mastership of %r",
+                slot.label,
+                limit,
+                lock.name,
+            )
             slot.waiting_since = None
-            self._elector.resign()
+            self.election(lock.name).resign()
 
-    def _run_stop_hook(self) -> None:
-        """After a tenure's work is gone, run the stop hook once in a worker of its own. The
+    def _run_stop_hooks(self) -> None:
+        """After a tenure's work is gone, run its stop hook once in a worker of its own. The
         hook gets ``grace`` from the moment it starts (its worker first gets time to load it): it
         is cleanup after the work has already stopped, so it does not race the lease."""
-        cleanup, due = self._cleanup, self._cleanup_due
-        if cleanup is None or due is None or self._running():
-            return
-        worker = self._fork(cleanup, watch_deadline=False)
-        if worker is None:
-            return
-        self._cleanup_due = None
-        cleanup.worker = worker
-        worker.stopping_since = boottime() + STOP_HOOK_BOOT  # TargetStarted starts the grace
-        self._send(worker, due)
-        worker.token = due.token
+        for lock in self._locks:
+            cleanup, due = lock.cleanup, lock.cleanup_due
+            if cleanup is None or due is None or lock.running():
+                continue
+            worker = self._fork(lock, cleanup, watch_deadline=False)
+            if worker is None:
+                continue
+            lock.cleanup_due = None
+            cleanup.worker = worker
+            worker.stopping_since = boottime() + STOP_HOOK_BOOT  # TargetStarted starts the grace
+            self._send(worker, due)
+            worker.token = due.token
 
     def _confirm_stops(self) -> None:
-        cleaning = self._cleanup is not None and (
-            self._cleanup.worker is not None or self._cleanup_due is not None
-        )
-        if self._acks and not self._running() and not cleaning:
-            for ack in self._acks:
-                ack.set()
-            self._acks.clear()
+        for lock in self._locks:
+            if not lock.owes_resume or lock.running():
+                continue
+            cleaning = lock.cleanup is not None and (
+                lock.cleanup.worker is not None or lock.cleanup_due is not None
+            )
+            if not cleaning:
+                lock.owes_resume = False
+                self.election(lock.name).resume()
 
     def _running(self) -> bool:
-        return any(s.worker is not None and s.worker.token is not None for s in self._slots)
+        return any(lock.running() for lock in self._locks)
 
     # -- worker processes ---------------------------------------------------------------
 
-    def _fork(self, slot: _Slot, *, watch_deadline: bool = True) -> _Worker | None:
+    def _fork(self, lock: _Lock, slot: _Slot, *, watch_deadline: bool = True) -> _Worker | None:
         """A worker for ``slot`` from the zygote; None while there is no zygote ready."""
         if not self._zygote.ready:
             return None
@@ -652,9 +751,10 @@ class Supervisor:
             index=slot.index,
             label=slot.label,
             supervisor_pid=os.getpid(),
-            grace=self._config.timing.grace,
+            grace=lock.timing.grace,
             log_level=self._options.log_level,
             watch_deadline=watch_deadline,
+            lease=self._lease_index[lock.name],
         )
         forked = self._zygote.fork(spec, slot.target)
         if isinstance(forked, str):
@@ -676,13 +776,14 @@ class Supervisor:
 
     def _shutdown_workers(self) -> None:
         """Leaving: end every worker, running or stopping, and wait for them within grace."""
-        workers = self._workers()
+        workers = [worker for _lock, _slot, worker in self._workers()]
         for worker in workers:
             if worker.token is not None:
                 self._stop_worker(worker, Shutdown())
             else:
                 self._send(worker, Shutdown())
-        deadline = boottime() + self._config.timing.grace
+        grace = max(lock.timing.grace for lock in self._locks)
+        deadline = boottime() + grace
         for worker in workers:
             worker.process.join(max(0.0, deadline - boottime()))
             if worker.process.is_alive():
@@ -696,5 +797,6 @@ class Supervisor:
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.process.join(1.0)
             _retire(worker)
-        for slot in self._every_slot():
-            slot.worker = None
+        for lock in self._locks:
+            for slot in lock.every_slot():
+                slot.worker = None

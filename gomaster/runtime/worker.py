@@ -106,6 +106,8 @@ class WorkerSpec:
     grace: float
     log_level: int = logging.INFO
     watch_deadline: bool = True
+    #: Which name's cell of the supervisor's :class:`SharedLease` this worker's tenure reads.
+    lease: int = 0
 
 
 class _PipeLogHandler(logging.Handler):
@@ -394,7 +396,7 @@ def forked_worker_main(conn: Any, spec: WorkerSpec, lease: SharedLease, target: 
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     become_subreaper()
-    keeper = _Keeper(conn, spec, lease)
+    keeper = _Keeper(conn, spec, lease.at(spec.lease))
     keeper.arm()
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(keeper.send)]

@@ -1,10 +1,10 @@
 """Chaos harness: groups of real nodes on a real backend, faults from a seeded schedule.
 
 A *group* is one throwaway backend server of its own (or one SQLite file), ``nodes`` nodes and
-``locks`` lock names. Every node runs one ``gomaster.cli.demo node`` process per lock (its own
-supervisor and workers) and reaches the server through a fault proxy port of its own, shared by
-its processes as a host's network would be. The work of every master appends witness marks to
-one log per lock, and only those logs are judged (:func:`gomaster.testing.judge`).
+``locks`` lock names. Every node runs one supervisor process carrying every lock name (or, with
+``Plan.packed`` off, one process per lock) and reaches the server through a fault proxy port of
+its own, shared by its processes as a host's network would be. The work of every master appends
+witness marks to one log per lock, and only those logs are judged (:func:`gomaster.testing.judge`).
 
 A group applies its faults one at a time: wait until every lock has a working master (and, when a
 node process was started lately, until it has had ``BOOT_TTLS`` to boot), apply a fault, clear
@@ -343,7 +343,9 @@ class Plan:
     faults: int
     groups: int = 1
     nodes: int = 5
-    locks: int = 2
+    locks: int = 3
+    #: Each node carries all its locks in one supervisor (else one supervisor per lock).
+    packed: bool = True
     ttl: float = 1.0
     seed: int = 1
     kinds: tuple[str, ...] = ()
@@ -396,11 +398,11 @@ def _signal(pid: int, sig: int) -> None:
 
 @dataclass
 class _Proc:
-    """One node's process for one lock: a ``gomaster.cli.demo node`` supervisor in its own session."""
+    """One node's supervisor process (``tests.chaos.node``) for its locks, in its own session."""
 
     label: str
     node: str
-    lock: str
+    locks: tuple[str, ...]
     popen: subprocess.Popen[bytes]
     killed: bool = False
 
@@ -568,12 +570,14 @@ class Group:
             url += ("&" if "?" in url else "?") + self.plan.options
         return url
 
-    def spawn(self, node: str, lock: str) -> _Proc:
+    def spawn(self, node: str, locks: tuple[str, ...]) -> _Proc:
         self.generation += 1
-        label = f"{node}:{lock}:{self.generation}"
+        label = f"{node}:{self.generation}" if self.plan.packed else f"{node}:{locks[0]}:{self.generation}"
         command = [sys.executable, "-m", "tests.chaos.node", "--backend", self.url_for(node)]
-        command += ["--log", str(self.log(lock)), "--node", label]
-        command += ["--ttl", repr(self.timing.ttl), "--name", lock]
+        command += ["--log", str(self.workdir / "{lock}.jsonl"), "--node", label]
+        command += ["--ttl", repr(self.timing.ttl)]
+        for lock in locks:
+            command += ["--name", lock]
         command += ["--escapees", str(self._escapees.path), "--marker", self._escapees.marker]
         with self._node_log.open("ab") as output:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
@@ -585,8 +589,9 @@ class Group:
                 stdout=output,
                 stderr=output,
             )
-        proc = _Proc(label, node, lock, popen)
-        self.procs[node, lock] = proc
+        proc = _Proc(label, node, locks, popen)
+        for lock in locks:
+            self.procs[node, lock] = proc
         self.booting_until = time.monotonic() + BOOT_TTLS * self.timing.ttl
         return proc
 
@@ -597,8 +602,8 @@ class Group:
             for node in self.nodes:
                 self.proxies[node] = self.hub.add(self.server.port)
         for node in self.nodes:
-            for lock in self.locks:
-                self.spawn(node, lock)
+            for locks in self.seats():
+                self.spawn(node, locks)
         if not self.wait_masters(STARTUP, time.monotonic()):
             raise RuntimeError(f"{self.where()}: no master on every lock within {STARTUP} s")
 
@@ -621,7 +626,7 @@ class Group:
         kernel gave it to someone else. Retired processes were killed and reaped already; a
         worker that outlived one would have shown in the witness log.
         """
-        live = [proc for proc in self.procs.values() if proc.popen.poll() is None]
+        live = [proc for proc in self.current() if proc.popen.poll() is None]
         members = {proc.popen.pid: session_members(proc.popen.pid) for proc in live}
         for proc in live:
             for pid in members[proc.popen.pid]:
@@ -637,7 +642,7 @@ class Group:
                 fields = _stat(pid)
                 if fields is not None and int(fields[3]) == proc.popen.pid:
                     _signal(pid, signal.SIGKILL)
-        for proc in [*self.procs.values(), *self.retired]:
+        for proc in [*self.current(), *self.retired]:
             if proc.popen.poll() is None:
                 proc.popen.kill()
             proc.popen.wait()
@@ -704,7 +709,7 @@ class Group:
 
     def replace_dead(self) -> None:
         """A node process that died without our kill is a finding; it is replaced either way."""
-        for (node, lock), proc in list(self.procs.items()):
+        for proc in self.current():
             code = proc.popen.poll()
             if code is None:
                 continue
@@ -717,7 +722,15 @@ class Group:
                     )
                 )
             self.retired.append(proc)
-            self.spawn(node, lock)
+            self.spawn(proc.node, proc.locks)
+
+    def seats(self) -> list[tuple[str, ...]]:
+        """The locks of each process a node runs: all in one, or one each."""
+        return [tuple(self.locks)] if self.plan.packed else [(lock,) for lock in self.locks]
+
+    def current(self) -> list[_Proc]:
+        """Every node process now in service, once each."""
+        return list({id(proc): proc for proc in self.procs.values()}.values())
 
     def master(self, lock: str) -> _Proc | None:
         """The process whose work wrote ``lock``'s newest token."""
@@ -803,7 +816,7 @@ class Group:
         proc.popen.kill()
         proc.popen.wait()
         self.retired.append(proc)
-        self.spawn(proc.node, lock)
+        self.spawn(proc.node, proc.locks)
         return began, began, proc.label, f"supervisor {proc.popen.pid}"
 
     def _kill_worker(self, lock: str) -> tuple[float, float, str, str]:
@@ -830,7 +843,8 @@ class Group:
         resumed = time.monotonic()
         for pid in frozen:
             _signal(pid, signal.SIGCONT)
-        self.freezes[lock].append(Freeze(proc.label, began, resumed))
+        for frozen_lock in proc.locks:  # every lock of the frozen process was frozen with it
+            self.freezes[frozen_lock].append(Freeze(proc.label, began, resumed))
         gone = GONE_WITHIN
         while time.monotonic() - resumed < GONE_WITHIN:
             if not alive(worker):

@@ -3,8 +3,9 @@
     python -m tests.chaos.run --backends sqlite,mysql,mongodb --faults 1000 --out docs/reliability.md
 
 Backends run one after another; each runs ``--groups`` independent groups at once (own server,
-5 nodes, 2 locks), sharing its ``--faults`` among them. The exit status is 1 when any guarantee
-broke (the report then lists each violation with its seed and a witness log excerpt), else 0.
+5 nodes, 3 lock names carried by each node's one supervisor), sharing its ``--faults`` among
+them. The exit status is 1 when any guarantee broke (the report then lists each violation with
+its seed and a witness log excerpt), else 0.
 """
 
 from __future__ import annotations
@@ -177,8 +178,14 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         f"renew_deadline {timing.renew_deadline:g} s, retry {timing.retry:g} s, grace {timing.grace:g} s, "
         f"safety margin {timing.safety_margin:.3f} s.",
         f"- Per backend, {plan.groups} groups run at once; each has its own throwaway server (or SQLite "
-        f"file), {plan.nodes} nodes and {plan.locks} lock names, so {plan.nodes * plan.locks} supervisors "
-        "(`python -m gomaster.cli.demo node`), each with its own workers. Each node reaches the server "
+        f"file), {plan.nodes} nodes and {plan.locks} lock names, "
+        + (
+            f"each node one supervisor carrying every name (`python -m tests.chaos.node`), so {plan.nodes} "
+            "supervisors, each with its zygote and the workers of the names it masters. "
+            if plan.packed
+            else f"so {plan.nodes * plan.locks} supervisors (one per node and lock), each with its workers. "
+        )
+        + "Each node reaches the server "
         "through its own fault proxy port (tests/chaos/proxy.py).",
         f"- Faults come one at a time per group, in a seeded order (seed {plan.seed}; group *g* of backend "
         "*b* uses `random.Random('seed:b:g')`), every kind once per round; the target is the master of a "

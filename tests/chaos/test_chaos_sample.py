@@ -1,9 +1,9 @@
 """A small sample of ``make chaos`` for ``make test``: every fault kind once on every backend.
 
-All backends run at once, one group each (own throwaway server, 5 nodes, one lock: the five
-groups already make five supervisors per backend and 25 nodes in all, which is what two cores
+All backends run at once, one group each (own throwaway server, 5 nodes, each one supervisor
+carrying two lock names: five supervisors per backend and 25 in all, which is what two cores
 carry without starving the nodes), so the whole module takes well under a minute; ``make chaos``
-runs the same harness with 2 locks per group and 1,000 faults per backend. Each test asserts one
+runs the same harness with 3 locks per group and 1,000 faults per backend. Each test asserts one
 part of the bar on the witness logs alone.
 """
 
@@ -23,7 +23,7 @@ from tests.chaos.proxy import ProxyHub
 
 SEED = int(os.environ.get("GOMASTER_CHAOS_SEED", "7"))
 TTL = 2.0  # the bound scales with ttl; the time a process needs to boot under CI load does not
-LOCKS = 1
+LOCKS = 2
 
 PARAMS = [
     pytest.param(kind, id=kind, marks=[getattr(pytest.mark, kind)] if kind != "sqlite" else [])

@@ -24,10 +24,11 @@ MARK_INTERVAL = 0.02
 
 
 def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leadership], None]:
-    """The master work, with a failure mode chosen by the test."""
+    """The master work, with a failure mode chosen by the test; its marks carry the lock name."""
 
     def work(leadership: Leadership) -> None:
-        append_mark(log, "start", token=leadership.token, node=node, valid=leadership.valid())
+        lock = leadership.name
+        append_mark(log, "start", token=leadership.token, node=node, valid=leadership.valid(), lock=lock)
         if child:
             sub = subprocess.Popen(["sleep", "1000"])
             append_mark(log, "child", token=leadership.token, node=node, child=sub.pid)
@@ -41,7 +42,7 @@ def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leade
             append_mark(log, "done", token=leadership.token, node=node)
             return
         while True:
-            append_mark(log, "alive", token=leadership.token, node=node)
+            append_mark(log, "alive", token=leadership.token, node=node, lock=lock)
             time.sleep(MARK_INTERVAL)
 
     return work
@@ -56,15 +57,25 @@ def main() -> None:
     parser.add_argument("--mode", choices=["run", "raise", "exit", "return"], default="run")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--node", default="")
+    parser.add_argument("--names", default="", help="several lock names (comma-separated) in one supervisor")
+    parser.add_argument("--crash", default="", help="with --names: the name whose work exits 3 at once")
     args = parser.parse_args()
     node = args.node or str(os.getpid())
     append_mark(args.log, "node", node=node, supervisor=os.getpid())
-    gomaster.supervise(
-        make_target(args.log, args.mode, args.child, node),
-        backend=args.backend,
-        name=args.name,
-        timing=Timing.from_ttl(args.ttl),
-    )
+    timing = Timing.from_ttl(args.ttl)
+    if args.names:
+        jobs = {
+            lock: make_target(args.log, "exit" if lock == args.crash else args.mode, args.child, node)
+            for lock in args.names.split(",")
+        }
+        gomaster.supervise(jobs, backend=args.backend, timing=timing)
+    else:
+        gomaster.supervise(
+            make_target(args.log, args.mode, args.child, node),
+            backend=args.backend,
+            name=args.name,
+            timing=timing,
+        )
     append_mark(args.log, "exit", node=node)
     sys.exit(0)
 

@@ -15,6 +15,7 @@ from gomaster import Leadership, Timing
 from gomaster.backends import connect
 from gomaster.core.election import Config
 from gomaster.runtime.elector import Elector
+from gomaster.runtime.supervisor import Job, Supervisor
 from tests.helpers import identity
 
 
@@ -60,13 +61,44 @@ def test_a_target_that_is_not_callable_is_refused() -> None:
         gomaster.supervise([_noop, 42], backend="memory://")  # type: ignore[list-item]
 
 
-@pytest.mark.parametrize("targets", [42, "job", b"job", {"job": _noop}, None], ids=repr)
+@pytest.mark.parametrize("targets", [42, "job", b"job", {"job": 42}, None], ids=repr)
 def test_something_that_is_neither_a_callable_nor_a_list_of_them_is_refused_saying_what_is_taken(
     targets: object,
 ) -> None:
-    expected = rf"supervise\(\) takes a callable or a list of callables.*not {type(targets).__name__}"
+    shown = "int for lock name 'job'" if isinstance(targets, dict) else type(targets).__name__
+    expected = rf"supervise\(\) takes a callable or a list of callables.*not {shown}"
     with pytest.raises(TypeError, match=expected):
         gomaster.supervise(targets, backend="memory://")  # type: ignore[arg-type]
+
+
+def test_lock_names_given_both_as_mapping_keys_and_as_name_are_refused() -> None:
+    with pytest.raises(TypeError, match=r"either as the keys of the mapping or as name="):
+        gomaster.supervise({"a": _noop}, backend="memory://", name="a")
+
+
+def test_an_empty_mapping_of_lock_names_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"at least one lock name"):
+        gomaster.supervise({}, backend="memory://")
+
+
+@pytest.mark.parametrize("key", ["", 7], ids=repr)
+def test_a_mapping_key_that_is_no_lock_name_is_refused_naming_it(key: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"lock name"):
+        gomaster.supervise({key: _noop}, backend="memory://")  # type: ignore[dict-item]
+
+
+def test_a_target_that_cannot_reach_a_worker_is_named_with_its_lock_name() -> None:
+    pending = (n for n in range(3))
+    with pytest.raises(TypeError, match=r"target 1 for lock name 'sweeper' .*cannot be sent to a worker"):
+        gomaster.supervise({"reports": _noop, "sweeper": [_noop, lambda _lead: next(pending)]}, backend="memory://")
+
+
+def test_one_lock_name_twice_in_a_supervisor_is_refused_before_anything_starts() -> None:
+    me = identity()
+    timing = Timing()
+    jobs = [Job(config=Config(name="jobs", me=me, timing=timing), targets=[_noop]) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"lock name 'jobs' is given more than once"):
+        Supervisor(connect("memory://"), jobs)
 
 
 @pytest.mark.parametrize("version", ["1.0\x1b[2J", "1.0\udc80"])
@@ -101,8 +133,9 @@ def test_a_malformed_row_is_a_failure_and_the_election_carries_on(tmp_path: Path
         )
     timing = Timing.from_ttl(1.0)
     events: list[object] = []
-    elector = Elector(backend, Config(name="broken", me=identity(), timing=timing), events.append)
-    thread = threading.Thread(target=elector.run, daemon=True)
+    node = Elector(backend)
+    elector = node.join(Config(name="broken", me=identity(), timing=timing), events.append)
+    thread = threading.Thread(target=node.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 5
     while elector.status().error is None and time.monotonic() < deadline:
@@ -126,8 +159,9 @@ def test_a_password_never_reaches_logs_repr_or_status(caplog: pytest.LogCaptureF
     backend = connect(f"mysql://app:{secret}@127.0.0.1:1/db?connect_timeout=1")
     assert secret not in repr(backend) and secret not in backend.url
     timing = Timing.from_ttl(1.0)
-    elector = Elector(backend, Config(name="secret", me=identity(), timing=timing), lambda _event: None)
-    thread = threading.Thread(target=elector.run, daemon=True)
+    node = Elector(backend)
+    elector = node.join(Config(name="secret", me=identity(), timing=timing), lambda _event: None)
+    thread = threading.Thread(target=node.run, daemon=True)
     with caplog.at_level("WARNING", logger="gomaster"):
         thread.start()
         deadline = time.monotonic() + 10
