@@ -16,8 +16,10 @@ Issue 18 asks what a node costs per lock name. Three systems, side by side on th
 - ``tooz``: one process watching every name's election (``bench.tooz_node``), its work in-process.
 
 Each system runs each size in two roles. *following*: another node of the same system already
-holds every name; the measured node follows them all. *holding*: the measured node holds every
-name, and each held name runs a target that only sleeps (``bench.idle``; for tooz, a thread).
+holds every name (a gomaster holder's targets return at once, so it keeps its names with no
+worker and costs the machine little); the measured node follows them all. *holding*: the
+measured node holds every name, and each held name runs a target that only sleeps
+(``bench.idle``; for tooz, a thread).
 A cell waits until the election has settled (every name held by the intended node: read from
 the backend for gomaster, from the node's ``elected`` lines for tooz, whose lock does not say
 who holds it; a follower has looked at every name, as its log or its ``ready`` line says; and
@@ -26,6 +28,8 @@ the measured node's tree unchanged for ``--settle`` seconds), then measures
 their CPU time over the window in % of one core (``bench.proctree``). Each gomaster cell uses
 a key prefix of its own, each tooz cell group names of its own; every node is stopped
 (SIGTERM, then SIGKILL for anything left of its tree) and its keys are deleted before the next.
+A size is not run for a system and role whose smaller size, scaled up, would need more than
+``MAX_SHARE`` of the machine's cores or memory.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from bench.launch import Launched, check_home, gomaster_from, node_env, settle, with_option
-from bench.names_node import LOGGED_FOLLOWING, describe, lock_names, not_held
+from bench.names_node import LOGGED_FOLLOWING, Work, describe, lock_names, not_held
 from bench.proctree import CpuWindow, Usage, tree
 from gomaster.backends import LockBackend, connect
 from gomaster.core.timing import Timing
@@ -69,6 +73,9 @@ SETTLE = 5.0
 START_LIMIT = 300.0
 #: A system whose cell took longer than this to settle is not run at larger sizes.
 SLOW_START = 60.0
+#: A larger size is not run when this size, scaled up, would need more than this share of the
+#: machine's cores or memory: the node could not settle, and the machine is shared.
+MAX_SHARE = 0.5
 #: Issue 18's goals: a node following 100 names, and what each held name may add.
 GOAL_NAMES = 100
 GOAL_PROCESSES = 3
@@ -140,14 +147,14 @@ class _Cell:
         self.nodes: list[Launched] = []
         self.backend: LockBackend | None = connect(self.gomaster_url) if system != "tooz" else None
 
-    def launch(self, who: str) -> Launched:
+    def launch(self, who: str, *, work: Work = "sleep") -> Launched:
         if self.system == "tooz":
             ttl = str(round(Timing().ttl))
             command = ["-m", "bench.tooz_node", "--url", self.url, "--node", f"{self.prefix}-{who}"]
             command += ["--ttl", ttl, *(arg for name in self.names for arg in ("--group", name))]
         else:
             command = ["-m", "bench.names_node", "--runtime", self.system, "--backend", self.gomaster_url]
-            command += ["--prefix", self.prefix, "--count", str(self.count)]
+            command += ["--prefix", self.prefix, "--count", str(self.count), "--work", work]
         log = self.scratch / f"{self.prefix}-{who}.log"
         node = Launched([sys.executable, *command], env=self.env, log=log)
         self.nodes.append(node)
@@ -208,7 +215,7 @@ def measure_cell(
     try:
         holder = None
         if role == "following":
-            holder = cell.launch("holder")
+            holder = cell.launch("holder", work="none")
             settle(holder, held=cell.holds(holder), quiet=quiet, limit=start_limit, what="the holder")
         measured = cell.launch("measured")
         held = cell.holds(measured) if role == "holding" else cell.ready(measured)
@@ -252,7 +259,8 @@ def measure(
     run = FootprintRun(before_ref=before_ref, window=window, settle=quiet)
     with tempfile.TemporaryDirectory(prefix="gomaster-footprint-") as scratch:
         homes: dict[System, Path | None] = {"new": None, "tooz": None, "before": None}
-        blocked: dict[System, str] = {}
+        #: Why a system (in every role: None) or a system in one role is not run any more.
+        blocked: dict[tuple[System, Role | None], str] = {}
         if "before" in systems:
             try:
                 homes["before"] = (
@@ -261,13 +269,13 @@ def measure(
                     else gomaster_from(before_ref, Path(scratch) / "before")
                 )
             except (RuntimeError, OSError) as exc:
-                blocked["before"] = f"no gomaster {before_ref} to run: {exc}"
+                blocked[("before", None)] = f"no gomaster {before_ref} to run: {exc}"
         if "tooz" in systems and importlib.util.find_spec("tooz") is None:
-            blocked["tooz"] = "tooz is not installed: pip install --group bench"
+            blocked[("tooz", None)] = "tooz is not installed: pip install --group bench"
         for size in names:
             for role in roles:
                 for system in systems:
-                    reason = blocked.get(system)
+                    reason = blocked.get((system, None)) or blocked.get((system, role))
                     if reason is None and system == "before" and size not in before_names:
                         reason = (
                             f"not run: {size:,} names are {size:,} supervisor processes, each with its "
@@ -291,17 +299,36 @@ def measure(
                         )
                     except Exception as exc:
                         run.skipped.append(Skipped(system, size, role, f"{type(exc).__name__}: {exc}"))
-                        blocked[system] = f"not run: {plural(size)} failed ({type(exc).__name__})"
+                        blocked[(system, None)] = f"not run: {plural(size)} failed ({type(exc).__name__})"
                         say(f"[footprint]   failed: {exc}")
                         continue
                     run.cells.append(done)
                     say(f"[footprint]   {_line(done, before_ref)}")
                     if done.started_in > slow_start:
-                        blocked[system] = (
+                        blocked[(system, None)] = (
                             f"not run: {plural(size)} took {done.started_in:.0f} s to settle "
                             f"(more than {slow_start:g} s)"
                         )
+                    larger = [n for n in names if n > size]
+                    too_much = _too_much(done, min(larger)) if larger else None
+                    if too_much is not None:
+                        blocked[(system, role)] = too_much
     return run
+
+
+def _too_much(cell: Cell, size: int) -> str | None:
+    """Why ``cell``'s node scaled to ``size`` names would not fit this machine, if it would not."""
+    cores = os.cpu_count() or 1
+    memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    cpu = cell.cpu_percent / cell.names * size
+    pss = cell.pss_mib / cell.names * size
+    if cpu <= MAX_SHARE * cores * 100 and pss <= MAX_SHARE * memory_mib:
+        return None
+    return (
+        f"not run: {plural(cell.names)} {cell.role} took {cell.cpu_percent:.1f} % of a core and "
+        f"{cell.pss_mib:.0f} MiB, so {plural(size)} would need about {cpu:.0f} % and {pss:,.0f} MiB, "
+        f"more than {MAX_SHARE:.0%} of this machine ({cores} cores, {memory_mib / 1024:.0f} GiB)"
+    )
 
 
 def plural(names: int) -> str:

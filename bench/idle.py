@@ -1,4 +1,4 @@
-"""The work of a held name in the footprint and many-names benchmarks: a target that only sleeps.
+"""The work of a held name in the footprint and many-names benchmarks: sleeping, or none at all.
 
 Kept free of imports beyond the standard library: every worker loads its target's module, and
 whatever that module imports would be counted as the footprint of holding a name.
@@ -21,3 +21,9 @@ def idle(leadership: Leadership) -> None:
     del leadership
     while True:
         time.sleep(SLEEP)
+
+
+def done(leadership: Leadership) -> None:
+    """Return at once: the runtime counts the work done until the next tenure, so the node keeps
+    the name with no worker running, and costs only what its election does."""
+    del leadership

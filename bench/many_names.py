@@ -2,10 +2,14 @@
 
     python -m bench.many_names --backend mysql://root@127.0.0.1:3306/test [--names 1000]
                                [--followers 2] [--duration 300] [--runtime new|before]
+                               [--work none|sleep]
 
 Issue 18 asks that one node keep 1,000 names at ``Timing()`` defaults, renewing each every
 heartbeat, while two other nodes follow them all. Every node is ``bench.names_node`` (on
-``--runtime new``, one ``supervise({...})`` process per node). The run gets a lock table of its
+``--runtime new``, one ``supervise({...})`` process per node). By default (``--work none``)
+each name's target returns at once, so the holder keeps its names with no worker and the run
+measures the election alone; ``--work sleep`` gives each held name a worker and a sleeping
+target, whose cost per name ``bench.footprint`` measures. The run gets a lock table of its
 own (``table=bench_many_<random>``, dropped at the end on MySQL, MariaDB and SQLite). The holder
 starts first and fails loudly unless it holds every name within ``--start-limit`` seconds
 (``--hold-within``); the harness waits until it does, starts the followers, lets their trees
@@ -47,7 +51,9 @@ from bench.names_node import (
     LOGGED_ELECTED,
     LOGGED_FOLLOWING,
     RUNTIMES,
+    WORKS,
     Runtime,
+    Work,
     lock_names,
     not_held,
 )
@@ -85,6 +91,7 @@ class ManyNames:
 
     scheme: str
     runtime: str
+    work: str
     names: int
     followers: int
     duration: float
@@ -196,6 +203,7 @@ def measure(
     followers: int = FOLLOWERS,
     duration: float = DURATION,
     runtime: Runtime = "new",
+    work: Work = "none",
     quiet: float = SETTLE,
     start_limit: float = START_LIMIT,
 ) -> ManyNames:
@@ -215,6 +223,7 @@ def measure(
                 followers=followers,
                 duration=duration,
                 runtime=runtime,
+                work=work,
                 quiet=quiet,
                 start_limit=start_limit,
             )
@@ -236,6 +245,7 @@ def _run(
     followers: int,
     duration: float,
     runtime: Runtime,
+    work: Work,
     quiet: float,
     start_limit: float,
 ) -> ManyNames:
@@ -245,7 +255,7 @@ def _run(
     heartbeat = Timing().heartbeat
     host = socket.gethostname()
     command = [sys.executable, "-m", "bench.names_node", "--runtime", runtime, "--backend", url]
-    command += ["--prefix", prefix, "--count", str(names)]
+    command += ["--prefix", prefix, "--count", str(names), "--work", work]
     holder = Launched(
         [*command, "--hold-within", str(start_limit)], env=node_env(), log=scratch / "holder.log"
     )
@@ -290,6 +300,7 @@ def _run(
     return ManyNames(
         scheme=urlsplit(url).scheme,
         runtime=runtime,
+        work=work,
         names=names,
         followers=followers,
         duration=elapsed,
@@ -323,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--followers", type=int, default=FOLLOWERS)
     parser.add_argument("--duration", type=float, default=DURATION)
     parser.add_argument("--runtime", choices=RUNTIMES, default="new")
+    parser.add_argument("--work", choices=WORKS, default="none", help="what each held name runs")
     parser.add_argument(
         "--settle", type=float, default=SETTLE, help="each node's tree unchanged this long (s)"
     )
@@ -334,12 +346,14 @@ def main(argv: list[str] | None = None) -> None:
         followers=args.followers,
         duration=args.duration,
         runtime=args.runtime,
+        work=args.work,
         quiet=args.settle,
         start_limit=args.start_limit,
     )
     print(
-        f"{run.names} names on {run.scheme} ({run.runtime} runtime), {run.followers} followers, "
-        f"{run.duration:.1f} s window, holder held every name {run.held_in:.1f} s after its start"
+        f"{run.names} names on {run.scheme} ({run.runtime} runtime, work {run.work}), "
+        f"{run.followers} followers, {run.duration:.1f} s window, "
+        f"holder held every name {run.held_in:.1f} s after its start"
     )
     print(
         f"missed renewals {run.missed} (token changes {run.token_changes}, foreign reads "

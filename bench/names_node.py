@@ -1,11 +1,13 @@
 """A gomaster node carrying many lock names, on this checkout's runtime or on the one before it.
 
     python -m bench.names_node --runtime new|before --backend URL --prefix P --count N
-                               [--offset K] [--hold-within SECONDS]
+                               [--offset K] [--work sleep|none] [--hold-within SECONDS]
 
-Its names are ``P-K`` to ``P-(K+N-1)``, and each runs ``bench.idle.idle`` while held, at
-``Timing()`` defaults. ``--runtime new`` is issue 18's runtime: one
-``gomaster.supervise({name: idle, ...})`` call carries every name in this process.
+Its names are ``P-K`` to ``P-(K+N-1)``, at ``Timing()`` defaults; while held, each runs
+``bench.idle.idle`` (``--work sleep``: a worker and a target process that sleeps) or
+``bench.idle.done`` (``--work none``: it returns at once, so the name is kept with no worker).
+``--runtime new`` is issue 18's runtime: one ``gomaster.supervise({name: target, ...})`` call
+carries every name in this process.
 ``--runtime before`` is gomaster 7d9d93a and earlier, whose ``supervise`` takes one name per
 call, so a node with N names was N supervisor processes: this process starts one ``--count 1``
 child per name and forwards SIGTERM and SIGINT to them (with one name it is that supervisor
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 Runtime: TypeAlias = Literal["new", "before"]
 RUNTIMES: tuple[Runtime, ...] = ("new", "before")
+Work: TypeAlias = Literal["sleep", "none"]
+WORKS: tuple[Work, ...] = ("sleep", "none")
 EXIT_NOT_HELD = 3
 EXIT_CHILD_DIED = 4
 #: How often a ``before`` node looks at its signals and children.
@@ -131,24 +135,25 @@ class _HoldCheck(threading.Thread):
             backend.close()
 
 
-def _supervise(runtime: Runtime, url: str, names: list[str]) -> None:
+def _supervise(runtime: Runtime, url: str, names: list[str], work: Work) -> None:
     """This process becomes the supervisor of ``names``, until SIGTERM or SIGINT."""
     import importlib
 
-    from bench.idle import idle
+    from bench.idle import done, idle
 
+    target = idle if work == "sleep" else done
     gomaster = importlib.import_module("gomaster")
     # Looked up by name and typed loosely: the call must fit whichever runtime is on the path,
     # and each runtime's signature refuses the other's form.
     supervise: Callable[..., None] = gomaster.supervise
     if runtime == "new":
-        supervise(dict.fromkeys(names, idle), backend=url, timing=gomaster.Timing())
+        supervise(dict.fromkeys(names, target), backend=url, timing=gomaster.Timing())
     else:
         (name,) = names
-        supervise(idle, backend=url, name=name, timing=gomaster.Timing())
+        supervise(target, backend=url, name=name, timing=gomaster.Timing())
 
 
-def _one_per_name(url: str, prefix: str, offset: int, count: int, check: float | None) -> int:
+def _one_per_name(url: str, prefix: str, offset: int, count: int, work: Work, check: float | None) -> int:
     """A ``before`` node: one supervisor child per name, stopped when this process is."""
     signals: list[int] = []
 
@@ -157,7 +162,17 @@ def _one_per_name(url: str, prefix: str, offset: int, count: int, check: float |
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    command = [sys.executable, "-m", "bench.names_node", "--runtime", "before", "--backend", url]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.names_node",
+        "--runtime",
+        "before",
+        "--backend",
+        url,
+        "--work",
+        work,
+    ]
     children = [
         subprocess.Popen([*command, "--prefix", prefix, "--offset", str(i), "--count", "1"])
         for i in range(offset, offset + count)
@@ -206,16 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--work", choices=WORKS, default="sleep", help="what each held name runs")
     parser.add_argument("--hold-within", type=float, help="fail unless every name is held this soon (s)")
     args = parser.parse_args(argv)
     if args.runtime == "before" and args.count > 1:
-        return _one_per_name(args.backend, args.prefix, args.offset, args.count, args.hold_within)
+        return _one_per_name(args.backend, args.prefix, args.offset, args.count, args.work, args.hold_within)
     names = lock_names(args.prefix, args.count, args.offset)
     checker = None
     if args.hold_within is not None:
         checker = _HoldCheck(args.backend, names, lambda: {os.getpid()}, args.hold_within)
         checker.start()
-    _supervise(args.runtime, args.backend, names)
+    _supervise(args.runtime, args.backend, names, args.work)
     return EXIT_NOT_HELD if checker is not None and checker.missing else 0
 
 

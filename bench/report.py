@@ -680,14 +680,17 @@ def _footprint_section(results: Results, goals: list[Goal]) -> str:
         "whole process tree (every process below the one started, by parent PID): processes, the "
         "sum of their PSS (shared pages counted once), and their CPU time over a "
         f"{run.window:g} s window in % of one core. *following*: another node of the same system "
-        "already holds every name; *holding*: the measured node holds every name and each held "
-        "name runs a target that only sleeps (for tooz, a thread). A cell is measured once every "
-        "name is held by the intended node, a follower has looked at every name, and the measured "
-        f"tree has kept its size for {run.settle:g} s; *settled in* is the time from the node's "
-        f"start until then. gomaster (new) carries every name in one `supervise({{...}})` call; "
+        "already holds every name (a gomaster holder's targets return at once, so it keeps its names "
+        "with no worker); *holding*: the measured node holds every name and each held name runs a "
+        "target that only sleeps (for tooz, a thread). A cell is measured once every name is held by "
+        "the intended node, a follower has looked at every name, and the measured tree has kept its "
+        f"size for {run.settle:g} s; *settled in* is the time from the node's start until then. "
+        "gomaster (new) carries every name in one `supervise({...})` call; "
         f"{before} is the runtime before issue 18, where each name is a `supervise()` process of "
         "its own (the process that starts them, standing in for N service units, is not counted); "
-        "tooz is one process watching every name's election (`bench.tooz_node`)."
+        "tooz is one process watching every name's election (`bench.tooz_node`). A size is not run "
+        "for a system and role whose smaller size, scaled up, would need more than "
+        f"{footprint.MAX_SHARE:.0%} of the machine's cores or memory."
     )
     out.append("")
     out.append(
@@ -751,6 +754,22 @@ def _footprint_section(results: Results, goals: list[Goal]) -> str:
     return "\n".join(out)
 
 
+def _nodes(runtime: str) -> str:
+    if runtime == "new":
+        return "every node is one `supervise({...})` process."
+    return "every node is one `supervise()` process per name (the runtime before issue 18)."
+
+
+def _work(work: str) -> str:
+    if work == "none":
+        return (
+            "Each name's target returns at once, so the holder keeps its names with no worker "
+            "running: this measures the election alone (the footprint section gives what a worker "
+            "per held name costs)."
+        )
+    return "Each held name runs a worker and a target that only sleeps."
+
+
 def _footprint_row(cell: Cell, who: str) -> list[object]:
     return [
         f"{cell.names:,}",
@@ -774,10 +793,10 @@ def _many_section(results: Results, goals: list[Goal]) -> str:
     out.append(
         f"One node holds {run.names:,} lock names on {results.plan.many_backend} (a lock table of "
         f"its own) while {run.followers} other nodes follow them all, for {run.duration:.0f} s, at "
-        f"`Timing()` defaults (heartbeat {run.heartbeat:g} s); every node is one `supervise({{...}})` "
-        f"process ({run.runtime} runtime). The holder held every name {run.held_in:.1f} s after it "
-        "started; then the followers joined, and once each had looked at every name, the window "
-        f"opened. Once a second the harness read every record through one connection "
+        f"`Timing()` defaults (heartbeat {run.heartbeat:g} s); {_nodes(run.runtime)} {_work(run.work)} "
+        f"The holder held every name {run.held_in:.1f} s after it started; then the followers "
+        "joined, and once each had looked at every name, the window opened. Once a second the "
+        "harness read every record through one connection "
         f"({run.reads} reads, the slowest {run.slowest_read:.2f} s): a *token change* is a name "
         "acquired again since the previous read, a *foreign read* a name whose lease was not live "
         "and the holder's, a *late renewal* a name whose last renewal was more than "
@@ -1031,7 +1050,8 @@ def _commands(plan: Plan) -> str:
         f"--before-names {_sizes(plan.footprint_before_names)} --window {plan.footprint_window:g} "
         f"--settle {plan.footprint_settle:g} --before {plan.footprint_before}",
         f".venv/bin/python -m bench.many_names --backend URL --names {plan.many_count} "
-        f"--followers {plan.many_followers} --duration {plan.many_duration:g} --settle {plan.many_settle:g}",
+        f"--followers {plan.many_followers} --duration {plan.many_duration:g} --settle {plan.many_settle:g} "
+        f"--work {plan.many_work}",
     ]
     return "```sh\n" + "\n".join(lines) + "\n```"
 

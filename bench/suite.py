@@ -24,6 +24,7 @@ from bench import core_throughput, failover, footprint, many_names, renewal, run
 from bench.failover import Round
 from bench.footprint import FootprintRun
 from bench.many_names import ManyNames
+from bench.names_node import Work
 from bench.renewal import RenewalCost
 from bench.runtime_latency import RuntimeLatency
 from bench.scale import ScaleLevel
@@ -65,6 +66,7 @@ class Plan:
     many_count: int = many_names.NAMES
     many_followers: int = many_names.FOLLOWERS
     many_duration: float = many_names.DURATION
+    many_work: Work = "none"
     many_settle: float = many_names.SETTLE
 
 
@@ -233,6 +235,7 @@ def _many_names(plan: Plan, results: Results, runner: _Runner) -> None:
             names=plan.many_count,
             followers=plan.many_followers,
             duration=plan.many_duration,
+            work=plan.many_work,
             quiet=plan.many_settle,
         ),
     )
