@@ -14,7 +14,8 @@ own (``table=bench_many_<random>``, dropped at the end on MySQL, MariaDB and SQL
 starts first and fails loudly unless it holds every name within ``--start-limit`` seconds
 (``--hold-within``); the harness waits until it does, starts the followers, lets their trees
 settle, and then for ``--duration`` seconds reads every record once a second through one
-connection, counting
+connection (one SELECT of the whole table on MySQL and MariaDB, so the reads hardly load the
+machine the nodes run on; one observe per name elsewhere), counting
 
 - token changes: a name acquired again, by anyone, since the previous read;
 - foreign reads: a name whose lease was not live and the holder node's when read;
@@ -35,15 +36,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import secrets
 import socket
 import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bench.launch import Launched, node_env, settle, with_option
 from bench.names_node import (
@@ -55,7 +59,6 @@ from bench.names_node import (
     Runtime,
     Work,
     lock_names,
-    not_held,
 )
 from bench.proctree import CpuWindow, tree
 from gomaster.backends import LockBackend, connect
@@ -71,8 +74,10 @@ START_LIMIT = 300.0
 LATE_HEARTBEATS = 2.0
 #: How often every record is read.
 READ_EVERY = 1.0
+READ_TIMEOUT = 5.0
 #: Schemes whose lock table is named by the ``table`` option.
 SQL_SCHEMES = ("mysql", "mariadb", "sqlite", "postgresql", "postgres")
+MYSQL_SCHEMES = ("mysql", "mariadb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,11 @@ class ManyNames:
     late_renewals: int
     oldest_renewal: float
     demotions: int
+    #: The holder's demotions before the window, while it took its names.
+    start_demotions: int
     follower_elections: int
+    #: The harness's own CPU over the window (mostly its reads), in % of one core.
+    reader_cpu_percent: float
     load_before: float
     load_after: float
     nodes: list[NodeFigures] = field(default_factory=list)
@@ -123,37 +132,106 @@ def fresh_table(url: str) -> tuple[str, str | None]:
     return with_option(url, "table", table), table
 
 
+def _mysql(url: str) -> Any:
+    """A PyMySQL connection (autocommit: each read sees the latest rows) to ``url``'s database."""
+    import pymysql
+
+    parts = urlsplit(url)
+    return pymysql.connect(
+        host=parts.hostname or "localhost",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=parts.path.removeprefix("/") or None,
+        autocommit=True,
+    )
+
+
 def drop_table(url: str, table: str) -> None:
     """Drop the run's lock table where this harness knows how (MySQL, MariaDB, SQLite)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("mysql", "mariadb"):
-        import pymysql
-
-        conn = pymysql.connect(
-            host=parts.hostname or "localhost",
-            port=parts.port or 3306,
-            user=unquote(parts.username or "root"),
-            password=unquote(parts.password or ""),
-            database=parts.path.removeprefix("/") or None,
-            autocommit=True,
-        )
+    scheme = urlsplit(url).scheme
+    if scheme in MYSQL_SCHEMES:
+        conn = _mysql(url)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
         finally:
             conn.close()
-    elif parts.scheme == "sqlite":
+    elif scheme == "sqlite":
         # sqlite:///relative.db and sqlite:////absolute.db, as gomaster reads them.
         with contextlib.closing(sqlite3.connect(url.partition("?")[0].removeprefix("sqlite:///"))) as conn:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
             conn.commit()
 
 
-class _Reads:
-    """Every record read once per ``READ_EVERY`` through one backend connection, and the counts."""
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One record as read: live or not, its token and holder, and how long ago it was renewed
+    (both judged by the backend's clock)."""
 
-    def __init__(self, backend: LockBackend, names: list[str], heartbeat: float) -> None:
-        self._backend = backend
+    live: bool
+    token: int
+    pid: int
+    host: str
+    age: float
+
+
+def _observe_all(backend: LockBackend, names: list[str]) -> dict[str, _Seen]:
+    """Every record by one observe each: for any backend, but a round trip per name."""
+    from returns.io import IO
+    from returns.unsafe import unsafe_perform_io
+
+    found = {}
+    for name in names:
+        seen = unsafe_perform_io(IO.from_ioresult(backend.observe(name, READ_TIMEOUT))).value_or(None)
+        record = seen.record if seen is not None else None
+        if seen is not None and record is not None:
+            live = record.live_at(seen.server_now)
+            age = seen.server_now - record.renewed_at
+            found[name] = _Seen(live, record.token, record.pid, record.host, age)
+    return found
+
+
+def _select_all(conn: Any, table: str) -> dict[str, _Seen]:
+    """Every record of a MySQL/MariaDB lock table in one statement, its times judged by the
+    server's clock (``UTC_TIMESTAMP(6)`` is fixed within a statement; the columns are UTC).
+    None yet before the holder has made the table."""
+    import pymysql
+    from pymysql.constants import ER
+
+    now = "UTC_TIMESTAMP(6)"
+    with conn.cursor() as cursor:
+        try:
+            cursor.execute(
+                f"SELECT name, holder <> '' AND expires_at > {now}, token, pid, host, "
+                f"TIMESTAMPDIFF(MICROSECOND, renewed_at, {now}) FROM `{table}`"
+            )
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args[0] == ER.NO_SUCH_TABLE:
+                return {}
+            raise
+        rows = cursor.fetchall()
+    return {
+        bytes(name).decode(): _Seen(bool(live), int(token), int(pid), str(host), int(micros) / 1e6)
+        for name, live, token, pid, host, micros in rows
+    }
+
+
+class _Reads:
+    """Every record read again and again through one connection, and the counts. On MySQL and
+    MariaDB one SELECT reads the whole table; elsewhere one observe per name does, which costs
+    a round trip per name (too heavy to do every second for 1,000 names beside the nodes)."""
+
+    def __init__(self, url: str, backend: LockBackend, names: list[str], heartbeat: float) -> None:
+        scheme = urlsplit(url).scheme
+        table = dict(parse_qsl(urlsplit(url).query)).get("table")
+        if scheme in MYSQL_SCHEMES and table is not None:
+            conn = _mysql(url)
+            self._all: Callable[[], dict[str, _Seen]] = lambda: _select_all(conn, table)
+            self.close: Callable[[], None] = conn.close
+        else:
+            self._all = lambda: _observe_all(backend, names)
+            self.close = lambda: None
         self._names = names
         self._late_after = LATE_HEARTBEATS * heartbeat
         self._tokens: dict[str, int] = {}
@@ -165,28 +243,30 @@ class _Reads:
         self.late = 0
         self.oldest = 0.0
 
-    def read(self, holder_pids: set[int], host: str) -> None:
-        from returns.io import IO
-        from returns.unsafe import unsafe_perform_io
+    def held_by(self, pids: set[int], host: str) -> bool:
+        """True when every name's lease is live and held by one of ``pids`` on ``host``."""
+        found = self._all()
+        return all(
+            (seen := found.get(name)) is not None and seen.live and seen.pid in pids and seen.host == host
+            for name in self._names
+        )
 
+    def read(self, holder_pids: set[int], host: str) -> None:
         started = time.monotonic()
+        found = self._all()
         for name in self._names:
-            seen = unsafe_perform_io(IO.from_ioresult(self._backend.observe(name, READ_EVERY * 5))).value_or(
-                None
-            )
-            record = seen.record if seen is not None else None
-            if seen is None or record is None or not record.live_at(seen.server_now):
+            seen = found.get(name)
+            if seen is None or not seen.live:
                 self.foreign += 1
                 continue
-            if record.pid not in holder_pids or record.host != host:
+            if seen.pid not in holder_pids or seen.host != host:
                 self.foreign += 1
             before = self._tokens.get(name)
-            if before is not None and before != record.token:
+            if before is not None and before != seen.token:
                 self.token_changes += 1
-            self._tokens[name] = record.token
-            age = seen.server_now - record.renewed_at
-            self.oldest = max(self.oldest, age)
-            if age > self._late_after:
+            self._tokens[name] = seen.token
+            self.oldest = max(self.oldest, seen.age)
+            if seen.age > self._late_after:
                 if name not in self._late:
                     self.late += 1
                     self._late.add(name)
@@ -194,6 +274,11 @@ class _Reads:
                 self._late.discard(name)
         self.reads += 1
         self.slowest = max(self.slowest, time.monotonic() - started)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(
@@ -206,19 +291,27 @@ def measure(
     work: Work = "none",
     quiet: float = SETTLE,
     start_limit: float = START_LIMIT,
+    logs: Path | None = None,
+    read_every: float = READ_EVERY,
 ) -> ManyNames:
     """One run on a table of its own: the holder takes every name, the followers join, the
-    window is read; every node is stopped and the table dropped whatever happens."""
+    window is read; every node is stopped and the table dropped whatever happens. The nodes'
+    logs are kept in ``logs`` when given."""
     url, table = fresh_table(url)
+    prefix = f"many{secrets.token_hex(3)}"
     backend = connect(url)
+    reads = _Reads(url, backend, lock_names(prefix, names), Timing().heartbeat)
     nodes: list[Launched] = []
     with tempfile.TemporaryDirectory(prefix="gomaster-many-") as scratch:
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
         try:
             return _run(
                 url,
-                backend,
+                reads,
                 nodes,
-                Path(scratch),
+                logs or Path(scratch),
+                prefix=prefix,
                 names=names,
                 followers=followers,
                 duration=duration,
@@ -226,10 +319,12 @@ def measure(
                 work=work,
                 quiet=quiet,
                 start_limit=start_limit,
+                read_every=read_every,
             )
         finally:
             for node in reversed(nodes):
                 node.stop()
+            reads.close()
             backend.close()
             if table is not None:
                 drop_table(url, table)
@@ -237,10 +332,11 @@ def measure(
 
 def _run(
     url: str,
-    backend: LockBackend,
+    reads: _Reads,
     nodes: list[Launched],
     scratch: Path,
     *,
+    prefix: str,
     names: int,
     followers: int,
     duration: float,
@@ -248,10 +344,9 @@ def _run(
     work: Work,
     quiet: float,
     start_limit: float,
+    read_every: float,
 ) -> ManyNames:
     """The run itself; every node it starts goes into ``nodes`` for the caller to stop."""
-    prefix = f"many{secrets.token_hex(3)}"
-    listed = lock_names(prefix, names)
     heartbeat = Timing().heartbeat
     host = socket.gethostname()
     command = [sys.executable, "-m", "bench.names_node", "--runtime", runtime, "--backend", url]
@@ -262,7 +357,7 @@ def _run(
     nodes.append(holder)
 
     def held() -> bool:
-        return not not_held(backend, listed, set(tree(holder.pid)), host)
+        return reads.held_by(set(tree(holder.pid)), host)
 
     held_in = settle(holder, held=held, quiet=quiet, limit=start_limit, what="the holder")
     for i in range(followers):
@@ -273,26 +368,28 @@ def _run(
             return node.logged(LOGGED_FOLLOWING) >= names
 
         settle(follower, held=following, quiet=quiet, limit=start_limit, what=f"follower {i + 1}")
-    reads = _Reads(backend, listed, heartbeat)
     holder_pids = set(tree(holder.pid))
     reads.read(holder_pids, host)
     # The process that starts a ``before`` node's supervisors stands in for N service units.
     counted_root = not (runtime == "before" and names > 1)
     windows = [CpuWindow([node.pid], include_root=counted_root) for node in nodes]
     offsets = [node.log.stat().st_size for node in nodes]
+    start_demotions = holder.logged(LOGGED_DEMOTED)
     load_before = os.getloadavg()[0]
     for window in windows:
         window.open()
+    reader_cpu = _own_cpu()
     started = time.monotonic()
-    next_read = started + READ_EVERY
+    next_read = started + read_every
     while (now := time.monotonic()) < started + duration:
         time.sleep(max(0.0, next_read - now))
-        next_read = max(next_read + READ_EVERY, time.monotonic())
+        next_read = max(next_read + read_every, time.monotonic())
         for node in nodes:
             node.check()
         reads.read(holder_pids, host)
     usages = [window.close() for window in windows]
     elapsed = time.monotonic() - started
+    reader_cpu = _own_cpu() - reader_cpu
     load_after = os.getloadavg()[0]
     demotions = holder.logged(LOGGED_DEMOTED, offsets[0])
     elections = sum(node.logged(LOGGED_ELECTED, at) for node, at in zip(nodes[1:], offsets[1:], strict=True))
@@ -313,7 +410,9 @@ def _run(
         late_renewals=reads.late,
         oldest_renewal=reads.oldest,
         demotions=demotions,
+        start_demotions=start_demotions,
         follower_elections=elections,
+        reader_cpu_percent=100.0 * reader_cpu / elapsed,
         load_before=load_before,
         load_after=load_after,
         nodes=[
@@ -339,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
         "--settle", type=float, default=SETTLE, help="each node's tree unchanged this long (s)"
     )
     parser.add_argument("--start-limit", type=float, default=START_LIMIT)
+    parser.add_argument("--logs", type=Path, help="keep the nodes' logs in this directory")
+    parser.add_argument("--read-every", type=float, default=READ_EVERY, help="read every record this often")
     args = parser.parse_args(argv)
     run = measure(
         args.backend,
@@ -349,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         work=args.work,
         quiet=args.settle,
         start_limit=args.start_limit,
+        logs=args.logs,
+        read_every=args.read_every,
     )
     print(
         f"{run.names} names on {run.scheme} ({run.runtime} runtime, work {run.work}), "
@@ -358,7 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"missed renewals {run.missed} (token changes {run.token_changes}, foreign reads "
         f"{run.foreign_reads}, late {run.late_renewals}; oldest renewal {run.oldest_renewal:.2f} s, "
-        f"heartbeat {run.heartbeat:g} s), demotions {run.demotions}, follower elections "
+        f"heartbeat {run.heartbeat:g} s), demotions {run.demotions} ({run.start_demotions} while the "
+        f"holder took its names), follower elections "
         f"{run.follower_elections}; {run.reads} reads of every record, slowest {run.slowest_read:.2f} s"
     )
     for node in run.nodes:
@@ -366,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{node.role:<11} {node.processes:>4} processes {node.pss_mib:8.1f} MiB PSS "
             f"{node.cpu_percent:7.2f} % CPU"
         )
+    print(f"harness (reads) {run.reader_cpu_percent:7.2f} % CPU")
     print(f"load average {run.load_before:.2f} -> {run.load_after:.2f} on {os.cpu_count()} cores")
 
 

@@ -801,7 +801,8 @@ def _many_section(results: Results, goals: list[Goal]) -> str:
         "acquired again since the previous read, a *foreign read* a name whose lease was not live "
         "and the holder's, a *late renewal* a name whose last renewal was more than "
         f"{LATE_HEARTBEATS:g} heartbeats old (once per episode); *demotions* are the holder's own "
-        "log lines saying it was demoted during the window. Goal: 0 missed renewals and 0 demotions."
+        "log lines saying it was demoted during the window (those before it, while the holder took "
+        "its names, are counted apart). Goal: 0 missed renewals and 0 demotions."
     )
     out.append("")
     met = run.missed == 0 and run.demotions == 0
@@ -822,6 +823,7 @@ def _many_section(results: Results, goals: list[Goal]) -> str:
                 "late renewals",
                 "oldest renewal / heartbeat",
                 "demotions",
+                "demotions while taking the names",
                 "follower elections",
                 "goal",
             ],
@@ -833,6 +835,7 @@ def _many_section(results: Results, goals: list[Goal]) -> str:
                     run.late_renewals,
                     f"{run.oldest_renewal / run.heartbeat:.2f}",
                     run.demotions,
+                    run.start_demotions,
                     run.follower_elections,
                     verdict(met),
                 ]
