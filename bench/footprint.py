@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -76,6 +77,8 @@ SLOW_START = 60.0
 #: A larger size is not run when this size, scaled up, would need more than this share of the
 #: machine's cores or memory: the node could not settle, and the machine is shared.
 MAX_SHARE = 0.5
+#: Keys a cell's cleanup scans and deletes per call to Redis.
+_KEYS_PER_CALL = 1000
 #: Issue 18's goals: a node following 100 names, and what each held name may add.
 GOAL_NAMES = 100
 GOAL_PROCESSES = 3
@@ -190,9 +193,9 @@ def _delete_keys(url: str, pattern: str) -> None:
 
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        keys = list(client.scan_iter(match=pattern, count=_KEYS_PER_CALL))
+        for start in range(0, len(keys), _KEYS_PER_CALL):
+            client.delete(*keys[start : start + _KEYS_PER_CALL])
     finally:
         client.close()
 
@@ -210,7 +213,7 @@ def measure_cell(
     start_limit: float = START_LIMIT,
 ) -> Cell:
     """Start the cell's nodes, let them settle, measure the measured node over ``window``."""
-    tag = f"{int(time.time() * 1000) % 10**9}{system[0]}{names}{role[0]}"
+    tag = f"{secrets.token_hex(4)}{system[0]}{names}{role[0]}"
     cell = _Cell(system, names, url, home, scratch, tag)
     try:
         holder = None

@@ -78,6 +78,7 @@ READ_TIMEOUT = 5.0
 #: Schemes whose lock table is named by the ``table`` option.
 SQL_SCHEMES = ("mysql", "mariadb", "sqlite", "postgresql", "postgres")
 MYSQL_SCHEMES = ("mysql", "mariadb")
+MYSQL_PORT = 3306
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,7 @@ def _mysql(url: str) -> Any:
     parts = urlsplit(url)
     return pymysql.connect(
         host=parts.hostname or "localhost",
-        port=parts.port or 3306,
+        port=parts.port or MYSQL_PORT,
         user=unquote(parts.username or "root"),
         password=unquote(parts.password or ""),
         database=parts.path.removeprefix("/") or None,

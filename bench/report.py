@@ -846,7 +846,10 @@ def _many_section(results: Results, goals: list[Goal]) -> str:
     out.append(
         _table(
             ["node", "processes", "PSS MiB", "CPU % of a core"],
-            [[n.role, n.processes, f"{n.pss_mib:.1f}", f"{n.cpu_percent:.2f}"] for n in run.nodes],
+            [
+                *([n.role, n.processes, f"{n.pss_mib:.1f}", f"{n.cpu_percent:.2f}"] for n in run.nodes),
+                ["harness (its reads)", 1, "-", f"{run.reader_cpu_percent:.2f}"],
+            ],
         )
     )
     out.append("")
