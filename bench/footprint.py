@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from bench.launch import Launched, check_home, gomaster_from, node_env, settle, with_option
-from bench.names_node import LOGGED_FOLLOWING, Work, describe, lock_names, not_held
+from bench.names_node import LOGGED_FOLLOWING, Work, describe, is_supervisor, lock_names, not_held
 from bench.proctree import CpuWindow, Usage, tree
+from bench.tooz_node import SAID_ELECTED, SAID_READY
 from gomaster.backends import LockBackend, connect
 from gomaster.core.timing import Timing
 
@@ -166,7 +167,8 @@ class _Cell:
     def missing(self, node: Launched) -> list[str]:
         """The names ``node`` does not hold (for tooz: has not said it won)."""
         if self.backend is None:
-            return [] if node.said("elected ") == self.count else [f"{node.said('elected ')} of them won"]
+            won = node.said(SAID_ELECTED)
+            return [] if won == self.count else [f"{won} of them won"]
         return not_held(self.backend, self.names, set(tree(node.pid)), socket.gethostname())
 
     def holds(self, node: Launched) -> Callable[[], bool]:
@@ -176,7 +178,7 @@ class _Cell:
         """A follower is ready once it has looked at every name: a gomaster one logs whom it
         waits for, once per name; a tooz one says ``ready`` after its first look at them all."""
         if self.system == "tooz":
-            return lambda: node.said("ready") > 0
+            return lambda: node.said(SAID_READY) > 0
         return lambda: node.logged(LOGGED_FOLLOWING) >= self.count
 
     def close(self) -> None:
@@ -223,7 +225,8 @@ def measure_cell(
         measured = cell.launch("measured")
         held = cell.holds(measured) if role == "holding" else cell.ready(measured)
         started_in = settle(measured, held=held, quiet=quiet, limit=start_limit, what="the measured node")
-        counted = CpuWindow([measured.pid], include_root=not (system == "before" and names > 1))
+        whole = system == "tooz" or is_supervisor(system, names)
+        counted = CpuWindow([measured.pid], include_root=whole)
         counted.open()
         time.sleep(window)
         usage: Usage = counted.close()
@@ -235,7 +238,7 @@ def measure_cell(
         lost = cell.missing(owner)
         if lost:
             raise RuntimeError(f"{describe(lost)} not held by the intended node after the window")
-        if holder is not None and system == "tooz" and measured.said("elected "):
+        if holder is not None and system == "tooz" and measured.said(SAID_ELECTED):
             raise RuntimeError("the measured tooz node won a name it should only follow")
         return Cell(system, names, role, usage.processes, usage.pss_mib, usage.cpu_percent, started_in, load)
     finally:

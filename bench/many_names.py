@@ -58,6 +58,7 @@ from bench.names_node import (
     WORKS,
     Runtime,
     Work,
+    is_supervisor,
     lock_names,
 )
 from bench.proctree import CpuWindow, tree
@@ -371,9 +372,7 @@ def _run(
         settle(follower, held=following, quiet=quiet, limit=start_limit, what=f"follower {i + 1}")
     holder_pids = set(tree(holder.pid))
     reads.read(holder_pids, host)
-    # The process that starts a ``before`` node's supervisors stands in for N service units.
-    counted_root = not (runtime == "before" and names > 1)
-    windows = [CpuWindow([node.pid], include_root=counted_root) for node in nodes]
+    windows = [CpuWindow([node.pid], include_root=is_supervisor(runtime, names)) for node in nodes]
     offsets = [node.log.stat().st_size for node in nodes]
     start_demotions = holder.logged(LOGGED_DEMOTED)
     load_before = os.getloadavg()[0]

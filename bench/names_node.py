@@ -64,6 +64,12 @@ LOGGED_ELECTED = "elected master of"
 LOGGED_DEMOTED = "demoted from master of"
 
 
+def is_supervisor(runtime: Runtime, count: int) -> bool:
+    """Whether the process started for a node is its supervisor, and so part of its footprint;
+    a ``before`` node of several names only starts their supervisors, standing in for N units."""
+    return not (runtime == "before" and count > 1)
+
+
 def lock_names(prefix: str, count: int, offset: int = 0) -> list[str]:
     """The names of a node: ``prefix-offset`` onwards, ``count`` of them."""
     return [f"{prefix}-{i}" for i in range(offset, offset + count)]
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", choices=WORKS, default="sleep", help="what each held name runs")
     parser.add_argument("--hold-within", type=float, help="fail unless every name is held this soon (s)")
     args = parser.parse_args(argv)
-    if args.runtime == "before" and args.count > 1:
+    if not is_supervisor(args.runtime, args.count):
         return _one_per_name(args.backend, args.prefix, args.offset, args.count, args.work, args.hold_within)
     names = lock_names(args.prefix, args.count, args.offset)
     checker = None

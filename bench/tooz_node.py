@@ -31,6 +31,10 @@ from gomaster.core.timing import Timing
 from gomaster.testing import append_mark
 
 MARK_EVERY = 0.05
+#: What a node without ``--log`` says on stdout: after its first look at every group, and (with
+#: the group's name after it) for each group it wins.
+SAID_READY = "ready"
+SAID_ELECTED = "elected "
 
 
 def lock_key(group: str) -> str:
@@ -58,7 +62,7 @@ class _Work:
         if self._log is not None:
             append_mark(self._log, "start", node=self._node)
         else:
-            print(f"elected {self.group}", flush=True)
+            print(f"{SAID_ELECTED}{self.group}", flush=True)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     while not stop.is_set():
         coordinator.run_watchers()
         if not ready:
-            print("ready", flush=True)
+            print(SAID_READY, flush=True)
             ready = True
         stop.wait(retry)
     for each in work:
