@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import core_throughput, renewal, runtime_latency, scale
+from bench import core_throughput, footprint, renewal, runtime_latency, scale
 from bench.failover import Round
+from bench.footprint import Cell, FootprintRun, Skipped
+from bench.many_names import LATE_HEARTBEATS
 from bench.stats import Summary, summarize
 from bench.suite import TOOZ, Plan, Results
 from gomaster.core.timing import Timing
@@ -598,6 +600,266 @@ def _scale_section(results: Results, goals: list[Goal]) -> str:
     return "\n".join(out)
 
 
+# -- footprint and many names -----------------------------------------------------------------
+
+
+def _footprint_goals(run: FootprintRun, goals: list[Goal]) -> None:
+    """Issue 18's goals for gomaster (new), judged from its cells (none when it was not measured)."""
+    following = run.cell("new", footprint.GOAL_NAMES, "following")
+    if following is not None:
+        met = (
+            following.processes <= footprint.GOAL_PROCESSES
+            and following.pss_mib <= footprint.GOAL_PSS_MIB
+            and following.cpu_percent <= footprint.GOAL_CPU_PERCENT
+        )
+        seen = (
+            f"{following.processes} processes, {following.pss_mib:.1f} MiB, {following.cpu_percent:.2f} % CPU"
+        )
+        goals.append(
+            Goal(
+                f"footprint, following {footprint.GOAL_NAMES} names",
+                f"<= {footprint.GOAL_PROCESSES} processes, <= {footprint.GOAL_PSS_MIB:g} MiB PSS, "
+                f"<= {footprint.GOAL_CPU_PERCENT:g} % CPU",
+                seen,
+                met,
+            )
+        )
+    per_held = _per_held(run, "new")
+    if per_held is not None:
+        size, processes, mib = per_held
+        met = processes <= footprint.GOAL_PROCESSES_PER_HELD and mib <= footprint.GOAL_PSS_MIB_PER_HELD
+        goals.append(
+            Goal(
+                "footprint, each held name",
+                f"<= {footprint.GOAL_PROCESSES_PER_HELD:g} processes, "
+                f"<= {footprint.GOAL_PSS_MIB_PER_HELD:g} MiB PSS",
+                f"{processes:.2f} processes, {mib:.2f} MiB (at {footprint.plural(size)})",
+                met,
+            )
+        )
+
+
+def _per_held(run: FootprintRun, system: footprint.System) -> tuple[int, float, float] | None:
+    """What holding adds over following, per name, at the largest size measured in both roles."""
+    for size in sorted({c.names for c in run.cells if c.system == system}, reverse=True):
+        holding, following = run.cell(system, size, "holding"), run.cell(system, size, "following")
+        if holding is not None and following is not None:
+            return (
+                size,
+                (holding.processes - following.processes) / size,
+                (holding.pss_mib - following.pss_mib) / size,
+            )
+    return None
+
+
+def _skipped_notes(run: FootprintRun) -> list[str]:
+    """One line per system and reason, naming the cells it left empty."""
+    grouped: dict[tuple[footprint.System, str], list[Skipped]] = {}
+    for skipped in run.skipped:
+        grouped.setdefault((skipped.system, skipped.reason), []).append(skipped)
+    lines = []
+    for (system, reason), cells in grouped.items():
+        sizes = sorted({c.names for c in cells})
+        shown = (
+            footprint.plural(sizes[0]) if len(sizes) == 1 else ", ".join(f"{n:,}" for n in sizes) + " names"
+        )
+        roles = " and ".join(sorted({c.role for c in cells}))
+        lines.append(f"- {footprint.label(system, run.before_ref)}, {shown}, {roles}: {reason}")
+    return lines
+
+
+def _footprint_section(results: Results, goals: list[Goal]) -> str:
+    out = ["## Footprint", ""]
+    run = results.footprint
+    if run is None:
+        out.append(f"Not measured: {results.missing.get('footprint', 'no result')}")
+        return "\n".join(out)
+    before = footprint.label("before", run.before_ref)
+    out.append(
+        "One node carrying N lock names on one Redis server, at `Timing()` defaults, measured as its "
+        "whole process tree (every process below the one started, by parent PID): processes, the "
+        "sum of their PSS (shared pages counted once), and their CPU time over a "
+        f"{run.window:g} s window in % of one core. *following*: another node of the same system "
+        "already holds every name (a gomaster holder's targets return at once, so it keeps its names "
+        "with no worker); *holding*: the measured node holds every name and each held name runs a "
+        "target that only sleeps (for tooz, a thread). A cell is measured once every name is held by "
+        "the intended node, a follower has looked at every name, and the measured tree has kept its "
+        f"size for {run.settle:g} s; *settled in* is the time from the node's start until then. "
+        "gomaster (new) carries every name in one `supervise({...})` call; "
+        f"{before} is the runtime before issue 18, where each name is a `supervise()` process of "
+        "its own (the process that starts them, standing in for N service units, is not counted); "
+        "tooz is one process watching every name's election (`bench.tooz_node`). A size is not run "
+        "for a system and role whose smaller size, scaled up, would need more than "
+        f"{footprint.MAX_SHARE:.0%} of the machine's cores or memory."
+    )
+    out.append("")
+    out.append(
+        f"Goals (issue 18), for gomaster (new): a node following {footprint.GOAL_NAMES} names: "
+        f"<= {footprint.GOAL_PROCESSES} processes, <= {footprint.GOAL_PSS_MIB:g} MiB PSS, "
+        f"<= {footprint.GOAL_CPU_PERCENT:g} % CPU at `Timing()` defaults; each held name adds "
+        f"<= 1-{footprint.GOAL_PROCESSES_PER_HELD:g} processes and <= {footprint.GOAL_PSS_MIB_PER_HELD:g} "
+        "MiB PSS."
+    )
+    out.append("")
+    rows: list[list[object]] = []
+    for size in results.plan.footprint_names:
+        for role in footprint.ROLES:
+            for system in footprint.SYSTEMS:
+                cell = run.cell(system, size, role)
+                who = footprint.label(system, run.before_ref)
+                if cell is None:
+                    rows.append([f"{size:,}", role, who, "-", "-", "-", "-", "-"])
+                    continue
+                rows.append(_footprint_row(cell, who))
+    out.append(
+        _table(
+            [
+                "names",
+                "role",
+                "system",
+                "processes",
+                "PSS MiB",
+                "CPU % of a core",
+                "settled in s",
+                "load (1 min)",
+            ],
+            rows,
+        )
+    )
+    out.append("")
+    notes = _skipped_notes(run)
+    if notes:
+        out.append("Empty cells:")
+        out.append("")
+        out += notes
+        out.append("")
+    _footprint_goals(run, goals)
+    adds = []
+    for system in footprint.SYSTEMS:
+        per_held = _per_held(run, system)
+        if per_held is not None:
+            size, processes, mib = per_held
+            adds.append(
+                f"{footprint.label(system, run.before_ref)} {processes:.2f} processes and {mib:.2f} MiB "
+                f"(at {footprint.plural(size)})"
+            )
+    if adds:
+        out.append(
+            "What each held name adds over following (holding minus following, per name): "
+            + "; ".join(adds)
+            + "."
+        )
+        out.append("")
+    out.append(_load(results, "footprint"))
+    return "\n".join(out)
+
+
+def _nodes(runtime: str) -> str:
+    if runtime == "new":
+        return "every node is one `supervise({...})` process."
+    return "every node is one `supervise()` process per name (the runtime before issue 18)."
+
+
+def _work(work: str) -> str:
+    if work == "none":
+        return (
+            "Each name's target returns at once, so the holder keeps its names with no worker "
+            "running: this measures the election alone (the footprint section gives what a worker "
+            "per held name costs)."
+        )
+    return "Each held name runs a worker and a target that only sleeps."
+
+
+def _footprint_row(cell: Cell, who: str) -> list[object]:
+    return [
+        f"{cell.names:,}",
+        cell.role,
+        who,
+        cell.processes,
+        f"{cell.pss_mib:.1f}",
+        f"{cell.cpu_percent:.2f}",
+        f"{cell.started_in:.1f}",
+        f"{cell.load:.2f}",
+    ]
+
+
+def _many_section(results: Results, goals: list[Goal]) -> str:
+    out = ["## Many names on one node", ""]
+    run = results.many
+    if run is None:
+        out.append(f"Not measured: {results.missing.get('many names', 'no result')}")
+        return "\n".join(out)
+    minutes = run.duration / 60
+    out.append(
+        f"One node holds {run.names:,} lock names on {results.plan.many_backend} (a lock table of "
+        f"its own) while {run.followers} other nodes follow them all, for {run.duration:.0f} s, at "
+        f"`Timing()` defaults (heartbeat {run.heartbeat:g} s); {_nodes(run.runtime)} {_work(run.work)} "
+        f"The holder held every name {run.held_in:.1f} s after it started; then the followers "
+        "joined, and once each had looked at every name, the window opened. Once a second the "
+        "harness read every record through one connection "
+        f"({run.reads} reads, the slowest {run.slowest_read:.2f} s): a *token change* is a name "
+        "acquired again since the previous read, a *foreign read* a name whose lease was not live "
+        "and the holder's, a *late renewal* a name whose last renewal was more than "
+        f"{LATE_HEARTBEATS:g} heartbeats old (once per episode); *demotions* are the holder's own "
+        "log lines saying it was demoted during the window (those before it, while the holder took "
+        "its names, are counted apart). Goal: 0 missed renewals and 0 demotions."
+    )
+    out.append("")
+    met = run.missed == 0 and run.demotions == 0
+    goals.append(
+        Goal(
+            f"{run.names:,} names on one node, {results.plan.many_backend}, {minutes:.0f} min",
+            "0 missed renewals, 0 demotions",
+            f"{run.missed} missed, {run.demotions} demotions",
+            met,
+        )
+    )
+    out.append(
+        _table(
+            [
+                "missed renewals",
+                "token changes",
+                "foreign reads",
+                "late renewals",
+                "oldest renewal / heartbeat",
+                "demotions",
+                "demotions while taking the names",
+                "follower elections",
+                "goal",
+            ],
+            [
+                [
+                    run.missed,
+                    run.token_changes,
+                    run.foreign_reads,
+                    run.late_renewals,
+                    f"{run.oldest_renewal / run.heartbeat:.2f}",
+                    run.demotions,
+                    run.start_demotions,
+                    run.follower_elections,
+                    verdict(met),
+                ]
+            ],
+        )
+    )
+    out.append("")
+    out.append(
+        _table(
+            ["node", "processes", "PSS MiB", "CPU % of a core"],
+            [
+                *([n.role, n.processes, f"{n.pss_mib:.1f}", f"{n.cpu_percent:.2f}"] for n in run.nodes),
+                ["harness (its reads)", 1, "-", f"{run.reader_cpu_percent:.2f}"],
+            ],
+        )
+    )
+    out.append("")
+    out.append(
+        f"1-minute load average at the window's start and end: {run.load_before:.2f} and "
+        f"{run.load_after:.2f} (on {results.machine.cores} cores)."
+    )
+    return "\n".join(out)
+
+
 # -- the tooz peer ---------------------------------------------------------------------------
 
 
@@ -767,6 +1029,10 @@ def plots(results: Results, img: Path) -> list[Path]:
 # -- the page --------------------------------------------------------------------------------
 
 
+def _sizes(sizes: Sequence[int]) -> str:
+    return ",".join(map(str, sizes))
+
+
 def _commands(plan: Plan) -> str:
     crash = " ".join(
         f"--ttl {t:g} --rounds {n}" for t, n in zip(plan.crash_ttls, plan.crash_rounds, strict=True)
@@ -786,6 +1052,12 @@ def _commands(plan: Plan) -> str:
         ".venv/bin/python -m bench.failover --backend REDIS_URL --peer tooz --mode crash|graceful ...",
         f".venv/bin/python -m bench.scale --backend URL --electors {','.join(map(str, plan.scale_levels))} "
         f"--contenders {plan.scale_contenders} --window {plan.scale_window:g} --ttl {plan.scale_ttl:g}",
+        f".venv/bin/python -m bench.footprint --backend REDIS_URL --names {_sizes(plan.footprint_names)} "
+        f"--before-names {_sizes(plan.footprint_before_names)} --window {plan.footprint_window:g} "
+        f"--settle {plan.footprint_settle:g} --before {plan.footprint_before}",
+        f".venv/bin/python -m bench.many_names --backend URL --names {plan.many_count} "
+        f"--followers {plan.many_followers} --duration {plan.many_duration:g} --settle {plan.many_settle:g} "
+        f"--work {plan.many_work}",
     ]
     return "```sh\n" + "\n".join(lines) + "\n```"
 
@@ -801,6 +1073,8 @@ def render(results: Results, img: str = "img") -> str:
         _runtime_section(results, goals),
         _core_section(results, goals),
         _scale_section(results, goals),
+        _footprint_section(results, goals),
+        _many_section(results, goals),
         _peer_section(results),
     ]
     m = results.machine

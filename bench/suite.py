@@ -20,8 +20,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
-from bench import core_throughput, failover, renewal, runtime_latency, scale
+from bench import core_throughput, failover, footprint, many_names, renewal, runtime_latency, scale
 from bench.failover import Round
+from bench.footprint import FootprintRun
+from bench.many_names import ManyNames
+from bench.names_node import Work
 from bench.renewal import RenewalCost
 from bench.runtime_latency import RuntimeLatency
 from bench.scale import ScaleLevel
@@ -54,6 +57,17 @@ class Plan:
     scale_window: float = 20.0
     scale_ttl: float = 5.0
     settle: float = failover.SETTLE
+    footprint_names: tuple[int, ...] = footprint.NAMES
+    footprint_before_names: tuple[int, ...] = footprint.BEFORE_NAMES
+    footprint_window: float = footprint.WINDOW
+    footprint_settle: float = footprint.SETTLE
+    footprint_before: str = footprint.BEFORE_REF
+    many_backend: str = "mysql"
+    many_count: int = many_names.NAMES
+    many_followers: int = many_names.FOLLOWERS
+    many_duration: float = many_names.DURATION
+    many_work: Work = "none"
+    many_settle: float = many_names.SETTLE
 
 
 FULL = Plan()
@@ -74,6 +88,14 @@ SMOKE = Plan(
     scale_window=1.0,
     scale_ttl=1.0,
     settle=0.3,
+    footprint_names=(1,),
+    footprint_before_names=(1,),
+    footprint_window=0.5,
+    footprint_settle=0.5,
+    many_backend="sqlite",
+    many_count=3,
+    many_duration=2.0,
+    many_settle=0.5,
 )
 
 
@@ -104,6 +126,8 @@ class Results:
     crash: dict[tuple[str, float], list[Round]] = field(default_factory=dict)
     graceful: dict[str, list[Round]] = field(default_factory=dict)
     scale: list[ScaleLevel] = field(default_factory=list)
+    footprint: FootprintRun | None = None
+    many: ManyNames | None = None
     missing: dict[str, str] = field(default_factory=dict)
     load: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -169,6 +193,54 @@ class _Runner:
         return outcome
 
 
+def _footprint(plan: Plan, results: Results, runner: _Runner) -> None:
+    """The footprint on the run's Redis; cells of gomaster (new) it could not measure are
+    named among what this run did not measure."""
+    if not plan.footprint_names:
+        return
+    server = results.servers.get("redis")
+    if server is None:
+        results.missing["footprint"] = "no redis server in this run"
+        return
+    results.footprint = runner.figure(
+        "footprint",
+        lambda: footprint.measure(
+            server.url,
+            names=plan.footprint_names,
+            before_names=plan.footprint_before_names,
+            window=plan.footprint_window,
+            quiet=plan.footprint_settle,
+            before_ref=plan.footprint_before,
+            say=runner.say,
+        ),
+    )
+    if results.footprint is not None:
+        new = [s for s in results.footprint.skipped if s.system == "new"]
+        if new:
+            results.missing[f"footprint {footprint.label('new')}"] = (
+                f"{len(new)} cells, first: {new[0].reason}"
+            )
+
+
+def _many_names(plan: Plan, results: Results, runner: _Runner) -> None:
+    """Many names held by one node, on the plan's backend."""
+    server = results.servers.get(plan.many_backend)
+    if server is None:
+        results.missing["many names"] = f"no {plan.many_backend} server in this run"
+        return
+    results.many = runner.figure(
+        "many names",
+        lambda: many_names.measure(
+            server.url,
+            names=plan.many_count,
+            followers=plan.many_followers,
+            duration=plan.many_duration,
+            work=plan.many_work,
+            quiet=plan.many_settle,
+        ),
+    )
+
+
 def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
     """Measure everything ``plan`` asks for, starting and stopping the servers it needs."""
     started = time.monotonic()
@@ -178,8 +250,10 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
     if plan.peer and importlib.util.find_spec("tooz") is None:
         results.missing[f"graceful {TOOZ}"] = "tooz is not installed: pip install --group bench"
         plan = dataclasses.replace(plan, peer=False)
+    # Redis also serves the tooz peer and the footprint, whatever backends the plan names.
+    redis = plan.peer or bool(plan.footprint_names)
     with Servers() as servers:
-        for kind in [*kinds, *(["redis"] if plan.peer and "redis" not in kinds else [])]:
+        for kind in [*kinds, *(["redis"] if redis and "redis" not in kinds else [])]:
             server = runner.figure(f"start {kind}", functools.partial(servers.get, kind))
             if server is not None:
                 results.servers[kind] = server
@@ -254,5 +328,7 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
                 ),
             )
             results.scale = levels or []
+        _footprint(plan, results, runner)
+        _many_names(plan, results, runner)
     results.total_seconds = time.monotonic() - started
     return results

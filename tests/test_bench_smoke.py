@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import footprint
 from bench.suite import TOOZ, Results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,8 @@ HEADINGS = (
     "## Supervisor -> worker, and Elected -> target running",
     "## Pure core",
     "## Scale",
+    "## Footprint",
+    "## Many names on one node",
     "## Peer: tooz on the same Redis",
 )
 
@@ -94,6 +97,26 @@ def test_the_tooz_peer_is_timed_by_the_same_harness(smoke: tuple[Results, Path])
     assert _positive(handover.seconds)
 
 
+def test_the_footprint_measures_each_system_in_each_role(smoke: tuple[Results, Path]) -> None:
+    results, _ = smoke
+    run = results.footprint
+    assert run is not None, results.missing.get("footprint")
+    for system in footprint.SYSTEMS:
+        for role in footprint.ROLES:
+            cell = run.cell(system, 1, role)
+            why = [skipped.reason for skipped in run.skipped if skipped.system == system]
+            assert cell is not None, f"{system} {role} not measured: {why}"
+            assert cell.processes >= 1 and cell.pss_mib > 0 and cell.cpu_percent >= 0
+
+
+def test_many_names_stay_with_their_holder(smoke: tuple[Results, Path]) -> None:
+    results, _ = smoke
+    run = results.many
+    assert run is not None, results.missing.get("many names")
+    assert run.reads > 0 and len(run.nodes) == 1 + run.followers
+    assert all(node.processes >= 1 and node.pss_mib > 0 for node in run.nodes)
+
+
 def test_the_page_has_every_figure_and_its_plots(smoke: tuple[Results, Path]) -> None:
     _, out = smoke
     page = (out / "benchmarks.md").read_text()
@@ -112,6 +135,7 @@ def test_the_page_has_every_figure_and_its_plots(smoke: tuple[Results, Path]) ->
         ["bench.runtime_latency", "--messages", "10", "--elections", "1", "--spawns", "1"],
         ["bench.failover", "--backend", "{db}", "--ttl", "1", "--rounds", "1", "--mode", "graceful"],
         ["bench.scale", "--backend", "{db}", "--electors", "2", "--contenders", "2", "--window", "0.5"],
+        ["bench.many_names", "--backend", "{db}", "--names", "2", "--duration", "1", "--settle", "0.3"],
     ],
     ids=lambda entry: entry[0],
 )
@@ -121,3 +145,8 @@ def test_each_entry_point_prints_numbers(entry: list[str], tmp_path: Path) -> No
         entry = [*entry, "--ttl", "1", "--settle", "0.2"]
     printed = _run(*(arg.replace("{db}", database) for arg in entry))
     assert NUMBER.search(printed), f"{entry[0]} printed no number:\n{printed}"
+
+
+@pytest.mark.parametrize("entry", ["bench.footprint", "bench.many_names", "bench.names_node"])
+def test_each_node_and_harness_explains_itself(entry: str) -> None:
+    assert "usage:" in _run(entry, "--help")
