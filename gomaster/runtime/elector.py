@@ -124,6 +124,11 @@ class _Resume:
     """The work of a held demotion has stopped: go on."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    """An election joined while the loop runs: take it in."""
+
+
 def _role(state: State) -> Role:
     match state:
         case Leader():
@@ -157,11 +162,14 @@ class Election:
         config: Config,
         announce: Callable[[Announcement], Hold | None],
         watch: Callable[[Watched], None] | None,
+        left: Callable[[], None] | None = None,
     ) -> None:
         self._elector = elector
         self._config = config
         self._announce = announce
         self._watch = watch
+        #: Called on the elector's thread once this election is over (released, if it held).
+        self.left = left
         self._state: State = initial(elector.clock())
         self._status = ElectorStatus(
             role="follower", token=None, record=None, server_now=None, seen_at=None, error=None
@@ -332,12 +340,14 @@ class Elector:
         self._backend = backend
         self.clock = clock
         self.log = logger if logger is not None else logging.getLogger("gomaster")
+        #: The elections going on; one that is over leaves it, so its name may join again.
         self._elections: dict[str, Election] = {}
-        self._inputs: queue.Queue[tuple[Election, Input | _Resume]] = queue.Queue()
+        self._joining = threading.Lock()
+        self._closed = False
+        self._inputs: queue.Queue[tuple[Election, Input | _Resume | _Joined]] = queue.Queue()
         self._calls: Calls[Election] = Calls(backend, self.put, clock, self.log)
         self._wakes: list[tuple[float, int, Election]] = []
         self._seq = itertools.count()
-        self._finished = 0
         self._running = False
         self.done = threading.Event()
 
@@ -347,27 +357,36 @@ class Elector:
         announce: Callable[[Announcement], Hold | None],
         *,
         watch: Callable[[Watched], None] | None = None,
+        left: Callable[[], None] | None = None,
     ) -> Election:
-        """Take part in the election of ``config.name`` (before :meth:`run`; a name once)."""
-        if self._running:
-            raise RuntimeError("join every election before the elector runs")
-        if config.name in self._elections:
-            raise ValueError(f"lock name {config.name!r} is already taken part in by this elector")
-        election = Election(self, config, announce, watch)
-        self._elections[config.name] = election
+        """Take part in the election of ``config.name``, before or while :meth:`run` runs (a
+        name once at a time); ``left`` is called when this election is over (``Election.stop``).
+        Refused once the elector is stopping or done."""
+        with self._joining:
+            if self._closed:
+                raise RuntimeError("this elector is stopping: it takes no more elections")
+            if config.name in self._elections:
+                raise ValueError(f"lock name {config.name!r} is already taken part in by this elector")
+            election = Election(self, config, announce, watch, left)
+            self._elections[config.name] = election
+            if self._running:
+                self.put(election, _Joined())
         return election
 
     @property
     def elections(self) -> tuple[Election, ...]:
-        """Every election joined, in the order joined."""
-        return tuple(self._elections.values())
+        """Every election going on, in the order joined."""
+        with self._joining:
+            return tuple(self._elections.values())
 
     def stop(self) -> None:
         """Leave every election: demote (stopping the work) and release, then end ``run``."""
-        for election in self._elections.values():
+        with self._joining:
+            self._closed = True
+        for election in self.elections:
             election.stop()
 
-    def put(self, election: Election, event: Input | _Resume) -> None:
+    def put(self, election: Election, event: Input | _Resume | _Joined) -> None:
         """Queue an input for ``election``'s machine (from any thread)."""
         self._inputs.put((election, event))
 
@@ -378,29 +397,39 @@ class Elector:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until every election has stopped. Never raises for backend trouble."""
-        self._running = True
+        """Run until every election is over (those joined meanwhile too). Never raises for
+        backend trouble."""
+        with self._joining:
+            self._running = True
+            first = tuple(self._elections.values())
+        slack = max((e.config.timing.renew_deadline for e in first), default=0.0)
         io = threading.Thread(target=self._calls.serve, name="gomaster-io", daemon=True)
         io.start()
-        if self._backend.notifies and self._elections:
+        if self._backend.notifies:
             threading.Thread(target=self._listen, name="gomaster-listen", daemon=True).start()
         try:
-            self._loop()
+            self._loop(first)
         finally:
             self._calls.close()
-            slack = max((e.config.timing.renew_deadline for e in self._elections.values()), default=0.0)
             io.join(slack + RELEASE_SLACK)
             self.done.set()
 
-    def _loop(self) -> None:
+    def _going_on(self) -> bool:
+        """Some election is not over; once none is, no more may join."""
+        with self._joining:
+            if not self._elections:
+                self._closed = True
+            return not self._closed or bool(self._elections)
+
+    def _loop(self, first: tuple[Election, ...]) -> None:
         now = self.clock()
-        for election in self._elections.values():
+        for election in first:
             self._advance(election, Tick(now))
-        while self._finished < len(self._elections):
+        while self._going_on():
             now = self.clock()
             timeout = MAX_SLEEP if not self._wakes else min(MAX_SLEEP, max(0.0, self._wakes[0][0] - now))
             try:
-                item: tuple[Election, Input | _Resume] | None = self._inputs.get(timeout=timeout)
+                item: tuple[Election, Input | _Resume | _Joined] | None = self._inputs.get(timeout=timeout)
             except queue.Empty:
                 item = None
             while item is not None:
@@ -411,10 +440,12 @@ class Elector:
                     item = None
             self._tick_due()
 
-    def _advance(self, election: Election, event: Input | _Resume) -> None:
+    def _advance(self, election: Election, event: Input | _Resume | _Joined) -> None:
         """Step one election and schedule its next wake-up."""
         if election.finished:
             return
+        if isinstance(event, _Joined):
+            event = Tick(self.clock())
         if isinstance(event, _Resume):
             wake = election.release_hold()
         elif election.holding and self.clock() >= election.hold_until:
@@ -424,8 +455,7 @@ class Elector:
         else:
             wake = election.advance(event)
         if election.stopped and not election.holding:
-            election.finished, election.wake_seq = True, -1
-            self._finished += 1
+            self._finish(election)
             return
         at = (
             aligned(election.state, election.config.timing, wake)
@@ -435,6 +465,18 @@ class Elector:
         seq = next(self._seq)
         election.wake_seq = seq
         heapq.heappush(self._wakes, (at, seq, election))
+
+    def _finish(self, election: Election) -> None:
+        """The election is over: it leaves (its name may join again), and says so."""
+        election.finished, election.wake_seq = True, -1
+        with self._joining:
+            if self._elections.get(election.name) is election:
+                del self._elections[election.name]
+        if election.left is not None:
+            try:
+                election.left()
+            except Exception:
+                self.log.exception("the leave callback of lock %r raised", election.name)
 
     def _tick_due(self) -> None:
         """Tick every election whose wake-up time has come."""
@@ -449,15 +491,17 @@ class Elector:
 
     def _listen(self) -> None:
         """Turn the backend's release notices into ``Notified`` inputs for the names followed."""
-        retry = min(e.config.timing.retry for e in self._elections.values())
         while not self.done.is_set():
-            names = [e.name for e in self._elections.values() if not e.stopped]
+            going_on = self.elections
+            retry = min((e.config.timing.retry for e in going_on), default=MAX_SLEEP)
+            names = [e.name for e in going_on if not e.stopped]
             outcome = performed(self._backend.wait_for_releases(names, NOTIFY_WAIT))
             match outcome:
                 case Success(released):
                     now = self.clock()
+                    by_name = {e.name: e for e in self.elections}
                     for name in released:
-                        election = self._elections.get(name)
+                        election = by_name.get(name)
                         if election is not None:
                             self.put(election, Notified(now))
                 case Failure(_):

@@ -101,7 +101,12 @@ class _ElectorDone:
     pass
 
 
-_Queued: TypeAlias = _Signalled | _Announced | _ElectorDone
+@dataclass(frozen=True, slots=True)
+class _Left:
+    lock: _Lock
+
+
+_Queued: TypeAlias = _Signalled | _Announced | _ElectorDone | _Left
 
 #: What to do when a target's worker exits by itself: run it again (with backoff), consider it
 #: done for this tenure, or stop this node (releasing the lock).
@@ -146,7 +151,10 @@ class Job:
 
     ``labels`` name the targets in logs (default: their ``__name__``); ``stop_hook`` runs once
     after each tenure's work has stopped; ``on_event`` sees every announcement and ``watch``
-    every observation of this name's election (both on the elector thread: keep them quick).
+    every observation of this name's election (both on the elector thread: keep them quick);
+    ``on_failure`` hears of this name's targets failing (as ``SupervisorOptions.on_failure``
+    does for every name) and ``on_left`` that the name left (:meth:`Supervisor.remove`), both on
+    the supervisor's main thread.
     """
 
     config: Config
@@ -155,6 +163,8 @@ class Job:
     stop_hook: Target | None = None
     on_event: Callable[[Announcement], None] | None = None
     watch: Callable[[Watched], None] | None = None
+    on_failure: Callable[[str], None] | None = None
+    on_left: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -162,6 +172,8 @@ class _Lock:
     """A job as the supervisor runs it: its election, its lease cell, its workers' slots."""
 
     job: Job
+    #: Its cell in the supervisor's shared lease (a left name's cell serves the next to join).
+    position: int
     lease: SharedLease
     slots: list[_Slot]
     cleanup: _Slot | None
@@ -171,6 +183,8 @@ class _Lock:
     cleanup_due: Elected | None = None
     #: A demotion's release waits for this lock's work to stop (see ``elector.Hold``).
     owes_resume: bool = False
+    #: Its election is over (:meth:`Supervisor.remove`): forgotten once its workers are gone.
+    left: bool = False
 
     @property
     def name(self) -> str:
@@ -179,6 +193,11 @@ class _Lock:
     @property
     def timing(self) -> Timing:
         return self.job.config.timing
+
+    def election_or_raise(self) -> Election:
+        if self.election is None:
+            raise RuntimeError(f"lock name {self.name!r} has no election")
+        return self.election
 
     def every_slot(self) -> list[_Slot]:
         return [*self.slots, self.cleanup] if self.cleanup is not None else self.slots
@@ -198,7 +217,11 @@ class SupervisorOptions:
     on_exit: Callable[[int], Verdict] | None = None
     #: Load the targets in the zygote at boot (see :mod:`gomaster.runtime.zygote`), so a node
     #: joins only once they are loaded and each start is a fork; else each worker loads its own.
+    #: Names added later (:meth:`Supervisor.add`) are not preloaded.
     preload: bool = False
+    #: How many lock names the supervisor may carry at once, counting those added later; the
+    #: names it starts with when None. Each costs a cell of shared memory (16 bytes).
+    capacity: int | None = None
 
 
 def _packed(target: Target) -> bytes:
@@ -273,33 +296,20 @@ class Supervisor:
             )
         if not jobs:
             raise ValueError("a supervisor needs at least one lock name")
-        hold_standard_fds()
-        workers = sum(len(job.targets) + (job.stop_hook is not None) for job in jobs)
-        allow_descriptors(FDS_PER_WORKER * workers + FDS_SPARE)
         self._options = options if options is not None else SupervisorOptions()
+        capacity = max(len(jobs), self._options.capacity or 0)
+        hold_standard_fds()
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
-        self._lease = SharedLease(self._context, len(jobs))
+        self._lease = SharedLease(self._context, capacity)
+        self._free = list(range(capacity - 1, -1, -1))
         self._elector = Elector(backend)
         self._locks: list[_Lock] = []
-        index = itertools.count()
-        for position, job in enumerate(jobs):
-            labels = (
-                job.labels
-                if job.labels is not None
-                else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(job.targets)]
-            )
-            slots = [_Slot(next(index), labels[i], _packed(t)) for i, t in enumerate(job.targets)]
-            cleanup = (
-                _Slot(next(index), "stop_hook", _packed(job.stop_hook)) if job.stop_hook is not None else None
-            )
-            lock = _Lock(job=job, lease=self._lease.at(position), slots=slots, cleanup=cleanup)
-            lock.election = self._elector.join(
-                job.config, functools.partial(self._on_announcement, lock), watch=job.watch
-            )
-            self._locks.append(lock)
-        self._by_name = {lock.name: lock for lock in self._locks}
-        self._lease_index = {lock.name: position for position, lock in enumerate(self._locks)}
+        self._by_name: dict[str, _Lock] = {}
+        self._slot_index = itertools.count()
+        self._queue: queue.Queue[_Queued] = queue.Queue()
+        for job in jobs:
+            self._take(job)
         preload = (
             {slot.index: slot.target for lock in self._locks for slot in lock.every_slot()}
             if self._options.preload
@@ -307,7 +317,6 @@ class Supervisor:
         )
         self._zygote = Zygote(self._context, self._lease, preload)
         self._zygote_started = -math.inf
-        self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._stopping = False
@@ -322,6 +331,33 @@ class Supervisor:
         self.exit_code: int | None = None
         self._watched: dict[Any, Callable[[Any], None]] = {}
 
+    def _take(self, job: Job) -> _Lock:
+        """Make ``job`` one of this supervisor's names: its slots, its lease cell, its election."""
+        labels = (
+            job.labels
+            if job.labels is not None
+            else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(job.targets)]
+        )
+        slots = [_Slot(next(self._slot_index), labels[i], _packed(t)) for i, t in enumerate(job.targets)]
+        cleanup = (
+            _Slot(next(self._slot_index), "stop_hook", _packed(job.stop_hook))
+            if job.stop_hook is not None
+            else None
+        )
+        position = self._free.pop()
+        lock = _Lock(job=job, position=position, lease=self._lease.at(position), slots=slots, cleanup=cleanup)
+        lock.election = self._elector.join(
+            job.config,
+            functools.partial(self._on_announcement, lock),
+            watch=job.watch,
+            left=functools.partial(self._enqueue, _Left(lock)),
+        )
+        self._locks.append(lock)
+        self._by_name[lock.name] = lock
+        workers = sum(len(lock.every_slot()) for lock in self._locks)
+        allow_descriptors(FDS_PER_WORKER * workers + FDS_SPARE)
+        return lock
+
     # -- public -------------------------------------------------------------------------
 
     @property
@@ -332,9 +368,7 @@ class Supervisor:
     def election(self, name: str | None = None) -> Election:
         """The election of ``name`` (may be left out when there is one name), for its status and
         to resign."""
-        election = self._lock(name).election
-        assert election is not None
-        return election
+        return self._lock(name).election_or_raise()
 
     def status(self, name: str | None = None) -> Status:
         """What this node knows about the lock ``name`` right now."""
@@ -352,6 +386,27 @@ class Supervisor:
             server_now=server_now,
             error=seen.error,
         )
+
+    def add(self, job: Job) -> None:
+        """Take part in one more lock name while running. Call it on the thread that runs
+        :meth:`run` (from a :meth:`watch` handler); raises ``ValueError`` for a name already
+        carried and when ``SupervisorOptions.capacity`` names are, ``RuntimeError`` once
+        stopping."""
+        name = job.config.name
+        if self._stopping:
+            raise RuntimeError(f"the supervisor is stopping: lock name {name!r} cannot join")
+        if name in self._by_name:
+            raise ValueError(f"lock name {name!r} is already carried by this supervisor")
+        if not self._free:
+            raise ValueError(
+                f"this supervisor carries {len(self._locks)} lock names, its capacity: {name!r} cannot join"
+            )
+        self._take(job)
+
+    def remove(self, name: str) -> None:
+        """Leave the election of ``name``: its work stops, its lease is released, then
+        ``Job.on_left`` is called and the name may be added again. Other names carry on."""
+        self._lock(name).election_or_raise().stop()
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (safe from any thread or a signal handler)."""
@@ -377,7 +432,7 @@ class Supervisor:
             self._shutdown_workers()
             self._zygote.stop()
             if self._joined:
-                slack = max(lock.timing.renew_deadline for lock in self._locks)
+                slack = max((lock.timing.renew_deadline for lock in self._locks), default=0.0)
                 self._elector_thread.join(slack + STOP_ACK_SLACK)
             self._backend.close()
             os.close(self._wake_r)
@@ -459,6 +514,7 @@ class Supervisor:
             self._reconcile()
             self._run_stop_hooks()
             self._confirm_stops()
+            self._forget_left()
             if self._stopping and self._elector_done and not self._running():
                 return
 
@@ -544,6 +600,8 @@ class Supervisor:
                 case _ElectorDone():
                     self._elector_done = True
                     self._stopping = True
+                case _Left(lock=lock):
+                    lock.left = True
                 case _Announced(lock=lock, event=Elected() as elected):
                     lock.elected = elected
                     lock.leader_token = elected.token
@@ -603,14 +661,15 @@ class Supervisor:
                     worker.stopping_since = boottime()
             case TargetFailed(token=token, error=error):
                 _log.error("target %s raised under token %d:\n%s", slot.label, token, error.rstrip())
-                self._report_failure(f"{slot.label} raised under token {token}:\n{error.rstrip()}")
+                self._report_failure(lock, f"{slot.label} raised under token {token}:\n{error.rstrip()}")
             case _:
                 pass
 
-    def _report_failure(self, text: str) -> None:
-        if self._options.on_failure is not None:
-            with contextlib.suppress(Exception):
-                self._options.on_failure(text)
+    def _report_failure(self, lock: _Lock, text: str) -> None:
+        for report in (lock.job.on_failure, self._options.on_failure):
+            if report is not None:
+                with contextlib.suppress(Exception):
+                    report(text)
 
     def _reap(self) -> None:
         now = boottime()
@@ -621,7 +680,7 @@ class Supervisor:
             code = _retire(worker)
             if slot is lock.cleanup:
                 if code != 0:
-                    self._report_failure(f"stop_hook exited with {code}")
+                    self._report_failure(lock, f"stop_hook exited with {code}")
                 continue
             if worker.token is not None:
                 self.exit_code = code
@@ -638,7 +697,7 @@ class Supervisor:
                 slot.failures = 0
             slot.failures += 1
             slot.restart_at = now + backoff(slot.failures)
-            self._report_failure(f"{slot.label} exited with {code} under token {worker.token}")
+            self._report_failure(lock, f"{slot.label} exited with {code} under token {worker.token}")
             _log.error(
                 "target %s exited with %s under token %d (%d in a row); restarting in %.1f s",
                 slot.label,
@@ -741,6 +800,20 @@ class Supervisor:
                 lock.owes_resume = False
                 self.election(lock.name).resume()
 
+    def _forget_left(self) -> None:
+        """Drop the names whose election is over once nothing of theirs runs, freeing the name
+        and its lease cell, and say so (``Job.on_left``)."""
+        for lock in [lock for lock in self._locks if lock.left]:
+            if any(slot.worker is not None for slot in lock.every_slot()) or lock.cleanup_due is not None:
+                continue
+            self._locks.remove(lock)
+            del self._by_name[lock.name]
+            lock.lease.revoke()
+            self._free.append(lock.position)
+            if lock.job.on_left is not None:
+                with contextlib.suppress(Exception):
+                    lock.job.on_left()
+
     def _running(self) -> bool:
         return any(lock.running() for lock in self._locks)
 
@@ -760,7 +833,7 @@ class Supervisor:
             grace=lock.timing.grace,
             log_level=self._options.log_level,
             watch_deadline=watch_deadline,
-            lease=self._lease_index[lock.name],
+            lease=lock.position,
         )
         forked = self._zygote.fork(spec, slot.target, elected)
         if isinstance(forked, str):
@@ -788,7 +861,7 @@ class Supervisor:
                 self._stop_worker(worker, Shutdown())
             else:
                 self._send(worker, Shutdown())
-        grace = max(lock.timing.grace for lock in self._locks)
+        grace = max((lock.timing.grace for lock in self._locks), default=0.0)
         deadline = boottime() + grace
         for worker in workers:
             worker.process.join(max(0.0, deadline - boottime()))

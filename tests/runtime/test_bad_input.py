@@ -15,7 +15,7 @@ from gomaster import Leadership, Timing
 from gomaster.backends import connect
 from gomaster.core.election import Config
 from gomaster.runtime.elector import Elector
-from gomaster.runtime.supervisor import Job, Supervisor
+from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
 from tests.helpers import identity
 
 
@@ -174,3 +174,20 @@ def test_a_password_never_reaches_logs_repr_or_status(caplog: pytest.LogCaptureF
     assert secret not in repr(status)
     assert caplog.records, "the failure should have been logged"
     assert all(secret not in record.getMessage() for record in caplog.records)
+
+
+def test_a_name_added_to_a_supervisor_twice_or_beyond_its_capacity_is_refused_saying_so(
+    tmp_path: Path,
+) -> None:
+    def job(name: str) -> Job:
+        return Job(config=Config(name=name, me=identity(), timing=Timing.from_ttl(1.0)), targets=[_noop])
+
+    supervisor = Supervisor(
+        connect(f"sqlite:///{tmp_path / 'locks.db'}"), [job("first")], SupervisorOptions(capacity=2)
+    )
+    with pytest.raises(ValueError, match="'first' is already carried"):
+        supervisor.add(job("first"))
+    supervisor.add(job("second"))
+    with pytest.raises(ValueError, match=r"carries 2 lock names, its capacity: 'third' cannot join"):
+        supervisor.add(job("third"))
+    assert supervisor.names == ("first", "second")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -105,45 +106,70 @@ def test_a_raising_start_hook_is_reported_to_on_error_and_the_node_stays_master(
     assert master.status().token == 1
 
 
+def _ready(app: subprocess.Popen[str], timeout: float) -> bool:
+    """The application printed ``ready`` (its Master is master) within ``timeout``."""
+    assert app.stdout is not None
+    if not select.select([app.stdout], [], [], timeout)[0]:
+        return False
+    return app.stdout.readline().strip() == "ready"
+
+
+def _holder(url: str, name: str) -> str | None:
+    seen = ok(connect(url).observe(name, 5.0))
+    return None if seen.record is None or seen.record.released else seen.record.holder
+
+
 def test_stop_works_on_a_node_that_is_not_master(url: str, masters: list[Master]) -> None:
-    leader = Master(url, name="shared", timing=TIMING)
-    follower = Master(url, name="shared", timing=TIMING)
-    masters += [leader, follower]
-    leader.start()
-    wait_until(leader.is_master)
-    follower.start()
-    time.sleep(0.5)
-    assert not follower.is_master()
-    started = time.monotonic()
-    follower.stop(timeout=10)
-    assert time.monotonic() - started < 5
-    assert leader.is_master()
+    leader = _app(url, "shared", "master")
+    try:
+        assert _ready(leader, WAIT)
+        held_by = _holder(url, "shared")
+        follower = Master(url, name="shared", timing=TIMING)
+        masters.append(follower)
+        follower.start()
+        time.sleep(0.5)
+        assert not follower.is_master()
+        started = time.monotonic()
+        follower.stop(timeout=10)
+        assert time.monotonic() - started < 5
+        assert leader.poll() is None and _holder(url, "shared") == held_by
+    finally:
+        leader.kill()
+        leader.wait(5)
 
 
 def test_stopping_the_master_hands_over_to_the_follower(url: str, masters: list[Master]) -> None:
     first = Master(url, name="handover", timing=TIMING)
-    second = Master(url, name="handover", timing=TIMING)
-    masters += [first, second]
+    masters.append(first)
     first.start()
     wait_until(first.is_master)
-    second.start()
-    time.sleep(0.3)
-    first.stop(timeout=10)
-    wait_until(second.is_master, timeout=TIMING.retry + 2.0)
-    assert second.status().token == 2
+    second = _app(url, "handover", "master")
+    try:
+        time.sleep(1.0)
+        assert second.poll() is None and first.is_master()
+        first.stop(timeout=10)
+        assert _ready(second, TIMING.retry + 2.0), "the other node did not take over"
+        record = ok(connect(url).observe("handover", 5.0)).record
+        assert record is not None and record.token == 2
+    finally:
+        second.kill()
+        second.wait(5)
 
 
 def test_resign_hands_mastership_to_another_node(url: str, masters: list[Master]) -> None:
     first = Master(url, name="resign", timing=TIMING)
-    second = Master(url, name="resign", timing=TIMING)
-    masters += [first, second]
+    masters.append(first)
     first.start()
     wait_until(first.is_master)
-    second.start()
-    time.sleep(0.3)
-    first.resign()
-    wait_until(second.is_master, timeout=TIMING.retry + 2.0)
-    assert not first.is_master()
+    second = _app(url, "resign", "master")
+    try:
+        time.sleep(1.0)
+        first.resign()
+        assert _ready(second, TIMING.retry + 2.0), "the other node did not take over"
+        assert not first.is_master()
+    finally:
+        second.kill()
+        second.wait(5)
 
 
 def test_calling_start_twice_is_an_error(url: str, masters: list[Master]) -> None:

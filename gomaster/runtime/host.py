@@ -1,0 +1,484 @@
+"""The one supervisor process that every ``Master`` of an application shares, per backend.
+
+The first ``Master`` started on a backend spawns a supervisor process; every later one (another
+lock name) joins it, and the last one to stop ends it. The application keeps one pipe to it and
+one thread that reads it; every message names the lock it is about. A lock name is started once
+per process: a second ``Master`` for a name already started is refused before anything runs.
+
+Process-wide state is unavoidable here, since sharing across ``Master`` objects that know
+nothing of each other is the point: it is one registry (:class:`Hosts`), guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+import multiprocess
+
+from gomaster.backends import LockBackend
+from gomaster.core.election import Config
+from gomaster.core.events import Announcement, Demoted, Elected
+from gomaster.core.timing import Timing
+from gomaster.runtime.console import announce_holder, chain, console_logging
+from gomaster.runtime.elector import Watched
+from gomaster.runtime.fds import hold_standard_fds
+from gomaster.runtime.lease import Leadership
+from gomaster.runtime.status import Status
+from gomaster.runtime.supervise import new_identity
+from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
+from gomaster.runtime.tree import die_with_parent
+
+_log = logging.getLogger("gomaster")
+
+#: How long a request to the supervisor (start, join, a query) waits for its answer.
+ANSWER_TIMEOUT = 30.0
+#: How long stopping waits for the reader thread to hand on the supervisor's last messages.
+READER_LAST_WORDS = 1.0
+#: Lock names one supervisor carries at most: ``Master`` objects on one backend in a process.
+MAX_MASTERS = 256
+
+Hook: TypeAlias = Callable[[], object]
+
+
+# ---- what one Master asks of the supervisor ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """One ``Master``'s lock name, as its supervisor runs it."""
+
+    name: str
+    node_id: str
+    timing: Timing
+    version: str
+    start_hook: Hook | None
+    stop_hook: Hook | None
+
+
+# ---- messages, application -> supervisor ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class _Leave:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    seq: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Resign:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+# ---- messages, supervisor -> application ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The supervisor took ``name`` on, or says in ``error`` why not."""
+
+    name: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """``name`` has left: its hooks are gone and its release is sent."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    seq: int
+    status: Status | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """``name`` became master (``is_master``) or stopped being it."""
+
+    name: str
+    is_master: bool
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A hook of ``name`` failed; ``text`` says how."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An observation of ``name``'s election, for its metrics and ``on_new_leader``."""
+
+    name: str
+    seen: Watched
+
+
+ToMember: TypeAlias = Joined | Left | RoleChanged | Failed | Seen
+
+
+# ---- the supervisor process ------------------------------------------------------------------
+
+
+def _hook_target(hook: Hook) -> Callable[[Leadership], object]:
+    def run(_leadership: Leadership) -> object:
+        return hook()
+
+    return run
+
+
+def _job(member: Member, send: Callable[[object], None]) -> Job:
+    """The supervisor's job for one ``Master``, reporting over ``send``."""
+    name = member.name
+
+    def on_event(event: Announcement) -> None:
+        if isinstance(event, Elected | Demoted):
+            send(RoleChanged(name, isinstance(event, Elected), event.token))
+
+    def tell(seen: Watched) -> None:
+        send(Seen(name, seen))
+
+    start, stop = member.start_hook, member.stop_hook
+    return Job(
+        config=Config(name=name, me=new_identity(member.version, member.node_id), timing=member.timing),
+        targets=[_hook_target(start)] if start is not None else [],
+        labels=["start_hook"],
+        stop_hook=_hook_target(stop) if stop is not None else None,
+        on_event=on_event,
+        watch=chain(tell, announce_holder(member.node_id)),
+        on_failure=lambda text: send(Failed(name, text)),
+        on_left=lambda: send(Left(name)),
+    )
+
+
+def supervisor_main(conn: Any, backend: LockBackend, first: Member, console: bool) -> None:
+    """Entry point of the shared supervisor process: ``first`` is the Master that started it;
+    ``console`` logs elections to stderr (decided in the application, whose logging it is)."""
+    die_with_parent(signal.SIGTERM)
+    with console_logging(console):
+        _serve(conn, backend, first)
+
+
+def _serve(conn: Any, backend: LockBackend, first: Member) -> None:
+    """Run the elections of every Master that joins, answering over ``conn`` until stopped."""
+    lock = threading.Lock()
+
+    def send(message: object) -> None:
+        with lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
+            conn.send(message)
+
+    supervisor = Supervisor(backend, [_job(first, send)], SupervisorOptions(capacity=MAX_MASTERS))
+
+    def on_control(ready: Any) -> None:
+        try:
+            message = ready.recv()
+        except (EOFError, OSError):
+            supervisor.request_stop()
+            supervisor.unwatch(ready)
+            return
+        match message:
+            case _Join(member=member):
+                try:
+                    supervisor.add(_job(member, send))
+                except (ValueError, RuntimeError) as exc:
+                    send(Joined(member.name, str(exc)))
+                else:
+                    send(Joined(member.name))
+            case _Leave(name=name):
+                try:
+                    supervisor.remove(name)
+                except KeyError:
+                    send(Left(name))
+            case _Query(seq=seq, name=name):
+                try:
+                    send(_Answer(seq, supervisor.status(name)))
+                except KeyError:
+                    send(_Answer(seq, None))
+            case _Resign(name=name):
+                with contextlib.suppress(KeyError):
+                    supervisor.election(name).resign()
+            case _Stop():
+                supervisor.request_stop()
+            case _:
+                pass
+
+    supervisor.watch(conn, on_control)
+    send(_Ready(os.getpid()))
+    supervisor.run()
+
+
+# ---- the application's side ------------------------------------------------------------------
+
+
+class Listener(Protocol):
+    """What a host tells one ``Master`` (on the host's reader thread)."""
+
+    def heard(self, message: ToMember) -> None:
+        """One message about this Master's name."""
+
+    def host_gone(self) -> None:
+        """The supervisor process has ended."""
+
+
+class _Replies:
+    """Answers awaited from the supervisor, by key, for the threads that wait for them."""
+
+    def __init__(self) -> None:
+        self._given: dict[Hashable, object] = {}
+        self._changed = threading.Condition()
+        self.closed = False
+
+    def give(self, key: Hashable, value: object) -> None:
+        with self._changed:
+            self._given[key] = value
+            self._changed.notify_all()
+
+    def expect(self, key: Hashable) -> None:
+        """An answer to ``key`` is asked for now: one given before (unasked) is not it."""
+        with self._changed:
+            self._given.pop(key, None)
+
+    def close(self) -> None:
+        """No answer will come any more: every wait ends."""
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def take(self, key: Hashable, timeout: float | None) -> tuple[bool, object]:
+        """(True, the answer), or (False, None) when the host ended or ``timeout`` ran out."""
+        with self._changed:
+            self._changed.wait_for(lambda: key in self._given or self.closed, timeout)
+            if key in self._given:
+                return True, self._given.pop(key)
+            return False, None
+
+
+class Host:
+    """The application's handle on one shared supervisor process: its pipe, the thread that
+    reads it, and the Masters that use it, by lock name."""
+
+    def __init__(self, backend: LockBackend, console: bool) -> None:
+        self.backend = backend
+        self._console = console
+        self.members: dict[str, Listener] = {}
+        self._conn: Any = None
+        self._process: Any = None
+        self._sending = threading.Lock()
+        self._replies = _Replies()
+        self._seq = 0
+        self._reader: threading.Thread | None = None
+
+    # -- the process and its reader ---------------------------------------------------------
+
+    def start(self, first: Member, listener: Listener) -> None:
+        """Spawn the supervisor process with ``first`` as its first name; returns once it runs."""
+        self.members[first.name] = listener
+        hold_standard_fds()  # its pipe must not land on a closed fd 0-2 of the application
+        started = _Replies()
+        self._reader = threading.Thread(
+            target=self._own, args=(first, started), name="gomaster-master", daemon=True
+        )
+        self._reader.start()
+        answered, value = started.take("started", ANSWER_TIMEOUT)
+        if not answered:
+            self.kill()
+            raise RuntimeError(f"the gomaster supervisor did not start within {ANSWER_TIMEOUT} s")
+        if isinstance(value, BaseException):
+            raise value
+
+    def _own(self, first: Member, started: _Replies) -> None:
+        """The long-lived thread that creates the supervisor (its parent-death signal follows
+        this thread) and then reads everything the supervisor sends."""
+        context = multiprocess.get_context("spawn")
+        mine, theirs = context.Pipe()
+        try:
+            process = context.Process(
+                target=supervisor_main,
+                args=(theirs, self.backend, first, self._console),
+                name="gomaster-supervisor",
+            )
+            process.start()
+        except Exception as exc:
+            started.give("started", exc)
+            return
+        theirs.close()
+        self._conn, self._process = mine, process
+        while True:
+            try:
+                message = mine.recv()
+            except (EOFError, OSError):
+                break
+            if isinstance(message, _Ready):
+                started.give("started", None)
+            else:
+                self._dispatch(message)
+        started.close()
+        self._replies.close()
+        for listener in list(self.members.values()):
+            listener.host_gone()
+
+    def _dispatch(self, message: object) -> None:
+        match message:
+            case _Answer(seq=seq, status=status):
+                self._replies.give(("answer", seq), status)
+            case Joined(name=name) | Left(name=name):
+                self._replies.give((type(message).__name__, name), message)
+                listener = self.members.get(name)
+                if listener is not None:
+                    listener.heard(message)
+            case RoleChanged(name=name) | Failed(name=name) | Seen(name=name):
+                listener = self.members.get(name)
+                if listener is not None:
+                    listener.heard(message)
+            case _:
+                pass
+
+    def alive(self) -> bool:
+        """True while the supervisor process runs."""
+        return self._process is not None and bool(self._process.is_alive())
+
+    def _send(self, message: object) -> bool:
+        with self._sending:
+            if self._conn is None:
+                return False
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):
+                return False
+            return True
+
+    # -- what Masters ask ------------------------------------------------------------------------
+
+    def join(self, member: Member, listener: Listener) -> None:
+        """Add ``member``'s name to the running supervisor; raises what it refused it with."""
+        self.members[member.name] = listener
+        key = ("Joined", member.name)
+        self._replies.expect(key)
+        if not self._send(_Join(member)):
+            self.members.pop(member.name, None)
+            raise RuntimeError("the gomaster supervisor of this backend is gone")
+        answered, value = self._replies.take(key, ANSWER_TIMEOUT)
+        if not answered or not isinstance(value, Joined) or value.error:
+            self.members.pop(member.name, None)
+            why = value.error if isinstance(value, Joined) else "it did not answer"
+            raise RuntimeError(f"lock name {member.name!r} could not join the gomaster supervisor: {why}")
+
+    def leave(self, name: str, timeout: float | None) -> bool:
+        """Leave ``name``'s election; True once its hooks are gone and its release sent."""
+        self._replies.expect(("Left", name))
+        return self._send(_Leave(name)) and self._replies.take(("Left", name), timeout)[0]
+
+    def status(self, name: str) -> Status:
+        """The supervisor's view of lock ``name``."""
+        with self._sending:
+            self._seq += 1
+            seq = self._seq
+        if not self.alive() or not self._send(_Query(seq, name)):
+            raise RuntimeError("this Master is not running: call start() first")
+        answered, status = self._replies.take(("answer", seq), ANSWER_TIMEOUT)
+        if not answered:
+            if self.alive():
+                raise TimeoutError(f"the supervisor did not answer within {ANSWER_TIMEOUT} s")
+            raise RuntimeError("the supervisor stopped while answering")
+        if not isinstance(status, Status):
+            raise RuntimeError(f"this Master's lock {name!r} is not running: call start() first")
+        return status
+
+    def resign(self, name: str) -> None:
+        """Ask the supervisor to step ``name`` down."""
+        self._send(_Resign(name))
+
+    def stop(self, timeout: float | None) -> None:
+        """End the supervisor process (every name releases); kill it after ``timeout``."""
+        if self._process is None:
+            return
+        self._send(_Stop())
+        self._process.join(timeout)
+        if self._process.is_alive():
+            _log.error("supervisor did not stop within %s s; killing it", timeout)
+            self.kill()
+        if self._reader is not None:
+            self._reader.join(READER_LAST_WORDS)  # what the supervisor said last reaches its Master
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor process (its workers die with it)."""
+        if self._process is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._process.kill()
+                self._process.join(1.0)
+
+
+class Hosts:
+    """Every shared supervisor of this process, one per backend, and the names they carry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[tuple[type, str], Host] = {}
+
+    def enter(self, backend: LockBackend, member: Member, listener: Listener, console: bool) -> Host:
+        """Start ``member``'s name on the shared supervisor of ``backend``, spawning it if there is
+        none; a name already started in this process is refused with ``ValueError``."""
+        key = (type(backend), backend.url)
+        with self._lock:
+            host = self._hosts.get(key)
+            if host is not None and host.alive():
+                if member.name in host.members:
+                    raise ValueError(
+                        f"lock name {member.name!r} on {backend.url} is already started by another "
+                        "Master in this process: stop that one first, or use another name"
+                    )
+                host.join(member, listener)
+                return host
+            host = Host(backend, console)
+            host.start(member, listener)
+            self._hosts[key] = host
+            return host
+
+    def leave(self, host: Host, name: str, timeout: float | None) -> None:
+        """Stop ``name`` on ``host``; the last name to leave ends the supervisor process."""
+        key = (type(host.backend), host.backend.url)
+        with self._lock:
+            last = set(host.members) <= {name}
+            if last and self._hosts.get(key) is host:
+                del self._hosts[key]
+        if last:
+            host.stop(timeout)
+        elif not host.leave(name, timeout) and host.alive():
+            _log.error("lock name %r did not leave within %s s", name, timeout)
+        with self._lock:
+            host.members.pop(name, None)
+
+
+#: The registry of this process (see the module docstring for why there is one).
+HOSTS = Hosts()
