@@ -3,7 +3,8 @@
 The first ``Master`` started on a backend spawns a supervisor process; every later one (another
 lock name) joins it, and the last one to stop ends it. The application keeps one pipe to it and
 one thread that reads it; every message names the lock it is about. A lock name is started once
-per process: a second ``Master`` for a name already started is refused before anything runs.
+per process (:mod:`gomaster.runtime.names`): a second ``Master`` for a name already started is
+refused before anything runs.
 
 Process-wide state is unavoidable here, since sharing across ``Master`` objects that know
 nothing of each other is the point: it is one registry (:class:`Hosts`), guarded by a lock.
@@ -30,6 +31,7 @@ from gomaster.runtime.console import announce_holder, chain, console_logging
 from gomaster.runtime.elector import Watched
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership
+from gomaster.runtime.names import STARTED
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
@@ -450,20 +452,20 @@ class Hosts:
         """Start ``member``'s name on the shared supervisor of ``backend``, spawning it if there is
         none; a name already started in this process is refused with ``ValueError``."""
         key = (type(backend), backend.url)
-        with self._lock:
-            host = self._hosts.get(key)
-            if host is not None and host.alive():
-                if member.name in host.members:
-                    raise ValueError(
-                        f"lock name {member.name!r} on {backend.url} is already started by another "
-                        "Master in this process: stop that one first, or use another name"
-                    )
-                host.join(member, listener)
+        STARTED.take(backend.url, [member.name])
+        try:
+            with self._lock:
+                host = self._hosts.get(key)
+                if host is not None and host.alive():
+                    host.join(member, listener)
+                    return host
+                host = Host(backend, console)
+                host.start(member, listener)
+                self._hosts[key] = host
                 return host
-            host = Host(backend, console)
-            host.start(member, listener)
-            self._hosts[key] = host
-            return host
+        except BaseException:
+            STARTED.give_back(backend.url, [member.name])
+            raise
 
     def leave(self, host: Host, name: str, timeout: float | None) -> None:
         """Stop ``name`` on ``host``; the last name to leave ends the supervisor process."""
@@ -478,6 +480,7 @@ class Hosts:
             _log.error("lock name %r did not leave within %s s", name, timeout)
         with self._lock:
             host.members.pop(name, None)
+        STARTED.give_back(host.backend.url, [name])
 
 
 #: The registry of this process (see the module docstring for why there is one).

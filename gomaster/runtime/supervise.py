@@ -17,6 +17,7 @@ from gomaster.core.record import LockRecord, NodeIdentity, check_name, check_ver
 from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
+from gomaster.runtime.names import STARTED
 from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
 from gomaster.runtime.worker import Target
 
@@ -175,15 +176,16 @@ def supervise(
         announce = announce_holder(me.node_id)
         del spare_workers  # workers fork from the zygote: there are no spares to keep
         options = SupervisorOptions(max_failures=max_failures, preload=preload)
-        Supervisor(
-            store,
-            [
-                Job(
-                    config=Config(name=lock, me=me, timing=timing),
-                    targets=listed,
-                    watch=chain(watcher(metrics, on_new_leader, lock), announce),
-                )
-                for lock, listed in jobs.items()
-            ],
-            options,
-        ).run()
+        with STARTED.held(store.url, list(jobs)):
+            Supervisor(
+                store,
+                [
+                    Job(
+                        config=Config(name=lock, me=me, timing=timing),
+                        targets=listed,
+                        watch=chain(watcher(metrics, on_new_leader, lock), announce),
+                    )
+                    for lock, listed in jobs.items()
+                ],
+                options,
+            ).run()

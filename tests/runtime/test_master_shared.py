@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gomaster import Master, Timing
+import gomaster
+from gomaster import Leadership, Master, Timing
 from gomaster.backends import connect
 from tests.helpers import ok, wait_until
 from tests.runtime.cluster import wait_gone
@@ -40,6 +41,10 @@ def _supervisors() -> list[int]:
 def _holder(url: str, name: str) -> str | None:
     seen = ok(connect(url).observe(name, 5.0))
     return None if seen.record is None or seen.record.released else seen.record.holder
+
+
+def _noop(_leadership: Leadership) -> None:
+    pass
 
 
 def _touch(path: Path) -> None:
@@ -112,7 +117,7 @@ def test_a_name_started_twice_in_one_process_is_refused_before_anything_starts(
     wait_until(first.is_master)
     supervisors = set(_supervisors())
     second = Master(url, name="once", timing=TIMING)
-    with pytest.raises(ValueError, match=r"'once'.*already started by another Master"):
+    with pytest.raises(ValueError, match=r"'once'.*already started in this process"):
         second.start()
     assert set(_supervisors()) == supervisors
     assert first.is_master() and first.status().token == 1
@@ -147,3 +152,16 @@ def test_the_last_master_to_stop_ends_the_supervisor_process(url: str) -> None:
     two.stop(timeout=10)
     wait_gone(list(started), timeout=5.0)
     assert _holder(url, "one") is None and _holder(url, "two") is None
+
+
+def test_supervise_beside_a_master_of_the_same_name_is_refused_before_anything_starts(
+    url: str, masters: list[Master]
+) -> None:
+    master = Master(url, name="clash", timing=TIMING)
+    masters.append(master)
+    master.start()
+    supervisors = set(_supervisors())
+    with pytest.raises(ValueError, match=r"'clash'.*already started in this process"):
+        gomaster.supervise(_noop, backend=url, name="clash", timing=TIMING)
+    assert set(_supervisors()) == supervisors
+    wait_until(master.is_master)
