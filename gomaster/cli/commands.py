@@ -348,12 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with its environment, examples and exit codes in ``--help``."""
     parser = _Parser(
         prog="gomaster",
+        usage="%(prog)s [-h] [--version] COMMAND ...",  # the commands are listed once, in DESCRIPTION
         description=DESCRIPTION,
         epilog="\n".join([EXAMPLES, ENVIRONMENT]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gomaster {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND", help=argparse.SUPPRESS
+    )
     _add_run(commands)
 
     status = _subparser(

@@ -58,6 +58,15 @@ def test_version_prints_the_package_version() -> None:
     assert shown.stdout.strip() == f"gomaster {__version__}"
 
 
+def test_top_level_help_lists_each_command_once_and_the_usage_names_a_command() -> None:
+    shown = gomaster("--help")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: gomaster [-h] [--version] COMMAND ...")
+    for command in COMMANDS:
+        listed = [line for line in shown.stdout.splitlines() if line.split()[:1] == [command]]
+        assert len(listed) == 1, f"{command!r} is listed {len(listed)} times:\n{shown.stdout}"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_flag_of_every_command_is_explained(command: str) -> None:
     parser = _subparsers()[command]
