@@ -184,10 +184,13 @@ def _job(member: Member, send: Callable[[object], None]) -> Job:
     )
 
 
-def supervisor_main(conn: Any, backend: LockBackend, first: Member, console: bool) -> None:
+def supervisor_main(conn: Any, backend: LockBackend, first: Member, console: bool, parent: int) -> None:
     """Entry point of the shared supervisor process: ``first`` is the Master that started it;
-    ``console`` logs elections to stderr (decided in the application, whose logging it is)."""
+    ``console`` logs elections to stderr (decided in the application, whose logging it is);
+    ``parent`` is the application, with which it dies."""
     die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent:  # the application died before the signal was armed
+        return
     with console_logging(console):
         _serve(conn, backend, first)
 
@@ -327,7 +330,7 @@ class Host:
         try:
             process = context.Process(
                 target=supervisor_main,
-                args=(theirs, self.backend, first, self._console),
+                args=(theirs, self.backend, first, self._console, os.getpid()),
                 name="gomaster-supervisor",
             )
             process.start()
