@@ -348,7 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with its environment, examples and exit codes in ``--help``."""
     parser = _Parser(
         prog="gomaster",
-        usage="%(prog)s [-h] [--version] COMMAND ...",  # the commands are listed once, in DESCRIPTION
         description=DESCRIPTION,
         epilog="\n".join([EXAMPLES, ENVIRONMENT]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -357,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="COMMAND", help=argparse.SUPPRESS
     )
+    # The commands are listed once, in DESCRIPTION; set after the subparsers took their prefix.
+    parser.usage = "%(prog)s [-h] [--version] COMMAND ..."
     _add_run(commands)
 
     status = _subparser(

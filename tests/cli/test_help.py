@@ -65,6 +65,8 @@ def test_top_level_help_lists_each_command_once_and_the_usage_names_a_command() 
     for command in COMMANDS:
         listed = [line for line in shown.stdout.splitlines() if line.split()[:1] == [command]]
         assert len(listed) == 1, f"{command!r} is listed {len(listed)} times:\n{shown.stdout}"
+        usage = gomaster(command, "--help").stdout.splitlines()[0]
+        assert usage.startswith(f"usage: gomaster {command} "), usage
 
 
 @pytest.mark.parametrize("command", COMMANDS)
