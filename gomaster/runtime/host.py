@@ -30,11 +30,11 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging
 from gomaster.runtime.elector import Watched
 from gomaster.runtime.fds import hold_standard_fds
-from gomaster.runtime.lease import Leadership
+from gomaster.runtime.lease import Leadership, SharedLease
 from gomaster.runtime.names import STARTED
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import new_identity
-from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
+from gomaster.runtime.supervisor import InApp, Job, Supervisor, SupervisorOptions
 from gomaster.runtime.tree import die_with_parent
 
 _log = logging.getLogger("gomaster")
@@ -60,8 +60,10 @@ class Member:
     node_id: str
     timing: Timing
     version: str
-    start_hook: Hook | None
-    stop_hook: Hook | None
+    start_hook: Hook | None = None
+    stop_hook: Hook | None = None
+    #: The work runs in the application (``gomaster.aio``), which reports its stops.
+    in_app: InApp | None = None
 
 
 # ---- messages, application -> supervisor ---------------------------------------------------
@@ -91,6 +93,14 @@ class _Resign:
 @dataclass(frozen=True, slots=True)
 class _Stop:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkStopped:
+    """The application's work of ``name``'s tenure ``token`` has stopped (``Member.in_app``)."""
+
+    name: str
+    token: int
 
 
 # ---- messages, supervisor -> application ---------------------------------------------------
@@ -124,11 +134,15 @@ class _Answer:
 
 @dataclass(frozen=True, slots=True)
 class RoleChanged:
-    """``name`` became master (``is_master``) or stopped being it."""
+    """``name`` became master (``event`` is ``Elected``) or stopped being it (``Demoted``)."""
 
     name: str
-    is_master: bool
-    token: int
+    event: Elected | Demoted
+
+    @property
+    def is_master(self) -> bool:
+        """This node is master of ``name`` now."""
+        return isinstance(self.event, Elected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +180,7 @@ def _job(member: Member, send: Callable[[object], None]) -> Job:
 
     def on_event(event: Announcement) -> None:
         if isinstance(event, Elected | Demoted):
-            send(RoleChanged(name, isinstance(event, Elected), event.token))
+            send(RoleChanged(name, event))
 
     def tell(seen: Watched) -> None:
         send(Seen(name, seen))
@@ -181,21 +195,30 @@ def _job(member: Member, send: Callable[[object], None]) -> Job:
         watch=chain(tell, announce_holder(member.node_id)),
         on_failure=lambda text: send(Failed(name, text)),
         on_left=lambda: send(Left(name)),
+        in_app=member.in_app,
     )
 
 
-def supervisor_main(conn: Any, backend: LockBackend, first: Member, console: bool, parent: int) -> None:
+def supervisor_main(
+    conn: Any,
+    backend: LockBackend,
+    first: Member,
+    console: bool,
+    parent: int,
+    lease: SharedLease | None = None,
+) -> None:
     """Entry point of the shared supervisor process: ``first`` is the Master that started it;
     ``console`` logs elections to stderr (decided in the application, whose logging it is);
-    ``parent`` is the application, with which it dies."""
+    ``parent`` is the application, with which it dies; ``lease``, when the application reads
+    its names' leases itself (``gomaster.aio``), is where they are published."""
     die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the application died before the signal was armed
         return
     with console_logging(console):
-        _serve(conn, backend, first)
+        _serve(conn, backend, first, lease)
 
 
-def _serve(conn: Any, backend: LockBackend, first: Member) -> None:
+def _serve(conn: Any, backend: LockBackend, first: Member, lease: SharedLease | None) -> None:
     """Run the elections of every Master that joins, answering over ``conn`` until stopped."""
     lock = threading.Lock()
 
@@ -203,7 +226,8 @@ def _serve(conn: Any, backend: LockBackend, first: Member) -> None:
         with lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
             conn.send(message)
 
-    supervisor = Supervisor(backend, [_job(first, send)], SupervisorOptions(capacity=MAX_MASTERS))
+    capacity = MAX_MASTERS if lease is None else lease.size
+    supervisor = Supervisor(backend, [_job(first, send)], SupervisorOptions(capacity=capacity), lease=lease)
 
     def on_control(ready: Any) -> None:
         try:
@@ -233,6 +257,8 @@ def _serve(conn: Any, backend: LockBackend, first: Member) -> None:
             case _Resign(name=name):
                 with contextlib.suppress(KeyError):
                     supervisor.election(name).resign()
+            case WorkStopped(name=name, token=token):
+                supervisor.app_stopped(name, token)
             case _Stop():
                 supervisor.request_stop()
             case _:

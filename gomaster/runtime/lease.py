@@ -24,7 +24,9 @@ class SharedLease:
 
     def __init__(self, context: Any | None = None, size: int = 1) -> None:
         ctx = context if context is not None else multiprocess.get_context("spawn")
-        self._cells: Any = ctx.RawArray("d", 2 * max(1, size))
+        #: How many names' cells it has.
+        self.size = max(1, size)
+        self._cells: Any = ctx.RawArray("d", 2 * self.size)
         self._base = 0
 
     def at(self, index: int) -> SharedLease:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import queue
+import select
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -145,6 +146,24 @@ class _Slot:
     history: list[int] = field(default_factory=list)
 
 
+#: What to do when work in the application has not stopped ``grace`` after its demotion: kill
+#: the application (the promise kept), or log and carry on (only the fencing token protects).
+Overrun: TypeAlias = Literal["kill", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class InApp:
+    """A name whose work runs in the application process ``pid`` (``gomaster.aio``, in-process
+    hooks) rather than in workers. The application says when a tenure's work has stopped
+    (:meth:`Supervisor.app_stopped`); until then the release waits, and ``grace`` after the
+    demotion the application is SIGKILLed by pid (``overrun="kill"``) or only logged about
+    (``"warn"``). A process that is PID 1 of its namespace cannot be killed so: its own
+    deadline timer is what holds there."""
+
+    pid: int
+    overrun: Overrun = "kill"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """One lock name this supervisor takes part in, and the work its master runs there.
@@ -165,6 +184,8 @@ class Job:
     watch: Callable[[Watched], None] | None = None
     on_failure: Callable[[str], None] | None = None
     on_left: Callable[[], None] | None = None
+    #: The work runs in the application, not in workers (``targets`` is then empty).
+    in_app: InApp | None = None
 
 
 @dataclass(slots=True)
@@ -185,6 +206,12 @@ class _Lock:
     owes_resume: bool = False
     #: Its election is over (:meth:`Supervisor.remove`): forgotten once its workers are gone.
     left: bool = False
+    #: Work in the application (``Job.in_app``): the tenure it runs, since when it should stop,
+    #: whether the application was killed for overrunning, and a pidfd that says it is gone.
+    app_token: int | None = None
+    app_stopping_since: float | None = None
+    app_killed: bool = False
+    app_pidfd: int | None = None
 
     @property
     def name(self) -> str:
@@ -203,8 +230,11 @@ class _Lock:
         return [*self.slots, self.cleanup] if self.cleanup is not None else self.slots
 
     def running(self) -> bool:
-        """A worker of this tenure is still alive (running or stopping)."""
-        return any(s.worker is not None and s.worker.token is not None for s in self.slots)
+        """A worker of this tenure is still alive (running or stopping), or its work in the
+        application has not said it stopped."""
+        return self.app_token is not None or any(
+            s.worker is not None and s.worker.token is not None for s in self.slots
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +277,13 @@ def kill_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _ended(pidfd: int) -> bool:
+    """The process behind ``pidfd`` has ended."""
+    waiting = select.poll()
+    waiting.register(pidfd, select.POLLIN)
+    return bool(waiting.poll(0))
+
+
 def _signal_worker(worker: _Worker, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(worker.process.pid, sig)
@@ -286,8 +323,15 @@ class Supervisor:
     ``run`` blocks until stopped."""
 
     def __init__(
-        self, backend: LockBackend, jobs: Sequence[Job], options: SupervisorOptions | None = None
+        self,
+        backend: LockBackend,
+        jobs: Sequence[Job],
+        options: SupervisorOptions | None = None,
+        *,
+        lease: SharedLease | None = None,
     ) -> None:
+        """``lease`` is where the names' leases are published, made by whoever else reads them
+        (the application, for work in it); by default one of the supervisor's own."""
         names = [job.config.name for job in jobs]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -301,7 +345,9 @@ class Supervisor:
         hold_standard_fds()
         self._backend = backend
         self._context = multiprocess.get_context("spawn")
-        self._lease = SharedLease(self._context, capacity)
+        if lease is not None and lease.size < capacity:
+            raise ValueError(f"the shared lease has {lease.size} cells for {capacity} lock names")
+        self._lease = lease if lease is not None else SharedLease(self._context, capacity)
         self._free = list(range(capacity - 1, -1, -1))
         self._elector = Elector(backend)
         self._locks: list[_Lock] = []
@@ -346,6 +392,8 @@ class Supervisor:
         )
         position = self._free.pop()
         lock = _Lock(job=job, position=position, lease=self._lease.at(position), slots=slots, cleanup=cleanup)
+        if job.in_app is not None:
+            lock.app_pidfd = os.pidfd_open(job.in_app.pid)
         lock.election = self._elector.join(
             job.config,
             functools.partial(self._on_announcement, lock),
@@ -402,6 +450,13 @@ class Supervisor:
                 f"this supervisor carries {len(self._locks)} lock names, its capacity: {name!r} cannot join"
             )
         self._take(job)
+
+    def app_stopped(self, name: str, token: int) -> None:
+        """The work of ``name``'s tenure ``token`` in the application has stopped (call it on
+        the thread that runs :meth:`run`)."""
+        lock = self._by_name.get(name)
+        if lock is not None and lock.app_token == token:
+            lock.app_token, lock.app_stopping_since = None, None
 
     def remove(self, name: str) -> None:
         """Leave the election of ``name``: its work stops, its lease is released, then
@@ -467,23 +522,23 @@ class Supervisor:
             self._enqueue(_ElectorDone())
 
     def _on_announcement(self, lock: _Lock, event: Announcement) -> Hold | None:
-        """Runs on the elector thread. A demotion holds that name's release until its work has
-        stopped (``_confirm_stops``); the other names carry on meanwhile."""
+        """Runs on the elector thread. The lease is published before anyone hears of the event
+        (work told it is elected finds its lease valid). A demotion holds that name's release
+        until its work has stopped (``_confirm_stops``); the other names carry on meanwhile."""
+        hold: Hold | None = None
+        match event:
+            case Renewed(token=token, deadline=deadline) | Elected(token=token, deadline=deadline):
+                lock.lease.publish(token, deadline)
+            case Demoted():
+                lock.lease.revoke()
+                stages = 2 if lock.cleanup is not None or lock.job.in_app is not None else 1
+                hold = Hold(until=boottime() + stages * lock.timing.grace + STOP_ACK_SLACK)
         if lock.job.on_event is not None:
             with contextlib.suppress(Exception):
                 lock.job.on_event(event)
-        match event:
-            case Renewed(token=token, deadline=deadline):
-                lock.lease.publish(token, deadline)
-            case Elected(token=token, deadline=deadline):
-                lock.lease.publish(token, deadline)
-                self._enqueue(_Announced(lock, event))
-            case Demoted():
-                lock.lease.revoke()
-                self._enqueue(_Announced(lock, event))
-                stages = 2 if lock.cleanup is not None else 1
-                return Hold(until=boottime() + stages * lock.timing.grace + STOP_ACK_SLACK)
-        return None
+        if isinstance(event, Elected | Demoted):
+            self._enqueue(_Announced(lock, event))
+        return hold
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -511,6 +566,7 @@ class Supervisor:
             self._drain_queue()
             self._reap()
             self._enforce_grace()
+            self._enforce_app_grace()
             self._reconcile()
             self._run_stop_hooks()
             self._confirm_stops()
@@ -574,6 +630,10 @@ class Supervisor:
             if worker.stopping_since is not None and not worker.killed:
                 out_of_grace = worker.stopping_since + lock.timing.grace
                 timers.append(now + SWEEP_EVERY if worker.kill_sent else out_of_grace)
+        for lock in self._locks:
+            if lock.app_stopping_since is not None:
+                out_of_grace = lock.app_stopping_since + lock.timing.grace
+                timers.append(now + SWEEP_EVERY if lock.app_killed else out_of_grace)
         for lock in self._leading():
             for slot in lock.slots:
                 idle = slot.worker is None or slot.worker.token is None
@@ -605,6 +665,8 @@ class Supervisor:
                 case _Announced(lock=lock, event=Elected() as elected):
                     lock.elected = elected
                     lock.leader_token = elected.token
+                    if lock.job.in_app is not None:
+                        lock.app_token, lock.app_stopping_since = elected.token, None
                     for slot in lock.slots:
                         slot.failures, slot.restart_at = 0, 0.0
                     _log.info(
@@ -626,6 +688,8 @@ class Supervisor:
                     for slot in lock.slots:
                         if slot.worker is not None and slot.worker.token is not None:
                             self._stop_worker(slot.worker, demoted)
+                    if lock.app_token is not None and lock.app_stopping_since is None:
+                        lock.app_stopping_since = boottime()
                     if lock.cleanup is not None and lock.elected is not None:
                         lock.cleanup_due = lock.elected
                     lock.owes_resume = True
@@ -733,6 +797,42 @@ class Supervisor:
                 kill_group(worker.process.pid, signal.SIGKILL)
                 worker.killed = True
 
+    def _enforce_app_grace(self) -> None:
+        """Work in the application that outlives its grace: kill the application (by pid, not
+        group: the processes of one server may share a group) or, with ``overrun="warn"``, log
+        and go on. An application that has ended has stopped its work, however it ended."""
+        now = boottime()
+        for lock in self._locks:
+            in_app = lock.job.in_app
+            if in_app is None or lock.app_token is None:
+                continue
+            if lock.app_pidfd is not None and _ended(lock.app_pidfd):
+                lock.app_token, lock.app_stopping_since = None, None
+                continue
+            since = lock.app_stopping_since
+            if since is None or now < since + lock.timing.grace or lock.app_killed:
+                continue
+            if in_app.overrun == "warn":
+                _log.warning(
+                    "the work of %r in the application did not stop within %.1f s of its demotion; "
+                    "going on (overrun='warn'): only its fencing token %d protects now",
+                    lock.name,
+                    lock.timing.grace,
+                    lock.app_token,
+                )
+                lock.app_token, lock.app_stopping_since = None, None
+                continue
+            _log.error(
+                "the work of %r in the application (pid %d) did not stop within %.1f s of its "
+                "demotion: killing the application",
+                lock.name,
+                in_app.pid,
+                lock.timing.grace,
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(in_app.pid, signal.SIGKILL)
+            lock.app_killed = True
+
     def _reconcile(self) -> None:
         """Make the workers match the roles: where master, one per target not done in this
         tenure (at once, or when its restart backoff ends); where follower, none."""
@@ -808,6 +908,8 @@ class Supervisor:
                 continue
             self._locks.remove(lock)
             del self._by_name[lock.name]
+            if lock.app_pidfd is not None:
+                os.close(lock.app_pidfd)
             lock.lease.revoke()
             self._free.append(lock.position)
             if lock.job.on_left is not None:
