@@ -30,8 +30,6 @@ import contextlib
 import inspect
 import logging
 import os
-import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -44,10 +42,10 @@ from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.events import Demoted, Elected
 from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
-from gomaster.runtime.clock import boottime
 from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.fds import hold_standard_fds
+from gomaster.runtime.guard import EXIT_OVERRUN, Guard
 from gomaster.runtime.host import (
     ANSWER_TIMEOUT,
     Failed,
@@ -65,14 +63,10 @@ from gomaster.runtime.names import STARTED
 from gomaster.runtime.supervise import check_config, watcher
 from gomaster.runtime.supervisor import InApp, Overrun, backoff
 
-__all__ = ["Demoted", "Elected", "Master", "NewLeader", "Overrun", "supervise"]
+__all__ = ["EXIT_OVERRUN", "Demoted", "Elected", "Master", "NewLeader", "Overrun", "supervise"]
 
 _log = logging.getLogger("gomaster")
 
-#: The exit status of an application that the deadline guard ended (work outlived ``grace``).
-EXIT_OVERRUN = 70
-#: The guard looks at the deadline at least this often (its sleep does not count a suspend).
-GUARD_WATCH_MAX = 0.25
 #: Stopping waits this long beyond the timings for the supervisor to end, then kills it.
 STOP_SLACK = 5.0
 
@@ -108,90 +102,6 @@ def _check_work(work: object) -> Work:
         )
     checked: Work = work
     return checked
-
-
-class _Guard:
-    """The application's own deadline timer, on a thread that needs neither the event loop nor
-    the supervisor: it reads the lease from shared memory, cancels the work when the lease's
-    deadline passes, and ends the process when the work is still running ``grace`` later."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, lease: SharedLease, grace: float, overrun: Overrun
-    ) -> None:
-        self._loop = loop
-        self._lease = lease
-        self._grace = grace
-        self._overrun = overrun
-        self._changed = threading.Condition()
-        self._watched: tuple[int, asyncio.Task[object]] | None = None
-        self._cancelled_at: float | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="gomaster-guard", daemon=True)
-        self._thread.start()
-
-    def watch(self, token: int, task: asyncio.Task[object]) -> None:
-        """Guard ``task``, the work of tenure ``token``."""
-        with self._changed:
-            self._watched, self._cancelled_at = (token, task), None
-            self._changed.notify_all()
-
-    def cancelling(self) -> None:
-        """The loop cancelled the work (a demotion): ``grace`` counts from now."""
-        with self._changed:
-            if self._cancelled_at is None:
-                self._cancelled_at = boottime()
-            self._changed.notify_all()
-
-    def settle(self) -> None:
-        """The work has finished: nothing to guard until the next :meth:`watch`."""
-        with self._changed:
-            self._watched, self._cancelled_at = None, None
-            self._changed.notify_all()
-
-    def close(self) -> None:
-        """End the thread."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._thread.join(1.0)
-
-    def _run(self) -> None:
-        with self._changed:
-            while not self._closed:
-                self._changed.wait(self._check())
-
-    def _check(self) -> float:
-        """Act on the deadline; how long to sleep before looking again."""
-        if self._watched is None:
-            return GUARD_WATCH_MAX
-        token, task = self._watched
-        if task.done():
-            return GUARD_WATCH_MAX
-        now = boottime()
-        deadline = self._lease.deadline_for(token)
-        if self._cancelled_at is None and now >= deadline:
-            self._cancelled_at = now
-            _log.warning("the lease of token %d ran out: cancelling the work", token)
-            with contextlib.suppress(RuntimeError):  # a closed loop: the exit below still comes
-                self._loop.call_soon_threadsafe(task.cancel)
-        if self._cancelled_at is None:
-            return min(GUARD_WATCH_MAX, max(0.0, deadline - now))
-        out_of_grace = self._cancelled_at + self._grace
-        if now < out_of_grace:
-            return min(GUARD_WATCH_MAX, out_of_grace - now)
-        if self._overrun == "warn":
-            _log.error("the work of token %d outlived its grace; going on (overrun='warn')", token)
-            self._watched = None
-            return GUARD_WATCH_MAX
-        _log.critical(
-            "the work of token %d did not stop within %.1f s of losing the lease (a blocked event "
-            "loop?): ending this process so that it cannot run on",
-            token,
-            self._grace,
-        )
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        os._exit(EXIT_OVERRUN)
 
 
 class Master:
@@ -230,13 +140,14 @@ class Master:
         self._conn: Any = None
         self._process: Any = None
         self._lease: SharedLease | None = None
-        self._guard: _Guard | None = None
+        self._guard: Guard | None = None
         self._ready: asyncio.Future[None] | None = None
         self._gone: asyncio.Event | None = None
         self._elected: asyncio.Event | None = None
         self._leadership: Leadership | None = None
         self._subscribers: list[asyncio.Queue[object]] = []
         self._task: asyncio.Task[object] | None = None
+        self._running_token = 0
         self._restart: asyncio.TimerHandle | None = None
         self._failures = 0
         self._started = False
@@ -345,7 +256,7 @@ class Master:
         theirs.close()
         self._conn, self._process = mine, process
         if self._work is not None:
-            self._guard = _Guard(loop, self._lease.at(0), self._timing.grace, self._overrun)
+            self._guard = Guard(self._lease.at(0), self._timing.grace, self._overrun, self._cancel_from_guard)
         loop.add_reader(mine.fileno(), self._readable)
         await asyncio.wait_for(asyncio.shield(self._ready), ANSWER_TIMEOUT)
 
@@ -447,8 +358,8 @@ class Master:
             if demoted is not None:
                 self._say_stopped(demoted.token)
             return
-        if self._guard is not None:
-            self._guard.cancelling()
+        if self._guard is not None and demoted is not None:
+            self._guard.stopping(demoted.token)
         task.cancel()
 
     def _ended(self, why: str) -> None:
@@ -460,6 +371,20 @@ class Master:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError(why))
         self._publish(_CLOSED)
+
+    def _cancel_from_guard(self, token: int) -> None:
+        """On the guard's thread: the lease of ``token`` ran out; cancel its task in the loop (if
+        the loop is blocked, the guard ends the process at grace)."""
+
+        def cancel() -> None:
+            task = self._task
+            if task is not None and self._running_token == token:
+                task.cancel()
+
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop
+                loop.call_soon_threadsafe(cancel)
 
     def _say_stopped(self, token: int) -> None:
         conn = self._conn
@@ -488,16 +413,16 @@ class Master:
             self._say_stopped(leadership.token)
             return
         task: asyncio.Task[object] = asyncio.ensure_future(running)
-        self._task = task
+        self._task, self._running_token = task, leadership.token
         if self._guard is not None:
-            self._guard.watch(leadership.token, task)
+            self._guard.watch(leadership.token)
         task.add_done_callback(lambda done: self._work_done(leadership.token, done))
 
     def _work_done(self, token: int, task: asyncio.Task[object]) -> None:
         if self._task is task:
             self._task = None
         if self._guard is not None:
-            self._guard.settle()
+            self._guard.settle(token)
         current = self._leadership
         if current is None or current.token != token:
             self._say_stopped(token)  # the demotion's stop, confirmed

@@ -109,14 +109,18 @@ class WorkStopped:
 @dataclass(frozen=True, slots=True)
 class _Ready:
     pid: int
+    #: The first name's cell in the shared lease.
+    cell: int
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """The supervisor took ``name`` on, or says in ``error`` why not."""
+    """The supervisor took ``name`` on, its lease in ``cell`` of the shared lease, or says in
+    ``error`` why not."""
 
     name: str
     error: str = ""
+    cell: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +247,7 @@ def _serve(conn: Any, backend: LockBackend, first: Member, lease: SharedLease | 
                 except (ValueError, RuntimeError) as exc:
                     send(Joined(member.name, str(exc)))
                 else:
-                    send(Joined(member.name))
+                    send(Joined(member.name, cell=supervisor.cell(member.name)))
             case _Leave(name=name):
                 try:
                     supervisor.remove(name)
@@ -265,7 +269,7 @@ def _serve(conn: Any, backend: LockBackend, first: Member, lease: SharedLease | 
                 pass
 
     supervisor.watch(conn, on_control)
-    send(_Ready(os.getpid()))
+    send(_Ready(os.getpid(), supervisor.cell(first.name)))
     supervisor.run()
 
 
@@ -329,11 +333,14 @@ class Host:
         self._replies = _Replies()
         self._seq = 0
         self._reader: threading.Thread | None = None
+        #: Every name's lease, shared with the supervisor: work in this process reads it.
+        self.lease: SharedLease | None = None
 
     # -- the process and its reader ---------------------------------------------------------
 
-    def start(self, first: Member, listener: Listener) -> None:
-        """Spawn the supervisor process with ``first`` as its first name; returns once it runs."""
+    def start(self, first: Member, listener: Listener) -> int:
+        """Spawn the supervisor process with ``first`` as its first name; returns once it runs,
+        with the name's cell in :attr:`lease`."""
         self.members[first.name] = listener
         hold_standard_fds()  # its pipe must not land on a closed fd 0-2 of the application
         started = _Replies()
@@ -347,6 +354,8 @@ class Host:
             raise RuntimeError(f"the gomaster supervisor did not start within {ANSWER_TIMEOUT} s")
         if isinstance(value, BaseException):
             raise value
+        assert isinstance(value, _Ready)
+        return value.cell
 
     def _own(self, first: Member, started: _Replies) -> None:
         """The long-lived thread that creates the supervisor (its parent-death signal follows
@@ -354,9 +363,10 @@ class Host:
         context = multiprocess.get_context("spawn")
         mine, theirs = context.Pipe()
         try:
+            self.lease = SharedLease(context, MAX_MASTERS)
             process = context.Process(
                 target=supervisor_main,
-                args=(theirs, self.backend, first, self._console, os.getpid()),
+                args=(theirs, self.backend, first, self._console, os.getpid(), self.lease),
                 name="gomaster-supervisor",
             )
             process.start()
@@ -371,7 +381,7 @@ class Host:
             except (EOFError, OSError):
                 break
             if isinstance(message, _Ready):
-                started.give("started", None)
+                started.give("started", message)
             else:
                 self._dispatch(message)
         started.close()
@@ -411,8 +421,9 @@ class Host:
 
     # -- what Masters ask ------------------------------------------------------------------------
 
-    def join(self, member: Member, listener: Listener) -> None:
-        """Add ``member``'s name to the running supervisor; raises what it refused it with."""
+    def join(self, member: Member, listener: Listener) -> int:
+        """Add ``member``'s name to the running supervisor, returning its cell in :attr:`lease`;
+        raises what it refused it with."""
         self.members[member.name] = listener
         key = ("Joined", member.name)
         self._replies.expect(key)
@@ -424,6 +435,7 @@ class Host:
             self.members.pop(member.name, None)
             why = value.error if isinstance(value, Joined) else "it did not answer"
             raise RuntimeError(f"lock name {member.name!r} could not join the gomaster supervisor: {why}")
+        return value.cell
 
     def leave(self, name: str, timeout: float | None) -> bool:
         """Leave ``name``'s election; True once its hooks are gone and its release sent."""
@@ -445,6 +457,10 @@ class Host:
         if not isinstance(status, Status):
             raise RuntimeError(f"this Master's lock {name!r} is not running: call start() first")
         return status
+
+    def work_stopped(self, name: str, token: int) -> None:
+        """The work of ``name``'s tenure ``token`` in this process has stopped."""
+        self._send(WorkStopped(name, token))
 
     def resign(self, name: str) -> None:
         """Ask the supervisor to step ``name`` down."""
@@ -477,21 +493,25 @@ class Hosts:
         self._lock = threading.Lock()
         self._hosts: dict[tuple[type, str], Host] = {}
 
-    def enter(self, backend: LockBackend, member: Member, listener: Listener, console: bool) -> Host:
+    def enter(
+        self, backend: LockBackend, member: Member, listener: Listener, console: bool
+    ) -> tuple[Host, SharedLease]:
         """Start ``member``'s name on the shared supervisor of ``backend``, spawning it if there is
-        none; a name already started in this process is refused with ``ValueError``."""
+        none; the host and the name's lease. A name already started in this process is refused
+        with ``ValueError``."""
         key = (type(backend), backend.url)
         STARTED.take(backend.url, [member.name])
         try:
             with self._lock:
                 host = self._hosts.get(key)
                 if host is not None and host.alive():
-                    host.join(member, listener)
-                    return host
-                host = Host(backend, console)
-                host.start(member, listener)
-                self._hosts[key] = host
-                return host
+                    cell = host.join(member, listener)
+                else:
+                    host = Host(backend, console)
+                    cell = host.start(member, listener)
+                    self._hosts[key] = host
+                assert host.lease is not None
+                return host, host.lease.at(cell)
         except BaseException:
             STARTED.give_back(backend.url, [member.name])
             raise

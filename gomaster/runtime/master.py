@@ -10,20 +10,27 @@ with the application (parent-death signal and pipe EOF), releasing the lock as i
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
+import traceback
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from gomaster.backends import LockBackend, resolve_backend
+from gomaster.core.events import Elected
 from gomaster.core.record import LockRecord
 from gomaster.core.timing import Timing
 from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
+from gomaster.runtime.guard import Guard
 from gomaster.runtime.host import HOSTS, Failed, Hook, Host, Member, Seen, ToMember
 from gomaster.runtime.host import RoleChanged as MasterChanged
+from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import check_config, check_targets, watcher
+from gomaster.runtime.supervisor import InApp, Overrun
 
 if TYPE_CHECKING:
     from gomaster.runtime.metrics import Metrics
@@ -35,14 +42,95 @@ class HookError(Exception):
     """A start or stop hook raised, exited or was killed; the election carried on."""
 
 
+#: Where a Master's hooks run: a thread of the application (go-master's model: the start hook
+#: starts the work and returns, the stop hook stops it), or worker processes (each hook is the
+#: work, and is killed with its whole process tree on demotion).
+HookMode: TypeAlias = Literal["thread", "process"]
+
+
+class _ThreadHooks:
+    """A Master's hooks in this process, on one thread, in order: a tenure's stop hook never
+    starts before its start hook has returned, and the supervisor hears that the tenure's work
+    stopped once the stop hook has returned. A :class:`Guard` keeps the promise when a hook
+    does not return: ``grace`` after the stop was asked for (by the demotion, or by the lease
+    running out), the process ends (or, with ``overrun="warn"``, it is only logged)."""
+
+    def __init__(
+        self,
+        hooks: tuple[Hook | None, Hook | None],
+        lease: SharedLease,
+        grace: float,
+        overrun: Overrun,
+        stopped: Callable[[int], None],
+        failed: Callable[[str], None],
+    ) -> None:
+        self._start, self._stop = hooks
+        self._stopped = stopped
+        self._failed = failed
+        self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._tenure: int | None = None
+        self._asked: set[int] = set()
+        self._guard = Guard(lease, grace, overrun, self.ask_stop)
+        self._thread = threading.Thread(target=self._run, name="gomaster-hooks", daemon=True)
+        self._thread.start()
+
+    def elected(self, token: int) -> None:
+        """Tenure ``token`` began: run the start hook."""
+        with self._lock:
+            self._tenure = token
+        self._guard.watch(token)
+        self._queue.put(("start", token))
+
+    def ask_stop(self, token: int) -> None:
+        """Tenure ``token`` ended (or its lease ran out): run the stop hook, once, after the
+        start hook has returned (from any thread)."""
+        with self._lock:
+            if token != self._tenure or token in self._asked:
+                return
+            self._asked.add(token)
+        self._guard.stopping(token)
+        self._queue.put(("stop", token))
+
+    def close(self) -> None:
+        """End the threads once what is queued has run."""
+        self._queue.put(None)
+        self._thread.join(1.0)
+        self._guard.close()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            what, token = item
+            hook = self._start if what == "start" else self._stop
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    self._failed(
+                        f"{what}_hook raised under token {token}:\n{traceback.format_exc().rstrip()}"
+                    )
+            if what == "stop":
+                with self._lock:
+                    if self._tenure == token:
+                        self._tenure = None
+                self._guard.settle(token)
+                self._stopped(token)
+
+
 class Master:
     """go-master's ``Master``, with its defects fixed.
 
     ``start()`` joins the election in the application's supervisor process for this backend
-    (spawning it for the first ``Master``) and returns. The start hook runs in a worker process
-    when this node becomes master; the stop hook runs when it stops being master, never before
-    the start hook has returned or been killed. ``stop()`` stops a node whether or not it is
-    master. Errors from hooks reach ``on_error`` and the ``gomaster`` logger. ``metrics`` and
+    (spawning it for the first ``Master``) and returns. With ``hooks="process"`` (the default)
+    each hook runs in a worker process and *is* the work: the start hook blocks while the work
+    runs and is killed with its process tree on demotion; the stop hook runs after it, in a
+    fresh process. With ``hooks="thread"`` (go-master's model) the start hook runs in a thread
+    of this process when this node becomes master and should start the work and return; the
+    stop hook runs when it stops being master, never before the start hook has returned, and
+    should stop the work; a hook still running ``grace`` after the demotion ends the
+    application (``overrun="kill"``; with ``"warn"`` it is only logged), so the work cannot
+    outlive the lease. ``stop()`` stops a node whether or not it is master. Errors
+    from hooks reach ``on_error`` and the ``gomaster`` logger. ``metrics`` and
     ``on_new_leader`` observe the election from this (the application's) process.
 
     Each ``Master`` of one process takes its own lock name: a second one started for a name
@@ -61,11 +149,20 @@ class Master:
         on_error: Callable[[Exception], None] | None = None,
         metrics: Metrics | None = None,
         on_new_leader: Callable[[LockRecord | None], None] | None = None,
+        hooks: HookMode = "process",
+        overrun: Overrun = "kill",
     ) -> None:
         self._name, self._timing = check_config(name, timing, version)
-        hooks = [h for h in (start_hook, stop_hook) if h is not None]
-        if hooks:
-            check_targets(hooks)
+        if hooks not in ("thread", "process"):
+            raise ValueError(f"hooks must be 'thread' or 'process', not {hooks!r}")
+        if overrun not in ("kill", "warn"):
+            raise ValueError(f"overrun must be 'kill' or 'warn', not {overrun!r}")
+        self._mode: HookMode = hooks
+        self._overrun: Overrun = overrun
+        self._threads: _ThreadHooks | None = None
+        given = [h for h in (start_hook, stop_hook) if h is not None]
+        if given and hooks == "process":
+            check_targets(given)
         self._backend = resolve_backend(backend)
         self._hooks = (start_hook, stop_hook)
         self._version = version
@@ -91,22 +188,39 @@ class Master:
             self._started = True
         self._id = uuid.uuid4().hex
         start_hook, stop_hook = self._hooks
+        in_thread = self._mode == "thread"
         member = Member(
             name=self._name,
             node_id=self._id,
             timing=self._timing,
             version=self._version,
-            start_hook=start_hook,
-            stop_hook=stop_hook,
+            start_hook=None if in_thread else start_hook,
+            stop_hook=None if in_thread else stop_hook,
+            in_app=InApp(os.getpid(), self._overrun) if in_thread else None,
         )
         # Whether the application has set up logging is a fact of this process, and of now.
-        self._host = HOSTS.enter(self._backend, member, self, console=not logging_configured())
+        self._host, lease = HOSTS.enter(self._backend, member, self, console=not logging_configured())
+        if in_thread:
+            host = self._host
+            self._threads = _ThreadHooks(
+                self._hooks,
+                lease,
+                self._timing.grace,
+                self._overrun,
+                stopped=lambda token: host.work_stopped(self._name, token),
+                failed=lambda text: self.heard(Failed(self._name, text)),
+            )
 
     def heard(self, message: ToMember) -> None:
         """What the supervisor says about this Master's name (on the host's reader thread)."""
         match message:
-            case MasterChanged(is_master=is_master):
-                self._is_master = is_master
+            case MasterChanged(event=event):
+                self._is_master = isinstance(event, Elected)
+                if self._threads is not None:
+                    if isinstance(event, Elected):
+                        self._threads.elected(event.token)
+                    else:
+                        self._threads.ask_stop(event.token)
             case Seen(seen=RenewOutcome() | RoleChanged() | HolderChanged() as seen):
                 if self._watch is not None:
                     try:
@@ -124,7 +238,8 @@ class Master:
                 pass
 
     def host_gone(self) -> None:
-        """The supervisor process ended: this node is master no more."""
+        """The supervisor process ended: this node is master no more (a hook still running
+        stops, or the guard ends the process when its lease runs out)."""
         self._is_master = False
 
     def is_master(self) -> bool:
@@ -154,3 +269,5 @@ class Master:
             return
         HOSTS.leave(host, self._name, timeout)
         self._is_master = False
+        if self._threads is not None:
+            self._threads.close()

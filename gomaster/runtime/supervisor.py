@@ -451,6 +451,10 @@ class Supervisor:
             )
         self._take(job)
 
+    def cell(self, name: str) -> int:
+        """Which cell of the shared lease holds ``name``'s lease."""
+        return self._lock(name).position
+
     def app_stopped(self, name: str, token: int) -> None:
         """The work of ``name``'s tenure ``token`` in the application has stopped (call it on
         the thread that runs :meth:`run`)."""
