@@ -71,8 +71,11 @@ FIRST_TOKEN_ONE = "1"
 FIRST_TOKEN_CLOCK = "clock"
 SCHEMES = ("redis", "rediss")
 MAX_PREFIX_LENGTH = 100
-#: How late a name that one thread begins to wait for while another reads is subscribed.
-NOTICE_TURN = 0.05
+#: How late a name that one thread begins to wait for while another reads is subscribed (the
+#: reader cannot be woken, so it wakes this often). A supervisor has one listener thread for
+#: all its names, which includes a name joined later in its next wait: this only delays a
+#: second waiter in the same process, and each wake costs the listener CPU.
+NOTICE_TURN = 0.25
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _MS = 1000
 _MAX_DB = 1 << 31
@@ -127,7 +130,8 @@ end
 local function look(lease, counter)
   local lease_kind, counter_kind = kind(lease), kind(counter)
   local value = counter_kind == 'string' and redis.call('GET', counter)
-  return {lease_kind, counter_kind, value, lease_kind == 'hash' and redis.call('HGETALL', lease) or {}}
+  local values = lease_kind == 'hash' and redis.call('HMGET', lease, unpack(ARGV)) or {}
+  return {lease_kind, counter_kind, value, values}
 end
 local function extend(key, holder, token, now, ttl)
   local lease, problem = lease_of(key)
@@ -152,12 +156,16 @@ local function write(token, now, expires, holder, version, host, pid)
 end
 """
 
-#: KEYS: lease, counter. Returns {now ms, lease type, counter type, counter or nil, lease fields}.
+#: KEYS: lease, counter; ARGV: the record's fields (``_FIELDS``). Returns {now ms, lease type,
+#: counter type, counter or nil, the lease's values of those fields (nil where missing)}. Values
+#: by field rather than ``HGETALL``'s names and values: half the reply to parse, which is most
+#: of what a follower of many names spends its CPU on.
 _OBSERVE = r"""
 return {now_ms(), unpack(look(KEYS[1], KEYS[2]))}
 """
 
-#: KEYS: lease and counter of each name in turn. Returns {now ms, {``look`` of each name}}.
+#: KEYS: lease and counter of each name in turn; ARGV: ``_FIELDS``. Returns {now ms, {``look``
+#: of each name}}.
 _OBSERVE_MANY = r"""
 local seen = {}
 for i = 1, #KEYS, 2 do seen[#seen + 1] = look(KEYS[i], KEYS[i + 1]) end
@@ -413,7 +421,16 @@ def _registry(prefix: str) -> str:
 
 def _fields(flat: list[Any]) -> dict[str, object]:
     """An ``HGETALL`` reply as ``parse_record`` fields (times in seconds); garbage stays as found."""
-    found = {_decode(key): _decode(value) for key, value in zip(flat[::2], flat[1::2], strict=True)}
+    return _parsed({_decode(key): _decode(value) for key, value in zip(flat[::2], flat[1::2], strict=True)})
+
+
+def _listed(values: list[Any]) -> dict[str, object]:
+    """An ``HMGET`` of ``_FIELDS`` as ``parse_record`` fields, like :func:`_fields`."""
+    return _parsed(dict(zip(_FIELDS, map(_decode, values), strict=True)))
+
+
+def _parsed(found: dict[object, object]) -> dict[str, object]:
+    """Stored field values as ``parse_record`` fields: numbers as numbers, times in seconds."""
     fields: dict[str, object] = {}
     for key in _FIELDS:
         value = found.get(key)
@@ -444,7 +461,7 @@ def _observation(
         return Failure(MalformedRecord(name, f"token counter {keys.counter} holds {counter!r}, not a token"))
     token = None if counter is None else int(counter)
     if lease_kind == "hash":
-        fields = _fields(flat)
+        fields = _listed(flat)
     elif token is not None:  # the lease is gone: released, with the counter's token, times unknown
         fields = {"token": token, "pid": 0, **dict.fromkeys(("acquired_at", "renewed_at", "expires_at"), 0.0)}
     else:
@@ -781,7 +798,7 @@ class RedisBackend(Configured[_Settings]):
         """``TIME``, lease and counter, read together; a key or field that is not what it should
         be is a ``MalformedRecord``."""
         keys = self.keys(name)
-        return self._script(OBSERVE, name, timeout, (), lambda answer: _observation(name, keys, answer))
+        return self._script(OBSERVE, name, timeout, _FIELDS, lambda answer: _observation(name, keys, answer))
 
     def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
         """Every name's lease and counter and one ``TIME``, in one script; each name's answer is
@@ -806,7 +823,7 @@ class RedisBackend(Configured[_Settings]):
             return Failure(self._unexpected("observe_many", found))
 
         both = [key for where in keys for key in (where.lease, where.counter)]
-        return IOResult.from_result(self._eval(OBSERVE_MANY, both, (), timeout).bind(observations))
+        return IOResult.from_result(self._eval(OBSERVE_MANY, both, _FIELDS, timeout).bind(observations))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set on the counter; a claim that finds the counter lost restarts it from

@@ -62,9 +62,22 @@ def plan_acquire(seen: Observation, name: str, me: NodeIdentity, timing: Timing)
     return Failure(Held(record, wait=record.expires_at - seen.server_now))
 
 
-def follower_wake(held: Held, received_at: float, timing: Timing) -> float:
-    """Local time at which a follower should look again: the observed expiry, or ``retry``."""
-    return received_at + min(held.wait + EXPIRY_SLACK, timing.retry)
+def follower_wake(held: Held, received_at: float, timing: Timing, *, notices: bool = False) -> float:
+    """Local time at which a follower should look again, never after the expiry it saw.
+
+    Polling is what notices both a release and a holder that stopped renewing, so without
+    release notices a follower looks every ``retry`` (or at the expiry, if that comes first).
+    With ``notices`` live a release is heard at once, and looking only serves to notice a lease
+    that is no longer renewed: the follower sleeps until ``retry`` before the expiry it saw (or
+    ``retry``, whichever is later), and that look either shows a renewed lease (sleep again) or
+    one within ``retry`` of expiring, claimed at its expiry as without notices. So a crashed
+    holder is taken over exactly as soon, and a live one costs one look per ``ttl - retry``
+    instead of one per ``retry``.
+    """
+    until_expiry = held.wait + EXPIRY_SLACK
+    if notices and until_expiry > timing.retry:
+        return received_at + max(timing.retry, until_expiry - timing.retry)
+    return received_at + min(until_expiry, timing.retry)
 
 
 def local_deadline(sent_at: float, timing: Timing) -> float:

@@ -55,7 +55,9 @@ class Follower:
     away instead of looking first. The claim is a compare-and-set that the backend grants only
     if that record is unchanged and expired by its own clock, so skipping the look is safe and
     saves a round trip in every failover; if the holder renewed after all, the claim comes
-    back as a ``Conflict`` and the node looks again at once.
+    back as a ``Conflict`` and the node looks again at once. (With release notices live, a
+    follower that saw a long lease sleeps until ``retry`` before its expiry and looks once
+    more: only a lease seen within ``retry`` of expiring is claimed this way.)
     """
 
     next_attempt: float
@@ -100,11 +102,18 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Observed:
-    """The answer to ``Observe``, sent at local ``sent_at`` and received at ``now``."""
+    """The answer to ``Observe``, sent at local ``sent_at`` and received at ``now``.
+
+    ``notices``: release notices for this name were live from before ``sent_at`` until ``now``,
+    so any release after this look is heard as a ``Notified``. Only then may a follower that
+    saw a live lease sleep longer than ``retry`` (see :func:`follower_wake`); when unsure, the
+    caller leaves it False, which costs looks but never a late takeover.
+    """
 
     outcome: Result[Observation, BackendError | MalformedRecord]
     sent_at: float
     now: float
+    notices: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +346,9 @@ def _follow(config: Config, follower: Follower, event: Input) -> Step:
             recheck = follower.inflight is not None
             follower = replace(follower, next_attempt=now, recheck=recheck, expiring=None)
             return _follower_due(config, follower, now)
-        case Observed(outcome=outcome, sent_at=sent_at, now=now) if follower.inflight == "observe":
+        case Observed(outcome=outcome, sent_at=sent_at, now=now, notices=notices) if (
+            follower.inflight == "observe"
+        ):
             follower = replace(follower, inflight=None)
             match outcome:
                 case Success(seen):
@@ -351,7 +362,9 @@ def _follow(config: Config, follower: Follower, event: Input) -> Step:
                                 WaitUntil(now + timing.retry),
                             )
                         case Failure(held):
-                            wake = now if follower.recheck else follower_wake(held, now, timing)
+                            wake = (
+                                now if follower.recheck else follower_wake(held, now, timing, notices=notices)
+                            )
                             expiring = held.record if wake >= now + held.wait else None
                             follower = replace(follower, next_attempt=wake, recheck=False, expiring=expiring)
                             return _follower_due(config, follower, now)

@@ -7,6 +7,10 @@ as one ``renew_many`` and the looks as one ``observe_many``: each row is still i
 compare-and-set, so a name whose renewal fails is ``Lost`` alone. A call's timeout runs from
 when it was queued, so time spent behind other calls never stretches a renewal past its
 deadline; a batch gets the shortest timeout of its calls.
+
+Each look's answer says whether release notices for its name were live for the whole look
+(``Observed.notices``): the thread asks its owner (``notices(name, sent_at)``, when the
+answer is in), since only the owner knows its listener's health.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ class Call(Generic[_K]):
 
 class Calls(Generic[_K]):
     """The queue of backend calls and the thread that serves it (:meth:`serve`); answers go to
-    ``answer(key, input)``."""
+    ``answer(key, input)``. ``notices(name, sent_at)``: were release notices for ``name`` live
+    from before ``sent_at`` until now (default: never, which keeps followers polling)."""
 
     def __init__(
         self,
@@ -67,11 +72,13 @@ class Calls(Generic[_K]):
         answer: Callable[[_K, Input], None],
         clock: Callable[[], float],
         log: logging.Logger,
+        notices: Callable[[str, float], bool] = lambda _name, _sent_at: False,
     ) -> None:
         self._backend = backend
         self._answer = answer
         self._clock = clock
         self._log = log
+        self._notices = notices
         self._queue: queue.Queue[Call[_K] | None] = queue.Queue()
 
     def put(self, key: _K, request: Request) -> None:
@@ -175,8 +182,9 @@ class Calls(Generic[_K]):
         now = self._clock()
         for call, _ in live:
             assert isinstance(call.request, Observe)
-            seen = _pick(answered, call.request.name, self._backend.url)
-            self._answer(call.key, Observed(seen, sent_at, now))
+            name = call.request.name
+            seen = _pick(answered, name, self._backend.url)
+            self._answer(call.key, Observed(seen, sent_at, now, self._notices(name, sent_at)))
 
     def _one(self, call: Call[_K], timeout: float) -> None:
         sent_at = self._clock()
@@ -184,7 +192,7 @@ class Calls(Generic[_K]):
         match call.request:
             case Observe(name=name):
                 seen = performed(backend.observe(name, timeout))
-                self._answer(key, Observed(seen, sent_at, self._clock()))
+                self._answer(key, Observed(seen, sent_at, self._clock(), self._notices(name, sent_at)))
             case SendClaim(claim=claim):
                 claimed = performed(backend.claim(claim, timeout))
                 self._answer(key, ClaimResult(claimed, sent_at, self._clock()))

@@ -345,7 +345,10 @@ class Elector:
         self._joining = threading.Lock()
         self._closed = False
         self._inputs: queue.Queue[tuple[Election, Input | _Resume | _Joined]] = queue.Queue()
-        self._calls: Calls[Election] = Calls(backend, self.put, clock, self.log)
+        #: Since when (local clock) release notices of each name have been live; replaced whole
+        #: by the listener, read by the I/O thread (see :meth:`_notices_live`).
+        self._heard_since: dict[str, float] = {}
+        self._calls: Calls[Election] = Calls(backend, self.put, clock, self.log, self._notices_live)
         self._wakes: list[tuple[float, int, Election]] = []
         self._seq = itertools.count()
         self._running = False
@@ -490,19 +493,39 @@ class Elector:
     # -- the I/O thread -----------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Turn the backend's release notices into ``Notified`` inputs for the names followed."""
+        """Turn the backend's release notices into ``Notified`` inputs for the names followed,
+        and keep track of since when they have been live.
+
+        A name's notices count as live from the end of the first wait that included it and
+        returned without a failure (by then it is subscribed), until a wait fails. When that
+        happens every election gets a ``Notified``: a follower sleeping on notices that are
+        gone looks at once and, its looks no longer marked ``notices``, polls every ``retry``
+        again until they are back.
+        """
         while not self.done.is_set():
             going_on = self.elections
             retry = min((e.config.timing.retry for e in going_on), default=MAX_SLEEP)
             names = [e.name for e in going_on if not e.stopped]
             outcome = performed(self._backend.wait_for_releases(names, NOTIFY_WAIT))
+            now = self.clock()
             match outcome:
                 case Success(released):
-                    now = self.clock()
-                    by_name = {e.name: e for e in self.elections}
+                    since = self._heard_since
+                    self._heard_since = {name: since.get(name, now) for name in names}
+                    by_name = {e.name: e for e in going_on}
                     for name in released:
                         election = by_name.get(name)
                         if election is not None:
                             self.put(election, Notified(now))
                 case Failure(_):
+                    lapsed, self._heard_since = bool(self._heard_since), {}
+                    if lapsed:
+                        for election in self.elections:
+                            self.put(election, Notified(now))
                     self.done.wait(retry)
+
+    def _notices_live(self, name: str, sent_at: float) -> bool:
+        """Release notices of ``name`` have been live since before ``sent_at`` and still are
+        (asked by the I/O thread when a look's answer is in)."""
+        since = self._heard_since.get(name)
+        return since is not None and since <= sent_at

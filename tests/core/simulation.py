@@ -24,6 +24,12 @@ and no real clock, so a seed replays exactly. The model:
   simulation checks that a leader appears within :meth:`Scenario.liveness_bound`, then asks
   the leader to stop gracefully and checks the handover within
   :meth:`Scenario.handover_bound`.
+- **Release notices** (``Scenario.notify``) reach each node after a one-way delay, or are lost
+  like any message. A node's listener notices a lost one up to ``retry`` later (as a broken
+  connection is noticed on the next read): it then gives the machine a ``Notified`` and is back
+  up to ``retry`` after that. A look's answer says ``notices`` when the listener was up from
+  before the look was sent until the answer is taken in, so a look answered between a loss and
+  its detection claims notices that were not live, as a real listener can.
 
 :func:`run` returns a :class:`Report` whose checks are plain functions of the recorded tenures
 and freezes (:func:`find_overlaps`, :func:`unexplained_overlaps`, :func:`token_order_problems`),
@@ -38,7 +44,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeAlias
 
@@ -403,6 +409,22 @@ class _StopRequest:
     incarnation: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Listening:
+    """The node's listener is subscribed (again)."""
+
+    slot: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ListenerFailed:
+    """The node's listener found its connection broken (a notice to it was lost)."""
+
+    slot: int
+    incarnation: int
+
+
 _NodeInput: TypeAlias = _Wake | _Reply | _Timeout | _Notify | _StopRequest
 _Request: TypeAlias = Observe | SendClaim | SendRenew | SendRelease
 
@@ -471,6 +493,8 @@ _Event: TypeAlias = (
     | _WindowEnd
     | _Settled
     | _GracefulStop
+    | _Listening
+    | _ListenerFailed
 )
 
 
@@ -524,6 +548,8 @@ class _Node:
     pending: dict[int, _Pending] = field(default_factory=dict)
     work: _Work | None = None
     thawed_at: float = -math.inf
+    #: Since when (local clock) the listener has been up; None while it is down.
+    heard_since: float | None = None
 
     @property
     def node_id(self) -> str:
@@ -583,6 +609,8 @@ class Simulation:
                 "blips",
                 "clock steps",
                 "clock steps detected",
+                "looks",
+                "listener failures",
             ),
             0,
         )
@@ -624,6 +652,8 @@ class Simulation:
             state=initial(clock.local(self.now)),
         )
         self._at(self.now, _Wake(slot, incarnation, node.generation))
+        if self.scenario.notify:
+            self._at(self.now + self.random.uniform(0, self.timing.retry), _Listening(slot, incarnation))
         return node
 
     def _delay(self, slot: int) -> float | None:
@@ -693,6 +723,18 @@ class Simulation:
                 self._settled(window)
             case _GracefulStop():
                 self._graceful_stop()
+            case _Listening(slot=slot, incarnation=incarnation):
+                node = self._node(slot, incarnation)
+                if node is not None:
+                    node.heard_since = node.clock.local(self.now)
+            case _ListenerFailed(slot=slot, incarnation=incarnation):
+                node = self._node(slot, incarnation)
+                if node is not None and node.heard_since is not None:
+                    self._count("listener failures")
+                    node.heard_since = None
+                    self._deliver(_Notify(slot, incarnation))
+                    back = self.now + self.random.uniform(0, self.timing.retry)
+                    self._at(back, _Listening(slot, incarnation))
 
     # -- a node handling its inputs ---------------------------------------------------------
 
@@ -717,6 +759,8 @@ class Simulation:
                 if node.pending.pop(request, None) is None:
                     return
                 given = answer(now)
+                if isinstance(given, Observed) and node.heard_since is not None:
+                    given = replace(given, notices=node.heard_since <= given.sent_at)
             case _Timeout(request=request):
                 pending = node.pending.pop(request, None)
                 if pending is None:
@@ -764,6 +808,8 @@ class Simulation:
         self._sequence += 1
         request = self._sequence
         node.pending[request] = _Pending(sent_at, _failure(_KINDS[type(command)], sent_at, "timed out"))
+        if isinstance(command, Observe):
+            self._count("looks")
         self._at(node.clock.real(sent_at + command.timeout), _Timeout(node.slot, node.incarnation, request))
         delay = self._delay(node.slot)
         if delay is not None:
@@ -890,6 +936,9 @@ class Simulation:
                 delay = self._delay(node.slot)
                 if delay is not None:
                     self._at(self.now + delay, _Notify(node.slot, node.incarnation))
+                else:
+                    noticed = self.now + self.random.uniform(0, self.timing.retry)
+                    self._at(noticed, _ListenerFailed(node.slot, node.incarnation))
 
     # -- faults -----------------------------------------------------------------------------
 

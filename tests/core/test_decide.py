@@ -112,6 +112,31 @@ def test_a_follower_wakes_at_the_observed_expiry_or_after_retry_whichever_is_fir
     assert wake <= received_at + timing.retry, "a follower must never sleep longer than retry"
 
 
+@given(
+    wait=st.floats(min_value=1e-6, max_value=1e5),
+    received_at=st.floats(min_value=0, max_value=1e6),
+    timing=timings(),
+)
+def test_with_notices_a_follower_sleeps_until_retry_before_the_expiry_it_saw(
+    wait: float, received_at: float, timing: Timing
+) -> None:
+    wake = follower_wake(Held(record(), wait=wait), received_at, timing, notices=True)
+    assert wake <= received_at + (wait + EXPIRY_SLACK), "a follower slept past the expiry it saw"
+    polled = follower_wake(Held(record(), wait=wait), received_at, timing)
+    assert wake >= polled, "notices made a follower look more often than polling"
+    if wait + EXPIRY_SLACK >= 2 * timing.retry:
+        assert wake == received_at + (wait + EXPIRY_SLACK - timing.retry)
+    else:
+        assert wake == polled, "a lease ending within two retries is watched as without notices"
+
+
+def test_with_notices_a_lease_of_ttl_is_looked_at_once_per_ttl_less_retry() -> None:
+    assert follower_wake(Held(record(), wait=TIMING.ttl), 10.0, TIMING, notices=True) == 10.0 + (
+        TIMING.ttl + EXPIRY_SLACK - TIMING.retry
+    )
+    assert follower_wake(Held(record(), wait=TIMING.ttl), 10.0, TIMING) == 10.0 + TIMING.retry
+
+
 def test_the_local_deadline_counts_from_the_send() -> None:
     assert local_deadline(100.0, TIMING) == 100.0 + TIMING.renew_deadline
 

@@ -194,6 +194,69 @@ def test_a_long_lease_of_another_node_is_polled_every_retry() -> None:
     assert commands == (WaitUntil(T0 + RTT + TIMING.retry),)
 
 
+def test_with_notices_a_follower_sleeps_on_a_long_lease_until_retry_before_its_expiry() -> None:
+    later = record(holder="b", expires_at=server(T0) + 4.0)
+    seen = Observed(Success(Observation(later, server(T0))), T0, T0 + RTT, notices=True)
+    state, commands = step(CONFIG, observe_at(T0), seen)
+    wake = T0 + RTT + (4.0 + EXPIRY_SLACK - TIMING.retry)
+    assert state == Follower(next_attempt=wake, clock=ClockSample(T0, RTT, server(T0)))
+    assert commands == (WaitUntil(wake),), "a follower with live notices polled every retry"
+
+
+def test_with_notices_a_lease_no_longer_renewed_is_claimed_at_its_expiry() -> None:
+    """The holder crashed: the look at expiry - retry shows the same lease, which is then
+    claimed at its expiry, exactly as soon as a follower polling every retry would."""
+    later = record(holder="b", token=4, expires_at=server(T0) + 4.0)
+    seen = Observed(Success(Observation(later, server(T0))), T0, T0 + RTT, notices=True)
+    state, _ = step(CONFIG, observe_at(T0), seen)
+    assert isinstance(state, Follower)
+    look = state.next_attempt
+    state, commands = step(CONFIG, state, Tick(look))
+    assert commands[0] == Observe(NAME, timeout=TIMING.renew_deadline)
+    again = Observed(Success(Observation(later, server(look))), look, look + RTT, notices=True)
+    state, commands = step(CONFIG, state, again)
+    expiry = look + RTT + (server(T0) + 4.0 - server(look)) + EXPIRY_SLACK
+    assert isinstance(state, Follower) and state.expiring == later
+    assert commands == (WaitUntil(expiry),)
+    state, commands = step(CONFIG, state, Tick(expiry))
+    claim = Claim.after(later, ME, TIMING.ttl)
+    assert commands[0] == SendClaim(claim, timeout=TIMING.renew_deadline)
+    assert expiry <= T0 + RTT + 4.0 + EXPIRY_SLACK + RTT, "the takeover came later than without notices"
+
+
+def test_with_notices_a_renewed_lease_is_looked_at_again_only_near_its_new_expiry() -> None:
+    first = record(holder="b", expires_at=server(T0) + 4.0)
+    state, _ = step(
+        CONFIG, observe_at(T0), Observed(Success(Observation(first, server(T0))), T0, T0, notices=True)
+    )
+    assert isinstance(state, Follower)
+    look = state.next_attempt
+    state, _ = step(CONFIG, state, Tick(look))
+    renewed = replace(first, renewed_at=server(look) - 0.5, expires_at=server(look) + 4.5)
+    state, commands = step(
+        CONFIG, state, Observed(Success(Observation(renewed, server(look))), look, look, notices=True)
+    )
+    assert isinstance(state, Follower) and state.expiring is None
+    assert commands == (WaitUntil(look + 4.5 + EXPIRY_SLACK - TIMING.retry),)
+
+
+def test_without_notices_a_look_at_a_long_lease_polls_every_retry() -> None:
+    later = record(holder="b", expires_at=server(T0) + 4.0)
+    seen = Observed(Success(Observation(later, server(T0))), T0, T0 + RTT, notices=False)
+    _, commands = step(CONFIG, observe_at(T0), seen)
+    assert commands == (WaitUntil(T0 + RTT + TIMING.retry),)
+
+
+def test_with_notices_a_release_notice_wakes_the_sleeping_follower_at_once() -> None:
+    later = record(holder="b", expires_at=server(T0) + 4.0)
+    state, _ = step(
+        CONFIG, observe_at(T0), Observed(Success(Observation(later, server(T0))), T0, T0, notices=True)
+    )
+    state, commands = step(CONFIG, state, Notified(T0 + 0.2))
+    assert isinstance(state, Follower) and state.inflight == "observe"
+    assert commands[0] == Observe(NAME, timeout=TIMING.renew_deadline)
+
+
 def test_a_node_waits_out_its_own_live_lease_after_losing_its_claim_reply() -> None:
     forgotten = held_by_me(7, T0 - 1.0)
     state, commands = step(
@@ -553,7 +616,7 @@ def _observation(draw: st.DrawFn, now: float) -> Observed:
         )
     )
     sent_at = now - draw(st.floats(min_value=0.0, max_value=0.5))
-    return Observed(outcome, sent_at, now)
+    return Observed(outcome, sent_at, now, notices=draw(st.booleans()))
 
 
 def _answer(draw: st.DrawFn, request: Command, sent_at: float, now: float) -> Input:
@@ -718,6 +781,30 @@ def test_a_leader_never_outlives_its_deadline_and_always_asks_to_be_woken(run: R
         if not isinstance(state, Stopped):
             assert commands and isinstance(commands[-1], WaitUntil), f"{fed} left no wake-up: {commands}"
             assert commands[-1].at > now, f"asked to be woken at {commands[-1].at}, not after {now}"
+
+
+@RANDOM_RUNS
+@given(run=runs())
+def test_a_follower_never_sleeps_past_the_expiry_it_saw_nor_longer_than_retry_without_notices(
+    run: Run,
+) -> None:
+    before: State = initial(T0)
+    for fed, (state, _) in zip(run.inputs, run.steps, strict=True):
+        answered = isinstance(before, Follower) and before.inflight == "observe"
+        before = state
+        if not (answered and isinstance(fed, Observed) and isinstance(state, Follower)):
+            continue
+        match fed.outcome:
+            case Success(Observation(record=LockRecord() as seen, server_now=server_now)) if (
+                state.inflight is None and not seen.claimable_at(server_now)
+            ):
+                wait = seen.expires_at - server_now
+                expiry = fed.now + (wait + EXPIRY_SLACK)
+                assert state.next_attempt <= expiry, f"slept past the expiry after {fed}"
+                if not fed.notices:
+                    assert state.next_attempt <= fed.now + TIMING.retry, f"slept past retry after {fed}"
+            case _:
+                pass
 
 
 @FEWER_RANDOM_RUNS

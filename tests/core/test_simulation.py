@@ -58,6 +58,7 @@ OUTLASTING = Scenario(
 
 
 DEFAULT = Scenario()
+NOTIFYING = Scenario(notify=True)
 
 
 @cache
@@ -121,12 +122,39 @@ def test_clocks_drifting_by_the_whole_declared_max_drift_stay_safe_and_live(seed
 
 
 def test_notification_makes_the_handover_a_matter_of_round_trips() -> None:
-    notifying = Scenario(notify=True)
+    notifying = NOTIFYING
     handovers = [h for seed in SEEDS for h in simulated(seed, notifying).handovers]
     assert handovers and max(handovers) <= notifying.handover_bound()
     assert statistics.median(handovers) < 4 * notifying.delay_max + notifying.start_delay_max + 0.05, (
         f"median handover {statistics.median(handovers):.3f} s with notification"
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_with_notices_followers_sleep_longer_yet_a_crashed_leader_is_followed_as_soon(seed: int) -> None:
+    """Followers with live notices look near each expiry, not every retry; the lease of a leader
+    that crashed is still claimed at its expiry, within the same liveness bound, and safely."""
+    report = simulated(seed, NOTIFYING)
+    assert not report.overlaps, f"two masters at once:\n{lines(report.overlaps)}"
+    assert not report.safety_problems(), lines(report.safety_problems())
+    assert not report.liveness, lines(report.liveness)
+    assert report.failovers, f"no leader crash was measured: {report.summary()}"
+    bound = NOTIFYING.liveness_bound()
+    assert max(report.failovers) <= bound, f"slowest failover {max(report.failovers):.3f} s > {bound:.3f} s"
+
+
+def test_with_notices_followers_look_less_than_half_as_often() -> None:
+    def looks_per_second(scenario: Scenario) -> float:
+        reports = [simulated(seed, scenario) for seed in SEEDS]
+        return sum(r.counts["looks"] for r in reports) / sum(r.sim_seconds for r in reports)
+
+    polling, notified = looks_per_second(DEFAULT), looks_per_second(NOTIFYING)
+    assert notified < polling / 2, f"{notified:.2f} looks/s with notices, {polling:.2f} without"
+
+
+def test_lost_notices_were_simulated_and_noticed_by_the_listeners() -> None:
+    failures = sum(simulated(seed, NOTIFYING).counts["listener failures"] for seed in SEEDS)
+    assert failures > 0, "no notice was lost: the runs never tried a follower whose notices lapsed"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
