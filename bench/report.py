@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import core_throughput, footprint, renewal, runtime_latency, scale
+from bench import aio_latency, core_throughput, footprint, renewal, runtime_latency, scale
 from bench.failover import Round
 from bench.footprint import Cell, FootprintRun, Skipped
 from bench.many_names import LATE_HEARTBEATS
@@ -407,6 +407,42 @@ _RENEW_LIMITS = {
 
 
 # -- runtime ---------------------------------------------------------------------------------
+
+
+def _in_app_section(results: Results, goals: list[Goal]) -> str:
+    out = ['## Work in the application: `gomaster.aio` and `Master(hooks="thread")`', ""]
+    la = results.in_app
+    if la is None:
+        out.append(f"Not measured: {results.missing.get('in_app', 'no result')}")
+        return "\n".join(out)
+    goal = "p50 <= 1 ms, p99 <= 5 ms"
+    rows = []
+    for label, summary in (
+        ("aio: Elected -> task running", la.aio_start),
+        ("aio: Demoted -> task finished cancelling", la.aio_stop),
+        ("thread hooks: Elected -> start hook running", la.thread_start),
+        ("thread hooks: Demoted -> stop hook running", la.thread_stop),
+    ):
+        met = summary.p50 <= aio_latency.GOAL_P50 and summary.p99 <= aio_latency.GOAL_P99
+        goals.append(Goal(label, goal, f"p50 {_ms(summary.p50)} ms, p99 {_ms(summary.p99)} ms", met))
+        rows.append(
+            [label, summary.n, _ms(summary.p50), _ms(summary.p99), _ms(summary.max), goal, verdict(met)]
+        )
+    out.append(
+        'A `gomaster.aio.Master` with work, and a `Master(hooks="thread")`, on SQLite in the '
+        "bench's own process. The supervisor stamps each role change on the shared monotonic clock "
+        "when its elector announces it; the work stamps its first act (the task's first line, the "
+        "start hook's) and the end of its stop (the cancelled task's `finally`, the stop hook's "
+        "first line). The path is: the supervisor writes the event down its pipe, the application "
+        "reads it (`loop.add_reader`, or its reader thread) and starts or cancels the work. The "
+        "node resigns after each sample and wins again one ttl later; the first tenure is not "
+        "counted. The worker-process path is the section above."
+    )
+    out.append("")
+    out.append(_table(["path", "samples", "p50 ms", "p99 ms", "max ms", "goal", ""], rows))
+    out.append("")
+    out.append(_load(results, "in_app"))
+    return "\n".join(out)
 
 
 def _runtime_section(results: Results, goals: list[Goal]) -> str:
@@ -1045,6 +1081,7 @@ def _commands(plan: Plan) -> str:
         f".venv/bin/python -m bench.core_throughput --seconds {plan.core_seconds:g}",
         f".venv/bin/python -m bench.runtime_latency --messages {plan.pipe_messages} "
         f"--elections {plan.forked_elections} --spawns {plan.spawns}",
+        f".venv/bin/python -m bench.aio_latency --samples {plan.in_app_samples}",
         f".venv/bin/python -m bench.renewal --backend URL --renewals {plan.renewals}",
         f".venv/bin/python -m bench.failover --backend URL --mode crash  # once per: {crash}",
         f".venv/bin/python -m bench.failover --backend URL --mode graceful --ttl {plan.graceful_ttl:g} "
@@ -1071,6 +1108,7 @@ def render(results: Results, img: str = "img") -> str:
         _graceful_section(results, goals, img),
         _renewal_section(results, goals),
         _runtime_section(results, goals),
+        _in_app_section(results, goals),
         _core_section(results, goals),
         _scale_section(results, goals),
         _footprint_section(results, goals),

@@ -20,7 +20,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
-from bench import core_throughput, failover, footprint, many_names, renewal, runtime_latency, scale
+from bench import (
+    aio_latency,
+    core_throughput,
+    failover,
+    footprint,
+    many_names,
+    renewal,
+    runtime_latency,
+    scale,
+)
+from bench.aio_latency import InAppLatency
 from bench.failover import Round
 from bench.footprint import FootprintRun
 from bench.many_names import ManyNames
@@ -44,6 +54,7 @@ class Plan:
     pipe_messages: int = 500
     forked_elections: int = 200
     spawns: int = 8
+    in_app_samples: int = 500
     renewals: int = 500
     crash_ttls: tuple[float, ...] = (1.0, 5.0)
     crash_rounds: tuple[int, ...] = (20, 8)
@@ -77,6 +88,7 @@ SMOKE = Plan(
     pipe_messages=20,
     forked_elections=2,
     spawns=1,
+    in_app_samples=2,
     renewals=20,
     crash_ttls=(1.0,),
     crash_rounds=(1,),
@@ -122,6 +134,7 @@ class Results:
     servers: dict[str, Server] = field(default_factory=dict)
     core: dict[str, float] = field(default_factory=dict)
     runtime: RuntimeLatency | None = None
+    in_app: InAppLatency | None = None
     renewal: dict[str, RenewalCost] = field(default_factory=dict)
     crash: dict[tuple[str, float], list[Round]] = field(default_factory=dict)
     graceful: dict[str, list[Round]] = field(default_factory=dict)
@@ -266,6 +279,7 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Results:
                 messages=plan.pipe_messages, elections=plan.forked_elections, spawns=plan.spawns
             ),
         )
+        results.in_app = runner.figure("in_app", lambda: aio_latency.measure(plan.in_app_samples))
         for kind in kinds:
             url = results.servers[kind].url
             cost = runner.figure(

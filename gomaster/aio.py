@@ -148,6 +148,8 @@ class Master:
         self._subscribers: list[asyncio.Queue[object]] = []
         self._task: asyncio.Task[object] | None = None
         self._running_token = 0
+        #: When the supervisor announced the last role change (``RoleChanged.at``), for benches.
+        self._announced_at = 0.0
         self._restart: asyncio.TimerHandle | None = None
         self._failures = 0
         self._started = False
@@ -314,7 +316,8 @@ class Master:
             case _Ready():
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
-            case RoleChanged(event=Elected() as elected):
+            case RoleChanged(event=Elected() as elected, at=at):
+                self._announced_at = at
                 assert self._lease is not None and self._elected is not None
                 self._leadership = Leadership(
                     elected.name, elected.node_id, elected.token, elected.since, self._lease.at(0)
@@ -323,7 +326,8 @@ class Master:
                 self._failures = 0
                 self._publish(elected)
                 self._start_work()
-            case RoleChanged(event=Demoted() as demoted):
+            case RoleChanged(event=Demoted() as demoted, at=at):
+                self._announced_at = at
                 self._lose(demoted)
             case Seen(seen=seen):
                 if self._watch is not None:

@@ -17,8 +17,9 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
 import multiprocess
@@ -142,6 +143,9 @@ class RoleChanged:
 
     name: str
     event: Elected | Demoted
+    #: When the supervisor announced it (CLOCK_MONOTONIC, shared by the processes of a machine):
+    #: how late the application heard of it.
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def is_master(self) -> bool:

@@ -173,6 +173,8 @@ class Master:
         self._lock = threading.Lock()
         self._started = False
         self._is_master = False
+        #: When the supervisor announced the last role change (``RoleChanged.at``), for benches.
+        self._announced_at = 0.0
 
     @property
     def id(self) -> str:
@@ -214,7 +216,8 @@ class Master:
     def heard(self, message: ToMember) -> None:
         """What the supervisor says about this Master's name (on the host's reader thread)."""
         match message:
-            case MasterChanged(event=event):
+            case MasterChanged(event=event, at=at):
+                self._announced_at = at
                 self._is_master = isinstance(event, Elected)
                 if self._threads is not None:
                     if isinstance(event, Elected):
