@@ -8,24 +8,61 @@ each side effect.
 from __future__ import annotations
 
 import copy
+import mmap
+import os
 from dataclasses import dataclass, field
-from typing import Any
-
-import multiprocess
 
 from gomaster.runtime.clock import boottime
 
 _TOKEN, _DEADLINE = 0, 1
+_CELL = 8  # one double
 
 
 class SharedLease:
     """Two doubles per lock name in shared memory: the token that is master here, and until
-    when (boottime). One array serves every name of a supervisor; :meth:`at` is one name's."""
+    when (boottime). One mapping serves every name of a supervisor; :meth:`at` is one name's.
 
-    def __init__(self, context: Any | None = None, size: int = 1) -> None:
-        ctx = context if context is not None else multiprocess.get_context("spawn")
-        self._cells: Any = ctx.RawArray("d", 2 * max(1, size))
+    The memory is a memfd mapped shared, so a process started with its descriptor maps the same
+    pages (:meth:`attach`: the zygote) and every process forked after that inherits them (the
+    workers, the targets), however the first process was started: a ``multiprocess`` array
+    reaches only the processes ``multiprocess`` starts.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        cells = 2 * max(1, size)
+        fd = os.memfd_create("gomaster-lease")  # close-on-exec: passed only on purpose
+        try:
+            os.ftruncate(fd, cells * _CELL)
+            self._setup(fd, cells)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def attach(cls, fd: int, size: int) -> SharedLease:
+        """The lease of ``size`` names whose memory ``fd`` holds (a descriptor its creator
+        passed on); the caller may close ``fd`` once this returns."""
+        lease = cls.__new__(cls)
+        lease._setup(fd, 2 * max(1, size))
+        lease._fd = -1
+        return lease
+
+    def _setup(self, fd: int, cells: int) -> None:
+        self._fd = fd
+        self._size = cells // 2
+        self._map = mmap.mmap(fd, cells * _CELL, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._cells = memoryview(self._map).cast("d")  # 8-byte aligned: each store is one write
         self._base = 0
+
+    @property
+    def size(self) -> int:
+        """How many names' cells the memory holds."""
+        return self._size
+
+    def fileno(self) -> int:
+        """The memfd holding the cells, for a process that will :meth:`attach` to them (-1 in
+        a lease that was attached: only its creator passes it on)."""
+        return self._fd
 
     def at(self, index: int) -> SharedLease:
         """The lease of the ``index``-th name, sharing this one's memory."""

@@ -26,7 +26,6 @@ from types import FrameType
 from typing import Any, Literal, TypeAlias
 
 import dill
-import multiprocess
 from multiprocess.connection import wait as wait_ready
 
 from gomaster.backends.base import LockBackend
@@ -278,8 +277,7 @@ class Supervisor:
         allow_descriptors(FDS_PER_WORKER * workers + FDS_SPARE)
         self._options = options if options is not None else SupervisorOptions()
         self._backend = backend
-        self._context = multiprocess.get_context("spawn")
-        self._lease = SharedLease(self._context, len(jobs))
+        self._lease = SharedLease(len(jobs))
         self._elector = Elector(backend)
         self._locks: list[_Lock] = []
         index = itertools.count()
@@ -305,7 +303,7 @@ class Supervisor:
             if self._options.preload
             else {}
         )
-        self._zygote = Zygote(self._context, self._lease, preload)
+        self._zygote = Zygote(self._lease, preload)
         self._zygote_started = -math.inf
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
