@@ -9,9 +9,10 @@ The zygote is a fresh interpreter (``sys.executable -c``, not a ``multiprocess``
 the supervisor's ``sys.path`` and ``sys.argv`` and three descriptors: its boot record, its socket
 to the supervisor and the lease's memory. It holds gomaster (the runtime and ``dill``) and what
 ``preload`` loads, and nothing else: the supervisor's main module is never imported into it, so
-it stays small and forks fast whatever application started the node. A target defined in that
-main module still works: ``dill`` carries such a function or class by value. A small zygote is
-also what keeps each worker small (it is a copy of it).
+its size does not depend on the application that started the node (a ``multiprocess`` spawn
+re-imported that module, and everything it imports, into the zygote). A target defined in that
+main module still works: ``dill`` carries such a function or class by value. No
+``multiprocess`` resource tracker process is started for it either.
 
 What crosses to a worker, and what does not:
 
