@@ -1,6 +1,6 @@
 """Runtime latencies: supervisor -> worker pipe, and Elected -> target running (forked vs spawned).
 
-    python -m bench.runtime_latency [--messages 500] [--elections 200] [--spawns 8]
+    python -m bench.runtime_latency [--messages 500] [--elections 200] [--spawns 8] [--preload]
 
 - Pipe: the supervisor's side sends a mastership event over a ``multiprocess`` spawn-context
   ``Pipe`` to a process whose reader thread waits exactly as an idle worker's watchdog does
@@ -9,7 +9,9 @@
 - Forked: a real ``Supervisor`` (SQLite backend, no other contender) in this process, whose
   zygote forks a worker at each ``Elected``. ``Job.on_event`` stamps each
   ``Elected`` on the elector thread; the target's first act is a mark. Between samples the node
-  resigns and wins again one ttl later.
+  resigns and wins again one ttl later. Each start loads the target in the target's process
+  (importing ``bench.marks`` and what it imports); ``--preload`` has the zygote load it once at
+  boot instead, leaving the runtime's own path.
 - Spawned: what each start would cost without a zygote: a process spawned at ``Elected`` that
   runs the target (the Python start-up that the zygote pays once).
 """
@@ -39,7 +41,7 @@ from gomaster.core.events import Announcement, Elected
 from gomaster.core.timing import Timing
 from gomaster.runtime.lease import Leadership
 from gomaster.runtime.supervise import new_identity
-from gomaster.runtime.supervisor import Job, Supervisor
+from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
 
 GOAL_PIPE_P50 = 0.001
 GOAL_FORKED_P50, GOAL_FORKED_P99 = 0.003, 0.010
@@ -106,7 +108,7 @@ def pipe_latency(messages: int) -> Summary:
 # -- Elected -> target running ---------------------------------------------------------------
 
 
-def forked_latency(elections: int, scratch: Path) -> Summary:
+def forked_latency(elections: int, scratch: Path, *, preload: bool = False) -> Summary:
     """Elected (elector thread) -> target's first mark, on a worker the zygote forks.
 
     Runs a supervisor on this (main) thread; a helper thread resigns after each sample. The
@@ -122,7 +124,7 @@ def forked_latency(elections: int, scratch: Path) -> Summary:
     backend = connect(f"sqlite:///{scratch / 'forked.db'}")
     config = Config(name="bench_forked", me=new_identity("bench"), timing=Timing.from_ttl(FORKED_TTL))
     job = Job(config=config, targets=[functools.partial(mark_start, str(log))], on_event=on_event)
-    supervisor = Supervisor(backend, [job])
+    supervisor = Supervisor(backend, [job], SupervisorOptions(preload=preload))
     delays: list[float] = []
     failure: list[BaseException] = []
 
@@ -174,11 +176,13 @@ def spawned_latency(spawns: int, scratch: Path) -> Summary:
     return summarize(delays)
 
 
-def measure(*, messages: int = 500, elections: int = 200, spawns: int = 8) -> RuntimeLatency:
+def measure(
+    *, messages: int = 500, elections: int = 200, spawns: int = 8, preload: bool = False
+) -> RuntimeLatency:
     """All three runtime latencies, in one run."""
     with tempfile.TemporaryDirectory(prefix="gomaster-bench-") as scratch:
         pipe = pipe_latency(messages)
-        forked = forked_latency(elections, Path(scratch))
+        forked = forked_latency(elections, Path(scratch), preload=preload)
         spawned = spawned_latency(spawns, Path(scratch))
     return RuntimeLatency(pipe=pipe, forked=forked, spawned=spawned)
 
@@ -190,8 +194,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--elections", type=int, default=200)
     parser.add_argument("--spawns", type=int, default=8)
+    parser.add_argument("--preload", action="store_true", help="the zygote loads the target once")
     args = parser.parse_args()
-    result = measure(messages=args.messages, elections=args.elections, spawns=args.spawns)
+    result = measure(
+        messages=args.messages, elections=args.elections, spawns=args.spawns, preload=args.preload
+    )
     for label, figures in (("pipe", result.pipe), ("forked", result.forked), ("spawned", result.spawned)):
         print(f"{label:7s} p50 {figures.p50 * 1e3:8.3f} ms  p99 {figures.p99 * 1e3:8.3f} ms  n={figures.n}")
 

@@ -242,7 +242,7 @@ class Master:
         self._id = uuid.uuid4().hex
         self._ready, self._gone, self._elected = loop.create_future(), asyncio.Event(), asyncio.Event()
         context = multiprocess.get_context("spawn")
-        self._lease = SharedLease(context, 1)
+        self._lease = SharedLease(1)
         in_app = InApp(os.getpid(), self._overrun) if self._work is not None else None
         member = _Member(
             name=self._name, node_id=self._id, timing=self._timing, version=self._version, in_app=in_app

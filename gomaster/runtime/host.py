@@ -367,7 +367,7 @@ class Host:
         context = multiprocess.get_context("spawn")
         mine, theirs = context.Pipe()
         try:
-            self.lease = SharedLease(context, MAX_MASTERS)
+            self.lease = SharedLease(MAX_MASTERS)
             process = context.Process(
                 target=supervisor_main,
                 args=(theirs, self.backend, first, self._console, os.getpid(), self.lease),

@@ -27,7 +27,6 @@ from types import FrameType
 from typing import Any, Literal, TypeAlias
 
 import dill
-import multiprocess
 from multiprocess.connection import wait as wait_ready
 
 from gomaster.backends.base import LockBackend
@@ -344,10 +343,9 @@ class Supervisor:
         capacity = max(len(jobs), self._options.capacity or 0)
         hold_standard_fds()
         self._backend = backend
-        self._context = multiprocess.get_context("spawn")
         if lease is not None and lease.size < capacity:
             raise ValueError(f"the shared lease has {lease.size} cells for {capacity} lock names")
-        self._lease = lease if lease is not None else SharedLease(self._context, capacity)
+        self._lease = lease if lease is not None else SharedLease(capacity)
         self._free = list(range(capacity - 1, -1, -1))
         self._elector = Elector(backend)
         self._locks: list[_Lock] = []
@@ -361,7 +359,7 @@ class Supervisor:
             if self._options.preload
             else {}
         )
-        self._zygote = Zygote(self._context, self._lease, preload)
+        self._zygote = Zygote(self._lease, preload)
         self._zygote_started = -math.inf
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)

@@ -1,13 +1,14 @@
 """A worker process: the keeper of one tenure's process tree (docs/concepts.md, "Containment").
 
 Forked by the zygote (:mod:`gomaster.runtime.zygote`) when a tenure needs it, it waits for
-``Elected`` (usually already sent), forks its target and from then on runs no user code: a
-child subreaper, it ends the whole tree below it when the tenure ends (stopped by the
-supervisor, the published deadline passed, the target exited: SIGTERM, then SIGKILL at
-``grace`` or on ``KILL_NOW_SIGNAL``; the zygote or the supervisor gone: SIGKILL at once). It
-exits only once nothing is left below it, as the target did, and says so first (the supervisor
-is not its parent). Running no user code is what lets it reap with ``waitpid(-1)``: in the
-target's process that would steal the statuses ``subprocess`` waits for.
+``Elected`` (usually already sent) and forks the target's process, which loads the target and
+runs it. The worker itself runs no user code, not even the target's imports. A child
+subreaper, it ends the whole tree below it when the tenure ends (stopped by the supervisor, the
+published deadline passed, the target exited: SIGTERM, then SIGKILL at ``grace`` or on
+``KILL_NOW_SIGNAL``; the zygote or the supervisor gone: SIGKILL at once). It exits only once
+nothing is left below it, as the target did, and says so first (the supervisor is not its
+parent). Running no user code is what lets it reap with ``waitpid(-1)``: in the target's
+process that would steal the statuses ``subprocess`` waits for.
 """
 
 from __future__ import annotations
@@ -69,19 +70,21 @@ class WorkerLog:
 
 @dataclass(frozen=True, slots=True)
 class WorkerReady:
-    """The worker has booted (interpreter, imports, its target unpickled) and waits for ``Elected``."""
+    """The worker has booted and waits for ``Elected`` (its target is loaded only once forked)."""
 
 
 @dataclass(frozen=True, slots=True)
 class TargetStarted:
-    """The target of tenure ``token`` is running (taken just before the call)."""
+    """The target of tenure ``token`` is running: sent by the target's process once it has
+    loaded the target, just before the call."""
 
     token: int
 
 
 @dataclass(frozen=True, slots=True)
 class TargetFailed:
-    """The target of tenure ``token`` raised; ``error`` is the formatted traceback."""
+    """The target of tenure ``token`` raised, or could not be loaded; ``error`` says which, with
+    the formatted traceback."""
 
     token: int
     error: str
@@ -186,10 +189,11 @@ def _exit_like(status: int | None) -> NoReturn:
 class _Keeper:
     """The worker's one loop: waits for its tenure, forks the target, and ends the tree."""
 
-    def __init__(self, conn: Any, spec: WorkerSpec, lease: SharedLease) -> None:
+    def __init__(self, conn: Any, spec: WorkerSpec, lease: SharedLease, work: Target | bytes) -> None:
         self._conn = conn
         self._spec = spec
-        self._work: Target | None = None
+        #: The target, as dill bytes until its own process loads it (or loaded: preloaded).
+        self._work = work
         self._lease = lease
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -214,10 +218,6 @@ class _Keeper:
         die_with_parent(DEATH_SIGNAL)
         if os.getppid() != self._spec.supervisor_pid:
             self._orphaned()
-
-    def use(self, target: Target) -> None:
-        """Run ``target`` when elected."""
-        self._work = target
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals.add(signum)
@@ -277,7 +277,6 @@ class _Keeper:
         """Fork the target, then keep its tree until the tenure ends; exits as the target did."""
         self._token = elected.token
         relay_r, relay_w = os.pipe()
-        self.send(TargetStarted(elected.token))
         keeper = os.getpid()
         try:
             child = os.fork()
@@ -381,14 +380,18 @@ class _Keeper:
             logging.getLogger().handlers[:] = [_PipeLogHandler(relay.send)]
             leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, self._lease)
             try:
-                if self._work is None:
-                    raise RuntimeError("the worker has no target")
-                self._work(leadership)
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:
-                relay.send(TargetFailed(elected.token, traceback.format_exc()))
+                work = dill.loads(self._work) if isinstance(self._work, bytes) else self._work
+            except Exception:
+                relay.send(TargetFailed(elected.token, f"cannot load the target:\n{traceback.format_exc()}"))
+            else:
+                relay.send(TargetStarted(elected.token))
+                try:
+                    work(leadership)
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                except BaseException:
+                    relay.send(TargetFailed(elected.token, traceback.format_exc()))
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
@@ -399,25 +402,23 @@ class _Keeper:
 def forked_worker_main(
     conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes | Target, elected: Elected | None = None
 ) -> NoReturn:
-    """Entry point of a worker forked by the zygote: its target comes as dill bytes, loaded
-    here so that what it imports stays in this worker (or loaded already, when the zygote
-    preloads it); with ``elected`` its tenure starts at once. Never returns."""
+    """Entry point of a worker forked by the zygote; with ``elected`` its tenure starts at once.
+    Never returns.
+
+    Its target comes as dill bytes (or loaded already, when the zygote preloads it) and is
+    loaded only in the target's own process, once forked: what the target imports, and what
+    that import starts, never enters the keeper, which stays as small as the zygote left it.
+    A target that cannot be loaded fails like one that raised, its traceback reported.
+    """
     hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     become_subreaper()
-    keeper = _Keeper(conn, spec, lease.at(spec.lease))
+    keeper = _Keeper(conn, spec, lease.at(spec.lease), target)
     keeper.arm()
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(keeper.send)]
     root.setLevel(spec.log_level)
-    try:
-        loaded = dill.loads(target) if isinstance(target, bytes) else target
-    except Exception:
-        with contextlib.suppress(OSError, ValueError):
-            keeper.send(TargetFailed(0, f"cannot load the target:\n{traceback.format_exc()}"))
-        keeper.leave(None)
-    keeper.use(loaded)
     if elected is None:
         with contextlib.suppress(OSError, ValueError):
             keeper.send(WorkerReady())

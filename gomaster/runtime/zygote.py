@@ -2,17 +2,26 @@
 
 A spawned worker boots a fresh interpreter (a quarter of a second here, seconds on a loaded
 host), which is why each target used to keep warm workers waiting. The supervisor instead
-spawns one zygote at start; it imports the runtime, freezes its heap (``gc.freeze()``, so the
+starts one zygote at start; it imports the runtime, freezes its heap (``gc.freeze()``, so the
 forks share its pages) and then forks a worker whenever the supervisor asks.
+
+The zygote is a fresh interpreter (``sys.executable -c``, not a ``multiprocess`` spawn), given
+the supervisor's ``sys.path`` and ``sys.argv`` and three descriptors: its boot record, its socket
+to the supervisor and the lease's memory. It holds gomaster (the runtime and ``dill``) and what
+``preload`` loads, and nothing else: the supervisor's main module is never imported into it, so
+its size does not depend on the application that started the node (a ``multiprocess`` spawn
+re-imported that module, and everything it imports, into the zygote). A target defined in that
+main module still works: ``dill`` carries such a function or class by value. No
+``multiprocess`` resource tracker process is started for it either.
 
 What crosses to a worker, and what does not:
 
-- the target travels as dill bytes and is loaded in the forked worker, not in the zygote, so a
-  module the target imports (and whatever that import starts: threads, connections) exists
-  only in that worker; the zygote holds what spawning it imported: gomaster and, as for every
-  spawned process, the main module without its ``__main__`` block. Asked to ``preload``, the
-  zygote loads every target once at boot instead, so a target slow to load (one that imports
-  a large application) starts at once; what that import opens is then shared by every worker;
+- the target travels as dill bytes and is loaded in the target's process once the worker has
+  forked it, neither in the zygote nor in the worker, so a module the target imports (and
+  whatever that import starts: threads, connections) exists only in that process. Asked to
+  ``preload``, the zygote loads every target once at boot instead, so a target slow to load
+  (one that imports a large application) starts at once; what that import opens is then
+  shared by every worker;
 - the zygote has one thread and no driver connection, so a fork copies neither;
 - each worker gets a socket of its own to the supervisor, and the supervisor a pidfd for it,
   both passed over the zygote's socket (SCM_RIGHTS): the pidfd is opened while the zygote, its
@@ -30,11 +39,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import math
 import os
+import pickle
 import select
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +55,7 @@ import dill
 from multiprocess.connection import Connection
 from multiprocess.connection import wait as wait_ready
 from multiprocess.reduction import recvfds, sendfds
+from multiprocess.util import _args_from_interpreter_flags as interpreter_flags
 
 from gomaster.core.events import Elected
 from gomaster.runtime.fds import hold_standard_fds
@@ -61,7 +74,8 @@ class ZygoteReady:
 
 @dataclass(frozen=True, slots=True)
 class Fork:
-    """Fork a worker for ``spec``; its target is ``target``, as dill bytes. ``elected``, when
+    """Fork a worker for ``spec``; its target is ``target``, as dill bytes (unless preloaded, the
+    target's process loads them). ``elected``, when
     given, is the tenure the worker starts at once (else it waits for one on its socket)."""
 
     spec: WorkerSpec
@@ -120,28 +134,115 @@ class ForkedWorker:
             os.close(self.sentinel)
 
 
+class ZygoteProcess:
+    """The zygote process, as the supervisor sees it: the subset of a ``multiprocess`` process
+    it uses. The supervisor is its parent, so its pidfd names it until the supervisor reaps it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.sentinel = os.pidfd_open(popen.pid)
+
+    def is_alive(self) -> bool:
+        """False once it has ended (and is then reaped)."""
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL it, through the pidfd: its PID cannot have been reused while unreaped."""
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.sentinel, signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` for it to end, and reap it."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def close(self) -> None:
+        """Close the pidfd; the object is of no use after."""
+        with contextlib.suppress(OSError):
+            os.close(self.sentinel)
+
+
+@dataclass(frozen=True, slots=True)
+class ZygoteBoot:
+    """What a starting zygote reads from the descriptor named on its command line."""
+
+    supervisor_pid: int
+    #: How many names' cells the lease holds (its memfd is passed as a descriptor).
+    lease_names: int
+    #: Slot -> dill bytes of each target to load at boot (``preload``); empty: none.
+    preload: dict[int, bytes]
+    #: The supervisor's ``sys.argv``, which a target may read, as a spawned process would.
+    argv: list[str]
+
+
+#: The zygote's command: a fresh interpreter given the supervisor's ``sys.path`` (so a target
+#: finds the modules it names) that imports this module by name, never as ``__main__``.
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from gomaster.runtime.zygote import main; main(sys.argv[2:])"
+)
+
+
+def _search_path() -> list[str]:
+    """``sys.path`` as the zygote must see it: the current directory named, not ``''``."""
+    here = os.getcwd()
+    return [entry or here for entry in sys.path]
+
+
+def _boot_file(boot: ZygoteBoot) -> int:
+    """A memfd holding ``boot``, read from the start: the zygote may be slow to boot, and the
+    supervisor must not block writing a large ``preload`` into a socket meanwhile."""
+    fd = os.memfd_create("gomaster-zygote-boot")
+    try:
+        with open(fd, "wb", closefd=False) as out:
+            pickle.dump(boot, out, protocol=pickle.HIGHEST_PROTOCOL)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Zygote:
     """The supervisor's handle on its zygote process: start it, fork from it, replace it."""
 
-    def __init__(self, context: Any, lease: SharedLease, preload: dict[int, bytes] | None = None) -> None:
-        self._context = context
+    def __init__(self, lease: SharedLease, preload: dict[int, bytes] | None = None) -> None:
         self._lease = lease
         self._preload = preload or {}
+        #: Typed loosely for the supervisor's loop, which reads it whenever ``conn`` is set.
         self.process: Any = None
         self.conn: Any = None
         self.ready = False
+        #: Why the last start failed (the supervisor tries again later), or "".
+        self.error = ""
 
     def start(self) -> None:
-        """Spawn the zygote; it is ``ready`` once :meth:`on_message` saw it say so."""
-        ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=zygote_main,
-            args=(theirs, self._lease, os.getpid(), self._preload),
-            name="gomaster-zygote",
-        )
-        process.start()
-        theirs.close()
-        self.process, self.conn, self.ready = process, ours, False
+        """Start the zygote from a fresh interpreter: it holds gomaster and what ``preload``
+        loads, never the supervisor's main module. It is ``ready`` once :meth:`on_message` saw
+        it say so; when it cannot be started, it is not ``alive`` and ``error`` says why."""
+        ours, theirs = socket.socketpair()
+        boot = _boot_file(ZygoteBoot(os.getpid(), self._lease.size, self._preload, list(sys.argv)))
+        passed = (boot, theirs.fileno(), self._lease.fileno())
+        command = [sys.executable, *interpreter_flags(), "-c", _BOOT, json.dumps(_search_path())]
+        try:
+            popen = subprocess.Popen([*command, *map(str, passed)], pass_fds=passed)
+        except OSError as exc:
+            ours.close()
+            self.error = f"cannot start the zygote: {exc}"
+            return
+        finally:
+            theirs.close()
+            os.close(boot)
+        try:
+            process = ZygoteProcess(popen)
+        except OSError as exc:  # no pidfd (out of descriptors): a zygote we cannot watch is none
+            popen.kill()
+            popen.wait()
+            ours.close()
+            self.error = f"cannot watch the zygote: {exc}"
+            return
+        self.process, self.conn, self.ready, self.error = process, Connection(ours.detach()), False, ""
 
     def on_message(self) -> None:
         """Read what the zygote sent while no fork was asked of it (only ``ZygoteReady``); a
@@ -188,9 +289,9 @@ class Zygote:
             with contextlib.suppress(OSError):
                 self.conn.close()
         if self.process is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.process.kill()
-                self.process.join(1.0)
+            self.process.kill()
+            self.process.join(1.0)
+            self.process.close()
         self.process, self.conn, self.ready = None, None, False
 
 
@@ -237,17 +338,33 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
         os.close(pidfd)
 
 
-def zygote_main(conn: Any, lease: SharedLease, supervisor_pid: int, preload: dict[int, bytes]) -> None:
-    """Entry point of the zygote process (spawned by the supervisor); ``preload`` maps a slot
-    to the target to load now rather than in each worker."""
+def main(argv: list[str]) -> None:
+    """Entry point of the zygote process (see ``_BOOT``): ``argv`` names the descriptors of its
+    :class:`ZygoteBoot`, of its socket to the supervisor and of the lease's memory."""
     hold_standard_fds()
+    boot_fd, conn_fd, lease_fd = (int(word) for word in argv)
+    with open(boot_fd, "rb") as source:
+        boot: ZygoteBoot = pickle.load(source)
+    # First of all, end with the supervisor: it may have died while this interpreter started.
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != boot.supervisor_pid:
+        os._exit(EXIT_ORPHANED)
+    lease = SharedLease.attach(lease_fd, boot.lease_names)
+    os.close(lease_fd)
+    os.set_inheritable(conn_fd, False)
+    sys.argv[:] = boot.argv
+    with contextlib.suppress(OSError):  # as in a spawned process: stdin is not the target's to read
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - kept open for ever
+    zygote_main(Connection(conn_fd), lease, boot.preload)
+
+
+def zygote_main(conn: Any, lease: SharedLease, preload: dict[int, bytes]) -> None:
+    """The zygote's loop, once booted: ``preload`` maps a slot to the target to load now rather
+    than in each target's process. Never returns."""
     # A signal to the supervisor's process group (Ctrl-C, a service manager) is the supervisor's
     # to act on: the zygote ends with it. Workers inherit the ignoring until they arm.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != supervisor_pid:
-        os._exit(EXIT_ORPHANED)
     loaded = {index: dill.loads(target) for index, target in preload.items()}
     wake_r, wake_w = os.pipe()
     for end in (wake_r, wake_w):

@@ -7,6 +7,7 @@ supervisor, with the real zygote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -15,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import dill
-import multiprocess
 import pytest
 
 from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
-from gomaster.runtime.worker import WorkerExit, WorkerReady, WorkerSpec
+from gomaster.runtime.worker import TargetFailed, TargetStarted, WorkerExit, WorkerReady, WorkerSpec
 from gomaster.runtime.zygote import ForkedWorker, Zygote
 from tests.helpers import wait_until
 
@@ -53,8 +53,8 @@ class _Node:
 
     def __init__(self, mark: Path, preload: dict[int, bytes] | None = None) -> None:
         os.environ["GOMASTER_TEST_MARK"] = str(mark)
-        self.lease = SharedLease(multiprocess.get_context("spawn"))
-        self.zygote = Zygote(multiprocess.get_context("spawn"), self.lease, preload)
+        self.lease = SharedLease()
+        self.zygote = Zygote(self.lease, preload)
         self.zygote.start()
         assert self.zygote.conn.poll(BOOT), "the zygote did not boot"
         self.zygote.on_message()
@@ -147,8 +147,14 @@ def test_a_worker_at_work_sleeps_until_its_lease_deadline_and_a_renewal_moves_it
     assert boottime() >= renewed
 
 
-@pytest.mark.parametrize("preload", [False, True], ids=["each-worker", "preload"])
-def test_a_targets_module_is_imported_by_its_workers_not_by_the_zygote_unless_preloaded(
+def _elect(node: _Node, conn: Any, token: int) -> None:
+    deadline = boottime() + 30.0
+    node.lease.publish(token, deadline)
+    conn.send(Elected(name="lock", node_id="n", token=token, since=0.0, deadline=deadline))
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["each-target", "preload"])
+def test_a_targets_module_is_imported_by_each_targets_process_not_by_the_zygote_or_worker_unless_preloaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preload: bool
 ) -> None:
     imports = tmp_path / "imports"
@@ -159,14 +165,51 @@ def test_a_targets_module_is_imported_by_its_workers_not_by_the_zygote_unless_pr
     made = _Node(tmp_path / "mark", {0: packed} if preload else None)
     try:
         forked = [made.fork(imported_once.work) for _ in range(2)]
-        for _, conn in forked:  # each says it is ready once its target is loaded
+        for token, (worker, conn) in enumerate(forked, start=1):
             assert conn.poll(BOOT) and isinstance(conn.recv(), WorkerReady)
-        workers = [worker for worker, _ in forked]
-        importers = set(imports.read_text().split()) - {str(os.getpid())}
+            _elect(made, conn, token)
+            assert worker.join(BOOT), "the worker outlived its target, which returns at once"
+        keepers = {str(worker.pid) for worker, _ in forked}
+        importers = [pid for pid in imports.read_text().split() if pid != str(os.getpid())]
         zygote = str(made.zygote.process.pid)
         if preload:
-            assert importers == {zygote}, "a preloaded target is imported once, by the zygote"
+            assert importers == [zygote], "a preloaded target is imported once, by the zygote"
         else:
-            assert importers == {str(w.pid) for w in workers}, "the zygote imported the target's module"
+            assert zygote not in importers, "the zygote imported the target's module"
+            assert not keepers & set(importers), "a worker (the keeper) imported the target's module"
+            assert len(set(importers)) == 2, f"not one import per target's process: {importers}"
     finally:
         made.close()
+
+
+class _LoadsBadly:
+    """A target whose bytes cannot be loaded: unpickling it raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_refuse, ("no such application",))
+
+    def __call__(self, leadership: Leadership) -> None:
+        del leadership
+
+
+def _refuse(why: str) -> None:
+    raise ImportError(why)
+
+
+def test_a_target_that_cannot_be_loaded_is_reported_with_its_traceback_and_its_worker_exits_1(
+    node: _Node,
+) -> None:
+    worker, conn = node.fork(_LoadsBadly())
+    assert conn.poll(BOOT) and isinstance(conn.recv(), WorkerReady)
+    _elect(node, conn, 5)
+    assert worker.join(BOOT), "the worker outlived a target that could not load"
+    said: list[object] = []
+    with contextlib.suppress(EOFError):
+        while conn.poll(0):
+            said.append(conn.recv())
+    failures = [m for m in said if isinstance(m, TargetFailed)]
+    assert failures and failures[0].token == 5, said
+    assert failures[0].error.startswith("cannot load the target:"), failures[0].error
+    assert "no such application" in failures[0].error, failures[0].error
+    assert not any(isinstance(m, TargetStarted) for m in said), "a target that never ran was said to start"
+    assert said[-1] == WorkerExit(1), said

@@ -63,3 +63,56 @@ def test_a_node_claims_the_lock_only_once_its_worker_could_start_the_work(tmp_pa
     assert held and started, marks
     # Before, the node held the lock for the whole boot of its worker while nobody worked.
     assert started[0] - held[0] < WORKER_BOOT / 2, (held[0], started[0])
+
+
+#: A script run as ``__main__`` whose targets are a closure and a lambda of that script: each
+#: writes its lock name to the marks file; importing the script records the importer's PID.
+_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+
+with open(sys.argv[3], "a") as imports:
+    imports.write(f"{os.getpid()}\\n")
+
+from gomaster import Timing, supervise
+
+MARKS = Path(sys.argv[2])
+
+
+def make(tag):
+    def closure(leadership):
+        with MARKS.open("a") as marks:
+            marks.write(f"{tag} {leadership.token}\\n")
+        time.sleep(3600)
+
+    return closure
+
+
+if __name__ == "__main__":
+    supervise(
+        {"closure": make("closure"), "lambda": lambda leadership: make("lambda")(leadership)},
+        backend=sys.argv[1],
+        timing=Timing.from_ttl(1.0),
+    )
+"""
+
+
+def test_targets_defined_in_a_main_script_run_although_the_zygote_never_imports_that_script(
+    tmp_path: Path,
+) -> None:
+    script, marks, imports = tmp_path / "app.py", tmp_path / "marks", tmp_path / "imports"
+    script.write_text(_SCRIPT)
+    command = [sys.executable, str(script), f"sqlite:///{tmp_path / 'l.db'}", str(marks), str(imports)]
+    node = subprocess.Popen(command, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30.0
+        started: set[str] = set()
+        while time.monotonic() < deadline and started != {"closure", "lambda"}:
+            time.sleep(0.05)
+            lines = marks.read_text().splitlines() if marks.exists() else []
+            started = {line.split()[0] for line in lines}
+    finally:
+        node.terminate()
+        node.wait(15)
+    assert started == {"closure", "lambda"}, f"only {sorted(started)} started"
+    assert imports.read_text().split() == [str(node.pid)], "a process other than the node imported its script"
