@@ -48,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +324,12 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the heap stays frozen: pages stay shared
             target = loaded.get(spec.index, request.target)
             forked_worker_main(Connection(theirs.detach()), spec, lease, target, request.elected)
+        except BaseException:
+            # A worker that fails before it can report over its socket says why on stderr,
+            # which it shares with the supervisor, rather than dying in silence.
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"gomaster worker {os.getpid()} failed to start:\n{traceback.format_exc()}")
+                sys.stderr.flush()
         finally:
             os._exit(EXIT_ORPHANED)
     theirs.close()
