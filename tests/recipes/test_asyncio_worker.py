@@ -25,8 +25,8 @@ WATCH = 1.0
 def test_sigterm_releases_the_lease_so_the_other_worker_takes_over_within_a_retry(
     programs: Programs, to_group: bool
 ) -> None:
-    """To the process, as Kubernetes sends it; to the group, as a terminal's Ctrl-C or systemd
-    do, which also reaches gomaster's supervisor process."""
+    """To the process, as Kubernetes sends it; to the group, as a terminal's Ctrl-C does, which
+    also reaches gomaster's supervisor process."""
     programs.env.update(LEASE_TTL=str(TTL), BATCH_EVERY="0.05")
     app_db = programs.env["APP_DB"]
     workers = [programs.start("asyncio_worker.py") for _ in range(2)]
