@@ -32,7 +32,7 @@ $(DEMO_STAMP): pyproject.toml
 test: lint typecheck pytest pythons
 
 lint: $(STAMP)
-	$(BIN)/ruff check gomaster tests bench
+	$(BIN)/ruff check gomaster tests bench docs/recipes
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
