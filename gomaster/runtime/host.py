@@ -353,6 +353,11 @@ class Host:
         )
         self._reader.start()
         answered, value = started.take("started", ANSWER_TIMEOUT)
+        if not answered and started.closed:
+            raise RuntimeError(
+                "the gomaster supervisor process ended while starting (its traceback is on stderr; "
+                "a module run without an `if __name__ == '__main__':` guard does this)"
+            )
         if not answered:
             self.kill()
             raise RuntimeError(f"the gomaster supervisor did not start within {ANSWER_TIMEOUT} s")

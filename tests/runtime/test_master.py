@@ -272,3 +272,26 @@ def test_logs_from_a_target_reach_the_supervisors_logging(url: str) -> None:
     finally:
         app.terminate()
         app.wait(10)
+
+
+def test_a_script_without_the_main_guard_fails_to_start_saying_why(url: str, tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import gomaster\n"
+        f"master = gomaster.Master({url!r}, name='unguarded', timing=gomaster.Timing.from_ttl(1.0))\n"
+        "master.start()\n"
+        "print('started', flush=True)\n"
+        "master.stop(timeout=10)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "started" not in done.stdout
+    assert "ended while starting" in done.stderr and "__name__ == '__main__'" in done.stderr, done.stderr[-2000:]
