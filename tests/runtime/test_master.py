@@ -294,4 +294,5 @@ def test_a_script_without_the_main_guard_fails_to_start_saying_why(url: str, tmp
     )
     assert done.returncode != 0
     assert "started" not in done.stdout
-    assert "ended while starting" in done.stderr and "__name__ == '__main__'" in done.stderr, done.stderr[-2000:]
+    said = done.stderr[-2000:]
+    assert "ended while starting" in said and "__name__ == '__main__'" in said, said
