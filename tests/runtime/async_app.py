@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import gomaster
@@ -36,7 +37,7 @@ async def plain(leadership: Leadership) -> None:
 
 def main() -> None:
     url, marks = sys.argv[1], Path(sys.argv[2])
-    targets = [
+    targets: list[Callable[[Leadership], object]] = [
         plain,
         functools.partial(work, marks, "partial"),
         lambda leadership: work(marks, "lambda", leadership),
