@@ -49,12 +49,14 @@ from gomaster.runtime.guard import EXIT_OVERRUN, Guard
 from gomaster.runtime.host import (
     ANSWER_TIMEOUT,
     Failed,
+    Logged,
     RoleChanged,
     Seen,
     WorkStopped,
     _Ready,
     _Resign,
     _Stop,
+    relog,
     supervisor_main,
 )
 from gomaster.runtime.host import Member as _Member
@@ -340,6 +342,8 @@ class Master:
                     self._publish(NewLeader(None if record is None or record.released else record))
             case Failed(text=text):
                 _log.error("%s", text)
+            case Logged():
+                relog(message)
             case _:
                 pass
 

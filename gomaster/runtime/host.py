@@ -169,6 +169,35 @@ class Seen:
     seen: Watched
 
 
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """A log record of the supervisor (or of a worker, which it re-emitted), for the
+    application's logging."""
+
+    logger: str
+    level: int
+    message: str
+
+
+class _Forward(logging.Handler):
+    """Hands the supervisor's log records to the application, whose logging they belong to."""
+
+    def __init__(self, send: Callable[[object], None]) -> None:
+        super().__init__(logging.INFO)
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(Logged(record.name, record.levelno, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
+def relog(message: Logged) -> None:
+    """Emit a forwarded record through this process's logging."""
+    logging.getLogger(message.logger).log(message.level, "%s", message.message)
+
+
 ToMember: TypeAlias = Joined | Left | RoleChanged | Failed | Seen
 
 
@@ -223,16 +252,24 @@ def supervisor_main(
     if os.getppid() != parent:  # the application died before the signal was armed
         return
     with console_logging(console):
-        _serve(conn, backend, first, lease)
+        _serve(conn, backend, first, lease, forward=not console)
 
 
-def _serve(conn: Any, backend: LockBackend, first: Member, lease: SharedLease | None) -> None:
-    """Run the elections of every Master that joins, answering over ``conn`` until stopped."""
+def _serve(
+    conn: Any, backend: LockBackend, first: Member, lease: SharedLease | None, *, forward: bool
+) -> None:
+    """Run the elections of every Master that joins, answering over ``conn`` until stopped;
+    with ``forward``, log records go to the application's logging rather than nowhere."""
     lock = threading.Lock()
 
     def send(message: object) -> None:
         with lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
             conn.send(message)
+
+    if forward:
+        root = logging.getLogger()
+        root.handlers[:] = [_Forward(send)]
+        root.setLevel(logging.INFO)
 
     capacity = MAX_MASTERS if lease is None else lease.size
     supervisor = Supervisor(backend, [_job(first, send)], SupervisorOptions(capacity=capacity), lease=lease)
@@ -411,6 +448,8 @@ class Host:
                 listener = self.members.get(name)
                 if listener is not None:
                     listener.heard(message)
+            case Logged():
+                relog(message)
             case _:
                 pass
 

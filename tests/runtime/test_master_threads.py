@@ -46,9 +46,12 @@ def test_hooks_run_in_this_process_in_order_and_the_release_waits_for_the_stop_h
     url: str, masters: list[Master]
 ) -> None:
     calls: list[tuple[str, int, bool]] = []
+    seen_in_start: list[tuple[int, bool] | None] = []
     running = threading.Event()
 
     def start() -> None:
+        lead = master.leadership
+        seen_in_start.append((lead.token, lead.valid()) if lead is not None else None)
         calls.append(("start", threading.get_native_id(), _released(url, "hooks")))
         time.sleep(TIMING.grace / 4)  # a stop asked for meanwhile waits for this to return
         running.set()
@@ -67,6 +70,8 @@ def test_hooks_run_in_this_process_in_order_and_the_release_waits_for_the_stop_h
     assert all(thread != threading.get_native_id() for _, thread, _ in calls), "a hook ran on the caller"
     assert calls[2][2] is False, "the lease was released before the stop hook ran"
     assert not running.is_set(), "the stop hook's effect is not visible in this process"
+    assert seen_in_start == [(1, True)], "the start hook did not see its valid tenure"
+    assert master.leadership is None
     assert _released(url, "hooks")
 
 
