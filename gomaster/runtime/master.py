@@ -25,9 +25,10 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
 from gomaster.runtime.guard import Guard
-from gomaster.runtime.host import ANSWER_TIMEOUT, HOSTS, Failed, Hook, Host, Member, Seen, ToMember
-from gomaster.runtime.host import RoleChanged as MasterChanged
+from gomaster.runtime.host import ANSWER_TIMEOUT, HOSTS, Host
 from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.protocol import Failed, Hook, Member, Seen, ToMember
+from gomaster.runtime.protocol import RoleChanged as MasterChanged
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import check_config, check_targets, watcher
 from gomaster.runtime.supervisor import InApp, Overrun
