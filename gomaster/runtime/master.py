@@ -25,9 +25,10 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, RenewOutcome, RoleChanged
 from gomaster.runtime.guard import Guard
-from gomaster.runtime.host import HOSTS, Failed, Hook, Host, Member, Seen, ToMember
-from gomaster.runtime.host import RoleChanged as MasterChanged
-from gomaster.runtime.lease import SharedLease
+from gomaster.runtime.host import ANSWER_TIMEOUT, HOSTS, Host
+from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.protocol import Failed, Hook, Member, Seen, ToMember
+from gomaster.runtime.protocol import RoleChanged as MasterChanged
 from gomaster.runtime.status import Status
 from gomaster.runtime.supervise import check_config, check_targets, watcher
 from gomaster.runtime.supervisor import InApp, Overrun
@@ -175,6 +176,9 @@ class Master:
         self._is_master = False
         #: When the supervisor announced the last role change (``RoleChanged.at``), for benches.
         self._announced_at = 0.0
+        self._lease: SharedLease | None = None
+        self._leadership: Leadership | None = None
+        self._set_up = threading.Event()
 
     @property
     def id(self) -> str:
@@ -200,25 +204,37 @@ class Master:
             stop_hook=None if in_thread else stop_hook,
             in_app=InApp(os.getpid(), self._overrun) if in_thread else None,
         )
-        # Whether the application has set up logging is a fact of this process, and of now.
-        self._host, lease = HOSTS.enter(self._backend, member, self, console=not logging_configured())
-        if in_thread:
-            host = self._host
-            self._threads = _ThreadHooks(
-                self._hooks,
-                lease,
-                self._timing.grace,
-                self._overrun,
-                stopped=lambda token: host.work_stopped(self._name, token),
-                failed=lambda text: self.heard(Failed(self._name, text)),
-            )
+        try:
+            # Whether the application has set up logging is a fact of this process, and of now.
+            self._host, lease = HOSTS.enter(self._backend, member, self, console=not logging_configured())
+            self._lease = lease
+            if in_thread:
+                host = self._host
+                self._threads = _ThreadHooks(
+                    self._hooks,
+                    lease,
+                    self._timing.grace,
+                    self._overrun,
+                    stopped=lambda token: host.work_stopped(self._name, token),
+                    failed=self._thread_hook_failed,
+                )
+        finally:
+            self._set_up.set()
 
     def heard(self, message: ToMember) -> None:
-        """What the supervisor says about this Master's name (on the host's reader thread)."""
+        """What the supervisor says about this Master's name (on the host's reader thread). A
+        message that comes while :meth:`start` is still setting up (an election won at once)
+        waits for it."""
+        self._set_up.wait(ANSWER_TIMEOUT)
         match message:
             case MasterChanged(event=event, at=at):
                 self._announced_at = at
                 self._is_master = isinstance(event, Elected)
+                self._leadership = (
+                    Leadership(event.name, event.node_id, event.token, event.since, self._lease)
+                    if isinstance(event, Elected)
+                    else None
+                )
                 if self._threads is not None:
                     if isinstance(event, Elected):
                         self._threads.elected(event.token)
@@ -231,7 +247,7 @@ class Master:
                     except Exception:
                         _log.exception("metrics or on_new_leader raised")
             case Failed(text=text):
-                _log.error("hook failed: %s", text)
+                # The supervisor has logged it (to stderr, or through this process's logging).
                 if self._on_error is not None:
                     try:
                         self._on_error(HookError(text))
@@ -240,10 +256,22 @@ class Master:
             case _:
                 pass
 
+    def _thread_hook_failed(self, text: str) -> None:
+        """A hook raised in this process's hook thread: log it, and tell ``on_error``."""
+        _log.error("%s", text)
+        self.heard(Failed(self._name, text))
+
     def host_gone(self) -> None:
         """The supervisor process ended: this node is master no more (a hook still running
         stops, or the guard ends the process when its lease runs out)."""
         self._is_master = False
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """This node's tenure while it is master, else None: its fencing ``token`` for writes
+        elsewhere, and ``valid()``, read from shared memory without I/O (the hooks of
+        ``hooks="thread"`` check it before each side effect)."""
+        return self._leadership
 
     def is_master(self) -> bool:
         """True while this node is master, as its supervisor last reported."""
@@ -271,6 +299,6 @@ class Master:
         if host is None:
             return
         HOSTS.leave(host, self._name, timeout)
-        self._is_master = False
+        self._is_master, self._leadership = False, None
         if self._threads is not None:
             self._threads.close()

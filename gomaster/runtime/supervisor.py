@@ -87,6 +87,7 @@ _log = logging.getLogger("gomaster")
 
 @dataclass(frozen=True, slots=True)
 class _Signalled:
+    #: The signal received, or 0 for :meth:`Supervisor.request_stop`.
     signum: int
 
 
@@ -467,7 +468,7 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (safe from any thread or a signal handler)."""
-        self._enqueue(_Signalled(signal.SIGTERM))
+        self._enqueue(_Signalled(0))
 
     def watch(self, waitable: Any, handler: Callable[[Any], None]) -> None:
         """Also wait on ``waitable`` in the main loop and call ``handler(waitable)`` when ready."""
@@ -655,9 +656,8 @@ class Supervisor:
             match item:
                 case _Signalled(signum=signum):
                     if not self._stopping:
-                        _log.info(
-                            "signal %s: stopping workers, releasing the lock", signal.Signals(signum).name
-                        )
+                        why = f"signal {signal.Signals(signum).name}" if signum else "stop requested"
+                        _log.info("%s: stopping workers, releasing the lock", why)
                         self._begin_stop()
                 case _ElectorDone():
                     self._elector_done = True

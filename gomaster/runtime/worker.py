@@ -22,7 +22,7 @@ import signal
 import struct
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
@@ -386,7 +386,9 @@ class _Keeper:
             else:
                 relay.send(TargetStarted(elected.token))
                 try:
-                    work(leadership)
+                    running = work(leadership)
+                    if isinstance(running, Awaitable):
+                        _drive(running)
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -397,6 +399,36 @@ class _Keeper:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+
+def _drive(awaitable: Awaitable[object]) -> None:
+    """Run a target's awaitable (an ``async def`` target, or a callable returning one) in an
+    event loop of its own. SIGTERM, the end of the tenure, cancels it at once; once it has
+    finished cancelling, the process dies by SIGTERM as a sync target does (the worker SIGKILLs
+    whatever is left at ``grace``). asyncio is imported here, by the targets that need it only."""
+    import asyncio
+
+    ended = False
+
+    async def run() -> None:
+        task = asyncio.ensure_future(awaitable)
+
+        def end() -> None:
+            nonlocal ended
+            ended = True
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, end)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not ended:
+                raise
+
+    asyncio.run(run())
+    if ended:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def forked_worker_main(

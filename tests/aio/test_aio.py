@@ -19,7 +19,7 @@ import gomaster.aio
 from gomaster import Leadership, Timing
 from gomaster.aio import EXIT_OVERRUN, Demoted, Elected, Master, NewLeader
 from gomaster.backends import connect
-from tests.helpers import ok
+from tests.helpers import force_release, ok, released
 from tests.runtime.cluster import ROOT
 
 TIMING = Timing.from_ttl(1.0)
@@ -29,11 +29,6 @@ WAIT = 15.0
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'locks.db'}"
-
-
-def _released(url: str, name: str) -> bool:
-    seen = ok(connect(url).observe(name, 5.0))
-    return seen.record is not None and seen.record.released
 
 
 class _Marks:
@@ -51,7 +46,7 @@ class _Marks:
         finally:
             self.seen.append(("ended", leadership.token))
             if self._url:
-                self.released_at_end.append(_released(self._url, self._name))
+                self.released_at_end.append(released(self._url, self._name))
 
     def of(self, what: str) -> list[int]:
         return [token for kind, token in self.seen if kind == what]
@@ -81,7 +76,7 @@ def test_the_work_runs_as_a_task_while_master_and_is_cancelled_before_the_releas
             await _until(lambda: marks.of("started") == [1])
             master.resign()
             await _until(lambda: marks.of("ended") == [1])
-            await _until(lambda: _released(url, "task"))
+            await _until(lambda: released(url, "task"))
             assert not master.is_master() and not leadership.valid()
             await asyncio.wait_for(master.wait_elected(), TIMING.ttl + WAIT)  # contends again after a ttl
             await _until(lambda: marks.of("started") == [1, 2])
@@ -91,7 +86,7 @@ def test_the_work_runs_as_a_task_while_master_and_is_cancelled_before_the_releas
     events = asyncio.run(scenario())
     assert marks.of("ended") == [1, 2], "leaving did not cancel the second tenure's work"
     assert marks.released_at_end == [False, False], "a lease was released before its work ended"
-    assert _released(url, "task")
+    assert released(url, "task")
     roles = [type(e) for e in events if isinstance(e, Elected | Demoted)]
     assert roles[:3] == [Demoted, Elected, Demoted] or roles[:4] == [Elected, Demoted, Elected, Demoted]
     assert any(isinstance(e, NewLeader) for e in events)
@@ -111,7 +106,7 @@ def test_supervise_cancels_the_work_releases_and_reraises_when_its_caller_is_can
 
     asyncio.run(scenario())
     assert marks.of("ended") == [1]
-    assert _released(url, "sup")
+    assert released(url, "sup")
 
 
 def test_work_that_raises_is_restarted_while_master(url: str) -> None:
@@ -196,19 +191,6 @@ def _supervisor_of(app: subprocess.Popen[str]) -> int:
     raise AssertionError("no supervisor below the application")
 
 
-def _force_release(url: str, name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gomaster.cli", "release", "--backend", url, "--name", name],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 def test_a_loop_blocked_past_grace_with_its_supervisor_frozen_is_ended_by_the_applications_own_timer(
     url: str, apps: list[subprocess.Popen[str]]
 ) -> None:
@@ -231,7 +213,7 @@ def test_work_that_keeps_the_gil_past_grace_is_killed_by_the_supervisor(
 ) -> None:
     app = _app(apps, url, "spin", "spin")
     assert _line(app) == "started 1"
-    _force_release(url, "spin")
+    force_release(url, "spin")
     released = time.monotonic()
     code = app.wait(TIMING.renew_deadline + TIMING.grace + WAIT)
     took = time.monotonic() - released
@@ -244,7 +226,7 @@ def test_with_overrun_warn_the_supervisor_only_logs_and_releases_after_grace(
 ) -> None:
     app = _app(apps, url, "warned", "spin", "warn")
     assert _line(app) == "started 1"
-    _force_release(url, "warned")
+    force_release(url, "warned")
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         seen = ok(connect(url).observe("warned", 5.0)).record

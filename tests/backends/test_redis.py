@@ -19,7 +19,7 @@ from redis.connection import AbstractConnection
 from returns.result import Failure, Success
 
 from gomaster.backends import LockBackend, connect
-from gomaster.backends.redis import DEFAULT_PREFIX, RedisBackend
+from gomaster.backends.redis import DEFAULT_PREFIX, NOTICE_TURN, RedisBackend
 from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import LockRecord, NodeIdentity
@@ -340,9 +340,10 @@ def test_waiters_for_many_names_share_one_pub_sub_connection_and_each_wakes_at_o
     holder, follower = _backend(redis_url), _backend(f"{redis_url}{separator}client_name={lock_name}")
     names = [f"{lock_name}-{each}" for each in range(3)]
     records = [_claim_first(holder, name) for name in names]
-    # The first waiter reads for all; the others begin while it reads, and are subscribed in time.
+    # The first waiter reads for all; the others begin while it reads, and are subscribed within
+    # the reader's turn.
     waiting = [waiter(follower, name, TIMEOUT, answer=result) for name in names]
-    time.sleep(0.2)
+    time.sleep(NOTICE_TURN + 0.15)
     pub_sub = [c for c in raw.client_list() if c["name"] == lock_name and int(c["sub"]) > 0]
     assert [c["sub"] for c in pub_sub] == ["3"], pub_sub
     for index in (1, 0, 2):  # a waiter woken by the reader, the reader, then its successor's

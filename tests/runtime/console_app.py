@@ -3,7 +3,7 @@
 API ``supervise`` runs ``supervise()``; ``master`` starts a ``Master`` and stops it on SIGTERM.
 Either prints ``working TOKEN`` or ``working`` on stdout once its work runs. With ``logging``
 the application sets up logging first (a root handler on stdout at WARNING), as an application
-that owns its logging does.
+that owns its logging does; ``logging-info`` does the same at INFO.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def _run_master(url: str) -> None:
 
 def main() -> None:
     url, api = sys.argv[1:3]
-    if sys.argv[3:4] == ["logging"]:
-        logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="app %(name)s %(message)s")
+    if sys.argv[3:4] in (["logging"], ["logging-info"]):
+        level = logging.INFO if sys.argv[3] == "logging-info" else logging.WARNING
+        logging.basicConfig(stream=sys.stdout, level=level, format="app %(name)s %(message)s")
     if api == "supervise":
         gomaster.supervise(_work, backend=url, name=NAME, timing=TIMING)
     else:

@@ -74,6 +74,17 @@ def test_an_application_that_set_up_logging_gets_nothing_on_stderr(apps: Apps, a
 
 
 @pytest.mark.parametrize("api", ["supervise", "master"])
+def test_an_application_logging_at_info_sees_the_elections_in_its_own_logging(apps: Apps, api: str) -> None:
+    app = apps.start(api, "logging-info")
+    app.wait_for("working", timeout=STARTUP)
+    app.wait_for("app gomaster elected master of 'console' with token 1", timeout=5)
+    errors = _stop(app)
+    assert errors == "", f"gomaster wrote to stderr behind the application's back:\n{errors}"
+    if api == "master":  # a Master's supervisor is another process: its records were forwarded
+        assert "app gomaster stop requested: stopping workers" in app.text("stdout"), app.text("stdout")
+
+
+@pytest.mark.parametrize("api", ["supervise", "master"])
 def test_a_follower_says_once_who_the_master_is(apps: Apps, api: str) -> None:
     first = apps.start(api)
     first.wait_for("working", timeout=STARTUP)

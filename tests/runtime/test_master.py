@@ -9,14 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gomaster import HookError, Master, Timing
 from gomaster.backends import connect
-from tests.helpers import WAIT, ok, wait_until
+from tests.helpers import WAIT, holder, ok, wait_until
 from tests.runtime.cluster import ROOT, wait_gone
 
 TIMING = Timing.from_ttl(1.0)
@@ -31,17 +30,6 @@ def _lines(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'locks.db'}"
-
-
-@pytest.fixture
-def masters() -> Iterator[list[Master]]:
-    made: list[Master] = []
-    yield made
-    for master in made:
-        master.stop(timeout=10)
 
 
 def test_start_hook_runs_on_the_master_and_stop_hook_after_it_on_stop(
@@ -114,16 +102,11 @@ def _ready(app: subprocess.Popen[str], timeout: float) -> bool:
     return app.stdout.readline().strip() == "ready"
 
 
-def _holder(url: str, name: str) -> str | None:
-    seen = ok(connect(url).observe(name, 5.0))
-    return None if seen.record is None or seen.record.released else seen.record.holder
-
-
 def test_stop_works_on_a_node_that_is_not_master(url: str, masters: list[Master]) -> None:
     leader = _app(url, "shared", "master")
     try:
         assert _ready(leader, WAIT)
-        held_by = _holder(url, "shared")
+        held_by = holder(url, "shared")
         follower = Master(url, name="shared", timing=TIMING)
         masters.append(follower)
         follower.start()
@@ -132,7 +115,7 @@ def test_stop_works_on_a_node_that_is_not_master(url: str, masters: list[Master]
         started = time.monotonic()
         follower.stop(timeout=10)
         assert time.monotonic() - started < 5
-        assert leader.poll() is None and _holder(url, "shared") == held_by
+        assert leader.poll() is None and holder(url, "shared") == held_by
     finally:
         leader.kill()
         leader.wait(5)

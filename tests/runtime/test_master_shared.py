@@ -6,15 +6,13 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import gomaster
 from gomaster import Leadership, Master, Timing
-from gomaster.backends import connect
-from tests.helpers import ok, wait_until
+from tests.helpers import holder, wait_until
 from tests.runtime.cluster import wait_gone
 
 TIMING = Timing.from_ttl(1.0)
@@ -38,11 +36,6 @@ def _supervisors() -> list[int]:
     return found
 
 
-def _holder(url: str, name: str) -> str | None:
-    seen = ok(connect(url).observe(name, 5.0))
-    return None if seen.record is None or seen.record.released else seen.record.holder
-
-
 def _noop(_leadership: Leadership) -> None:
     pass
 
@@ -53,17 +46,6 @@ def _touch(path: Path) -> None:
         time.sleep(1)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'locks.db'}"
-
-
-@pytest.fixture
-def masters() -> Iterator[list[Master]]:
-    made: list[Master] = []
-    yield made
-    for master in made:
-        master.stop(timeout=10)
 
 
 def test_masters_of_one_application_share_one_supervisor_and_each_runs_its_own_hook(
@@ -80,7 +62,7 @@ def test_masters_of_one_application_share_one_supervisor_and_each_runs_its_own_h
     for name, master in made.items():
         wait_until(master.is_master, what=f"{name} elected")
         wait_until((tmp_path / name).exists, what=f"{name}'s start hook ran")
-        assert _holder(url, name) == master.id
+        assert holder(url, name) == master.id
     assert len(set(_supervisors()) - before) == 1, "expected one supervisor process for every Master"
     assert len({int((tmp_path / name).read_text()) for name in made}) == 3, "each hook in its own process"
 
@@ -100,10 +82,10 @@ def test_stopping_one_master_leaves_the_others_their_mastership_and_their_hooks(
     kept_hook = int((tmp_path / "stays").read_text())
     goes.stop(timeout=10)
     assert not goes.is_master()
-    assert _holder(url, "goes") is None, "the stopped Master's lock was not released"
+    assert holder(url, "goes") is None, "the stopped Master's lock was not released"
     wait_gone([gone_hook], timeout=TIMING.grace + 2.0)
     time.sleep(2 * TIMING.ttl)
-    assert stays.is_master() and _holder(url, "stays") == stays.id
+    assert stays.is_master() and holder(url, "stays") == stays.id
     assert stays.status().token == 1
     os.kill(kept_hook, 0)  # still running: raises if it is gone
 
@@ -137,7 +119,7 @@ def test_a_name_can_start_again_once_its_master_stopped_while_another_keeps_the_
     masters.append(new)
     new.start()
     wait_until(new.is_master, timeout=TIMING.ttl + 5.0)
-    assert new.status().token == 2 and _holder(url, "again") == new.id
+    assert new.status().token == 2 and holder(url, "again") == new.id
 
 
 def test_the_last_master_to_stop_ends_the_supervisor_process(url: str) -> None:
@@ -151,7 +133,7 @@ def test_the_last_master_to_stop_ends_the_supervisor_process(url: str) -> None:
     assert set(_supervisors()) - before == started, "the supervisor ended while a Master still used it"
     two.stop(timeout=10)
     wait_gone(list(started), timeout=5.0)
-    assert _holder(url, "one") is None and _holder(url, "two") is None
+    assert holder(url, "one") is None and holder(url, "two") is None
 
 
 def test_supervise_beside_a_master_of_the_same_name_is_refused_before_anything_starts(

@@ -10,52 +10,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gomaster import HookError, Master, Timing
 from gomaster.backends import connect
 from gomaster.runtime.guard import EXIT_OVERRUN
-from tests.helpers import ok, wait_until
+from tests.helpers import force_release, ok, released, wait_until
 from tests.runtime.cluster import ROOT
 
 TIMING = Timing.from_ttl(1.0)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'locks.db'}"
-
-
-@pytest.fixture
-def masters() -> Iterator[list[Master]]:
-    made: list[Master] = []
-    yield made
-    for master in made:
-        master.stop(timeout=10)
-
-
-def _released(url: str, name: str) -> bool:
-    seen = ok(connect(url).observe(name, 5.0))
-    return seen.record is not None and seen.record.released
 
 
 def test_hooks_run_in_this_process_in_order_and_the_release_waits_for_the_stop_hook(
     url: str, masters: list[Master]
 ) -> None:
     calls: list[tuple[str, int, bool]] = []
+    seen_in_start: list[tuple[int, bool] | None] = []
     running = threading.Event()
 
     def start() -> None:
-        calls.append(("start", threading.get_native_id(), _released(url, "hooks")))
+        lead = master.leadership
+        seen_in_start.append((lead.token, lead.valid()) if lead is not None else None)
+        calls.append(("start", threading.get_native_id(), released(url, "hooks")))
         time.sleep(TIMING.grace / 4)  # a stop asked for meanwhile waits for this to return
         running.set()
         calls.append(("started", threading.get_native_id(), False))
 
     def stop() -> None:
-        calls.append(("stop", threading.get_native_id(), _released(url, "hooks")))
+        calls.append(("stop", threading.get_native_id(), released(url, "hooks")))
         running.clear()
 
     master = Master(url, name="hooks", start_hook=start, stop_hook=stop, timing=TIMING, hooks="thread")
@@ -67,7 +52,9 @@ def test_hooks_run_in_this_process_in_order_and_the_release_waits_for_the_stop_h
     assert all(thread != threading.get_native_id() for _, thread, _ in calls), "a hook ran on the caller"
     assert calls[2][2] is False, "the lease was released before the stop hook ran"
     assert not running.is_set(), "the stop hook's effect is not visible in this process"
-    assert _released(url, "hooks")
+    assert seen_in_start == [(1, True)], "the start hook did not see its valid tenure"
+    assert master.leadership is None
+    assert released(url, "hooks")
 
 
 def test_a_raising_hook_reaches_on_error_and_the_node_stays_master(url: str, masters: list[Master]) -> None:
@@ -111,24 +98,11 @@ def _ready(app: subprocess.Popen[str]) -> None:
     assert app.stdout.readline().strip() == "ready"
 
 
-def _force_release(url: str, name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gomaster.cli", "release", "--backend", url, "--name", name],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 def test_a_start_hook_that_never_returns_ends_the_application_within_grace_of_the_demotion(url: str) -> None:
     app = _app(url, "stuck", "thread-block")
     try:
         _ready(app)
-        _force_release(url, "stuck")
+        force_release(url, "stuck")
         released = time.monotonic()
         code = app.wait(20)
         took = time.monotonic() - released
@@ -147,7 +121,7 @@ def test_with_overrun_warn_a_stuck_hook_is_only_logged_and_the_lease_is_released
     app = _app(url, "warned", "thread-block-warn")
     try:
         _ready(app)
-        _force_release(url, "warned")
+        force_release(url, "warned")
         time.sleep(TIMING.renew_deadline + TIMING.grace + 1.5)
         assert app.poll() is None, "overrun='warn' must not end the application"
         seen = ok(connect(url).observe("warned", 5.0)).record

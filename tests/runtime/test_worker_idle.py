@@ -117,11 +117,11 @@ def test_once_elected_the_worker_stops_its_work_when_the_lease_deadline_passes(
     node: _Node, tmp_path: Path
 ) -> None:
     worker, conn = node.fork()
+    _elect(node, conn, 7)  # a long lease while the target loads (seconds on a loaded host)
+    wait_until((tmp_path / "mark").exists, BOOT, "target start")
+    assert (tmp_path / "mark").read_text() == "7"
     deadline = boottime() + 0.5
     node.lease.publish(7, deadline)
-    conn.send(Elected(name="lock", node_id="n", token=7, since=0.0, deadline=deadline))
-    wait_until((tmp_path / "mark").exists, 10.0, "target start")
-    assert (tmp_path / "mark").read_text() == "7"
     # Never renewed: the watchdog ends the work at the deadline (SIGTERM, SIGKILL after grace).
     assert worker.join(deadline - boottime() + 0.2 + 1.0)
     assert boottime() >= deadline
@@ -131,10 +131,10 @@ def test_a_worker_at_work_sleeps_until_its_lease_deadline_and_a_renewal_moves_it
     node: _Node, tmp_path: Path
 ) -> None:
     worker, conn = node.fork()
+    _elect(node, conn, 8)  # a long lease while the target loads (seconds on a loaded host)
+    wait_until((tmp_path / "mark").exists, BOOT, "target start")
     deadline = boottime() + 1.5
     node.lease.publish(8, deadline)
-    conn.send(Elected(name="lock", node_id="n", token=8, since=0.0, deadline=deadline))
-    wait_until((tmp_path / "mark").exists, 10.0, "target start")
     before = _switches(worker.pid)
     time.sleep(1.0)
     # At most one look every 0.25 s (a 20 ms poll would be 50 a second).
