@@ -7,6 +7,11 @@ workers that should exist with those that do. Workers are forked by a
 zygote (:mod:`gomaster.runtime.zygote`) when a tenure needs them; a node joins the election once
 its zygote has booted. How a tenure's processes are ended is in docs/concepts.md ("Processes",
 "Containment"). The elector releases the lease only after every worker is gone.
+
+Names may join and leave while it runs (:meth:`Supervisor.add`, :meth:`Supervisor.remove`: the
+``Master`` objects of an application share one supervisor). A name whose work runs in the
+application instead of in workers (:class:`InApp`) holds its release until the application says
+the work stopped, and the supervisor kills the application when it has not within ``grace``.
 """
 
 from __future__ import annotations
