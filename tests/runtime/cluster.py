@@ -49,10 +49,12 @@ class Cluster:
         return process
 
     def events(self) -> list[dict[str, Any]]:
-        """Every witness line so far."""
+        """Every witness line written so far (one a node is still appending is read next time)."""
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        text = self.log.read_text()
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def wait_for(self, what: str, condition: Callable[[list[dict[str, Any]]], Any], timeout: float) -> Any:
         """Poll the log until ``condition`` returns something truthy; fail after ``timeout``."""
