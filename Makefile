@@ -80,6 +80,8 @@ sim: $(STAMP)
 CHAOS_BACKENDS ?= sqlite,mysql,mongodb,postgresql,redis
 CHAOS_FAULTS ?= 1000
 CHAOS_GROUPS ?= 4
+# Of those, groups of asyncio applications (gomaster.aio work as a task in the node's loop).
+CHAOS_AIO_GROUPS ?= 1
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --backends $(CHAOS_BACKENDS) --faults $(CHAOS_FAULTS) \
-		--groups $(CHAOS_GROUPS) --out docs/reliability.md
+		--groups $(CHAOS_GROUPS) --aio-groups $(CHAOS_AIO_GROUPS) --out docs/reliability.md

@@ -170,6 +170,11 @@ class Master:
         """The current tenure while master, else None."""
         return self._leadership
 
+    @property
+    def supervisor_pid(self) -> int | None:
+        """The pid of this node's supervisor process (for monitoring it); None before start."""
+        return None if self._process is None else int(self._process.pid)
+
     def is_master(self) -> bool:
         """True while this node is master, as its supervisor last said and its lease confirms."""
         return self._leadership is not None and self._leadership.valid()
@@ -201,7 +206,12 @@ class Master:
                 self._conn.send(Resign(self._name))
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event from now on: ``Elected``, ``Demoted``, ``NewLeader``; ends when the node stops."""
+        """Every event from now on: ``Elected``, ``Demoted``, ``NewLeader``; ends when the node stops
+        (at once when it has stopped already)."""
+        if self._gone is None:
+            raise RuntimeError("this Master is not running: use `async with` or await start() first")
+        if self._gone.is_set():
+            return
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._subscribers.append(queue)
         try:

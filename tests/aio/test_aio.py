@@ -109,6 +109,30 @@ def test_supervise_cancels_the_work_releases_and_reraises_when_its_caller_is_can
     assert released(url, "sup")
 
 
+def test_events_end_at_once_when_the_supervisor_died_before_anyone_listened(url: str) -> None:
+    """A node restarting its Master when the supervisor ends must not wait forever on events()."""
+
+    async def scenario() -> tuple[int, bool]:
+        master = Master(url, name="gone", timing=TIMING)
+        with pytest.raises(RuntimeError, match="not running"):
+            await anext(master.events())
+        async with master:
+            await asyncio.wait_for(master.wait_elected(), WAIT)
+            pid = master.supervisor_pid
+            assert pid is not None and pid != os.getpid()
+            os.kill(pid, signal.SIGKILL)
+            await _until(lambda: not master.is_master())
+            with pytest.raises(RuntimeError, match="stopped"):
+                await master.wait_elected()
+            seen = [event async for event in master.events()]
+            return pid, seen == []
+
+    pid, ended_at_once = asyncio.run(scenario())
+    assert ended_at_once
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_work_that_raises_is_restarted_while_master(url: str) -> None:
     starts: list[int] = []
 

@@ -31,6 +31,26 @@ lock_backend        SQLite only (no server): another process holds the write loc
                     for 0.2-2 ttl
 ==================  ==============================================================  ==========
 
+Groups of ``Plan.aio_groups`` run asyncio applications instead (``tests.chaos.node --aio``): the
+work of each name is a task in the node's event loop, its election in a ``gomaster.aio.Master``'s
+supervisor child. There ``kill_worker`` has no process to kill; these kinds apply instead
+(``freeze_node`` and the proxy and server kinds as above):
+
+==================  ==============================================================  ==========
+kind                what                                                            reference
+==================  ==============================================================  ==========
+kill_app            SIGKILL the master's application (its supervisors die with it)  the kill
+kill_supervisor     SIGKILL the supervisor of the master's name alone; the task is  the kill
+                    cancelled and the application starts a new Master
+stop_supervisor     SIGSTOP the supervisor of the master's name alone for 1.2-1.8   the stop
+                    ttl: the application's guard must cancel the task in time
+block_loop          SIGUSR1 makes the task block the loop (a sync ``time.sleep``    the start
+                    loop writing marks for 3 ttl) while the node loses its lease:
+                    its proxy cut for 1-1.5 ttl (SQLite: that supervisor stopped);
+                    the application must be ended (exit 70 by its guard, or
+                    SIGKILL by its supervisor) before anyone else is master
+==================  ==============================================================  ==========
+
 Every master's work is adversarial (``tests.chaos.node``): each tenure starts three children that
 ignore SIGTERM (one in the work's group, one in a new session, one double-forked). One of them
 still alive ``ESCAPEE_LIMIT`` after the harness saw a newer tenure of its lock (or, for a frozen
@@ -61,15 +81,29 @@ from pathlib import Path
 from typing import Protocol
 
 from gomaster.core.timing import Timing
+from gomaster.runtime.guard import EXIT_OVERRUN
 from gomaster.testing import STALE_LIMIT, Freeze, Judgement, judge, longest_gap, read_marks
+from tests.chaos.node import BLOCK_TTLS
 from tests.chaos.proxy import BLACKHOLE, CUT, PASS, FaultProxy, ProxyHub, delayed
 
 ROOT = Path(__file__).resolve().parents[2]
 
 NODE_KINDS = ("kill_supervisor", "kill_worker", "freeze_node")
+#: The node kinds of asyncio applications (``Plan.aio_groups``).
+AIO_NODE_KINDS = ("kill_app", "kill_supervisor", "freeze_node", "stop_supervisor", "block_loop")
 PROXY_KINDS = ("cut_node", "blackhole_node", "delay_node")
 SERVER_KINDS = ("freeze_backend", "restart_backend")
-ALL_KINDS = (*NODE_KINDS, *PROXY_KINDS, *SERVER_KINDS, "lock_backend")
+ALL_KINDS = (
+    "kill_supervisor",
+    "kill_worker",
+    "kill_app",
+    "freeze_node",
+    "stop_supervisor",
+    "block_loop",
+    *PROXY_KINDS,
+    *SERVER_KINDS,
+    "lock_backend",
+)
 #: Faults whose liveness clock starts when they clear (every node lost the backend).
 CLEARING_KINDS = frozenset({*SERVER_KINDS, "lock_backend"})
 SERVER_BACKENDS = ("mysql", "mongodb", "postgresql", "redis")
@@ -108,11 +142,13 @@ def liveness_bound(timing: Timing) -> float:
     return timing.ttl + 2 * timing.heartbeat
 
 
-def kinds_for(backend: str) -> tuple[str, ...]:
-    """The fault kinds that apply: SQLite has no server or socket, only its file's write lock."""
+def kinds_for(backend: str, aio: bool = False) -> tuple[str, ...]:
+    """The fault kinds that apply: SQLite has no server or socket, only its file's write lock;
+    asyncio applications have no work process, but a supervisor apart and a loop to block."""
+    node = AIO_NODE_KINDS if aio else NODE_KINDS
     if backend == "sqlite":
-        return (*NODE_KINDS, "lock_backend")
-    return (*NODE_KINDS, *PROXY_KINDS, *SERVER_KINDS)
+        return (*node, "lock_backend")
+    return (*node, *PROXY_KINDS, *SERVER_KINDS)
 
 
 # ---- servers --------------------------------------------------------------------------------
@@ -351,11 +387,17 @@ class Plan:
     kinds: tuple[str, ...] = ()
     #: Extra URL query options for every node, e.g. a driver setting under test.
     options: str = ""
+    #: The last this many groups run asyncio applications (``tests.chaos.node --aio``).
+    aio_groups: int = 0
 
     @property
     def timing(self) -> Timing:
         """The timings every node runs with."""
         return Timing.from_ttl(self.ttl)
+
+    def is_aio(self, group: int) -> bool:
+        """Whether ``group`` runs asyncio applications."""
+        return group >= self.groups - self.aio_groups
 
     def faults_of(self, group: int) -> int:
         """Faults are shared out among groups as evenly as possible."""
@@ -526,6 +568,7 @@ class Group:
         #: Passed by every group of the backend once its own nodes are up.
         self.booted = booted
         self.seed = f"{plan.seed}:{plan.backend}:{index}"
+        self.aio = plan.is_aio(index)
         self.rng = random.Random(self.seed)
         self.timing = plan.timing
         self.locks = [f"lock-{chr(ord('a') + i)}" for i in range(plan.locks)]
@@ -555,7 +598,7 @@ class Group:
 
     def where(self, fault: Fault | None = None) -> str:
         """Where to look: backend, seed, group, and the fault's index and kind."""
-        text = f"{self.plan.backend} seed {self.seed} group {self.index}"
+        text = f"{self.plan.backend} seed {self.seed} group {self.index}{' (asyncio)' if self.aio else ''}"
         return text if fault is None else f"{text} fault #{fault.index} {fault.kind}"
 
     # -- set-up and tear-down ------------------------------------------------------------
@@ -579,6 +622,8 @@ class Group:
         for lock in locks:
             command += ["--name", lock]
         command += ["--escapees", str(self._escapees.path), "--marker", self._escapees.marker]
+        if self.aio:
+            command += ["--aio", "--pids", str(self._pids_of(label))]
         with self._node_log.open("ab") as output:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
                 command,
@@ -594,6 +639,10 @@ class Group:
             self.procs[node, lock] = proc
         self.booting_until = time.monotonic() + BOOT_TTLS * self.timing.ttl
         return proc
+
+    def _pids_of(self, label: str) -> Path:
+        """Where the asyncio node ``label`` writes each Master's supervisor pid."""
+        return self.workdir / f"{label.replace(':', '-')}.pids"
 
     def start(self) -> None:
         if self.plan.backend != "sqlite":
@@ -741,7 +790,7 @@ class Group:
 
     def schedule(self) -> Iterator[str]:
         """Every applicable kind once per round, in a seeded order."""
-        kinds = list(self.plan.kinds or kinds_for(self.plan.backend))
+        kinds = list(self.plan.kinds or kinds_for(self.plan.backend, self.aio))
         while True:
             self.rng.shuffle(kinds)
             yield from kinds
@@ -810,6 +859,72 @@ class Group:
         return proc
 
     def _kill_supervisor(self, lock: str) -> tuple[float, float, str, str]:
+        """The master's supervisor: the node process, or an asyncio node's child for ``lock``."""
+        if not self.aio:
+            return self._kill_app(lock)
+        proc = self._victim(lock)
+        pid = self._supervisor_of(proc, lock)
+        began = time.monotonic()
+        _signal(pid, signal.SIGKILL)
+        self.booting_until = began + BOOT_TTLS * self.timing.ttl  # the node starts a new Master
+        return began, began, proc.label, f"supervisor {pid} of {lock}"
+
+    def _supervisor_of(self, proc: _Proc, lock: str) -> int:
+        """The pid of the supervisor child that the asyncio node ``proc`` runs for ``lock``."""
+        lines = self._pids_of(proc.label).read_text().splitlines()
+        pid = next(int(line.split()[1]) for line in reversed(lines) if line.split()[0] == lock)
+        fields = _stat(pid)
+        if fields is None or int(fields[1]) != proc.popen.pid:
+            raise RuntimeError(f"{self.where()}: {pid} is no longer the supervisor of {lock} in {proc.label}")
+        return pid
+
+    def _stop_supervisor(self, lock: str) -> tuple[float, float, str, str]:
+        proc = self._victim(lock)
+        pid = self._supervisor_of(proc, lock)
+        hold = self.timing.ttl * self.rng.uniform(1.2, 1.8)
+        began = time.monotonic()
+        _signal(pid, signal.SIGSTOP)
+        time.sleep(max(0.0, began + hold - time.monotonic()))
+        _signal(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        return began, resumed, proc.label, f"supervisor {pid} of {lock} stopped {resumed - began:.3f} s"
+
+    def _block_loop(self, lock: str) -> tuple[float, float, str, str]:
+        proc = self._victim(lock)
+        hold = self.timing.ttl * self.rng.uniform(1.0, 1.5)
+        stopped = [] if self.server is not None else [self._supervisor_of(proc, lock)]
+        began = time.monotonic()
+        _signal(proc.popen.pid, signal.SIGUSR1)
+        if self.server is not None:
+            self.proxies[proc.node].set(CUT)
+        for pid in stopped:
+            _signal(pid, signal.SIGSTOP)
+        time.sleep(hold)
+        if self.server is not None:
+            self.proxies[proc.node].set(PASS)
+        for pid in stopped:
+            _signal(pid, signal.SIGCONT)
+        cleared = time.monotonic()
+        how = "cut" if self.server is not None else "supervisor stopped"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(max(0.0, began + (BLOCK_TTLS + 1) * self.timing.ttl - time.monotonic()))
+        code = proc.popen.poll()
+        if code in (EXIT_OVERRUN, -signal.SIGKILL):
+            proc.killed = True  # what the promise demands; replace_dead starts a new node
+            ender = "its guard (exit 70)" if code == EXIT_OVERRUN else "its supervisor (SIGKILL)"
+            return began, cleared, proc.label, f"{how} {cleared - began:.3f} s; application ended by {ender}"
+        self.problems.append(
+            Violation(
+                "a loop blocked past its lease was not ended",
+                self.where(),
+                f"{proc.label}: {how} for {cleared - began:.3f} s; the application "
+                + ("is still alive" if code is None else f"exited with {code}"),
+            )
+        )
+        return began, cleared, proc.label, f"{how} {cleared - began:.3f} s; application not ended ({code})"
+
+    def _kill_app(self, lock: str) -> tuple[float, float, str, str]:
+        """SIGKILL the node process (for a process node, that is its supervisor)."""
         proc = self._victim(lock)
         proc.killed = True
         began = time.monotonic()
@@ -817,7 +932,7 @@ class Group:
         proc.popen.wait()
         self.retired.append(proc)
         self.spawn(proc.node, proc.locks)
-        return began, began, proc.label, f"supervisor {proc.popen.pid}"
+        return began, began, proc.label, f"{'application' if self.aio else 'supervisor'} {proc.popen.pid}"
 
     def _kill_worker(self, lock: str) -> tuple[float, float, str, str]:
         proc = self._victim(lock)
@@ -845,13 +960,14 @@ class Group:
             _signal(pid, signal.SIGCONT)
         for frozen_lock in proc.locks:  # every lock of the frozen process was frozen with it
             self.freezes[frozen_lock].append(Freeze(proc.label, began, resumed))
-        gone = GONE_WITHIN
-        while time.monotonic() - resumed < GONE_WITHIN:
-            if not alive(worker):
-                gone = time.monotonic() - resumed
-                break
-            time.sleep(0.005)
-        self.gone_after[len(self.faults)] = gone
+        if not self.aio:  # an asyncio node's work is a task: its marks show when it ended
+            gone = GONE_WITHIN
+            while time.monotonic() - resumed < GONE_WITHIN:
+                if not alive(worker):
+                    gone = time.monotonic() - resumed
+                    break
+                time.sleep(0.005)
+            self.gone_after[len(self.faults)] = gone
         return began, resumed, proc.label, f"{len(frozen)} processes for {resumed - began:.3f} s"
 
     def _node_fault(self, lock: str, mode_name: str) -> tuple[float, float, str, str]:

@@ -6,19 +6,33 @@ tenure the work starts three children that ignore SIGTERM, one in the work's own
 a new session and one double-forked, and each records ``LOCK TOKEN NODE PID`` in
 ``--escapees`` before it becomes ``sleep MARKER``. The harness checks that none of them outlives
 its tenure, whatever the fault.
+
+With ``--aio`` the node is an asyncio application instead (``gomaster.aio``): each name is a
+``gomaster.aio.Master`` whose work is a task in the node's own event loop, and the election runs in
+that Master's supervisor child. Its work writes the same witness marks, and starts no escapees
+(children of in-process work are not contained: docs/asyncio.md). On SIGUSR1 the next mark
+blocks the loop instead: a sync ``time.sleep`` loop that goes on writing marks for
+``BLOCK_TTLS`` ttl, past the grace, so only the guard thread or the supervisor's kill can stop it.
+A Master whose supervisor died is started again. Each start appends ``LOCK PID`` (its
+supervisor's pid) to ``--pids``, for the harness's faults on a supervisor alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from gomaster import Leadership, Timing
-from gomaster.cli.demo import _work
+from gomaster.cli.demo import MARK_EVERY, _work
+from gomaster.testing import append_mark
 
 #: One escapee: ignores SIGTERM, records who it is, then sleeps as long as nobody kills it. The
 #: marker is written into the script, so the escapee's command line holds it from its first
@@ -47,6 +61,67 @@ def escaping_work(args: argparse.Namespace, lock: str) -> Callable[[Leadership],
     return work
 
 
+#: How long a blocked loop goes on writing marks, in ttls: far past ``renew_deadline + grace``.
+BLOCK_TTLS = 3.0
+
+
+@dataclass(slots=True)
+class _Blocker:
+    """Set by SIGUSR1; the next mark of any name's work blocks the loop (and clears it)."""
+
+    asked: bool = False
+
+
+def aio_work(
+    args: argparse.Namespace, lock: str, blocker: _Blocker
+) -> Callable[[Leadership], Awaitable[None]]:
+    """The witness as a task: a mark every ``MARK_EVERY``; a loop blocked on request."""
+    log = Path(args.log.replace("{lock}", lock))
+
+    async def work(leadership: Leadership) -> None:
+        append_mark(log, "start", token=leadership.token, node=args.node)
+        while True:
+            await asyncio.sleep(MARK_EVERY)
+            append_mark(log, "alive", token=leadership.token, node=args.node)
+            if blocker.asked:
+                blocker.asked = False
+                until = time.monotonic() + BLOCK_TTLS * args.ttl
+                while time.monotonic() < until:  # never yields: the loop is blocked
+                    time.sleep(MARK_EVERY)
+                    append_mark(log, "alive", token=leadership.token, node=args.node)
+
+    return work
+
+
+async def keep_master(args: argparse.Namespace, lock: str, blocker: _Blocker) -> None:
+    """One name's Master, started again whenever its supervisor process ends."""
+    import gomaster.aio
+
+    while True:
+        master = gomaster.aio.Master(
+            args.backend, name=lock, work=aio_work(args, lock, blocker), timing=Timing.from_ttl(args.ttl)
+        )
+        async with master:
+            with args.pids.open("a") as pids:
+                pids.write(f"{lock} {master.supervisor_pid}\n")
+            async for _ in master.events():
+                pass
+        logging.getLogger("gomaster").warning("the supervisor of %s ended: starting it again", lock)
+
+
+async def aio_main(args: argparse.Namespace) -> None:
+    """Every name's Master in this loop, until the node is killed."""
+    blocker = _Blocker()
+
+    def block() -> None:
+        blocker.asked = True
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, block)
+    async with asyncio.TaskGroup() as group:
+        for lock in args.name:
+            group.create_task(keep_master(args, lock, blocker))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="tests.chaos.node")
     parser.add_argument("--backend", required=True)
@@ -56,8 +131,13 @@ def main() -> None:
     parser.add_argument("--name", action="append", required=True, help="a lock name (repeat for more)")
     parser.add_argument("--escapees", type=Path, required=True)
     parser.add_argument("--marker", required=True)
+    parser.add_argument("--aio", action="store_true", help="run the names as gomaster.aio tasks")
+    parser.add_argument("--pids", type=Path, help="with --aio: where each Master's supervisor pid goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(created).3f {args.node} %(levelname)s %(message)s")
+    if args.aio:
+        asyncio.run(aio_main(args))
+        return
     from gomaster.runtime.supervise import supervise
 
     jobs = {lock: escaping_work(args, lock) for lock in args.name}

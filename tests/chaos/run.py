@@ -4,8 +4,9 @@
 
 Backends run one after another; each runs ``--groups`` independent groups at once (own server,
 5 nodes, 3 lock names carried by each node's one supervisor), sharing its ``--faults`` among
-them. The exit status is 1 when any guarantee broke (the report then lists each violation with
-its seed and a witness log excerpt), else 0.
+them; the last ``--aio-groups`` of them run asyncio applications (``gomaster.aio``) instead.
+The exit status is 1 when any guarantee broke (the report then lists each violation with its
+seed and a witness log excerpt), else 0.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tests.chaos.proxy import ProxyHub
 
 DEFAULT_FAULTS = 1000
 DEFAULT_GROUPS = 4
+DEFAULT_AIO_GROUPS = 1
 DEFAULT_TTL = 1.0
 #: Violations quoted in full per backend; the rest are counted.
 QUOTED = 8
@@ -101,8 +103,9 @@ def summary_rows(results: list[BackendResult], loads: list[LoadSampler]) -> list
         "| backend | faults | tenures | overlaps | token regressions | worst stale window (s) "
         "| freezes with stale marks | worst time without master (s) | faults over the bound "
         "| frozen work gone after SIGCONT (s) | delay faults that changed master "
-        "| escapees started / survivors | run time | load avg median / max |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| escapees started / survivors | blocked loops ended by guard / by supervisor / of "
+        "| run time | load avg median / max |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for result, load in zip(results, loads, strict=True):
         outcomes = result.outcomes
@@ -110,6 +113,13 @@ def summary_rows(results: list[BackendResult], loads: list[LoadSampler]) -> list
         freezes = [o for o in outcomes if o.fault.kind == "freeze_node"]
         stale = [o.stale_window for o in freezes if o.stale_window]
         delays = [o for o in outcomes if o.fault.kind == "delay_node"]
+        blocked = [o.fault.detail for o in outcomes if o.fault.kind == "block_loop"]
+        ended = (
+            f"{sum('by its guard' in d for d in blocked)} / {sum('by its supervisor' in d for d in blocked)} "
+            f"/ {len(blocked)}"
+            if blocked
+            else "-"
+        )
         rows.append(
             f"| {result.plan.backend} | {len(outcomes)} | {result.tenures} | {result.overlaps} "
             f"| {result.regressions} | {_seconds(_worst(stale) if stale else 0.0 if freezes else None)} "
@@ -117,29 +127,38 @@ def summary_rows(results: list[BackendResult], loads: list[LoadSampler]) -> list
             f"| {sum(1 for o in outcomes if o.gap > bound)} "
             f"| {_seconds(_worst([o.worker_gone_after for o in freezes if o.worker_gone_after]))} "
             f"| {sum(1 for o in delays if o.new_tenures) if delays else '-'} "
-            f"| {result.escapees} / {result.survivors} "
+            f"| {result.escapees} / {result.survivors} | {ended} "
             f"| {result.elapsed / 60:.1f} min | {load.describe()} |"
         )
     return rows
 
 
+def _kinds_of(plan: Plan) -> tuple[str, ...]:
+    """Every kind some group of ``plan`` applies."""
+    return (*kinds_for(plan.backend), *(kinds_for(plan.backend, True) if plan.aio_groups else ()))
+
+
 def kind_rows(results: list[BackendResult]) -> list[str]:
-    """Faults per kind, and the worst time without a master after each kind."""
-    kinds = [k for k in ALL_KINDS if any(k in kinds_for(r.plan.backend) for r in results)]
+    """Faults per kind, and the worst time without a master after each kind; the groups of
+    asyncio applications on a row of their own."""
+    kinds = [k for k in ALL_KINDS if any(k in _kinds_of(r.plan) for r in results)]
     rows = [
         "| backend | " + " | ".join(kinds) + " |",
         "|---|" + "--:|" * len(kinds),
     ]
     for result in results:
-        cells = []
-        for kind in kinds:
-            done = [o for o in result.outcomes if o.fault.kind == kind]
-            if not done:
-                cells.append("-")
-                continue
-            over = sum(1 for o in done if o.gap > liveness_bound(result.plan.timing))
-            cells.append(f"{len(done)} / {max(o.gap for o in done):.3f} s / {over}")
-        rows.append(f"| {result.plan.backend} | " + " | ".join(cells) + " |")
+        for aio in (False, True) if result.plan.aio_groups else (False,):
+            mine = [o for o in result.outcomes if result.plan.is_aio(o.fault.group) == aio]
+            cells = []
+            for kind in kinds:
+                done = [o for o in mine if o.fault.kind == kind]
+                if not done:
+                    cells.append("-")
+                    continue
+                over = sum(1 for o in done if o.gap > liveness_bound(result.plan.timing))
+                cells.append(f"{len(done)} / {max(o.gap for o in done):.3f} s / {over}")
+            label = f"{result.plan.backend} (asyncio)" if aio else result.plan.backend
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -187,6 +206,16 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         )
         + "Each node reaches the server "
         "through its own fault proxy port (tests/chaos/proxy.py).",
+        f"- {plan.aio_groups} of the {plan.groups} groups per backend run asyncio applications instead "
+        "(`python -m tests.chaos.node --aio`): each name a `gomaster.aio.Master` whose work is a task in "
+        "the node's event loop, its election in that Master's supervisor child, under the default policy "
+        "(`overrun='kill'`). Their work starts no escapees (children of in-process work are not "
+        "contained: docs/asyncio.md). Their node kinds are kill_app, kill_supervisor (the name's "
+        "supervisor child alone), freeze_node, stop_supervisor (SIGSTOP of that child alone for 1.2-1.8 "
+        "ttl) and block_loop (the task blocks the loop with a sync `time.sleep` loop that goes on writing "
+        "marks for 3 ttl while the node loses its lease: its proxy cut for 1-1.5 ttl, on SQLite its "
+        "supervisor stopped; the application must be ended, by its guard thread with exit 70 or by its "
+        "supervisor with SIGKILL, before another node is master).",
         f"- Faults come one at a time per group, in a seeded order (seed {plan.seed}; group *g* of backend "
         "*b* uses `random.Random('seed:b:g')`), every kind once per round; the target is the master of a "
         "random lock of the group. Before each fault the group waits until every lock has a master at "
@@ -218,7 +247,8 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         *kind_rows(results),
         "",
         "Where the liveness clock starts: at the fault for node faults (kill_supervisor, kill_worker, "
-        "freeze_node, cut_node, blackhole_node, delay_node: the other nodes still reach the backend), and "
+        "freeze_node, cut_node, blackhole_node, delay_node, kill_app, stop_supervisor, block_loop: the other "
+        "nodes still reach the backend), and "
         "when the fault clears for backend faults (freeze_backend, restart_backend, lock_backend: nobody "
         "can be master meanwhile). It runs until the next fault of the group. SQLite has no server or "
         "socket; its backend fault is another process holding the file's write lock.",
@@ -247,7 +277,8 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
     return "\n".join(lines).rstrip() + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The arguments, and the backends to run, checked."""
     parser = argparse.ArgumentParser(
         prog="python -m tests.chaos.run",
         description=__doc__,
@@ -256,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--faults", type=int, default=DEFAULT_FAULTS, help="faults per backend")
     parser.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="groups at once per backend")
+    parser.add_argument(
+        "--aio-groups", type=int, default=DEFAULT_AIO_GROUPS, help="of those, groups of asyncio applications"
+    )
     parser.add_argument("--ttl", type=float, default=DEFAULT_TTL)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/reliability.md"))
@@ -265,6 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    if not 0 <= args.aio_groups <= args.groups:
+        parser.error(f"--aio-groups must be between 0 and --groups ({args.groups}), not {args.aio_groups}")
+    return args, backends
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, backends = _parse(argv)
     command = "python -m tests.chaos.run " + " ".join(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="gomaster-chaos-"))
     results: list[BackendResult] = []
@@ -276,7 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in backends:
             if STOP.is_set():
                 break
-            plan = Plan(backend=backend, faults=args.faults, groups=args.groups, ttl=args.ttl, seed=args.seed)
+            plan = Plan(
+                backend=backend,
+                faults=args.faults,
+                groups=args.groups,
+                ttl=args.ttl,
+                seed=args.seed,
+                aio_groups=args.aio_groups,
+            )
             with LoadSampler() as load:
                 result = run_backend(plan, workdir, hub)
             results.append(result)
