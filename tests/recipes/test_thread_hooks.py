@@ -15,8 +15,7 @@ from types import ModuleType
 import pytest
 
 from gomaster import Timing
-from gomaster.backends import connect
-from tests.helpers import ok, wait_until
+from tests.helpers import released, wait_until
 from tests.recipes.conftest import BOOT, RECIPES, Programs, assert_one_worker_at_a_time, rows, wait_for
 
 WATCH = 1.0
@@ -39,16 +38,11 @@ def _load_recipe(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Module
     return module
 
 
-def _released(url: str, name: str) -> bool:
-    seen = ok(connect(url).observe(name, 5.0))
-    return seen.record is not None and seen.record.released
-
-
 def _reporter_alive() -> bool:
     return any(thread.name == "reporter" for thread in threading.enumerate())
 
 
-def test_the_stop_hook_has_stopped_the_thread_before_the_lease_is_released(
+def test_the_stop_hook_has_stopped_the_thread_before_the_lease_isreleased(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'locks.db'}"
@@ -69,9 +63,9 @@ def test_the_stop_hook_has_stopped_the_thread_before_the_lease_is_released(
 
     class Witnessed(recipe.Reporter):  # type: ignore[name-defined,misc]
         def stop(self) -> None:
-            seen.append(("stop hook called", _reporter_alive(), _released(url, "reporter")))
+            seen.append(("stop hook called", _reporter_alive(), released(url, "reporter")))
             super().stop()
-            seen.append(("stop hook returning", _reporter_alive(), _released(url, "reporter")))
+            seen.append(("stop hook returning", _reporter_alive(), released(url, "reporter")))
 
     master = recipe.make_master(Witnessed())
     master.start()
@@ -83,7 +77,7 @@ def test_the_stop_hook_has_stopped_the_thread_before_the_lease_is_released(
     assert seen == [("stop hook called", True, False), ("stop hook returning", False, False)], (
         f"the stop hook returned with the reporter running, or after the release: {seen}"
     )
-    assert _released(url, "reporter"), "stop() did not release the lease"
+    assert released(url, "reporter"), "stop() did not release the lease"
     count = len(rows(app_db, "reports"))
     time.sleep(0.3)
     assert len(rows(app_db, "reports")) == count, "the reporter thread went on after stop()"
