@@ -1,0 +1,233 @@
+"""Schedules: the instants a scheduled name runs at (its *ticks*), and which tick is due, as pure
+functions of the backend's clock and the name's run ledger.
+
+A tick is an instant on the backend's clock (epoch seconds), the clock that judges expiry, so
+every node agrees on it whatever its own clock says. :class:`Every` ticks at each multiple of its
+period since the Unix epoch; :class:`Cron` at the instants of a five-field cron expression in a
+named time zone, with DST as Debian's cron handles it (cronsim): a tick whose wall time a
+spring-forward skips runs at the first instant after the jump; a tick whose wall time a
+fall-back repeats runs once, at its first occurrence; expressions with a wildcard hour run in
+both repeated hours.
+
+:func:`due` decides, for a master that has no run going, which tick to run now, if any. It never
+chooses more than one: ticks that went by without a run collapse into the latest of them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from returns.result import Failure, Result, Success
+
+#: One unit of a duration, in seconds.
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+#: What a duration looks like, for error messages.
+DURATION_FORMS = "a number of seconds or a duration such as 90s, 5m, 1h30m or 1d"
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A tick at every multiple of ``period`` seconds since the Unix epoch: ``Every(300)`` ticks at
+    :00, :05, ... of every hour on every node, whenever each node started."""
+
+    period: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A tick at each instant a five-field cron ``expression`` matches in time ``zone``."""
+
+    expression: str
+    zone: str = "UTC"
+
+
+Schedule = Every | Cron
+
+#: Ticks missed while no node was master: run the latest of them once, or skip them.
+Missed = Literal["latest", "skip"]
+#: A run that a failover cut short: run its tick again on the new master, or count it done.
+CutShort = Literal["done", "rerun"]
+#: Ticks that came while this node's own run was still going: run the latest once it ends, or skip.
+Busy = Literal["wait", "skip"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """What to do with the ticks that did not run at their time.
+
+    The defaults keep both promises where they can: ``cut_short="done"`` keeps *at most once*
+    (a tick's run starts on one node, ever), ``missed="latest"`` and ``busy="wait"`` keep *at
+    least once* for the latest tick (coalescing the ones before it).
+    """
+
+    missed: Missed = "latest"
+    cut_short: CutShort = "done"
+    busy: Busy = "wait"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ledger:
+    """What the backend records of a name's runs: the tick whose run started last and the token
+    of the tenure that started it, the tick whose run finished last, and how it ended."""
+
+    started: float | None = None
+    token: int = 0
+    finished: float | None = None
+    ok: bool = True
+
+    @property
+    def unfinished(self) -> bool:
+        """The last run started and never finished: it was cut short."""
+        return self.started is not None and (self.finished is None or self.finished < self.started)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTick:
+    """Start the run of ``tick`` now."""
+
+    tick: float
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntil:
+    """Nothing to run before ``at`` (backend clock); ``skipped`` is a tick passed over, if any."""
+
+    at: float
+    skipped: float | None = None
+
+
+Due = RunTick | WaitUntil
+
+
+# -- reading what users write -------------------------------------------------------------
+
+
+def parse_duration(text: str | float) -> Result[float, str]:
+    """Seconds from ``300``, ``"300"``, ``"90s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` or ``"250ms"``."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    elif isinstance(text, str):
+        written = text.strip().lower()
+        try:
+            seconds = float(written)
+        except ValueError:
+            parts = _PART.findall(written)
+            if not parts or "".join(number + unit for number, unit in parts) != written:
+                return Failure(f"invalid duration {text!r}: write {DURATION_FORMS}")
+            seconds = sum(float(number) * UNITS[unit] for number, unit in parts)
+    else:
+        return Failure(f"invalid duration {text!r}: write {DURATION_FORMS}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        return Failure(f"invalid duration {text!r}: it must be positive; write {DURATION_FORMS}")
+    return Success(seconds)
+
+
+def every(period: str | float, *, shortest: float) -> Result[Every, str]:
+    """A checked :class:`Every`: its period is a duration no shorter than ``shortest`` (the
+    heartbeat: a master looks at its schedule no more often than it renews)."""
+    return parse_duration(period).bind(lambda seconds: _long_enough(seconds, shortest, period))
+
+
+def _long_enough(seconds: float, shortest: float, written: object) -> Result[Every, str]:
+    if seconds < shortest:
+        return Failure(
+            f"the period {written!r} is shorter than the heartbeat ({shortest:g} s): a master could "
+            f"not keep up with it; use a period of at least {shortest:g} s or a shorter heartbeat"
+        )
+    return Success(Every(seconds))
+
+
+def cron(expression: str, zone: str = "UTC") -> Result[Cron, str]:
+    """A checked :class:`Cron`: the expression parses and the zone is known."""
+    from cronsim import CronSim, CronSimError
+
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return Failure(f"unknown time zone {zone!r}: use an IANA name such as 'Europe/Paris' or 'UTC'")
+    try:
+        CronSim(expression, datetime.now(tz))
+    except CronSimError as error:
+        return Failure(
+            f"invalid cron expression {expression!r} ({error}): five fields, minute hour "
+            "day-of-month month day-of-week, such as '0 3 * * *'"
+        )
+    return Success(Cron(expression, zone))
+
+
+# -- ticks ----------------------------------------------------------------------------------
+
+
+def latest_tick(schedule: Schedule, at: float) -> float | None:
+    """The latest tick at or before ``at``; None when there was none (a cron that never matched)."""
+    match schedule:
+        case Every(period=period):
+            return math.floor(at / period) * period
+        case Cron():
+            return _cron_step(schedule, at, reverse=True)
+
+
+def next_tick(schedule: Schedule, after: float) -> float | None:
+    """The first tick after ``after``; None when there is none within cronsim's horizon."""
+    match schedule:
+        case Every(period=period):
+            return (math.floor(after / period) + 1) * period
+        case Cron():
+            return _cron_step(schedule, after, reverse=False)
+
+
+def _cron_step(schedule: Cron, at: float, *, reverse: bool) -> float | None:
+    """The cron's first match after ``at``, or with ``reverse`` its last match at or before it."""
+    from cronsim import CronSim
+
+    start = datetime.fromtimestamp(at, ZoneInfo(schedule.zone))
+    if reverse:  # cronsim's reverse is strictly before its start
+        start += timedelta(microseconds=1)
+    try:
+        found = next(CronSim(schedule.expression, start, reverse=reverse))
+    except StopIteration:
+        return None
+    return found.timestamp()
+
+
+# -- the decision ---------------------------------------------------------------------------
+
+
+def due(
+    schedule: Schedule,
+    policy: Policy,
+    ledger: Ledger,
+    now: float,
+    *,
+    late_after: float,
+    busy_until: float | None = None,
+) -> Due:
+    """Which tick a master with no run going starts now, if any.
+
+    ``now`` is the backend's clock. ``busy_until`` is when this node's own last run ended in
+    the current tenure (None if it ran none): ticks up to then came while it was busy. Any
+    other tick older than ``late_after`` when the master first gets to it was missed (no node
+    was master at its time; ``late_after`` is longer than a failover).
+    """
+    later = next_tick(schedule, now)
+    waiting = WaitUntil(math.inf if later is None else later)
+    tick = latest_tick(schedule, now)
+    if tick is None:
+        return waiting
+    # 1. The latest tick has started already: done, or cut short by a failover.
+    if ledger.started is not None and ledger.started >= tick:
+        rerun = ledger.unfinished and policy.cut_short == "rerun"
+        return RunTick(ledger.started) if rerun else waiting
+    # 2. It came while this node's own run went on.
+    if busy_until is not None and tick <= busy_until:
+        return RunTick(tick) if policy.busy == "wait" else WaitUntil(waiting.at, skipped=tick)
+    # 3. It went by while no node was master.
+    if now - tick > late_after and policy.missed == "skip":
+        return WaitUntil(waiting.at, skipped=tick)
+    return RunTick(tick)
