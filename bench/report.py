@@ -1138,7 +1138,10 @@ def render(results: Results, img: str = "img") -> str:
         f"Written by `make bench` on {m.started}; the whole run took {results.total_seconds / 60:.1f} "
         "minutes. Every figure and every ratio below comes from this one run, on this machine, "
         "which other work was sharing (each section gives the load average around it). The "
-        "servers were throwaway instances on 127.0.0.1 started by the run itself.",
+        "servers were throwaway instances on 127.0.0.1 started by the run itself. Before measuring, "
+        "the run compiles the bytecode of `gomaster` and `bench` once, as installing a package does "
+        "(this machine sets `PYTHONDONTWRITEBYTECODE=1`, under which a module without a `.pyc` is "
+        "compiled again by every process that imports it).",
         "",
         _table(
             ["machine", ""],

@@ -44,6 +44,7 @@ from gomaster.runtime.fds import allow_descriptors, hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.tree import KILL_TREE_TIMEOUT, signal_tree
+from gomaster.runtime.wire import receive, send
 from gomaster.runtime.worker import (
     KILL_NOW_SIGNAL,
     Target,
@@ -310,7 +311,7 @@ def _retire(worker: _Worker) -> int:
     """
     with contextlib.suppress(EOFError, OSError):
         while worker.conn.poll():  # its last words: how it exits
-            message = worker.conn.recv()
+            message = receive(worker.conn)
             if isinstance(message, WorkerExit):
                 worker.process.exited(message.code)
     with contextlib.suppress(OSError):
@@ -716,7 +717,7 @@ class Supervisor:
                 continue
             with contextlib.suppress(EOFError, OSError):
                 while worker.conn.poll():
-                    self._on_worker_message(lock, slot, worker, worker.conn.recv())
+                    self._on_worker_message(lock, slot, worker, receive(worker.conn))
 
     def _on_worker_message(self, lock: _Lock, slot: _Slot, worker: _Worker, message: object) -> None:
         match message:
@@ -953,7 +954,7 @@ class Supervisor:
 
     def _send(self, worker: _Worker, message: ToWorker) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
-            worker.conn.send(message)
+            send(worker.conn, message)
 
     def _stop_worker(self, worker: _Worker, why: Demoted | Shutdown) -> None:
         if worker.stopping_since is not None:

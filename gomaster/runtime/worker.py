@@ -14,6 +14,7 @@ process that would steal the statuses ``subprocess`` waits for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -31,9 +32,9 @@ from multiprocess.connection import Connection
 
 from gomaster.core.events import Demoted, Elected, Shutdown
 from gomaster.runtime.clock import boottime
-from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import Leadership, SharedLease
 from gomaster.runtime.tree import become_subreaper, die_with_parent, kill_tree, reap, signal_tree
+from gomaster.runtime.wire import receive, send
 
 Target: TypeAlias = Callable[[Leadership], object]
 
@@ -161,6 +162,13 @@ class _Frames:
         return whole
 
 
+def _log_to(sender: Callable[[FromWorker], None], level: int) -> None:
+    """Route this process's log records to the supervisor, through ``sender``, from ``level`` up."""
+    root = logging.getLogger()
+    root.handlers[:] = [_PipeLogHandler(sender)]
+    root.setLevel(level)
+
+
 def exit_code(status: int | None) -> int:
     """A wait status as ``multiprocess`` words an exit code: negative for a signal; a target
     that never ran (None) counts as one that raised."""
@@ -224,7 +232,7 @@ class _Keeper:
 
     def send(self, message: FromWorker) -> None:
         """Send one message to the supervisor (the worker has one thread: no lock needed)."""
-        self._conn.send(message)
+        send(self._conn, message)
 
     def _wait(self, timeout: float | None) -> set[int]:
         poller = select.poll()
@@ -239,7 +247,7 @@ class _Keeper:
 
     def _receive(self) -> object:
         try:
-            return self._conn.recv()
+            return receive(self._conn)
         except (EOFError, OSError):
             self._orphaned()
 
@@ -274,7 +282,10 @@ class _Keeper:
     # -- the tenure -----------------------------------------------------------------------
 
     def run_tenure(self, elected: Elected) -> NoReturn:
-        """Fork the target, then keep its tree until the tenure ends; exits as the target did."""
+        """Fork the target, then keep its tree until the tenure ends; exits as the target did.
+
+        The fork comes first: the keeper's own setup (its log handler) then runs beside the
+        target's start on another core, not before it."""
         self._token = elected.token
         relay_r, relay_w = os.pipe()
         keeper = os.getpid()
@@ -285,6 +296,7 @@ class _Keeper:
             self.leave(None)
         if child == 0:
             self._run_target(elected, keeper, relay_r, relay_w)
+        _log_to(self.send, self._spec.log_level)
         os.close(relay_w)
         os.set_blocking(relay_r, False)
         self._relay = relay_r
@@ -377,14 +389,14 @@ class _Keeper:
                 os.close(fd)
             self._conn.close()
             relay = Connection(relay_w, readable=False)
-            logging.getLogger().handlers[:] = [_PipeLogHandler(relay.send)]
+            _log_to(functools.partial(send, relay), self._spec.log_level)
             leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, self._lease)
             try:
                 work = dill.loads(self._work) if isinstance(self._work, bytes) else self._work
             except Exception:
-                relay.send(TargetFailed(elected.token, f"cannot load the target:\n{traceback.format_exc()}"))
+                send(relay, TargetFailed(elected.token, f"cannot load the target:\n{traceback.format_exc()}"))
             else:
-                relay.send(TargetStarted(elected.token))
+                send(relay, TargetStarted(elected.token))
                 try:
                     running = work(leadership)
                     if isinstance(running, Awaitable):
@@ -393,7 +405,7 @@ class _Keeper:
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 except BaseException:
-                    relay.send(TargetFailed(elected.token, traceback.format_exc()))
+                    send(relay, TargetFailed(elected.token, traceback.format_exc()))
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
@@ -442,15 +454,11 @@ def forked_worker_main(
     that import starts, never enters the keeper, which stays as small as the zygote left it.
     A target that cannot be loaded fails like one that raised, its traceback reported.
     """
-    hold_standard_fds()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     become_subreaper()
     keeper = _Keeper(conn, spec, lease.at(spec.lease), target)
     keeper.arm()
-    root = logging.getLogger()
-    root.handlers[:] = [_PipeLogHandler(keeper.send)]
-    root.setLevel(spec.log_level)
     if elected is None:
         with contextlib.suppress(OSError, ValueError):
             keeper.send(WorkerReady())

@@ -62,6 +62,7 @@ from gomaster.core.events import Elected
 from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
 from gomaster.runtime.tree import die_with_parent
+from gomaster.runtime.wire import receive, send
 from gomaster.runtime.worker import EXIT_ORPHANED, WorkerSpec, forked_worker_main
 
 #: A fork request gets this long for its answer before the zygote counts as frozen.
@@ -250,7 +251,7 @@ class Zygote:
         zygote that closed its end is stopped, to be started again."""
         try:
             while self.conn.poll():
-                if isinstance(self.conn.recv(), ZygoteReady):
+                if isinstance(receive(self.conn), ZygoteReady):
                     self.ready = True
         except (EOFError, OSError):
             self.stop()
@@ -267,11 +268,11 @@ class Zygote:
         if not self.ready:
             return "the zygote is not ready"
         try:
-            self.conn.send(Fork(spec, target, elected))
+            send(self.conn, Fork(spec, target, elected))
             if not self.conn.poll(FORK_TIMEOUT):
                 self.stop()
                 return f"the zygote did not answer a fork within {FORK_TIMEOUT:.1f} s"
-            answer = self.conn.recv()
+            answer = receive(self.conn)
             if not isinstance(answer, Forked):
                 raise OSError(f"unexpected answer {answer!r}")
             if answer.error:
@@ -312,7 +313,7 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
     except OSError as exc:
         ours.close()
         theirs.close()
-        conn.send(Forked(0, f"{type(exc).__name__}: {exc}"))
+        send(conn, Forked(0, f"{type(exc).__name__}: {exc}"))
         return
     if pid == 0:  # pragma: no cover - the worker; it never returns
         try:
@@ -337,7 +338,7 @@ def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], 
         os.setpgid(pid, pid)
     pidfd = os.pidfd_open(pid)
     try:
-        conn.send(Forked(pid))
+        send(conn, Forked(pid))
         with socket.socket(fileno=os.dup(conn.fileno())) as raw:
             sendfds(raw, [ours.fileno(), pidfd])
     finally:
@@ -380,14 +381,14 @@ def zygote_main(conn: Any, lease: SharedLease, preload: dict[int, bytes]) -> Non
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     gc.collect()
     gc.freeze()
-    conn.send(ZygoteReady())
+    send(conn, ZygoteReady())
     while True:
         ready = wait_ready([conn, wake_r])
         with contextlib.suppress(OSError):
             os.read(wake_r, 4096)
         _reap()
         try:
-            request = conn.recv() if conn in ready else None
+            request = receive(conn) if conn in ready else None
         except (EOFError, OSError):
             break
         if isinstance(request, Fork):
