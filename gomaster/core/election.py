@@ -279,10 +279,15 @@ def _lead(config: Config, leader: Leader, event: Input) -> Step:
                         case Failure(jump):
                             state, commands = _demote(config, leader, now, "clock-step", release=True)
                             return state, (Warn(f"{jump}; demoting to stay safe"), *commands)
+                    lapsed = now >= leader.lease.deadline
                     lease = leader.lease.renewed(record, sent_at, timing)
                     leader = Leader(lease=lease, inflight=None, clock=sample)
-                    if now >= lease.deadline:
-                        return _leader_due(config, leader, now)
+                    if lapsed:
+                        # The deadline passed while the renewal was out: the work has stopped by
+                        # then (workers and guards watch the published deadline, not this answer),
+                        # so the tenure ends although the renewal went through, and the release
+                        # frees what it extended. A deadline never comes back.
+                        return _demote(config, leader, now, "deadline", release=True)
                     renewed = Announce(
                         Renewed(token=record.token, deadline=lease.deadline, expires_at=record.expires_at)
                     )

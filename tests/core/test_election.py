@@ -481,6 +481,22 @@ def test_a_renewal_answered_after_the_deadline_demotes() -> None:
     )
 
 
+def test_a_renewal_that_went_through_but_answered_after_the_deadline_ends_the_tenure() -> None:
+    """Its answer comes before the deadline it would set, but after the one the work watches: the
+    work has stopped, so the tenure must end rather than run on with nothing working."""
+    leader = elect(sent_at=T0)
+    deadline = leader.lease.deadline
+    sent_at = deadline - 0.3
+    out = renewing(replace(leader, lease=replace(leader.lease, next_renew=sent_at)), sent_at)
+    state, commands = renewed(out, sent_at, deadline + 0.01)
+    assert sent_at + TIMING.renew_deadline > deadline + 0.01, "the renewal's own deadline is still ahead"
+    assert isinstance(state, Follower)
+    assert commands[0] == Announce(Demoted(token=1, reason="deadline"))
+    assert isinstance(commands[1], SendRelease) and commands[1].record.token == 1
+    just_in_time, _ = renewed(out, sent_at, deadline - 0.001)
+    assert isinstance(just_in_time, Leader), "an answer just before the deadline keeps the tenure"
+
+
 def test_a_backend_clock_step_demotes_and_releases() -> None:
     leader = elect(sent_at=T0)
     sent_at = T0 + TIMING.heartbeat
