@@ -270,7 +270,13 @@ class Master:
         theirs.close()
         self._conn, self._process = mine, process
         if self._work is not None:
-            self._guard = Guard(self._lease.at(0), self._timing.grace, self._overrun, self._cancel_from_guard)
+            self._guard = Guard(
+                self._lease.at(0),
+                self._timing.grace,
+                self._overrun,
+                self._cancel_from_guard,
+                self._resume_from_guard,
+            )
         loop.add_reader(mine.fileno(), self._readable)
         await asyncio.wait_for(asyncio.shield(self._ready), ANSWER_TIMEOUT)
 
@@ -404,6 +410,20 @@ class Master:
             with contextlib.suppress(RuntimeError):  # a closed loop
                 loop.call_soon_threadsafe(cancel)
 
+    def _resume_from_guard(self, token: int) -> None:
+        """On the guard's thread: the lease of ``token`` came back after the guard stopped its
+        work (a renewal published late). Start the work again, unless the tenure ended meanwhile."""
+
+        def resume() -> None:
+            current = self._leadership
+            if current is not None and current.token == token and self._restart is None:
+                self._start_work()
+
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop
+                loop.call_soon_threadsafe(resume)
+
     def _say_stopped(self, token: int) -> None:
         conn = self._conn
         if conn is not None:
@@ -446,7 +466,7 @@ class Master:
             self._say_stopped(token)  # the demotion's stop, confirmed
             return
         if task.cancelled():
-            return  # cancelled by the guard or by the application: the demotion follows
+            return  # cancelled by the guard: a demotion follows, or the lease comes back (resumed)
         error = task.exception()
         if error is not None:
             self._work_failed(token, error)

@@ -7,6 +7,13 @@ supervisor revokes it on a demotion, and stops renewing it when it is frozen or 
 asks the work to stop; when the work has still not stopped ``grace`` after that, or after the
 demotion asked it to, the guard ends the process with :data:`EXIT_OVERRUN` (with
 ``overrun="warn"``, it only logs).
+
+The supervisor may still renew after the guard saw the deadline pass: a renewal answered just
+before the deadline is published a moment after it, and in between the guard, in another
+process, acts on the old value. The supervisor then does not demote, and nothing else would
+start the work again; so once the stopped work has settled, a guard that sees the same token's
+deadline move into the future calls ``resume(token)``. It never resumes a token whose lease was
+revoked (a demotion) or replaced.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ _log = logging.getLogger("gomaster")
 EXIT_OVERRUN = 70
 #: The guard looks at the deadline at least this often (its sleep does not count a suspend).
 GUARD_WATCH_MAX = 0.25
+#: How often a guard looks whether a lapsed lease came back, in the first second after its
+#: deadline (a renewal published late lands within milliseconds; a demotion revokes it).
+GUARD_RESUME_WATCH = 0.02
 
 
 @dataclass(slots=True)
@@ -40,17 +50,27 @@ class _Tenure:
 class Guard:
     """Watches one tenure at a time: :meth:`watch` when its work starts, :meth:`stopping` when
     the application asks it to stop, :meth:`settle` once it has stopped. ``ask_stop(token)`` is
-    called on the guard's thread when the lease runs out first; keep it quick and thread-safe."""
+    called on the guard's thread when the lease runs out first, and ``resume(token)`` when that
+    token's lease comes back after its work settled; keep both quick and thread-safe."""
 
     def __init__(
-        self, lease: SharedLease, grace: float, overrun: Overrun, ask_stop: Callable[[int], None]
+        self,
+        lease: SharedLease,
+        grace: float,
+        overrun: Overrun,
+        ask_stop: Callable[[int], None],
+        resume: Callable[[int], None],
     ) -> None:
         self._lease = lease
         self._grace = grace
         self._overrun = overrun
         self._ask_stop = ask_stop
+        self._resume = resume
         self._changed = threading.Condition()
         self._tenure: _Tenure | None = None
+        #: The token whose work the guard stopped because its lease ran out: once that work has
+        #: settled, until its lease comes back or ends.
+        self._lapsed: int | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="gomaster-guard", daemon=True)
         self._thread.start()
@@ -59,6 +79,7 @@ class Guard:
         """The work of tenure ``token`` runs from now."""
         with self._changed:
             self._tenure = _Tenure(token)
+            self._lapsed = None
             self._changed.notify_all()
 
     def stopping(self, token: int) -> None:
@@ -92,13 +113,14 @@ class Guard:
         """Act on the deadline; how long to sleep before looking again."""
         tenure = self._tenure
         if tenure is None:
-            return GUARD_WATCH_MAX
+            return self._check_lapsed()
         now = boottime()
         deadline = self._lease.deadline_for(tenure.token)
         if tenure.stop_asked_at is None:
             if now < deadline:
                 return min(GUARD_WATCH_MAX, deadline - now)
             tenure.stop_asked_at = now
+            self._lapsed = tenure.token
             _log.warning("the lease of token %d ran out: stopping its work", tenure.token)
             try:
                 self._ask_stop(tenure.token)
@@ -120,3 +142,23 @@ class Guard:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(EXIT_OVERRUN)
+
+    def _check_lapsed(self) -> float:
+        """With no work running: resume a lapsed token whose lease came back."""
+        token = self._lapsed
+        if token is None:
+            return GUARD_WATCH_MAX
+        deadline = self._lease.deadline_for(token)
+        if deadline == 0.0:  # revoked (a demotion) or another token's: it will not come back
+            self._lapsed = None
+            return GUARD_WATCH_MAX
+        now = boottime()
+        if deadline <= now:  # a renewal may still be published soon; much later, rarely
+            return GUARD_RESUME_WATCH if now - deadline < GUARD_WATCH_MAX * 4 else GUARD_WATCH_MAX
+        self._lapsed = None
+        _log.warning("the lease of token %d was renewed after all: its work starts again", token)
+        try:
+            self._resume(token)
+        except Exception:
+            _log.exception("resuming the work of token %d raised", token)
+        return GUARD_WATCH_MAX

@@ -47,6 +47,8 @@ class HookError(Exception):
 #: starts the work and returns, the stop hook stops it), or worker processes (each hook is the
 #: work, and is killed with its whole process tree on demotion).
 HookMode: TypeAlias = Literal["thread", "process"]
+#: What the hook thread of ``hooks="thread"`` acts on, in order.
+_HookEvent: TypeAlias = Literal["elected", "demoted", "lapsed", "renewed"]
 
 
 class _ThreadHooks:
@@ -54,7 +56,13 @@ class _ThreadHooks:
     starts before its start hook has returned, and the supervisor hears that the tenure's work
     stopped once the stop hook has returned. A :class:`Guard` keeps the promise when a hook
     does not return: ``grace`` after the stop was asked for (by the demotion, or by the lease
-    running out), the process ends (or, with ``overrun="warn"``, it is only logged)."""
+    running out), the process ends (or, with ``overrun="warn"``, it is only logged).
+
+    When the lease runs out without a demotion, the stop hook runs but the supervisor is not
+    told yet: its tenure goes on until it demotes (then it hears at once) or its renewal is
+    published after all (then the start hook runs again, under the same token). Every decision
+    is taken on the hook thread, in the order the events were queued.
+    """
 
     def __init__(
         self,
@@ -68,30 +76,33 @@ class _ThreadHooks:
         self._start, self._stop = hooks
         self._stopped = stopped
         self._failed = failed
-        self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._tenure: int | None = None
-        self._asked: set[int] = set()
-        self._guard = Guard(lease, grace, overrun, self.ask_stop)
+        self._queue: queue.Queue[tuple[_HookEvent, int] | None] = queue.Queue()
+        #: On the hook thread only: the token whose start hook ran and whose stop hook has not,
+        #: the token whose hooks stopped because its lease ran out, and the newest demoted token.
+        self._running: int | None = None
+        self._lapsed: int | None = None
+        self._ended = 0
+        self._guard = Guard(lease, grace, overrun, self._lease_ran_out, self._lease_came_back)
         self._thread = threading.Thread(target=self._run, name="gomaster-hooks", daemon=True)
         self._thread.start()
 
     def elected(self, token: int) -> None:
         """Tenure ``token`` began: run the start hook."""
-        with self._lock:
-            self._tenure = token
         self._guard.watch(token)
-        self._queue.put(("start", token))
+        self._queue.put(("elected", token))
 
-    def ask_stop(self, token: int) -> None:
-        """Tenure ``token`` ended (or its lease ran out): run the stop hook, once, after the
-        start hook has returned (from any thread)."""
-        with self._lock:
-            if token != self._tenure or token in self._asked:
-                return
-            self._asked.add(token)
+    def demoted(self, token: int) -> None:
+        """Tenure ``token`` ended: run the stop hook (unless the lease's end ran it already), then
+        tell the supervisor (from any thread)."""
         self._guard.stopping(token)
-        self._queue.put(("stop", token))
+        self._queue.put(("demoted", token))
+
+    def _lease_ran_out(self, token: int) -> None:
+        self._guard.stopping(token)
+        self._queue.put(("lapsed", token))
+
+    def _lease_came_back(self, token: int) -> None:
+        self._queue.put(("renewed", token))
 
     def close(self) -> None:
         """End the threads once what is queued has run."""
@@ -102,20 +113,32 @@ class _ThreadHooks:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             what, token = item
-            hook = self._start if what == "start" else self._stop
-            if hook is not None:
-                try:
-                    hook()
-                except Exception:
-                    self._failed(
-                        f"{what}_hook raised under token {token}:\n{traceback.format_exc().rstrip()}"
-                    )
-            if what == "stop":
-                with self._lock:
-                    if self._tenure == token:
-                        self._tenure = None
+            if what == "elected" or (what == "renewed" and self._lapsed == token and token > self._ended):
+                self._lapsed, self._running = None, token
+                if what == "renewed":
+                    self._guard.watch(token)
+                self._call("start", self._start, token)
+            elif what == "lapsed" and self._running == token:
+                self._call("stop", self._stop, token)
+                self._running, self._lapsed = None, token
                 self._guard.settle(token)
+            elif what == "demoted":
+                self._ended = max(self._ended, token)
+                if self._running == token:
+                    self._call("stop", self._stop, token)
+                    self._running = None
+                    self._guard.settle(token)
+                if self._lapsed == token:
+                    self._lapsed = None
                 self._stopped(token)
+
+    def _call(self, what: str, hook: Hook | None, token: int) -> None:
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            self._failed(f"{what}_hook raised under token {token}:\n{traceback.format_exc().rstrip()}")
 
 
 class Master:
@@ -239,7 +262,7 @@ class Master:
                     if isinstance(event, Elected):
                         self._threads.elected(event.token)
                     else:
-                        self._threads.ask_stop(event.token)
+                        self._threads.demoted(event.token)
             case Seen(seen=RenewOutcome() | RoleChanged() | HolderChanged() as seen):
                 if self._watch is not None:
                     try:
