@@ -74,9 +74,10 @@ sim: $(STAMP)
 	-$(BIN)/python -m tests.core.simulation --seeds 1 --steps 200000 --clock-step 0.6 | head -1
 
 # Fault injection on every backend with real servers and real processes (tests/chaos): writes
-# docs/reliability.md and fails when any guarantee broke. 5 x 1,000 faults took 33 minutes on the
-# 2-core development machine with 4 groups per backend (about 7 minutes per backend: faults wait
-# for a replaced node to boot); liveness figures need a quiet machine.
+# docs/reliability.md and fails when any guarantee broke. 5 x 1,000 faults took 48 minutes on the
+# 2-core development machine with 4 groups per backend, one of them asyncio applications (9-11
+# minutes per backend: faults wait for a replaced node to boot); liveness figures need a quiet
+# machine.
 CHAOS_BACKENDS ?= sqlite,mysql,mongodb,postgresql,redis
 CHAOS_FAULTS ?= 1000
 CHAOS_GROUPS ?= 4
