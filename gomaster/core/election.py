@@ -286,7 +286,8 @@ def _lead(config: Config, leader: Leader, event: Input) -> Step:
                         # The deadline passed while the renewal was out: the work has stopped by
                         # then (workers and guards watch the published deadline, not this answer),
                         # so the tenure ends although the renewal went through, and the release
-                        # frees what it extended. A deadline never comes back.
+                        # frees what it extended. Here a passed deadline is final (the guard's
+                        # resume covers an answer that came before it but was published after).
                         return _demote(config, leader, now, "deadline", release=True)
                     renewed = Announce(
                         Renewed(token=record.token, deadline=lease.deadline, expires_at=record.expires_at)
