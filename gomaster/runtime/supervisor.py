@@ -358,7 +358,9 @@ class Supervisor:
         self._locks: list[_Lock] = []
         self._by_name: dict[str, _Lock] = {}
         self._slot_index = itertools.count()
-        self._queue: queue.Queue[_Queued] = queue.Queue()
+        # A SimpleQueue's put is reentrant: the signal handler may run while this thread is in
+        # ``put`` (a control pipe's EOF and the parent-death SIGTERM arrive together).
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         for job in jobs:
             self._take(job)
         preload = (
