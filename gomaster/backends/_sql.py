@@ -12,7 +12,14 @@ trip, so a node that freezes between steps never holds a transaction or a row lo
   one UPDATE for many rows, each with its own holder and token);
 - release clears the holder and pulls the expiry back to now; revoke (the operator's release)
   clears the holder only; both keep the token;
-- repair: rewrites the row as released until ``hold`` from now, never lowering the token.
+- repair: rewrites the row as released until ``hold`` from now, never lowering the token;
+- start_run and finish_run: an UPDATE of the run ledger's columns (a schedule's last started
+  and finished tick) while holder and token are ours, the lease is live and the ledger is as
+  the caller saw it.
+
+A table made before the ledger existed gains its columns when a node first connects (``ALTER
+TABLE ... ADD COLUMN``, with defaults that mean "no run yet"); a user who may not alter it is
+told the statements to run.
 
 A write answers the row it wrote, and no row when its WHERE matched nothing. Each statement
 reads the clock once, so ``acquired_at == renewed_at`` on a claim, exactly. A :class:`Dialect`
@@ -38,10 +45,22 @@ from gomaster.backends._settings import Configured, Settings
 from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import (
+    LEDGER_FIELDS,
+    MAX_TOKEN,
+    LockRecord,
+    MalformedRecord,
+    Observation,
+    parse_record,
+    tick_millis,
+)
 
-FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
-COLUMNS = ", ".join(FIELDS)
+LEASE_FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
+#: Every column a step returns: the lease, then the run ledger.
+FIELDS = (*LEASE_FIELDS, *LEDGER_FIELDS)
+COLUMNS = ", ".join(LEASE_FIELDS)
+#: What a ledger column holds in a row that never ran on a schedule (see ``Ledger.stored``).
+LEDGER_DEFAULTS = dict(zip(LEDGER_FIELDS, (0, 0, 0, 1), strict=True))
 _TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
 
 Row = Sequence[Any]
@@ -66,6 +85,7 @@ def _shape(
         "expires_at": time,
         "host": text,
         "pid": pid,
+        **dict.fromkeys(LEDGER_FIELDS, token),
     }
 
 
@@ -119,8 +139,10 @@ class Dialect:
     value: Callable[[object], object] = _as_is
     #: ``{now}`` as whole epoch milliseconds.
     millis: str
-    #: More a stored token must satisfy to be kept by ``repair``.
-    valid_token: str = ""
+    #: More a stored integer column ``{}`` must satisfy to be kept by ``repair``.
+    integer: str = ""
+    #: How a missing column is added to the table ``{table}``, declared as ``{column}``.
+    add_column: str = "ALTER TABLE {table} ADD COLUMN {column}"
     #: False where writes have no ``RETURNING``: the row is read back by a second statement
     #: in the same round trip (see :class:`Statement`).
     returning: bool = True
@@ -152,7 +174,7 @@ SQLITE = Dialect(
     least="MIN",
     greatest="MAX",
     millis="CAST({now} * 1000 AS INTEGER)",
-    valid_token="typeof(token) = 'integer' AND ",
+    integer="typeof({}) = 'integer' AND ",
     types=_shape("TEXT", "INTEGER", "REAL", "INTEGER"),
     accepted=_shape(("TEXT",), ("INTEGER",), ("REAL",), ("INTEGER",)),
     kind=affinity,
@@ -214,6 +236,7 @@ POSTGRESQL = Dialect(
     epoch="date_part('epoch', {})",
     millis="floor(date_part('epoch', {now}) * 1000)::bigint",
     notify="pg_notify({p}, name)",
+    add_column="ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}",
     types=_shape("TEXT", "BIGINT", "TIMESTAMPTZ", "BIGINT"),
     accepted=_shape(
         ("text", "character varying"), ("bigint",), ("timestamp with time zone",), ("bigint", "integer")
@@ -258,16 +281,32 @@ class Statements:
         self.source = " FROM n" if dialect.once else ""
         self.later = dialect.later.format(now=self.now, p=self.p)
         self.held = f"WHERE name = {self.p} AND holder = {self.p} AND token = {self.p} AND holder <> ''"
-        columns = [
-            f"    {c:<11} {t} NOT NULL{' PRIMARY KEY' if c == 'name' else ''}"
-            for c, t in dialect.types.items()
-        ]
+        columns = [f"    {self._declared(c, t)}" for c, t in dialect.types.items()]
         self.schema = (
             f"CREATE TABLE IF NOT EXISTS {self.table} (\n" + ",\n".join(columns) + f"\n){dialect.engine}"
         )
         self.columns = Statement(dialect.columns, (table,))
         #: What a claim or a renewal returns: the whole record.
         self.back = self.returned()
+
+    def _declared(self, column: str, kind: str) -> str:
+        """A column as the table declares it; the ledger's have defaults, so rows written by a
+        gomaster that knew no ledger read as "no run yet"."""
+        default = f" DEFAULT {LEDGER_DEFAULTS[column]}" if column in LEDGER_DEFAULTS else ""
+        key = " PRIMARY KEY" if column == "name" else ""
+        return f"{column:<11} {kind} NOT NULL{default}{key}"
+
+    def additions(self, missing: Collection[str]) -> list[Statement]:
+        """The statements that give a table of an earlier gomaster the ledger columns it lacks."""
+        return [
+            Statement(
+                self.dialect.add_column.format(
+                    table=self.table, column=self._declared(column, self.dialect.types[column])
+                )
+            )
+            for column in LEDGER_FIELDS
+            if column in missing
+        ]
 
     def returned(self, alias: str = "") -> str:
         """The record's columns as statements return them."""
@@ -394,16 +433,56 @@ class Statements:
     def repair(self, name: str, hold: float, token_floor: int) -> Statement:
         """``token`` is assigned first: MySQL evaluates assignments in order, and it reads the old token."""
         d, p, now = self.dialect, self.p, self.now
-        kept = (
-            f"CASE WHEN {d.valid_token}token >= 0 AND token < {MAX_TOKEN} THEN token "
-            f"ELSE {d.millis.format(now=now)} END"
+        millis = d.millis.format(now=now)
+
+        def valid(column: str) -> str:
+            return f"{d.integer.format(column)}{column} >= 0 AND {column} < {MAX_TOKEN}"
+
+        kept = f"CASE WHEN {valid('token')} THEN token ELSE {millis} END"
+        started, finished = valid("run_started"), valid("run_finished")
+        # A corrupted ledger becomes "the run of now has finished": never a second run of a tick
+        # that may have run. run_finished is assigned before run_started, whose old value it reads.
+        ledger = (
+            f"run_finished = CASE WHEN {started} AND {finished} THEN run_finished ELSE {millis} END, "
+            f"run_started = CASE WHEN {started} THEN run_started ELSE {millis} END, "
+            f"run_token = CASE WHEN {valid('run_token')} THEN run_token ELSE 0 END, "
+            f"run_ok = CASE WHEN {d.integer.format('run_ok')}run_ok IN (0, 1) THEN run_ok ELSE 1 END"
         )
         sql = (
             f"{self.head}UPDATE {self.table} SET token = {d.greatest}({p}, {kept}), holder = '', "
             f"version = '', host = '', pid = 0, acquired_at = {now}, renewed_at = {now}, "
-            f"expires_at = {self.later}{self.source} WHERE name = {p}"
+            f"expires_at = {self.later}, {ledger}{self.source} WHERE name = {p}"
         )
         return self._written(sql, (token_floor, d.span(hold), name), "token", name=name)
+
+    def _ours_live(self) -> str:
+        """The WHERE of a ledger write: name, holder and token are the caller's, the lease live."""
+        p = self.p
+        return f"WHERE name = {p} AND holder = {p} AND token = {p} AND expires_at > {self.now}"
+
+    def start_run(self, record: LockRecord, tick: float) -> Statement:
+        """Record ``tick`` as started by ``record``'s token, while the lease is ours and live and the
+        ledger holds exactly what ``record`` saw."""
+        p = self.p
+        sql = (
+            f"{self.head}UPDATE {self.table} SET run_started = {p}, run_token = {p}{self.source} "
+            f"{self._ours_live()} AND run_started = {p} AND run_token = {p} AND run_finished = {p} "
+            f"AND run_ok = {p}"
+        )
+        params = (tick_millis(tick), record.token, record.name, record.holder, record.token)
+        return self._written(sql, (*params, *record.ledger.stored()), "token", name=record.name)
+
+    def finish_run(self, record: LockRecord, tick: float, ok: bool) -> Statement:
+        """Record the end of ``tick``'s run, while the lease is ours and live and the ledger's last
+        start is ``tick`` by our token."""
+        p = self.p
+        sql = (
+            f"{self.head}UPDATE {self.table} SET run_finished = {p}, run_ok = {p}{self.source} "
+            f"{self._ours_live()} AND run_started = {p} AND run_token = {p}"
+        )
+        millis = tick_millis(tick)
+        params = (millis, int(ok), record.name, record.holder, record.token, millis, record.token)
+        return self._written(sql, params, "token", name=record.name)
 
     def names(self) -> Statement:
         return Statement(f"SELECT name FROM {self.table} ORDER BY name")
@@ -419,10 +498,16 @@ class Statements:
                 f"grant CREATE, or create it once as: {ddl}"
             )
         missing = [column for column in d.accepted if column not in found]
-        if missing:
+        if any(column not in LEDGER_DEFAULTS for column in missing):
             return (
                 f"table {label} is not a gomaster lock table: it lacks the columns "
                 f"{', '.join(missing)}; use another ?table= or create it as: {ddl}"
+            )
+        if missing:
+            statements = "; ".join(statement.sql for statement in self.additions(missing))
+            return (
+                f"lock table {label} was made by an earlier gomaster and lacks the schedule ledger's "
+                f"columns, which this user may not add; run once: {statements}"
             )
         wrong = [
             f"{column} is {found[column] or 'untyped'}, expected {' or '.join(kinds)}"
@@ -435,6 +520,20 @@ class Statements:
             return f"table {label} needs a primary key (or unique index) on name alone; create it as: {ddl}"
         return None
 
+    @staticmethod
+    def _try(
+        run: Callable[[Statement], Sequence[Row]],
+        statements: Sequence[Statement],
+        tolerated: Callable[[Exception], bool],
+    ) -> None:
+        """Run DDL that may be denied or lose a race; the check after it has the last word."""
+        for statement in statements:
+            try:
+                run(statement)
+            except Exception as exc:
+                if not tolerated(exc):
+                    raise
+
     def prepare(
         self, run: Callable[[Statement], Sequence[Row]], tolerated: Callable[[Exception], bool]
     ) -> None:
@@ -443,12 +542,14 @@ class Statements:
         or lost a race is ``tolerated``, since the check that follows has the last word."""
         found = run(self.columns)
         if not found:
-            try:
-                run(Statement(self.schema))
-            except Exception as exc:
-                if not tolerated(exc):
-                    raise
+            self._try(run, [Statement(self.schema)], tolerated)
             found = run(self.columns)
+        present = {str(row[0]) for row in found}
+        if all(column in present for column in LEASE_FIELDS):
+            additions = self.additions([column for column in LEDGER_FIELDS if column not in present])
+            if additions:  # a table of an earlier gomaster: give it the ledger
+                self._try(run, additions, tolerated)
+                found = run(self.columns)
         problem = self.problem(found)
         if problem is not None:
             raise SetupError(problem)
@@ -615,6 +716,19 @@ class SQLBackend(Configured[_S]):
         """Rewrite the row as released until ``hold`` from now (see ``LockBackend.repair``)."""
         rows = self._rows("repair", timeout, self._sql.repair(name, hold, token_floor))
         return rows.map(lambda found: int(str(found[0][0])) if found else None)
+
+    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
+        return self._rows("start_run", timeout, self._sql.start_run(record, tick)).map(
+            lambda rows: len(rows) == 1
+        )
+
+    def finish_run(
+        self, record: LockRecord, tick: float, ok: bool, timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """Record the end of ``tick``'s run if this tenure started it and still holds the lease."""
+        statement = self._sql.finish_run(record, tick, ok)
+        return self._rows("finish_run", timeout, statement).map(lambda rows: len(rows) == 1)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """No notices here: report at once that none came, and let the elector poll."""

@@ -116,6 +116,27 @@ class LockBackend(Protocol):
         """
         ...
 
+    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+        """Record in the lock record's ledger that ``record``'s tenure starts the run of ``tick``.
+
+        A compare-and-set, judged on the backend's clock: it writes only while the lease is
+        ``record``'s (holder and token) and live, and while the ledger still equals
+        ``record.ledger`` (so a tick is started once, by a tenure that saw the ledger as it is).
+        True when it wrote; False when it was refused, and then the run must not start.
+        """
+        ...
+
+    def finish_run(
+        self, record: LockRecord, tick: float, ok: bool, timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """Record that the run of ``tick`` this tenure started has ended, well (``ok``) or not.
+
+        Written only while the lease is ``record``'s and live and the ledger's last start is
+        ``tick`` by this token; False otherwise (a demoted master records nothing: its run
+        stays unfinished, cut short, for the next master's policy to judge).
+        """
+        ...
+
     def names(self, timeout: float) -> IOResult[list[str], BackendError]:
         """Every lock name the backend has a record for."""
         ...

@@ -19,7 +19,15 @@ from returns.result import Success
 from gomaster.backends.base import Observations, Renewals
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.model import claim_in, release_in, renew_in, repair_in, revoke_in
+from gomaster.core.model import (
+    claim_in,
+    finish_run_in,
+    release_in,
+    renew_in,
+    repair_in,
+    revoke_in,
+    start_run_in,
+)
 from gomaster.core.record import LockRecord, MalformedRecord, Observation
 
 _R = TypeVar("_R", LockRecord, LockRecord | None)
@@ -134,6 +142,20 @@ class MemoryBackend:
                 repair_in(self._store.records, name, hold, token_floor, self._store.clock())
             )
             return IOSuccess(None if repaired is None else repaired.token)
+
+    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
+        with self._store.lock:
+            started = start_run_in(self._store.records, record, tick, self._store.clock())
+            return IOSuccess(self._store.keep(started) is not None)
+
+    def finish_run(
+        self, record: LockRecord, tick: float, ok: bool, timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """Record the end of ``tick``'s run if this tenure started it and still holds the lease."""
+        with self._store.lock:
+            finished = finish_run_in(self._store.records, record, tick, ok, self._store.clock())
+            return IOSuccess(self._store.keep(finished) is not None)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """:meth:`wait_for_releases` of ``name`` alone: True when it was released."""

@@ -15,12 +15,13 @@ from returns.result import Failure, Result, Success
 
 from gomaster.core.decide import Claim
 from gomaster.core.errors import Conflict, Lost
-from gomaster.core.record import LockRecord
+from gomaster.core.record import EMPTY_LEDGER, Ledger, LockRecord, tick_millis
 
 Table = Mapping[str, LockRecord]
 
 
-def _new_record(claim: Claim, now: float) -> LockRecord:
+def _new_record(claim: Claim, now: float, ledger: Ledger = EMPTY_LEDGER) -> LockRecord:
+    """The record a claim writes; a takeover keeps the row's run ledger."""
     return LockRecord(
         name=claim.name,
         holder=claim.node.node_id,
@@ -31,6 +32,7 @@ def _new_record(claim: Claim, now: float) -> LockRecord:
         expires_at=now + claim.ttl,
         host=claim.node.host,
         pid=claim.node.pid,
+        ledger=ledger,
     )
 
 
@@ -51,7 +53,7 @@ def claim_in(table: Table, claim: Claim, now: float) -> Result[LockRecord, Confl
         or claim.token != current.token + 1
     ):
         return Failure(Conflict(claim.name))
-    return Success(_new_record(claim, now))
+    return Success(_new_record(claim, now, current.ledger))
 
 
 def renew_in(table: Table, record: LockRecord, ttl: float, now: float) -> Result[LockRecord, Lost]:
@@ -79,9 +81,32 @@ def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
     return replace(current, holder="")
 
 
+def start_run_in(table: Table, record: LockRecord, tick: float, now: float) -> LockRecord | None:
+    """The start of a scheduled run: the ledger records ``tick`` as started by ``record``'s token,
+    only while the lease is ``record``'s and live and the ledger is still ``record.ledger``;
+    the new row, or None (no change)."""
+    current = table.get(record.name)
+    if not _same_lease(current, record) or not current.live_at(now) or current.ledger != record.ledger:
+        return None
+    return replace(current, ledger=replace(current.ledger, started=tick, token=record.token))
+
+
+def finish_run_in(table: Table, record: LockRecord, tick: float, ok: bool, now: float) -> LockRecord | None:
+    """The end of a scheduled run: recorded only while the lease is ``record``'s and live and the
+    ledger's last start is ``tick`` by ``record``'s token; the new row, or None (no change)."""
+    current = table.get(record.name)
+    if not _same_lease(current, record) or not current.live_at(now):
+        return None
+    ledger = current.ledger
+    if tick_millis(ledger.started) != tick_millis(tick) or ledger.token != record.token:
+        return None
+    return replace(current, ledger=replace(ledger, finished=tick, ok=ok))
+
+
 def repair_in(table: Table, name: str, hold: float, token_floor: int, now: float) -> LockRecord | None:
     """The repair statement: the row rewritten as released until ``now + hold``, its token kept
-    (a model record's token is always valid) unless ``token_floor`` is higher; None if absent."""
+    (a model record's token is always valid) unless ``token_floor`` is higher, and its run
+    ledger kept (a model ledger is always valid too); None if absent."""
     current = table.get(name)
     if current is None:
         return None

@@ -18,6 +18,50 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Ledger:
+    """What the lock record keeps of a scheduled name's runs: the tick whose run started last and
+    the token of the tenure that started it, the tick whose run finished last, and how it ended.
+
+    Ticks are backend-clock instants in whole milliseconds (:func:`tick_millis`), stored as
+    integers so that every backend compares them exactly; 0 stands for "none yet". A name that
+    is never scheduled keeps the empty ledger.
+    """
+
+    started: float | None = None
+    token: int = 0
+    finished: float | None = None
+    ok: bool = True
+
+    @property
+    def unfinished(self) -> bool:
+        """The last run started and never finished: it was cut short."""
+        return self.started is not None and (self.finished is None or self.finished < self.started)
+
+    def stored(self) -> tuple[int, int, int, int]:
+        """The four stored fields: started and finished ticks in milliseconds (0: none), the
+        token, and ok as 0 or 1."""
+        return (tick_millis(self.started), self.token, tick_millis(self.finished), int(self.ok))
+
+
+def tick_millis(tick: float | None) -> int:
+    """A tick as the integer milliseconds a ledger stores (0 for none). Ticks are whole
+    milliseconds by construction, so ``tick_millis(millis / 1000) == millis`` exactly."""
+    return 0 if tick is None else round(tick * 1000)
+
+
+def tick_of(millis: int) -> float | None:
+    """A stored tick back as epoch seconds (None for 0, "none yet")."""
+    return None if millis == 0 else millis / 1000
+
+
+#: The ledger of a name that never ran on a schedule.
+EMPTY_LEDGER = Ledger()
+
+#: The ledger's stored fields, in the order of :meth:`Ledger.stored`.
+LEDGER_FIELDS = ("run_started", "run_token", "run_finished", "run_ok")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LockRecord:
     """The lease for one lock name as the backend stores it.
 
@@ -34,6 +78,9 @@ class LockRecord:
     expires_at: float
     host: str
     pid: int
+    #: The schedule's run ledger (see :class:`Ledger`): columns of the same record, so that the
+    #: lease's compare-and-set guards it and a demoted master cannot write it.
+    ledger: Ledger = EMPTY_LEDGER
 
     @property
     def released(self) -> bool:
@@ -174,9 +221,26 @@ def parse_record(name: str, fields: Mapping[str, object]) -> Result[LockRecord, 
             expires_at=_seconds(fields, "expires_at"),
             host=_text(fields, "host"),
             pid=_integer(fields, "pid"),
+            ledger=_ledger(fields),
         )
     except TypeError as exc:
         return Failure(MalformedRecord(name, str(exc)))
     if not 0 <= record.token < MAX_TOKEN:
         return Failure(MalformedRecord(name, f"token {record.token} is out of range"))
     return Success(record)
+
+
+def _ledger(fields: Mapping[str, object]) -> Ledger:
+    """The ledger's fields, each optional (a record written before schedules existed has none)."""
+    started, token, finished, ok = (
+        _integer(fields, key) if fields.get(key) is not None else default
+        for key, default in zip(LEDGER_FIELDS, (0, 0, 0, 1), strict=True)
+    )
+    for key, value in zip(LEDGER_FIELDS[:3], (started, token, finished), strict=True):
+        if not 0 <= value < MAX_TOKEN:
+            raise TypeError(f"{key} {value} is out of range")
+    if ok not in (0, 1):
+        raise TypeError(f"run_ok is {ok}, not 0 or 1")
+    if (started, token, finished, ok) == (0, 0, 0, 1):
+        return EMPTY_LEDGER
+    return Ledger(started=tick_of(started), token=token, finished=tick_of(finished), ok=bool(ok))

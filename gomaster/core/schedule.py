@@ -1,8 +1,9 @@
 """Schedules: the instants a scheduled name runs at (its *ticks*), and which tick is due, as pure
 functions of the backend's clock and the name's run ledger.
 
-A tick is an instant on the backend's clock (epoch seconds), the clock that judges expiry, so
-every node agrees on it whatever its own clock says. :class:`Every` ticks at each multiple of its
+A tick is an instant on the backend's clock (epoch seconds, in whole milliseconds so that the
+ledger stores it exactly), the clock that judges expiry, so every node agrees on it whatever its
+own clock says. :class:`Every` ticks at each multiple of its
 period since the Unix epoch; :class:`Cron` at the instants of a five-field cron expression in a
 named time zone, with DST as Debian's cron handles it (cronsim): a tick whose wall time a
 spring-forward skips runs at the first instant after the jump; a tick whose wall time a
@@ -24,6 +25,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from returns.result import Failure, Result, Success
 
+from gomaster.core.record import Ledger
+
+__all__ = [
+    "Busy",
+    "Cron",
+    "CutShort",
+    "Due",
+    "Every",
+    "Ledger",
+    "Missed",
+    "Policy",
+    "RunTick",
+    "Schedule",
+    "WaitUntil",
+    "cron",
+    "due",
+    "every",
+    "latest_tick",
+    "next_tick",
+    "parse_duration",
+]
+
 #: One unit of a duration, in seconds.
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -34,9 +57,15 @@ DURATION_FORMS = "a number of seconds or a duration such as 90s, 5m, 1h30m or 1d
 @dataclass(frozen=True, slots=True)
 class Every:
     """A tick at every multiple of ``period`` seconds since the Unix epoch: ``Every(300)`` ticks at
-    :00, :05, ... of every hour on every node, whenever each node started."""
+    :00, :05, ... of every hour on every node, whenever each node started. The period counts in
+    whole milliseconds, as ticks do."""
 
     period: float
+
+    @property
+    def millis(self) -> int:
+        """The period in whole milliseconds (at least 1)."""
+        return max(1, round(self.period * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,22 +98,6 @@ class Policy:
     missed: Missed = "latest"
     cut_short: CutShort = "done"
     busy: Busy = "wait"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ledger:
-    """What the backend records of a name's runs: the tick whose run started last and the token
-    of the tenure that started it, the tick whose run finished last, and how it ended."""
-
-    started: float | None = None
-    token: int = 0
-    finished: float | None = None
-    ok: bool = True
-
-    @property
-    def unfinished(self) -> bool:
-        """The last run started and never finished: it was cut short."""
-        return self.started is not None and (self.finished is None or self.finished < self.started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +180,9 @@ def cron(expression: str, zone: str = "UTC") -> Result[Cron, str]:
 def latest_tick(schedule: Schedule, at: float) -> float | None:
     """The latest tick at or before ``at``; None when there was none (a cron that never matched)."""
     match schedule:
-        case Every(period=period):
-            return math.floor(at / period) * period
+        case Every():
+            step = schedule.millis
+            return math.floor(at * 1000) // step * step / 1000
         case Cron():
             return _cron_step(schedule, at, reverse=True)
 
@@ -176,8 +190,9 @@ def latest_tick(schedule: Schedule, at: float) -> float | None:
 def next_tick(schedule: Schedule, after: float) -> float | None:
     """The first tick after ``after``; None when there is none within cronsim's horizon."""
     match schedule:
-        case Every(period=period):
-            return (math.floor(after / period) + 1) * period
+        case Every():
+            step = schedule.millis
+            return (math.floor(after * 1000) // step + 1) * step / 1000
         case Cron():
             return _cron_step(schedule, after, reverse=False)
 

@@ -40,11 +40,11 @@ class BackendCase:
         return TRAITS[self.kind]
 
 
-def _params(*, memory: bool = True, local: bool = True) -> list[object]:
+def _params(*, memory: bool = True, local: bool = True, sql: bool = False) -> list[object]:
     return [
         param(kind)
         for kind, traits in TRAITS.items()
-        if (memory or kind != "memory") and (local or traits.network)
+        if (memory or kind != "memory") and (local or traits.network) and (not sql or traits.tables)
     ]
 
 
@@ -62,6 +62,12 @@ def shared_case(request: pytest.FixtureRequest, tmp_path: Path) -> BackendCase:
 @pytest.fixture(params=_params(local=False))
 def server_case(request: pytest.FixtureRequest, tmp_path: Path) -> BackendCase:
     """Backends with a server of their own (all but memory and SQLite)."""
+    return case_of(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=_params(sql=True))
+def sql_case(request: pytest.FixtureRequest, tmp_path: Path) -> BackendCase:
+    """The SQL backends: those whose lock table a user may make by hand."""
     return case_of(request.param, request, tmp_path)
 
 

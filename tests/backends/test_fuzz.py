@@ -63,9 +63,9 @@ _cells = st.one_of(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(holder=_cells, token=_cells, expires=_cells, pid=_cells)
+@given(holder=_cells, token=_cells, expires=_cells, pid=_cells, started=_cells)
 def test_a_hand_corrupted_sqlite_row_is_a_failure_or_a_record_never_an_exception(
-    tmp_path: Path, holder: object, token: object, expires: object, pid: object
+    tmp_path: Path, holder: object, token: object, expires: object, pid: object, started: object
 ) -> None:
     path = tmp_path / "fuzz.db"
     backend = connect(f"sqlite:///{path}")
@@ -73,7 +73,8 @@ def test_a_hand_corrupted_sqlite_row_is_a_failure_or_a_record_never_an_exception
     with sqlite3.connect(path) as raw:
         raw.execute("DELETE FROM gomaster_lock")
         raw.execute(
-            "INSERT INTO gomaster_lock VALUES ('x', ?, '', ?, 0, 0, ?, 'h', ?)", (holder, token, expires, pid)
+            "INSERT INTO gomaster_lock VALUES ('x', ?, '', ?, 0, 0, ?, 'h', ?, ?, 0, 0, 1)",
+            (holder, token, expires, pid, started),
         )
     outcome = result(backend.observe("x", TIMEOUT))
     if isinstance(outcome, Failure):
@@ -81,4 +82,5 @@ def test_a_hand_corrupted_sqlite_row_is_a_failure_or_a_record_never_an_exception
     else:
         record = outcome.unwrap().record
         assert record is not None and record.token >= 0
+        assert record.ledger.started is None or record.ledger.started >= 0
     backend.close()

@@ -30,7 +30,7 @@ from gomaster.backends.postgresql import PostgreSQLBackend
 from gomaster.backends.redis import RedisBackend
 from gomaster.backends.sqlite import DEFAULT_TABLE, SQLiteBackend
 from gomaster.backends.url import BackendURL, parse_url
-from gomaster.core.record import MAX_TOKEN
+from gomaster.core.record import LEDGER_FIELDS, MAX_TOKEN
 from tests.servers.base import ThrowawayServer
 from tests.servers.mongodb import SecantusServer
 from tests.servers.mysql import MariaDBServer
@@ -203,6 +203,15 @@ class Traits:
         """Give the record a valid but absurd expiry: nobody could claim it for centuries."""
         raise NotImplementedError
 
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        """Make the run ledger's last started tick garbage, as a bad hand edit would."""
+        raise NotImplementedError
+
+    def drop_ledger(self, raw: Any, backend: Any) -> None:
+        """Take the run ledger's columns out of the lock table, as an earlier gomaster made it."""
+        for column in LEDGER_FIELDS:
+            raw(f"ALTER TABLE {{t}} DROP COLUMN {column}")
+
     def expire_now(self, raw: Any, backend: Any, name: str) -> None:
         """Move the record's expiry a second into the past of the store's own clock."""
         raise NotImplementedError
@@ -245,6 +254,9 @@ class _SQLite(Traits):
 
     def corrupt_token(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET token = 'garbage', expires_at = 'soon' WHERE name = %s", name)
+
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET run_started = 'garbage' WHERE name = %s", name)
 
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw(f"UPDATE {{t}} SET holder = '', expires_at = {FAR_FUTURE} WHERE name = %s", name)
@@ -326,6 +338,9 @@ class _MySQL(Traits):
     def corrupt_token(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET token = -5, expires_at = '2999-01-01' WHERE name = %s", name)
 
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET run_started = -5 WHERE name = %s", name)
+
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET holder = '', expires_at = '2999-01-01' WHERE name = %s", name)
 
@@ -395,6 +410,9 @@ class _PostgreSQL(Traits):
 
     def corrupt_token(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET token = -5, expires_at = '2999-01-01' WHERE name = %s", name)
+
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        raw("UPDATE {t} SET run_started = -5 WHERE name = %s", name)
 
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw("UPDATE {t} SET holder = '', expires_at = '2999-01-01' WHERE name = %s", name)
