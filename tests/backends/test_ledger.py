@@ -22,7 +22,12 @@ TIMEOUT = 5.0
 TTL = 5.0
 #: Ticks of every shape a schedule makes: whole seconds (cron), a millisecond period, a
 #: period that is no binary fraction.
-TICKS = (1_764_921_600.0, 1_764_921_600.125, latest_tick(Every(0.3), 1_764_921_601.0))
+TICKS: tuple[float, float, float] = (1_764_921_600.0, 1_764_921_600.125, 1_764_921_600.3)
+
+
+def test_a_tick_of_a_period_that_is_no_binary_fraction_is_a_whole_millisecond() -> None:
+    tick = latest_tick(Every(0.3), 1_764_921_600.4)
+    assert tick == TICKS[2] and round(tick * 1000) == tick * 1000
 
 
 def _acquire(backend: LockBackend, name: str, me: NodeIdentity | None = None) -> LockRecord:
