@@ -33,16 +33,19 @@ from gomaster.backends import (
     parse_default_backend,
     redact,
 )
+from gomaster.cli.periods import EXIT_UNSURE
 from gomaster.cli.run import (
     EXIT_DEMOTED,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
+    EXIT_WAIT_TIMEOUT,
     RunOptions,
     find_command,
     run_command,
 )
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_TOKEN, MalformedRecord, Observation, check_name, check_version
+from gomaster.core.schedule import Every, every, parse_duration
 from gomaster.core.timing import (
     DEFAULT_TTL,
     MAX_CALL_TIMEOUT,
@@ -95,7 +98,10 @@ RUN_EXIT_CODES = _exit_table(
     [
         ("N", "CMD's own last status; 128+S if CMD died of signal S (143 after SIGTERM);"),
         ("", "0 if CMD never ran (the node was stopped while it waited)"),
+        (0, "--once-per: this period already ran, on this node or another; CMD was not run"),
+        (EXIT_UNSURE, "--once-per: the backend could not say whether this period ran; CMD was not run"),
         (EXIT_DEMOTED, "--once: this node lost mastership while CMD ran; CMD was stopped; try again"),
+        (EXIT_WAIT_TIMEOUT, "--once: not master within --wait-timeout; CMD was not run"),
         (EXIT_NOT_EXECUTABLE, "CMD exists but is not executable"),
         (EXIT_NOT_FOUND, "CMD does not exist (looked up before joining the election)"),
         (EXIT_USAGE, "usage error, e.g. no -- before CMD"),
@@ -143,7 +149,7 @@ ENVIRONMENT = f"""environment (a flag wins over its variable):
   GOMASTER_TTL        run's and repair's --ttl
   GOMASTER_HEARTBEAT, GOMASTER_RENEW_DEADLINE, GOMASTER_RETRY, GOMASTER_GRACE
                       run's other timings
-  GOMASTER_ONCE=1, GOMASTER_RESTART, GOMASTER_VERSION
+  GOMASTER_ONCE=1, GOMASTER_ONCE_PER, GOMASTER_WAIT_TIMEOUT, GOMASTER_RESTART, GOMASTER_VERSION
                       run's --once, --restart and --app-version
 """
 
@@ -152,12 +158,14 @@ backend's password), plus:
   GOMASTER_TOKEN      the fencing token of this tenure, greater than every earlier one
   GOMASTER_NODE_ID    this node's id, fresh for every start
   GOMASTER_NAME       the lock name
+  GOMASTER_TICK       --once-per: the start of this period, epoch seconds by the backend's clock
 """
 
 EXAMPLES = """examples:
   export GOMASTER_BACKEND=sqlite:////var/tmp/locks.db    # four slashes: an absolute path
   gomaster run --name cron -- ./nightly-report.sh       # one node at a time runs it
   gomaster run --name migrate --once -- alembic upgrade head
+  gomaster run --name nightly --once-per 24h -- ./report.sh   # in every replica's crontab
   gomaster status --name cron --json                    # readiness / health check
   gomaster release --name cron                          # force a handover
   gomaster repair --name cron --ttl 5                   # fix a corrupted record
@@ -329,6 +337,24 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         "(env GOMASTER_ONCE=1)",
     )
     run.add_argument(
+        "--once-per",
+        metavar="PERIOD",
+        default=_env("ONCE_PER"),
+        help="for a CMD that every replica's own cron fires: run it on one node once per PERIOD "
+        "(90s, 5m, 24h...; periods start at multiples of PERIOD since 1970 by the backend's clock, "
+        "so 24h starts at 00:00 UTC: fire cron well inside a period). The first node to become "
+        "master runs it and records the period in the lock record; every other node, before or "
+        "after, exits 0 without running it. Implies --once (env GOMASTER_ONCE_PER)",
+    )
+    run.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="S",
+        default=_env_float("WAIT_TIMEOUT"),
+        help=f"--once, --once-per: give up after S seconds without becoming master, exiting "
+        f"{EXIT_WAIT_TIMEOUT} (env GOMASTER_WAIT_TIMEOUT; default: wait for ever)",
+    )
+    run.add_argument(
         "--restart",
         choices=["on-failure", "always", "never"],
         default=_env("RESTART", "on-failure"),
@@ -498,9 +524,31 @@ def _cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     name = _check_name(args.name)
     timing = _timing(args)
     version = _check_version(args.app_version)
+    options = RunOptions(
+        restart=args.restart,
+        once=args.once,
+        once_per=_once_per(args.once_per, timing),
+        wait_timeout=_wait_timeout(args),
+    )
     backend = _backend(args.backend)
-    options = RunOptions(restart=args.restart, once=args.once)
     return run_command(command, backend=backend, name=name, timing=timing, version=version, options=options)
+
+
+def _once_per(period: str | None, timing: Timing) -> Every | None:
+    """``--once-per``'s schedule: a duration no shorter than the heartbeat."""
+    if period is None:
+        return None
+    return _usable(every(period, shortest=timing.heartbeat), "--once-per: ")
+
+
+def _wait_timeout(args: argparse.Namespace) -> float | None:
+    """``--wait-timeout``, positive, and only where a node waits once."""
+    seconds: float | None = args.wait_timeout
+    if seconds is None:
+        return None
+    if not (args.once or args.once_per is not None):
+        raise UsageError("--wait-timeout bounds the wait of --once or --once-per: add one of them")
+    return _usable(parse_duration(seconds), "--wait-timeout: ")
 
 
 def _malformed(problem: MalformedRecord) -> str:
@@ -537,6 +585,17 @@ def _when(epoch: float | None) -> str:
 
 
 def _describe(status: Status) -> str:
+    return "\n".join([_who(status), *_last_run(status)])
+
+
+def _last_run(status: Status) -> list[str]:
+    """The schedule ledger's line, for a name that ever ran on one."""
+    if status.last_run is None:
+        return []
+    return [f"  last run    {_when(status.last_run)}, token {status.last_run_token}: {status.last_run_state}"]
+
+
+def _who(status: Status) -> str:
     name, holder = printable(status.name), printable(status.holder)
     if not status.holder:
         state = "released" if status.token else "never held"

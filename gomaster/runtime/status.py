@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Literal, TypeAlias
 
 from gomaster.core.record import LockRecord
+
+#: How a scheduled name's last run stands: none yet, running (or cut short by a failover:
+#: only its own master can tell), or ended well or not.
+RunState: TypeAlias = Literal["none", "unfinished", "ok", "failed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +34,11 @@ class Status:
     expires_at: float | None = None
     expires_in: float | None = None
     renewed_ago: float | None = None
+    #: The schedule's run ledger: the tick (backend clock) whose run started last, the token of
+    #: the tenure that started it, and how that run stands.
+    last_run: float | None = None
+    last_run_token: int = 0
+    last_run_state: RunState = "none"
     error: str | None = None
 
     @property
@@ -69,4 +79,16 @@ def status_from_record(
         expires_at=record.expires_at,
         expires_in=max(0.0, record.expires_at - server_now) if record.holder else 0.0,
         renewed_ago=max(0.0, server_now - record.renewed_at),
+        last_run=record.ledger.started,
+        last_run_token=record.ledger.token,
+        last_run_state=_run_state(record),
     )
+
+
+def _run_state(record: LockRecord) -> RunState:
+    ledger = record.ledger
+    if ledger.started is None:
+        return "none"
+    if ledger.unfinished:
+        return "unfinished"
+    return "ok" if ledger.ok else "failed"

@@ -158,7 +158,10 @@ def test_status_json_of_a_usage_error_is_one_object_with_the_error(
 def test_status_json_of_a_malformed_record_is_one_object_with_the_error(backend: str, tmp_path: Path) -> None:
     assert gomaster("status", "--name", "job", backend=backend).returncode == 3  # creates the table
     with sqlite3.connect(tmp_path / "locks.db") as raw:
-        raw.execute("INSERT INTO gomaster_lock VALUES ('job', 'x', '', 'garbage', 0, 0, 0, 'h', 1)")
+        raw.execute(
+            "INSERT INTO gomaster_lock (name, holder, version, token, acquired_at, renewed_at, expires_at, "
+            "host, pid) VALUES ('job', 'x', '', 'garbage', 0, 0, 0, 'h', 1)"
+        )
     shown = gomaster("status", "--name", "job", "--json", backend=backend)
     assert shown.returncode == 1, shown.stderr
     assert "malformed" in str(_one_object(shown)["error"])

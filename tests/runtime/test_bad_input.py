@@ -90,7 +90,9 @@ def test_a_mapping_key_that_is_no_lock_name_is_refused_naming_it(key: object) ->
 def test_a_target_that_cannot_reach_a_worker_is_named_with_its_lock_name() -> None:
     pending = (n for n in range(3))
     with pytest.raises(TypeError, match=r"target 1 for lock name 'sweeper' .*cannot be sent to a worker"):
-        gomaster.supervise({"reports": _noop, "sweeper": [_noop, lambda _lead: next(pending)]}, backend="memory://")
+        gomaster.supervise(
+            {"reports": _noop, "sweeper": [_noop, lambda _lead: next(pending)]}, backend="memory://"
+        )
 
 
 def test_one_lock_name_twice_in_a_supervisor_is_refused_before_anything_starts() -> None:
@@ -129,7 +131,8 @@ def test_a_malformed_row_is_a_failure_and_the_election_carries_on(tmp_path: Path
     backend.names(1.0)  # creates the table
     with sqlite3.connect(path) as raw:
         raw.execute(
-            "INSERT INTO gomaster_lock VALUES ('broken', 'x', '', 'not-a-number', 0, 0, 9e18, 'h', 1)"
+            "INSERT INTO gomaster_lock (name, holder, version, token, acquired_at, renewed_at, expires_at, "
+            "host, pid) VALUES ('broken', 'x', '', 'not-a-number', 0, 0, 9e18, 'h', 1)"
         )
     timing = Timing.from_ttl(1.0)
     events: list[object] = []
