@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from gomaster.backends import LockBackend, connect
     from gomaster.core.record import LockRecord
     from gomaster.core.timing import Timing
+    from gomaster.runtime.every import every
     from gomaster.runtime.lease import Leadership
     from gomaster.runtime.master import HookError, Master
+    from gomaster.runtime.scheduled import Tick
     from gomaster.runtime.status import Status
     from gomaster.runtime.supervise import supervise
 
@@ -35,8 +37,10 @@ _HOMES = {
     "LockRecord": "gomaster.core.record",
     "Master": "gomaster.runtime.master",
     "Status": "gomaster.runtime.status",
+    "Tick": "gomaster.runtime.scheduled",
     "Timing": "gomaster.core.timing",
     "connect": "gomaster.backends",
+    "every": "gomaster.runtime.every",
     "supervise": "gomaster.runtime.supervise",
 }
 
@@ -62,8 +66,10 @@ __all__ = [
     "LockRecord",
     "Master",
     "Status",
+    "Tick",
     "Timing",
     "__version__",
     "connect",
+    "every",
     "supervise",
 ]

@@ -457,8 +457,7 @@ class Statements:
 
     def _ours_live(self) -> str:
         """The WHERE of a ledger write: name, holder and token are the caller's, the lease live."""
-        p = self.p
-        return f"WHERE name = {p} AND holder = {p} AND token = {p} AND expires_at > {self.now}"
+        return f"{self.held} AND expires_at > {self.now}"
 
     def start_run(self, record: LockRecord, tick: float) -> Statement:
         """Record ``tick`` as started by ``record``'s token, while the lease is ours and live and the

@@ -103,6 +103,20 @@ def test_an_expired_lease_records_nothing_even_before_anyone_claims(
     assert (ledger.started, ledger.unfinished) == (TICKS[0], True)
 
 
+def test_a_released_or_revoked_lease_records_nothing(backend: LockBackend, lock_name: str) -> None:
+    """Not even by a caller that passes the released record itself (holder "")."""
+    record = _acquire(backend, lock_name)
+    assert ok(backend.start_run(record, TICKS[0], TIMEOUT))
+    started = _seen(backend, lock_name)
+    assert ok(backend.revoke(started, TIMEOUT))
+    revoked = _seen(backend, lock_name)
+    assert revoked.released and not revoked.claimable_at(revoked.renewed_at)  # the expiry stays
+    for caller in (started, revoked):
+        assert ok(backend.finish_run(caller, TICKS[0], True, TIMEOUT)) is False
+        assert ok(backend.start_run(caller, TICKS[1], TIMEOUT)) is False
+    assert _seen(backend, lock_name).ledger == started.ledger
+
+
 def test_a_demoted_master_records_nothing_and_its_successor_sees_its_run_cut_short(
     case: BackendCase, backend: LockBackend, lock_name: str
 ) -> None:
