@@ -10,7 +10,11 @@ date misbehaves on some wire-compatible servers. Records carry them as float epo
   upsert that can only insert, and losing that race is a duplicate ``_id``, a ``Conflict``;
 - renew and repair: a ``findAndModify``; release and revoke: an ``update`` on holder and token;
 - observe_many: observe's aggregation for many ``_id``; renew_many: one ``update`` of many
-  documents, each under its own compare-and-set, then that aggregation (two round trips).
+  documents, each under its own compare-and-set, then that aggregation (two round trips);
+- start_run and finish_run: an ``update`` of the run ledger's fields (int64 ticks and token,
+  ``run_ok`` 0 or 1), its filter the compare-and-set (our live lease; the ledger as the caller
+  saw it, or its own start). A document written before the ledger lacks them: a missing field
+  means "no run yet".
 
 Writes use majority write concern: with ``w=1`` a failover can roll back an acknowledged claim
 and grant its token twice. Every call runs under :func:`pymongo.timeout` for what is left of the
@@ -57,7 +61,16 @@ from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.backends.url import REDACTED, BackendURL, scrub
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import (
+    EMPTY_LEDGER,
+    LEDGER_FIELDS,
+    MAX_TOKEN,
+    LockRecord,
+    MalformedRecord,
+    Observation,
+    parse_record,
+    tick_millis,
+)
 
 Document = dict[str, Any]
 #: A ``findAndModify`` on the lock collection: the document as it became, or None.
@@ -91,6 +104,8 @@ _WATCH_REFUSED = frozenset({13, 40324, 40573})
 #: The server's clock, as int64 milliseconds: the same value throughout one command.
 _NOW = {"$toLong": "$$NOW"}
 _EXPIRES = {"$toLong": "$expires_at"}
+#: Each ledger field's value where a document has none: "no run yet" (see ``Ledger.stored``).
+_LEDGER_DEFAULTS = dict(zip(LEDGER_FIELDS, EMPTY_LEDGER.stored(), strict=True))
 #: MongoDB refuses these in database names (the Unix set, plus NUL).
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_DATABASE_BYTES = 63
@@ -433,6 +448,43 @@ def _exactly(record: LockRecord, compare: str) -> Document:
     return {"_id": record.name, "holder": record.holder, "token": record.token, "$expr": expiry}
 
 
+def _ledger(field: str) -> Document:
+    """A ledger field as stored, or its default where the document has none (or null)."""
+    return {"$ifNull": [f"${field}", Int64(_LEDGER_DEFAULTS[field])]}
+
+
+def _running(record: LockRecord, ledger: Mapping[str, int]) -> Document:
+    """``record``'s live lease (a revoked one, live but without a holder, is nobody's), while each
+    ledger field of ``ledger`` holds its value. In ``$expr``, unlike a query's equality, a missing
+    field can stand for its default and an array never matches."""
+    query = _exactly(record, "$gt")
+    held = [{"$eq": [_ledger(field), Int64(value)]} for field, value in ledger.items()]
+    holder = {"$eq": record.holder, "$ne": ""}
+    return query | {"holder": holder, "$expr": {"$and": [query["$expr"], *held]}}
+
+
+def _whole(value: object, bound: int = MAX_TOKEN) -> Document:
+    """True when ``value`` is a whole number (int or long) in ``[0, bound)``: a field that
+    ``repair`` keeps and ``parse_record`` accepts."""
+    whole = {"$in": [{"$type": value}, ["int", "long"]]}
+    return {"$and": [whole, {"$gte": [value, 0]}, {"$lt": [value, Int64(bound)]}]}
+
+
+def _repaired_ledger() -> Document:
+    """The ledger as ``repair`` leaves it: each valid field kept, each corrupted one rewritten as
+    "the run of now has finished", never a second run of a tick that may have run. Every
+    expression reads the document as it was before the update."""
+    started, token, finished, ok = (_ledger(field) for field in LEDGER_FIELDS)
+    return {
+        "run_started": {"$cond": [_whole(started), {"$toLong": started}, _NOW]},
+        "run_token": {"$cond": [_whole(token), {"$toLong": token}, Int64(0)]},
+        "run_finished": {
+            "$cond": [{"$and": [_whole(started), _whole(finished)]}, {"$toLong": finished}, _NOW]
+        },
+        "run_ok": {"$cond": [_whole(ok, bound=2), ok, _LEDGER_DEFAULTS["run_ok"]]},
+    }
+
+
 def _set(query: Document, fields: Document, upsert: bool = False) -> _Write:
     """A ``findAndModify`` that sets ``fields`` on the document ``query`` matches and returns it
     as it became; None when nothing matched, or when another claimer inserted the name first."""
@@ -669,18 +721,39 @@ class MongoBackend(Configured[_Settings]):
     ) -> IOResult[bool, BackendError]:
         """Apply ``update`` if the document is still exactly ``record``'s; True when it was."""
         query = {"_id": record.name, "token": record.token, "holder": {"$eq": record.holder, "$ne": ""}}
+        return self._update(step, query, update, timeout)
+
+    def _update(
+        self, step: str, query: Document, update: Document | list[Document], timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """One ``update`` of the document ``query`` matches; True when one matched (a write of
+        the values it already holds counts: the compare-and-set succeeded)."""
         return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
+
+    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run if the lease and the whole ledger are as ``record`` saw them."""
+        seen = dict(zip(LEDGER_FIELDS, record.ledger.stored(), strict=True))
+        started = {"run_started": Int64(tick_millis(tick)), "run_token": Int64(record.token)}
+        return self._update("start_run", _running(record, seen), {"$set": started}, timeout)
+
+    def finish_run(
+        self, record: LockRecord, tick: float, ok: bool, timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """Record the end of ``tick``'s run if this tenure started it and still holds the lease."""
+        millis = tick_millis(tick)
+        ours = _running(record, {"run_started": millis, "run_token": record.token})
+        finished = {"run_finished": Int64(millis), "run_ok": int(ok)}
+        return self._update("finish_run", ours, {"$set": finished}, timeout)
 
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
         """A whole-number token in range is kept; anything else (a string, a double, a missing
-        field) is replaced by the server clock in milliseconds."""
+        field) is replaced by the server clock in milliseconds. The ledger: :func:`_repaired_ledger`."""
         token = "$token"
-        whole = {"$in": [{"$type": token}, ["int", "long"]]}
-        valid = {"$and": [whole, {"$gte": [token, 0]}, {"$lt": [token, Int64(MAX_TOKEN)]}]}
-        kept = {"$max": [Int64(token_floor), {"$cond": [valid, {"$toLong": token}, _NOW]}]}
-        return self._run("repair", timeout, _set({"_id": name}, _lease(kept, hold))).map(
+        kept = {"$max": [Int64(token_floor), {"$cond": [_whole(token), {"$toLong": token}, _NOW]}]}
+        repaired = _lease(kept, hold) | _repaired_ledger()
+        return self._run("repair", timeout, _set({"_id": name}, repaired)).map(
             lambda found: None if found is None else int(found["token"])
         )
 

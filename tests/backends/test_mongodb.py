@@ -21,7 +21,7 @@ from gomaster.backends import LockBackend, connect
 from gomaster.backends.mongodb import DEFAULT_COLLECTION, DEFAULT_DATABASE, MongoBackend
 from gomaster.core.decide import Claim
 from gomaster.core.errors import Conflict
-from gomaster.core.record import LockRecord, NodeIdentity
+from gomaster.core.record import EMPTY_LEDGER, LockRecord, NodeIdentity, tick_millis
 from tests.helpers import err, identity, ok, result
 from tests.servers.mongodb import SecantusServer
 
@@ -46,6 +46,8 @@ QUIET_WAIT = 0.5
 IDLE_WAIT = 3.0
 #: Writes a second to another name while a follower waits (SecantusDB ends a read at each).
 BUSY_WRITES = 25
+#: A tick the ledger tests record: whole milliseconds, as every schedule's ticks are.
+TICK = 1_764_921_600.125
 
 Document = dict[str, Any]
 
@@ -70,6 +72,27 @@ def _claim_first(backend: LockBackend, name: str, me: NodeIdentity | None = None
     return ok(backend.claim(Claim.first(name, me or identity(), TTL), TIMEOUT))
 
 
+def _seen(backend: LockBackend, name: str) -> LockRecord:
+    record = ok(backend.observe(name, TIMEOUT)).record
+    assert record is not None, f"{name} should have a record"
+    return record
+
+
+def _without_ledger(name: str, now_ms: int, expires_ms: int) -> Document:
+    """Another node's lease (token 7) as a gomaster from before the run ledger wrote it."""
+    return {
+        "_id": name,
+        "holder": "someone-else",
+        "version": "",
+        "token": 7,
+        "acquired_at": now_ms,
+        "renewed_at": now_ms,
+        "expires_at": expires_ms,
+        "host": "elsewhere",
+        "pid": 1,
+    }
+
+
 def test_times_are_stored_as_int64_milliseconds_of_the_server_clock(
     backend: MongoBackend, raw: Collection[Document], lock_name: str
 ) -> None:
@@ -89,25 +112,54 @@ def test_expiry_is_judged_by_the_server_clock_inside_the_claim(
 ) -> None:
     now_ms = round(ok(backend.observe(lock_name, TIMEOUT)).server_now * 1000)
     lease_ms = 300
-    raw.insert_one(
-        {
-            "_id": lock_name,
-            "holder": "someone-else",
-            "version": "",
-            "token": 7,
-            "acquired_at": now_ms,
-            "renewed_at": now_ms,
-            "expires_at": now_ms + lease_ms,
-            "host": "elsewhere",
-            "pid": 1,
-        }
-    )
-    held = ok(backend.observe(lock_name, TIMEOUT)).record
-    assert held is not None
-    takeover = Claim.after(held, identity(), TTL)
+    raw.insert_one(_without_ledger(lock_name, now_ms, now_ms + lease_ms))
+    takeover = Claim.after(_seen(backend, lock_name), identity(), TTL)
     assert isinstance(err(backend.claim(takeover, TIMEOUT)), Conflict), "the live lease was taken"
     time.sleep(lease_ms / 1000 + 0.1)
     assert ok(backend.claim(takeover, TIMEOUT)).token == 8
+
+
+def test_a_document_without_ledger_fields_reads_as_the_empty_ledger_and_its_next_tenure_starts_a_run(
+    backend: MongoBackend, raw: Collection[Document], lock_name: str
+) -> None:
+    """No migration: the fields an earlier gomaster never wrote mean "no run yet"."""
+    now_ms = round(ok(backend.observe(lock_name, TIMEOUT)).server_now * 1000)
+    raw.insert_one(_without_ledger(lock_name, now_ms, now_ms - 1000))
+    old = _seen(backend, lock_name)
+    assert old.ledger == EMPTY_LEDGER
+    record = ok(backend.claim(Claim.after(old, identity(), TTL), TIMEOUT))
+    assert (record.token, record.ledger) == (8, EMPTY_LEDGER)
+    assert ok(backend.start_run(record, TICK, TIMEOUT)) is True
+    ledger = _seen(backend, lock_name).ledger
+    assert (ledger.started, ledger.token, ledger.unfinished) == (TICK, 8, True)
+
+
+def test_ledger_ticks_and_token_are_stored_as_int64_milliseconds(
+    backend: MongoBackend, raw: Collection[Document], lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT)) is True
+    assert ok(backend.finish_run(record, TICK, False, TIMEOUT)) is True
+    longs = {field: {"$type": "long"} for field in ("run_started", "run_token", "run_finished")}
+    stored = raw.find_one({"_id": lock_name, **longs})
+    assert stored is not None, "the ledger's ticks and token should be BSON int64"
+    fields = (stored["run_started"], stored["run_token"], stored["run_finished"], stored["run_ok"])
+    assert fields == (tick_millis(TICK), record.token, tick_millis(TICK), 0)
+
+
+def test_repair_judges_each_ledger_field_on_its_own(
+    backend: MongoBackend, raw: Collection[Document], lock_name: str
+) -> None:
+    """A valid started tick stays; a corrupted token, end or outcome is reset (the end to now)."""
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT)) is True
+    assert ok(backend.finish_run(record, TICK, True, TIMEOUT)) is True
+    raw.update_one({"_id": lock_name}, {"$set": {"run_token": -1, "run_finished": 2.5, "run_ok": True}})
+    before = time.time()
+    assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
+    ledger = _seen(backend, lock_name).ledger
+    assert (ledger.started, ledger.token, ledger.ok) == (TICK, 0, True)
+    assert ledger.finished is not None and abs(ledger.finished - before) < TIMEOUT
 
 
 def test_holder_version_and_host_starting_with_a_dollar_are_stored_as_text(

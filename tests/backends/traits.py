@@ -529,6 +529,9 @@ class _MongoDB(Traits):
     def corrupt_token(self, raw: Any, backend: Any, name: str) -> None:
         raw.update_one({"_id": name}, {"$set": {"token": "garbage", "expires_at": 1.5}})
 
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        raw.update_one({"_id": name}, {"$set": {"run_started": "garbage"}})
+
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw.update_one({"_id": name}, {"$set": {"holder": "", "expires_at": int(FAR_FUTURE * 1000)}})
 
