@@ -3,8 +3,9 @@
 Keys of lock ``name`` under prefix ``P``, with ``H`` the hex of the name's UTF-8 bytes (so any
 name makes a safe key): ``P:lease:H``, a hash whose times are integer milliseconds of the
 server's ``TIME`` and whose key expires when the lease does (``PEXPIREAT``); ``P:token:H``, the
-token counter, which never expires; ``P:names``, the set of every ``H`` claimed; and the
-channel ``P:released:H``.
+token counter, which never expires; ``P:runs:H``, the schedule's run ledger (``LEDGER_FIELDS``
+as integer text), a hash that never expires either, since a claim rewrites the lease and Redis
+drops it; ``P:names``, the set of every ``H`` claimed; and the channel ``P:released:H``.
 
 Each step is one Lua script (``EVALSHA``; ``EVAL`` when the server does not know it yet) that
 reads ``TIME`` itself, so it is atomic and one round trip. observe reads lease and counter
@@ -13,14 +14,17 @@ compare-and-set on the counter: token ``t + 1`` only while the counter is ``t``,
 the observed one and no lease is live, so one of any number of racing claimers wins. renew
 extends our live lease. release and revoke (one script) clear the holder; a release also ends
 the lease now and publishes on the channel. observe_many and renew_many do what observe and
-renew do to each of many names (the same Lua), in one script at one ``TIME``.
+renew do to each of many names (the same Lua), in one script at one ``TIME``. Every record read
+or written carries the run ledger, read in the same script. start_run and finish_run write the
+ledger only while the lease is the caller's and live: a script is atomic, so lease and ledger
+in two keys are as safe as columns of one row.
 
 The invariant that needs care: tokens never repeat, yet Redis can lose a counter (no
 persistence, ``FLUSHALL``, eviction, ``DEL``). A claim that finds it missing while the name was
-evidently used (its lease, its entry in ``P:names``, an observed older record), or below the
-lease's token, restarts it at ``max(TIME in ms, lease token, observed token)`` and reports a
-``Conflict``, so the elector observes again and claims the next token. ``first_token=clock``
-starts every new counter that way too.
+evidently used (its lease, a token in its run ledger, its entry in ``P:names``, an observed older
+record), or below the lease's or the ledger's token, restarts it at ``max(TIME in ms, lease
+token, ledger token, observed token)`` and reports a ``Conflict``, so the elector observes again
+and claims the next token. ``first_token=clock`` starts every new counter that way too.
 
 Each process has a command connection and a pub/sub connection that serves every name it waits
 for (``Notices``), each in a ``Session`` that arms the socket with what is left of the call's
@@ -57,7 +61,16 @@ from gomaster.backends.base import Observations, Renewals, lost_unless_read
 from gomaster.backends.url import BackendURL
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import MAX_TOKEN, LockRecord, MalformedRecord, Observation, parse_record
+from gomaster.core.record import (
+    EMPTY_LEDGER,
+    LEDGER_FIELDS,
+    MAX_TOKEN,
+    LockRecord,
+    MalformedRecord,
+    Observation,
+    parse_record,
+    tick_millis,
+)
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_PREFIX", "RedisBackend", "from_url"]
 
@@ -83,6 +96,9 @@ _FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_a
 _NUMBERS = ("token", "pid", "acquired_at", "renewed_at", "expires_at")
 _WHOLE = re.compile(r"^-?[0-9]+$")
 _CANONICAL = re.compile(r"^(0|[1-9][0-9]*)$")
+#: A ledger field as the scripts write it (at most 19 digits, as Lua's ``canonical``); anything
+#: else stays text for ``parse_record`` to refuse, the same values ``repair`` replaces.
+_LEDGER_VALUE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 
 _T = TypeVar("_T")
 _E = TypeVar("_E")
@@ -90,6 +106,18 @@ _log = logging.getLogger("gomaster")
 
 
 # -- the scripts ---------------------------------------------------------------------------
+
+
+def _lua_strings(values: Sequence[object]) -> str:
+    """A Lua table of strings: the values a script compares with what Redis stores, as text."""
+    return "{" + ", ".join(f"'{value}'" for value in values) + "}"
+
+
+#: The Python constants the scripts share: the run ledger's fields (``RUNS``), what a missing
+#: one means (``NO_RUNS``, the empty ledger), and the bound of a token or a tick.
+_CONSTANTS = f"""
+local RUNS, NO_RUNS = {_lua_strings(LEDGER_FIELDS)}, {_lua_strings(EMPTY_LEDGER.stored())}
+local MAX_TOKEN = '{MAX_TOKEN}'"""
 
 #: Helpers of every script. ``register`` and ``write`` take KEYS lease, counter, registry and
 #: ARGV[1] the name's registry member. ``look`` is what observe reads of one name, ``extend`` a
@@ -111,7 +139,15 @@ local function highest(...)
   end
   return best
 end
+local function whole(s) return canonical(s) and (#s < #MAX_TOKEN or s < MAX_TOKEN) end
 local function kind(key) return redis.call('TYPE', key)['ok'] end
+-- The run ledger's values (false where missing), or why they cannot be read: one HMGET, since
+-- followers of many names read it on every observe.
+local function runs_of(key)
+  local values = redis.pcall('HMGET', key, unpack(RUNS))
+  if values.err then return 'run ledger ' .. key .. ' holds a ' .. kind(key) .. ', not a hash' end
+  return values
+end
 local function lease_of(key)
   local k = kind(key)
   if k == 'none' then return false end
@@ -127,20 +163,50 @@ end
 local function ours(lease, holder, token)
   return lease and lease.holder ~= '' and lease.holder == holder and lease.token == token
 end
-local function look(lease, counter)
+local function look(lease, counter, runs)
   local lease_kind, counter_kind = kind(lease), kind(counter)
   local value = counter_kind == 'string' and redis.call('GET', counter)
   local values = lease_kind == 'hash' and redis.call('HMGET', lease, unpack(ARGV)) or {}
-  return {lease_kind, counter_kind, value, values}
+  return {lease_kind, counter_kind, value, values, runs_of(runs)}
 end
-local function extend(key, holder, token, now, ttl)
+local function extend(key, runs, holder, token, now, ttl)
   local lease, problem = lease_of(key)
   if problem then return {'corrupt', problem} end
   if not ours(lease, holder, token) or lease.expires <= now then return {'lost'} end
   local expires = now + ttl
   redis.call('HSET', key, 'renewed_at', text(now), 'expires_at', text(expires))
   redis.call('PEXPIREAT', key, text(expires))
-  return {'ok', redis.call('HGETALL', key)}
+  return {'ok', redis.call('HGETALL', key), runs_of(runs)}
+end
+-- The run ledger (KEYS[2]) with a missing field as its default, while the lease (KEYS[1]) is
+-- live and held by holder ARGV[1] with token ARGV[2]; false when it is not; nil and a problem
+-- when a key cannot be read.
+local function ledger_if_ours()
+  local lease, problem = lease_of(KEYS[1])
+  if problem then return nil, problem end
+  if not ours(lease, ARGV[1], ARGV[2]) or lease.expires <= now_ms() then return false end
+  local runs = runs_of(KEYS[2])
+  if type(runs) == 'string' then return nil, runs end
+  for i, default in ipairs(NO_RUNS) do runs[i] = runs[i] or default end
+  return runs
+end
+-- Repair of a run ledger: a field that is no valid value makes it "the run of now, finished"
+-- (never a second run of a tick that may have run); a valid field is kept.
+local function mend_runs(key, now)
+  local k = kind(key)
+  if k == 'none' then return end
+  local f = {}
+  if k == 'hash' then
+    f = redis.call('HMGET', key, unpack(RUNS))
+    for i, default in ipairs(NO_RUNS) do f[i] = f[i] or default end
+  else
+    redis.call('DEL', key)
+  end
+  local started, clock = whole(f[1]), text(now)
+  redis.call('HSET', key, RUNS[1], started and f[1] or clock,
+    RUNS[2], whole(f[2]) and f[2] or NO_RUNS[2],
+    RUNS[3], started and whole(f[3]) and f[3] or clock,
+    RUNS[4], (f[4] == '0' or f[4] == '1') and f[4] or NO_RUNS[4])
 end
 local function register()
   local k = kind(KEYS[3])
@@ -156,24 +222,26 @@ local function write(token, now, expires, holder, version, host, pid)
 end
 """
 
-#: KEYS: lease, counter; ARGV: the record's fields (``_FIELDS``). Returns {now ms, lease type,
-#: counter type, counter or nil, the lease's values of those fields (nil where missing)}. Values
-#: by field rather than ``HGETALL``'s names and values: half the reply to parse, which is most
-#: of what a follower of many names spends its CPU on.
+#: KEYS: lease, counter, runs; ARGV: the record's fields (``_FIELDS``). Returns {now ms, lease
+#: type, counter type, counter or nil, the lease's values of those fields (nil where missing), the
+#: ledger's values or why it cannot be read}. Values by field rather than ``HGETALL``'s names and
+#: values: half the reply to parse, which is most of what a follower of many names spends its
+#: CPU on.
 _OBSERVE = r"""
-return {now_ms(), unpack(look(KEYS[1], KEYS[2]))}
+return {now_ms(), unpack(look(KEYS[1], KEYS[2], KEYS[3]))}
 """
 
-#: KEYS: lease and counter of each name in turn; ARGV: ``_FIELDS``. Returns {now ms, {``look``
-#: of each name}}.
+#: KEYS: lease, counter and runs of each name in turn; ARGV: ``_FIELDS``. Returns {now ms,
+#: {``look`` of each name}}.
 _OBSERVE_MANY = r"""
 local seen = {}
-for i = 1, #KEYS, 2 do seen[#seen + 1] = look(KEYS[i], KEYS[i + 1]) end
+for i = 1, #KEYS, 3 do seen[#seen + 1] = look(KEYS[i], KEYS[i + 1], KEYS[i + 2]) end
 return {now_ms(), seen}
 """
 
-#: KEYS: lease, counter, registry. ARGV: member, expected token ('' for a first claim), expected
-#: holder, new token, holder, version, host, pid, ttl ms, '1' to start new counters at the clock.
+#: KEYS: lease, counter, registry, runs. ARGV: member, expected token ('' for a first claim),
+#: expected holder, new token, holder, version, host, pid, ttl ms, '1' to start new counters at
+#: the clock. Returns {'ok', the lease's fields, the ledger's values}; the ledger stays as it was.
 _CLAIM = r"""
 local now = now_ms()
 local lease, problem = lease_of(KEYS[1])
@@ -185,18 +253,24 @@ if counter_kind ~= 'string' and counter_kind ~= 'none' then
 elseif counter and not canonical(counter) then
   return {'corrupt', 'token counter ' .. KEYS[2] .. ' is not a whole number'}
 end
+local runs = runs_of(KEYS[4])
+if type(runs) == 'string' then return {'corrupt', runs} end
 local first = ARGV[2] == ''
+local ran = runs[2] ~= NO_RUNS[2] and runs[2]
 local why = false
 if counter then
-  if lease and highest(lease.token, counter) ~= counter then why = "it was below the lease's token" end
+  if highest(lease and lease.token, ran, counter) ~= counter then
+    why = "it was below the lease's or the run ledger's token"
+  end
 elseif lease then why = 'its lease still exists'
+elseif ran then why = 'its run ledger names token ' .. ran
 elseif kind(KEYS[3]) == 'set' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   why = 'it is listed in ' .. KEYS[3]
 elseif not first then why = 'a claimant had observed an earlier record'
 elseif ARGV[10] == '1' then why = 'clock'
 end
 if why then
-  local seed = highest(text(now), lease and lease.token, counter, ARGV[2])
+  local seed = highest(text(now), lease and lease.token, ran, counter, ARGV[2])
   redis.call('SET', KEYS[2], seed)
   register()
   return {'seeded', seed, why}
@@ -207,19 +281,22 @@ elseif counter ~= ARGV[2] or (lease and lease.holder or '') ~= ARGV[3] or (lease
   return {'conflict'}
 end
 write(ARGV[4], now, now + tonumber(ARGV[9]), ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-return {'ok', redis.call('HGETALL', KEYS[1])}
+return {'ok', redis.call('HGETALL', KEYS[1]), runs}
 """
 
-#: KEYS: lease. ARGV: holder, token, ttl ms. Returns {'ok', lease fields} or {'lost'}.
+#: KEYS: lease, runs. ARGV: holder, token, ttl ms. Returns {'ok', lease fields, the ledger's
+#: values} or {'lost'}.
 _RENEW = r"""
-return extend(KEYS[1], ARGV[1], ARGV[2], now_ms(), tonumber(ARGV[3]))
+return extend(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now_ms(), tonumber(ARGV[3]))
 """
 
-#: KEYS: the leases. ARGV: ttl ms, then holder and token of each lease in turn. Returns what
-#: ``_RENEW`` would of each, all at one ``TIME``.
+#: KEYS: lease and runs of each name in turn. ARGV: ttl ms, then holder and token of each lease
+#: in turn. Returns what ``_RENEW`` would of each, all at one ``TIME``.
 _RENEW_MANY = r"""
 local now, ttl, answers = now_ms(), tonumber(ARGV[1]), {}
-for i, key in ipairs(KEYS) do answers[i] = extend(key, ARGV[2 * i], ARGV[2 * i + 1], now, ttl) end
+for i = 1, #KEYS / 2 do
+  answers[i] = extend(KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1], now, ttl)
+end
 return answers
 """
 
@@ -238,18 +315,45 @@ end
 return {'done'}
 """
 
-#: KEYS: lease, counter, registry. ARGV: member, hold ms, token floor. Whatever the keys held, a
-#: released lease until now + hold, with the largest valid token of lease and counter (the clock
-#: in ms when neither has one, at least the floor), which the counter then holds too.
+#: KEYS: lease, counter, registry, runs. ARGV: member, hold ms, token floor. Whatever the keys
+#: held, a released lease until now + hold, with the largest valid token of lease and counter
+#: (the clock in ms when neither has one, at least the floor), which the counter then holds too;
+#: and the run ledger's valid fields, the others replaced (``mend_runs``).
 _REPAIR = r"""
 local now = now_ms()
 local lease_kind, counter_kind = kind(KEYS[1]), kind(KEYS[2])
-if lease_kind == 'none' and counter_kind == 'none' then return {'absent'} end
+if lease_kind == 'none' and counter_kind == 'none' and kind(KEYS[4]) == 'none' then return {'absent'} end
 local found = highest(lease_kind == 'hash' and redis.call('HMGET', KEYS[1], 'token')[1],
   counter_kind == 'string' and redis.call('GET', KEYS[2]))
 local token = highest(found or text(now), ARGV[3])
 write(token, now, now + tonumber(ARGV[2]), '', '', '', '0')
+mend_runs(KEYS[4], now)
 return {'done', token}
+"""
+
+#: KEYS: lease, runs. ARGV: holder, token, tick ms, then the ledger the caller saw (``RUNS``).
+#: Records the tick as started by the token while the lease is ours and live and the ledger is
+#: still the one seen; {'done'} when written, {'unchanged'} when refused.
+_START_RUN = r"""
+local runs, problem = ledger_if_ours()
+if problem then return {'corrupt', problem} end
+if not runs then return {'unchanged'} end
+for i = 1, #RUNS do
+  if runs[i] ~= ARGV[3 + i] then return {'unchanged'} end
+end
+redis.call('HSET', KEYS[2], RUNS[1], ARGV[3], RUNS[2], ARGV[2], RUNS[3], runs[3], RUNS[4], runs[4])
+return {'done'}
+"""
+
+#: KEYS: lease, runs. ARGV: holder, token, tick ms, '1' or '0' (ok). Records the end of the
+#: tick's run while the lease is ours and live and the ledger's last start is that tick by our
+#: token; answers as ``_START_RUN``.
+_FINISH_RUN = r"""
+local runs, problem = ledger_if_ours()
+if problem then return {'corrupt', problem} end
+if not runs or runs[1] ~= ARGV[3] or runs[2] ~= ARGV[2] then return {'unchanged'} end
+redis.call('HSET', KEYS[2], RUNS[3], ARGV[3], RUNS[4], ARGV[4])
+return {'done'}
 """
 
 
@@ -264,18 +368,20 @@ class _Script:
 
     @classmethod
     def of(cls, step: str, body: str, *keys: str) -> _Script:
-        source = _PREAMBLE + body
+        source = _CONSTANTS + _PREAMBLE + body
         return cls(step, keys, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
-OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter")
+OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter", "runs")
 OBSERVE_MANY = _Script.of("observe_many", _OBSERVE_MANY)
-CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry")
-RENEW = _Script.of("renew", _RENEW, "lease")
+CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry", "runs")
+RENEW = _Script.of("renew", _RENEW, "lease", "runs")
 RENEW_MANY = _Script.of("renew_many", _RENEW_MANY)
 RELEASE = _Script.of("release", _LET_GO, "lease")
 REVOKE = _Script.of("revoke", _LET_GO, "lease")
-REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry")
+REPAIR = _Script.of("repair", _REPAIR, "lease", "counter", "registry", "runs")
+START_RUN = _Script.of("start_run", _START_RUN, "lease", "runs")
+FINISH_RUN = _Script.of("finish_run", _FINISH_RUN, "lease", "runs")
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -413,6 +519,7 @@ class RedisKeys:
     registry: str
     channel: str
     member: str
+    runs: str
 
 
 def _registry(prefix: str) -> str:
@@ -440,12 +547,34 @@ def _parsed(found: dict[object, object]) -> dict[str, object]:
     return fields
 
 
+def _ledger_fields(name: str, runs: object) -> Result[dict[str, object], MalformedRecord]:
+    """The scripts' ``runs_of`` (the ledger's values, nil where missing, or why the key cannot be
+    read) as ``parse_record`` fields; a missing hash is the empty ledger."""
+    match runs:
+        case list(values) if len(values) == len(LEDGER_FIELDS):
+            found = map(_decode, values)
+            return Success(
+                {
+                    key: int(value) if isinstance(value, str) and _LEDGER_VALUE.match(value) else value
+                    for key, value in zip(LEDGER_FIELDS, found, strict=True)
+                }
+            )
+        case bytes() | str():
+            return Failure(MalformedRecord(name, str(_decode(runs))))
+    return Failure(MalformedRecord(name, f"the run ledger came back as {reprlib.repr(runs)}"))
+
+
+def _record(name: str, lease: dict[str, object], runs: object) -> Result[LockRecord, MalformedRecord]:
+    """A lease's fields and its run ledger's (two keys, one record)."""
+    return _ledger_fields(name, runs).bind(lambda ledger: parse_record(name, lease | ledger))
+
+
 def _observation(
     name: str, keys: RedisKeys, answer: list[object]
 ) -> Result[Observation, MalformedRecord] | None:
     """The observe script's answer as an observation; None for an answer it never gives."""
     match answer:
-        case [int(now_ms), lease_kind, counter_kind, counter, list(flat)]:
+        case [int(now_ms), lease_kind, counter_kind, counter, list(flat), runs]:
             server_now = now_ms / _MS
         case _:
             return None
@@ -464,9 +593,9 @@ def _observation(
         fields = _listed(flat)
     elif token is not None:  # the lease is gone: released, with the counter's token, times unknown
         fields = {"token": token, "pid": 0, **dict.fromkeys(("acquired_at", "renewed_at", "expires_at"), 0.0)}
-    else:
-        return Success(Observation(None, server_now))
-    return parse_record(name, fields).map(
+    else:  # a ledger alone is no record, but a spoiled one is still reported
+        return _ledger_fields(name, runs).map(lambda _: Observation(None, server_now))
+    return _record(name, fields, runs).map(
         lambda record: Observation(
             replace(record, token=token)
             if token is not None and token > record.token and not record.live_at(server_now)
@@ -486,7 +615,8 @@ def _names(members: object) -> list[str]:
 
 
 def _changed(answer: list[object]) -> Result[bool, Never] | None:
-    """What release and revoke answer: whether the lease was still the record's."""
+    """What release, revoke, start_run and finish_run answer: whether they wrote (the lease, and
+    the ledger, were still as the record saw them)."""
     return Success(answer == ["done"]) if answer in (["done"], ["unchanged"]) else None
 
 
@@ -740,6 +870,7 @@ class RedisBackend(Configured[_Settings]):
             registry=_registry(prefix),
             channel=f"{prefix}:released:{member}",
             member=member,
+            runs=f"{prefix}:runs:{member}",
         )
 
     def _script(
@@ -786,23 +917,26 @@ class RedisBackend(Configured[_Settings]):
     def _unexpected(self, step: str, found: object) -> BackendError:
         return BackendError(self.url, f"{step} got an unexpected reply: {reprlib.repr(found)}")
 
-    def _written(self, step: str, name: str, flat: list[Any]) -> Result[LockRecord, BackendError]:
-        """The lease a claim or renewal wrote, as the script read it back in the same round trip."""
-        return parse_record(name, _fields(flat)).alt(
+    def _written(
+        self, step: str, name: str, flat: list[Any], runs: object
+    ) -> Result[LockRecord, BackendError]:
+        """The lease a claim or renewal wrote and the run ledger, as the script read them back in
+        the same round trip."""
+        return _record(name, _fields(flat), runs).alt(
             lambda problem: BackendError(self.url, f"{step} wrote a record that reads back wrong: {problem}")
         )
 
     # -- the steps --------------------------------------------------------------------------
 
     def observe(self, name: str, timeout: float) -> IOResult[Observation, BackendError | MalformedRecord]:
-        """``TIME``, lease and counter, read together; a key or field that is not what it should
-        be is a ``MalformedRecord``."""
+        """``TIME``, lease, counter and run ledger, read together; a key or field that is not what
+        it should be is a ``MalformedRecord``."""
         keys = self.keys(name)
         return self._script(OBSERVE, name, timeout, _FIELDS, lambda answer: _observation(name, keys, answer))
 
     def observe_many(self, names: Sequence[str], timeout: float) -> IOResult[Observations, BackendError]:
-        """Every name's lease and counter and one ``TIME``, in one script; each name's answer is
-        what :meth:`observe` makes of its part."""
+        """Every name's lease, counter and run ledger and one ``TIME``, in one script; each name's
+        answer is what :meth:`observe` makes of its part."""
         wanted = list(dict.fromkeys(names))
         if not wanted:
             return IOSuccess({})
@@ -822,8 +956,8 @@ class RedisBackend(Configured[_Settings]):
                         return Success(seen)
             return Failure(self._unexpected("observe_many", found))
 
-        both = [key for where in keys for key in (where.lease, where.counter)]
-        return IOResult.from_result(self._eval(OBSERVE_MANY, both, _FIELDS, timeout).bind(observations))
+        read = [key for where in keys for key in (where.lease, where.counter, where.runs)]
+        return IOResult.from_result(self._eval(OBSERVE_MANY, read, _FIELDS, timeout).bind(observations))
 
     def claim(self, claim: Claim, timeout: float) -> IOResult[LockRecord, Conflict | BackendError]:
         """Compare-and-set on the counter; a claim that finds the counter lost restarts it from
@@ -839,8 +973,8 @@ class RedisBackend(Configured[_Settings]):
 
         def claimed(answer: list[object]) -> Result[LockRecord, Conflict | BackendError] | None:
             match answer:
-                case ["ok", list(flat)]:
-                    return self._written("claim", claim.name, flat)
+                case ["ok", list(flat), runs]:
+                    return self._written("claim", claim.name, flat, runs)
                 case ["conflict"]:
                     return Failure(Conflict(claim.name))
                 case ["seeded", str(seed), str(why)]:
@@ -871,8 +1005,8 @@ class RedisBackend(Configured[_Settings]):
 
         def renewed(answer: list[object]) -> Result[LockRecord, Lost | BackendError] | None:
             match answer:
-                case ["ok", list(flat)]:
-                    return self._written("renew", record.name, flat)
+                case ["ok", list(flat), runs]:
+                    return self._written("renew", record.name, flat, runs)
                 case ["lost"]:
                     return Failure(Lost(record))
             return None
@@ -891,8 +1025,8 @@ class RedisBackend(Configured[_Settings]):
         def renewed(record: LockRecord, answer: object) -> Result[LockRecord, Lost]:
             written: Result[LockRecord, Lost | MalformedRecord | str]
             match answer:
-                case [b"ok", list(flat)]:
-                    written = parse_record(record.name, _fields(flat))
+                case [b"ok", list(flat), runs]:
+                    written = _record(record.name, _fields(flat), runs)
                 case [b"lost"]:
                     written = Failure(Lost(record))
                 case [b"corrupt", bytes(problem)]:
@@ -908,9 +1042,10 @@ class RedisBackend(Configured[_Settings]):
                 {record.name: renewed(record, answer) for record, answer in zip(records, found, strict=True)}
             )
 
-        leases = [self.keys(record.name).lease for record in records]
+        names = [self.keys(record.name) for record in records]
+        keys = [key for where in names for key in (where.lease, where.runs)]
         mine = [part for record in records for part in (_encode(record.holder), str(record.token))]
-        ran = self._eval(RENEW_MANY, leases, (str(_milliseconds(ttl)), *mine), timeout)
+        ran = self._eval(RENEW_MANY, keys, (str(_milliseconds(ttl)), *mine), timeout)
         return IOResult.from_result(ran.bind(renewals))
 
     def _let_go(self, script: _Script, record: LockRecord, timeout: float) -> IOResult[bool, BackendError]:
@@ -931,10 +1066,24 @@ class RedisBackend(Configured[_Settings]):
     def repair(
         self, name: str, hold: float, token_floor: int, timeout: float
     ) -> IOResult[int | None, BackendError]:
-        """Rewrite lease and counter as released until ``hold`` from now, in one script (see
-        ``LockBackend.repair``); a lease key of the wrong type is replaced too."""
+        """Rewrite lease and counter as released until ``hold`` from now, and mend the run
+        ledger, in one script (see ``LockBackend.repair``); a key of the wrong type is replaced
+        too."""
         args = (self.keys(name).member, str(round(hold * _MS)), str(max(token_floor, 0)))
         return self._script(REPAIR, name, timeout, args, _repaired)
+
+    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
+        seen = (str(value) for value in record.ledger.stored())
+        args = (_encode(record.holder), str(record.token), str(tick_millis(tick)), *seen)
+        return self._script(START_RUN, record.name, timeout, args, _changed)
+
+    def finish_run(
+        self, record: LockRecord, tick: float, ok: bool, timeout: float
+    ) -> IOResult[bool, BackendError]:
+        """Record the end of ``tick``'s run if this tenure started it and still holds the lease."""
+        args = (_encode(record.holder), str(record.token), str(tick_millis(tick)), str(int(ok)))
+        return self._script(FINISH_RUN, record.name, timeout, args, _changed)
 
     def wait_for_release(self, name: str, timeout: float) -> IOResult[bool, BackendError]:
         """:meth:`wait_for_releases` of ``name`` alone: True when a release came."""

@@ -22,7 +22,7 @@ from gomaster.backends import LockBackend, connect
 from gomaster.backends.redis import DEFAULT_PREFIX, NOTICE_TURN, RedisBackend
 from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError, Conflict, Lost
-from gomaster.core.record import LockRecord, NodeIdentity
+from gomaster.core.record import LockRecord, MalformedRecord, NodeIdentity
 from gomaster.core.timing import Timing
 from tests.helpers import err, identity, ok, result, waiter
 from tests.servers.redis import RedisServer
@@ -41,6 +41,8 @@ NOTIFY_WITHIN = 0.1
 SECRET = "pa55-w0rd:not/for@logs"
 RACERS = 8
 MS = 1000
+#: A schedule's tick (a whole millisecond, as every tick is).
+TICK = 1_764_921_600.125
 
 
 @pytest.fixture
@@ -150,6 +152,32 @@ def test_the_lease_is_a_hash_that_expires_with_the_lease_and_the_counter_never_e
     assert raw.hget(keys.lease, "holder") == b""
 
 
+def test_the_run_ledger_is_a_hash_that_outlives_the_lease_key_and_a_claim_after_expiry_keeps_it(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    keys = backend.keys(lock_name)
+    assert keys.runs == f"{DEFAULT_PREFIX}:runs:{lock_name.encode().hex()}"
+    first = _claim_first(backend, lock_name, ttl=SHORT_TTL)
+    assert raw.exists(keys.runs) == 0, "a name that never ran keeps no ledger"
+    assert ok(backend.start_run(first, TICK, TIMEOUT)) is True
+    stored = {_text(k): _text(v) for k, v in raw.hgetall(keys.runs).items()}
+    assert stored == {
+        "run_started": str(round(TICK * MS)),
+        "run_token": str(first.token),
+        "run_finished": "0",
+        "run_ok": "1",
+    }
+    assert raw.ttl(keys.runs) == -1, "the run ledger must never expire"
+    time.sleep(SHORT_TTL + 0.05)
+    assert raw.exists(keys.lease) == 0, "Redis should have dropped the lease"
+    seen = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert seen is not None and seen.released
+    assert (seen.ledger.started, seen.ledger.token, seen.ledger.unfinished) == (TICK, first.token, True)
+    second = _acquire(backend, lock_name)
+    assert second.token == first.token + 1
+    assert second.ledger == seen.ledger, "the claim rewrote the lease but must keep the ledger"
+
+
 def test_an_expired_lease_is_observed_as_released_with_the_counters_token(
     backend: RedisBackend, raw: redis.Redis, lock_name: str
 ) -> None:
@@ -181,6 +209,8 @@ def test_each_step_is_one_script_call_and_a_forgotten_script_costs_one_more_trip
     step (the server's count), and the EVAL fallback when the server lost its scripts."""
     backend = _backend(private_redis.url())
     warm = _acquire(backend, "warm-up")  # connect, check the configuration, load the scripts
+    ok(backend.start_run(warm, TICK, TIMEOUT))
+    ok(backend.finish_run(warm, TICK, True, TIMEOUT))
     ok(backend.release(ok(backend.renew(warm, TTL, TIMEOUT)), TIMEOUT))
     ok(backend.revoke(warm, TIMEOUT))
     sent: list[str] = []
@@ -213,6 +243,8 @@ def test_each_step_is_one_script_call_and_a_forgotten_script_costs_one_more_trip
     records: list[LockRecord] = []
     assert trips(lambda: records.append(ok(backend.claim(claim, TIMEOUT)))) == one
     assert trips(lambda: records.append(ok(backend.renew(records[-1], TTL, TIMEOUT)))) == one
+    assert trips(lambda: ok(backend.start_run(records[-1], TICK, TIMEOUT))) == one
+    assert trips(lambda: ok(backend.finish_run(records[-1], TICK, True, TIMEOUT))) == one
     assert trips(lambda: ok(backend.release(records[-1], TIMEOUT))) == one
     assert trips(lambda: ok(backend.revoke(records[-1], TIMEOUT))) == one
     # A server that forgot the scripts costs one more round trip (EVAL), once.
@@ -253,6 +285,34 @@ def test_a_counter_deleted_after_the_lease_expired_restarts_from_the_clock(
     after = _acquire(backend, lock_name, attempts=2)
     assert after.token > record.token
     assert after.token > int(after.acquired_at * MS) - 1000
+
+
+def test_a_run_ledger_that_names_a_token_restarts_a_counter_lost_with_its_registry_entry(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = _acquire(backend, lock_name, ttl=SHORT_TTL)
+    assert ok(backend.start_run(record, TICK, TIMEOUT))
+    time.sleep(SHORT_TTL + 0.05)
+    keys = backend.keys(lock_name)
+    raw.delete(keys.counter)
+    raw.srem(keys.registry, keys.member)
+    assert isinstance(_try_acquire(backend, lock_name), Conflict), "the ledger is evidence of use"
+    assert "its run ledger names token" in caplog.text
+    after = _acquire(backend, lock_name)
+    assert after.token > int(after.acquired_at * MS) - 1000 > record.token
+    assert after.ledger.started == TICK
+
+
+def test_a_counter_below_the_run_ledgers_token_restarts_from_the_clock(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = _acquire(backend, lock_name, ttl=SHORT_TTL)
+    assert ok(backend.start_run(record, TICK, TIMEOUT))
+    time.sleep(SHORT_TTL + 0.05)
+    raw.set(backend.keys(lock_name).counter, "0")  # rolled back behind the token that ran
+    assert isinstance(_try_acquire(backend, lock_name), Conflict)
+    assert "below the lease's or the run ledger's token" in caplog.text
+    assert _acquire(backend, lock_name).token > record.token
 
 
 def test_a_claimant_that_saw_the_old_record_restarts_a_flushed_counter(
@@ -444,6 +504,29 @@ def test_a_lease_key_of_the_wrong_type_fails_the_writing_steps_with_a_reason(
     ):
         assert isinstance(failure, BackendError), failure
         assert "holds a set, not a hash" in failure.message
+
+
+def test_a_run_ledger_of_the_wrong_type_refuses_claims_and_runs_until_repair_counts_the_present_as_run(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    runs = backend.keys(lock_name).runs
+    raw.set(runs, "not a hash")
+    problem = f"run ledger {runs} holds a string, not a hash"
+    seen = err(backend.observe(lock_name, TIMEOUT))
+    assert isinstance(seen, MalformedRecord) and problem in str(seen), seen
+    for failure in (
+        err(backend.claim(Claim.after(record, identity(), TTL), TIMEOUT)),
+        err(backend.start_run(record, TICK, TIMEOUT)),
+        err(backend.finish_run(record, TICK, True, TIMEOUT)),
+    ):
+        assert isinstance(failure, BackendError) and problem in failure.message, failure
+    assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
+    stored = {_text(k): _text(v) for k, v in raw.hgetall(runs).items()}
+    assert stored["run_started"] == stored["run_finished"], "repair counts the present as run"
+    assert abs(int(stored["run_started"]) / MS - time.time()) < 60, stored
+    assert (stored["run_token"], stored["run_ok"]) == ("0", "1")
+    assert _acquire(backend, lock_name).ledger.unfinished is False
 
 
 def test_a_registry_of_the_wrong_type_is_a_failure_of_names(private_redis: RedisServer) -> None:

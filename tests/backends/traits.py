@@ -466,6 +466,9 @@ class _Redis(Traits):
         raw.hset(keys.lease, mapping={"token": "garbage", "expires_at": "soon"})
         raw.set(keys.counter, "-7")
 
+    def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
+        raw.hset(backend.keys(name).runs, "run_started", "garbage")
+
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         lease = backend.keys(name).lease
         raw.hset(lease, mapping={"holder": "", "expires_at": str(int(FAR_FUTURE * 1000))})
@@ -804,6 +807,10 @@ TRAITS: dict[str, Traits] = {
                 "holder",
             ),
             Corruption("text-pid", _keys(lambda raw, keys: raw.hset(keys.lease, "pid", "x")), "pid"),
+            Corruption("runs-string", _keys(lambda raw, keys: raw.set(keys.runs, "x")), "run ledger"),
+            Corruption(
+                "runs-padded", _keys(lambda raw, keys: raw.hset(keys.runs, "run_token", "07")), "run_token"
+            ),
         ),
         bad_urls=(
             Refusal(
