@@ -45,7 +45,7 @@ from gomaster.cli.run import (
 )
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_TOKEN, MalformedRecord, Observation, check_name, check_version
-from gomaster.core.schedule import Every, every, parse_duration
+from gomaster.core.schedule import Every, Schedule, cron, every, parse_duration
 from gomaster.core.timing import (
     DEFAULT_TTL,
     MAX_CALL_TIMEOUT,
@@ -150,7 +150,9 @@ ENVIRONMENT = f"""environment (a flag wins over its variable):
   GOMASTER_HEARTBEAT, GOMASTER_RENEW_DEADLINE, GOMASTER_RETRY, GOMASTER_GRACE
                       run's other timings
   GOMASTER_ONCE=1, GOMASTER_ONCE_PER, GOMASTER_WAIT_TIMEOUT, GOMASTER_RESTART, GOMASTER_VERSION
-                      run's --once, --restart and --app-version
+                      run's --once, --once-per, --wait-timeout, --restart and --app-version
+  GOMASTER_EVERY, GOMASTER_CRON, GOMASTER_TZ_CRON
+                      run's --every, --cron and --tz
 """
 
 CMD_ENVIRONMENT = f"""CMD's environment is gomaster run's, without {ENV_BACKEND} (CMD never sees the
@@ -158,7 +160,8 @@ backend's password), plus:
   GOMASTER_TOKEN      the fencing token of this tenure, greater than every earlier one
   GOMASTER_NODE_ID    this node's id, fresh for every start
   GOMASTER_NAME       the lock name
-  GOMASTER_TICK       --once-per: the start of this period, epoch seconds by the backend's clock
+  GOMASTER_TICK       --every, --cron, --once-per: the tick (or period start) CMD runs for,
+                      epoch seconds by the backend's clock
 """
 
 EXAMPLES = """examples:
@@ -166,6 +169,8 @@ EXAMPLES = """examples:
   gomaster run --name cron -- ./nightly-report.sh       # one node at a time runs it
   gomaster run --name migrate --once -- alembic upgrade head
   gomaster run --name nightly --once-per 24h -- ./report.sh   # in every replica's crontab
+  gomaster run --name sweep --every 5m -- ./sweep.sh           # gomaster keeps the time
+  gomaster run --name report --cron '0 3 * * *' --tz Europe/Paris -- ./report.sh
   gomaster status --name cron --json                    # readiness / health check
   gomaster release --name cron                          # force a handover
   gomaster repair --name cron --ttl 5                   # fix a corrupted record
@@ -335,6 +340,27 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=_env("ONCE", "") in ("1", "true", "yes"),
         help="wait to become master, run CMD once, release the lock and exit with CMD's status "
         "(env GOMASTER_ONCE=1)",
+    )
+    run.add_argument(
+        "--every",
+        metavar="PERIOD",
+        default=_env("EVERY"),
+        help="gomaster keeping the time: run CMD at every multiple of PERIOD since 1970 (90s, 5m, "
+        "24h...) by the backend's clock, on whichever node is master, once per tick across nodes "
+        "and failovers; see docs/schedules.md (env GOMASTER_EVERY)",
+    )
+    run.add_argument(
+        "--cron",
+        metavar="EXPR",
+        default=_env("CRON"),
+        help="like --every, at the instants of a five-field cron expression, e.g. '0 3 * * *' "
+        "(env GOMASTER_CRON)",
+    )
+    run.add_argument(
+        "--tz",
+        metavar="ZONE",
+        default=_env("TZ_CRON"),
+        help="the time zone of --cron, e.g. Europe/Paris (env GOMASTER_TZ_CRON; default UTC)",
     )
     run.add_argument(
         "--once-per",
@@ -528,6 +554,7 @@ def _cmd_run(args: argparse.Namespace, command: list[str]) -> int:
         restart=args.restart,
         once=args.once,
         once_per=_once_per(args.once_per, timing),
+        schedule=_schedule(args, timing),
         wait_timeout=_wait_timeout(args),
     )
     backend = _backend(args.backend)
@@ -539,6 +566,24 @@ def _once_per(period: str | None, timing: Timing) -> Every | None:
     if period is None:
         return None
     return _usable(every(period, shortest=timing.heartbeat), "--once-per: ")
+
+
+def _schedule(args: argparse.Namespace, timing: Timing) -> Schedule | None:
+    """``--every`` or ``--cron`` (with ``--tz``), alone: a node runs CMD once or on a schedule."""
+    if args.every is not None and args.cron is not None:
+        raise UsageError("give --every or --cron, not both: one schedule per lock name")
+    if args.tz is not None and args.cron is None:
+        raise UsageError(
+            "--tz is the time zone of --cron: add --cron, or drop --tz (--every counts from 1970 UTC)"
+        )
+    if args.every is None and args.cron is None:
+        return None
+    if args.once or args.once_per is not None:
+        used = "--every" if args.every is not None else "--cron"
+        raise UsageError(f"{used} runs CMD at every tick while master, --once or --once-per once: choose one")
+    if args.every is not None:
+        return _usable(every(args.every, shortest=timing.heartbeat), "--every: ")
+    return _usable(cron(args.cron, args.tz or "UTC"), "--cron: ")
 
 
 def _wait_timeout(args: argparse.Namespace) -> float | None:

@@ -13,6 +13,7 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,11 +27,12 @@ from gomaster.backends import LockBackend
 from gomaster.cli.periods import AlreadyRun, PeriodGate, finish_period, look
 from gomaster.core.election import Config
 from gomaster.core.events import Announcement, Demoted, Elected
-from gomaster.core.schedule import Every
+from gomaster.core.schedule import Every, Policy, Schedule
 from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder
 from gomaster.runtime.fds import close_all_but_standard_fds
 from gomaster.runtime.lease import Leadership
+from gomaster.runtime.scheduled import JobFailedError, ScheduledTarget, Tick
 from gomaster.runtime.supervise import new_identity
 from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions, Verdict
 
@@ -129,6 +131,8 @@ class RunOptions:
     once: bool = False
     #: ``--once-per``: run CMD at most once per period of this schedule, across nodes (implies once).
     once_per: Every | None = None
+    #: ``--every`` or ``--cron``: run CMD at each tick of this schedule while master.
+    schedule: Schedule | None = None
     #: ``--wait-timeout``: how long a once node waits to become master (None: for ever).
     wait_timeout: float | None = None
     #: Seconds per backend call of the period's ledger.
@@ -138,6 +142,32 @@ class RunOptions:
     def single(self) -> bool:
         """The node runs CMD (at most) once, then exits."""
         return self.once or self.once_per is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandJob:
+    """``--every``/``--cron``'s job: CMD as a child of the schedule's process, once per tick, with
+    the tenure and the tick in its environment; a non-zero status counts the run as failed."""
+
+    command: tuple[str, ...]
+    name: str
+
+    def __call__(self, tick: Tick) -> None:
+        """Run CMD to its end (demotion ends it with the schedule's whole process group)."""
+        env = {
+            **os.environ,
+            "GOMASTER_TOKEN": str(tick.token),
+            "GOMASTER_NODE_ID": tick.leadership.node_id,
+            "GOMASTER_NAME": self.name,
+            "GOMASTER_TICK": f"{tick.at:.3f}",
+        }
+        env.pop("GOMASTER_BACKEND", None)
+        try:
+            status = subprocess.run(self.command, env=env, check=False).returncode
+        except OSError as exc:
+            raise JobFailedError(f"CMD could not start: {exc}") from None
+        if status != 0:
+            raise JobFailedError(f"CMD exited with status {shell_status(status)}")
 
 
 def _verdict(options: RunOptions) -> Callable[[int], Verdict]:
@@ -187,9 +217,15 @@ def run_command(
     verdict = _verdict(options)
     if period is not None:
         verdict = _recording(verdict, _own(backend), name, me.node_id, options.timeout)
+    target: Callable[[Leadership], None] = command_target(command, name, gate)
+    if options.schedule is not None:
+        job_of_tick = CommandJob(tuple(command), name)
+        target = ScheduledTarget(
+            job=job_of_tick, schedule=options.schedule, policy=Policy(), backend=_own(backend), timing=timing
+        )
     job = Job(
         config=Config(name=name, me=me, timing=timing),
-        targets=[command_target(command, name, gate)],
+        targets=[target],
         labels=[os.path.basename(command[0])],
         on_event=on_event,
         watch=announce_holder(me.node_id),

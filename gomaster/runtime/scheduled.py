@@ -68,6 +68,11 @@ class Tick:
 Job = Callable[[Tick], object]
 
 
+class JobFailedError(Exception):
+    """Raised by a job to count its run as failed, logged as this one line without a traceback
+    (a command that exited non-zero, say)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduledTarget:
     """The target that runs ``job`` on ``schedule`` for the tenure it is called with. Picklable
@@ -151,6 +156,7 @@ class _Runner:
 
 def _call(job: Job, tick: Tick) -> bool:
     """Run the job once; True when it returned (or its awaitable finished) without raising."""
+    name, at = tick.leadership.name, _iso(tick.at)
     try:
         outcome = job(tick)
         if inspect.isawaitable(outcome):
@@ -160,8 +166,10 @@ def _call(job: Job, tick: Tick) -> bool:
                 return await outcome
 
             asyncio.run(finish())
+    except JobFailedError as failed:
+        _log.warning("scheduled job of %r failed at the tick of %s: %s", name, at, failed)
+        return False
     except Exception:
-        name, at = tick.leadership.name, _iso(tick.at)
         _log.error("scheduled job of %r failed at the tick of %s:\n%s", name, at, traceback.format_exc())
         return False
     return True

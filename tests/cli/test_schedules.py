@@ -1,4 +1,5 @@
-"""``gomaster run --once-per``: every replica's cron fires the job, one of them runs it per period."""
+"""``gomaster run`` on a schedule: ``--every`` and ``--cron`` (gomaster keeps the time) and
+``--once-per`` (every replica's cron fires the job, one of them runs it per period)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,30 @@ def test_cron_firing_on_three_nodes_at_random_moments_runs_the_job_once_in_each_
             node.stderr.close()
 
 
+def test_every_runs_cmd_at_each_tick_on_one_of_two_nodes_with_the_tick_in_its_environment(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    nodes = [_fire(env, "sweep", "--every", "1s") for _ in range(2)]
+    try:
+        deadline = time.monotonic() + FINISH
+        while len(_runs(tmp_path)) < 4:
+            assert time.monotonic() < deadline, f"fewer than 4 runs: {_runs(tmp_path)}"
+            time.sleep(0.05)
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            node.wait(FINISH)
+            if node.stderr:
+                node.stderr.close()
+    runs = _runs(tmp_path)
+    ticks = [tick for _, tick, _ in runs]
+    assert {(name, token) for name, _, token in runs} == {("sweep", 1)}, "one master ran every tick"
+    assert ticks == [ticks[0] + k for k in range(len(ticks))], "every tick once, in order, on whole seconds"
+    assert ticks[0] == math.floor(ticks[0])
+
+
 def test_a_node_fired_after_the_period_ran_exits_0_at_once_saying_so(tmp_path: Path) -> None:
     env = _env(tmp_path)
     done = subprocess.run(
@@ -151,6 +176,13 @@ def test_bad_periods_and_a_wait_timeout_without_once_are_usage_errors_naming_the
         ("--once-per=-5m",): "invalid duration '-5m'",
         ("--wait-timeout", "5"): "add one of them",
         ("--once", "--wait-timeout", "0"): "must be positive",
+        ("--every", "5m", "--once"): "choose one",
+        ("--cron", "0 3 * * *", "--once-per", "1d"): "choose one",
+        ("--every", "5m", "--cron", "0 3 * * *"): "not both",
+        ("--every", "5m", "--tz", "Europe/Paris"): "--tz is the time zone of --cron",
+        ("--cron", "0 3 * *"): "invalid cron expression",
+        ("--cron", "0 3 * * *", "--tz", "Mars/Olympus"): "unknown time zone 'Mars/Olympus'",
+        ("--every", "100ms"): "shorter than the heartbeat",
     }
     for options, said in cases.items():
         done = subprocess.run(
