@@ -85,6 +85,7 @@ from gomaster.runtime.guard import EXIT_OVERRUN
 from gomaster.testing import STALE_LIMIT, Freeze, Judgement, judge, longest_gap, read_marks
 from tests.chaos.node import BLOCK_TTLS
 from tests.chaos.proxy import BLACKHOLE, CUT, PASS, FaultProxy, ProxyHub, delayed
+from tests.chaos.ticks import TickVerdict, judge_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -369,6 +370,8 @@ class GroupResult:
     #: Children the masters' work started to try to outlive their tenures, and those that did.
     escapees: int = 0
     survivors: int = 0
+    #: Each scheduled lock's runs, judged (process groups with ``Plan.every``).
+    ticks: dict[str, TickVerdict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,6 +392,9 @@ class Plan:
     options: str = ""
     #: The last this many groups run asyncio applications (``tests.chaos.node --aio``).
     aio_groups: int = 0
+    #: Each name of a process group also runs a job every this many seconds (0: none), judged
+    #: by :mod:`tests.chaos.ticks`.
+    every: float = 0.0
 
     @property
     def timing(self) -> Timing:
@@ -624,6 +630,8 @@ class Group:
         command += ["--escapees", str(self._escapees.path), "--marker", self._escapees.marker]
         if self.aio:
             command += ["--aio", "--pids", str(self._pids_of(label))]
+        elif self.plan.every:
+            command += ["--every", repr(self.plan.every), "--runs", str(self.workdir / "{lock}.runs.jsonl")]
         with self._node_log.open("ab") as output:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
                 command,
@@ -1032,6 +1040,8 @@ class Group:
         marks = {lock: read_marks(self.log(lock)) for lock in self.locks}
         result = self.result
         result.violations.extend(self.problems)
+        if self.plan.every and not self.aio:
+            self._judge_ticks(marks)
         for lock in self.locks:
             verdict = judge(marks[lock], self.freezes[lock])
             result.judgements[lock] = verdict
@@ -1104,6 +1114,30 @@ class Group:
                     )
                 )
 
+    def _judge_ticks(self, marks: dict[str, list[dict[str, object]]]) -> None:
+        """The scheduled runs of each lock: at most once per tick, none missed while a master
+        held the tick's whole window, no ledger write by a demoted master."""
+        window = self.timing.ttl + self.timing.heartbeat
+        for lock in self.locks:
+            runs = read_marks(self.workdir / f"{lock}.runs.jsonl")
+            verdict = judge_ticks(runs, marks[lock], period=self.plan.every, window=window)
+            self.result.ticks[lock] = verdict
+            found = [
+                (verdict.duplicates, "ran more than once"),
+                (
+                    verdict.uncoalesced,
+                    "did not run, nor a later tick in its window, though one tenure held it",
+                ),
+                ([tick for tick, _ in verdict.demoted_writes], "was started by a demoted master"),
+            ]
+            for ticks, what in found:
+                for tick in ticks:
+                    near = [run for run in runs if abs(float(str(run.get("tick", 0.0))) - tick) <= 2 * window]
+                    evidence = "\n".join(json.dumps(run, sort_keys=True) for run in near)
+                    self.result.violations.append(
+                        Violation(f"scheduled tick {tick:.3f} of {lock} {what}", self.where(), evidence)
+                    )
+
     def _start_of(self, verdict: Judgement, token: int) -> float:
         return next(t.start for t in verdict.tenures if t.token == token)
 
@@ -1159,6 +1193,11 @@ class BackendResult:
     @property
     def tenures(self) -> int:
         return sum(len(j.tenures) for g in self.groups for j in g.judgements.values())
+
+    @property
+    def ticks(self) -> list[TickVerdict]:
+        """Every scheduled lock's verdict."""
+        return [verdict for group in self.groups for verdict in group.ticks.values()]
 
 
 def run_backend(plan: Plan, workdir: Path, hub: ProxyHub | None) -> BackendResult:

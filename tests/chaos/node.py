@@ -15,6 +15,11 @@ blocks the loop instead: a sync ``time.sleep`` loop that goes on writing marks f
 ``BLOCK_TTLS`` ttl, past the grace, so only the guard thread or the supervisor's kill can stop it.
 A Master whose supervisor died is started again. Each start appends ``LOCK PID`` (its
 supervisor's pid) to ``--pids``, for the harness's faults on a supervisor alone.
+
+With ``--every SECONDS`` (process nodes), each name also runs a job on that schedule
+(``gomaster.every``'s target, beside the witness work): every run it starts appends a ``run``
+mark with its tick and token to ``--runs`` ({lock} becomes the lock name), for
+:mod:`tests.chaos.ticks`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gomaster import Leadership, Timing
+from gomaster import Leadership, Tick, Timing
 from gomaster.cli.demo import MARK_EVERY, _work
 from gomaster.testing import append_mark
 
@@ -59,6 +64,33 @@ def escaping_work(args: argparse.Namespace, lock: str) -> Callable[[Leadership],
         witness(leadership)
 
     return work
+
+
+@dataclass(frozen=True, slots=True)
+class RunMark:
+    """The scheduled job: one ``run`` mark per run started, with its tick and token."""
+
+    log: Path
+    node: str
+
+    def __call__(self, tick: Tick) -> None:
+        """Write the mark; the ledger already holds this run as started."""
+        append_mark(self.log, "run", tick=tick.at, token=tick.token, node=self.node)
+
+
+def scheduled(args: argparse.Namespace, lock: str) -> Callable[[Leadership], None]:
+    """``lock``'s schedule target: :class:`RunMark` every ``--every`` seconds."""
+    from gomaster.backends import connect
+    from gomaster.core.schedule import Every, Policy
+    from gomaster.runtime.scheduled import ScheduledTarget
+
+    return ScheduledTarget(
+        job=RunMark(Path(args.runs.replace("{lock}", lock)), args.node),
+        schedule=Every(args.every),
+        policy=Policy(),
+        backend=connect(args.backend),
+        timing=Timing.from_ttl(args.ttl),
+    )
 
 
 #: How long a blocked loop goes on writing marks, in ttls: far past ``renew_deadline + grace``.
@@ -133,6 +165,8 @@ def main() -> None:
     parser.add_argument("--marker", required=True)
     parser.add_argument("--aio", action="store_true", help="run the names as gomaster.aio tasks")
     parser.add_argument("--pids", type=Path, help="with --aio: where each Master's supervisor pid goes")
+    parser.add_argument("--every", type=float, help="also run a job every SECONDS per name (process nodes)")
+    parser.add_argument("--runs", help="with --every: the log of the runs; {lock} becomes the lock name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(created).3f {args.node} %(levelname)s %(message)s")
     if args.aio:
@@ -140,7 +174,10 @@ def main() -> None:
         return
     from gomaster.runtime.supervise import supervise
 
-    jobs = {lock: escaping_work(args, lock) for lock in args.name}
+    jobs: dict[str, list[Callable[[Leadership], None]]] = {
+        lock: [escaping_work(args, lock), *([scheduled(args, lock)] if args.every else [])]
+        for lock in args.name
+    }
     supervise(jobs, backend=args.backend, timing=Timing.from_ttl(args.ttl))
 
 

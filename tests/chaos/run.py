@@ -44,6 +44,8 @@ DEFAULT_FAULTS = 1000
 DEFAULT_GROUPS = 4
 DEFAULT_AIO_GROUPS = 1
 DEFAULT_TTL = 1.0
+#: Each lock of the process groups also runs a job this often (seconds), per the schedule bar.
+DEFAULT_EVERY = 1.0
 #: Violations quoted in full per backend; the rest are counted.
 QUOTED = 8
 #: How often the machine's load average is sampled while a backend runs.
@@ -162,6 +164,28 @@ def kind_rows(results: list[BackendResult]) -> list[str]:
     return rows
 
 
+def tick_rows(results: list[BackendResult]) -> list[str]:
+    """The scheduled names of the process groups, per backend (see tests/chaos/ticks.py)."""
+    rows = [
+        "| backend | ticks run | runs started | ticks run twice | ticks missed while held (folded into "
+        "a later one) | ticks missed, none later in the window | started by a demoted master |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for result in results:
+        verdicts = result.ticks
+        if not verdicts:
+            continue
+        missed = sum(len(v.missed) for v in verdicts)
+        uncoalesced = sum(len(v.uncoalesced) for v in verdicts)
+        twice = sum(len(v.duplicates) for v in verdicts)
+        demoted = sum(len(v.demoted_writes) for v in verdicts)
+        rows.append(
+            f"| {result.plan.backend} | {sum(v.ticks for v in verdicts)} | {sum(v.runs for v in verdicts)} "
+            f"| {twice} | {missed} ({missed - uncoalesced}) | {uncoalesced} | {demoted} |"
+        )
+    return rows
+
+
 def report(results: list[BackendResult], loads: list[LoadSampler], command: str, elapsed: float) -> str:
     """The whole of ``docs/reliability.md``."""
     plan = results[0].plan
@@ -253,6 +277,23 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
         "can be master meanwhile). It runs until the next fault of the group. SQLite has no server or "
         "socket; its backend fault is another process holding the file's write lock.",
         "",
+        *(
+            [
+                "## Scheduled names: one run per tick",
+                "",
+                f"Every lock of the process groups also runs a job every {plan.every:g} s (`every()`'s "
+                "target beside the witness work, `tests.chaos.node --every`), which appends a mark for each "
+                "run it starts. The bar: no tick runs twice; no tick goes without a run (of itself, or of a "
+                'later tick that folded it in, as `missed="latest"` does) while one tenure held the lock '
+                "through `[tick, tick + ttl + heartbeat]` with its witness never pausing over 0.3 s; no run "
+                "started by a demoted master (tokens never go down in tick order).",
+                "",
+                *tick_rows(results),
+                "",
+            ]
+            if plan.every
+            else []
+        ),
         "## Violations",
         "",
     ]
@@ -291,6 +332,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--aio-groups", type=int, default=DEFAULT_AIO_GROUPS, help="of those, groups of asyncio applications"
     )
     parser.add_argument("--ttl", type=float, default=DEFAULT_TTL)
+    parser.add_argument(
+        "--every", type=float, default=DEFAULT_EVERY, help="period of each lock's scheduled job (0: none)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/reliability.md"))
     parser.add_argument("--keep", action="store_true", help="keep the logs (kept anyway on violations)")
@@ -324,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ttl=args.ttl,
                 seed=args.seed,
                 aio_groups=args.aio_groups,
+                every=args.every,
             )
             with LoadSampler() as load:
                 result = run_backend(plan, workdir, hub)
@@ -340,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{backend}: {len(result.outcomes)} faults in {result.elapsed:.0f} s, "
                 f"{result.overlaps} overlaps, {result.regressions} regressions, "
                 f"{result.survivors} surviving escapees of {result.escapees}, "
-                f"{len(result.violations)} violations",
+                f"{len(result.violations)} violations"
+                + (f", {sum(v.ticks for v in result.ticks)} scheduled ticks" if result.ticks else ""),
                 flush=True,
             )
     elapsed = time.monotonic() - started

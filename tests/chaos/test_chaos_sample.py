@@ -6,7 +6,8 @@ carry without starving the nodes), so the whole module takes well under a minute
 runs the same harness with 3 locks per group and 1,000 faults per backend. Then, in a second
 wave, asyncio applications (``gomaster.aio``, work as a task in the node's loop) on SQLite,
 PostgreSQL and Redis, every fault kind of theirs once, a blocked loop and a stopped supervisor
-among them. Each test asserts one part of the bar on the witness logs alone.
+among them. The process groups' locks also run a job every second (``every()``'s target). Each
+test asserts one part of the bar on the witness logs alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tests.chaos.proxy import ProxyHub
 SEED = int(os.environ.get("GOMASTER_CHAOS_SEED", "7"))
 TTL = 2.0  # the bound scales with ttl; the time a process needs to boot under CI load does not
 LOCKS = 2
+#: Each lock of a process group also runs a job this often (seconds).
+EVERY = 1.0
 
 #: The backends whose sample also runs asyncio applications.
 AIO_BACKENDS = ("sqlite", "postgresql", "redis")
@@ -67,6 +70,7 @@ def results() -> Iterator[dict[str, BackendResult]]:
                 ttl=TTL,
                 seed=SEED,
                 aio_groups=1 if aio else 0,
+                every=EVERY,
             )
             workdir = Path(scratch) / _sample_id(backend, aio)
             try:
@@ -166,3 +170,15 @@ def test_nothing_the_work_started_outlived_its_tenure_under_any_fault(
     survived = [v for v in result.violations if v.what.startswith("escapee")]
     assert not survived, "\n".join(f"{v.what} ({v.where}): {v.evidence}" for v in survived)
     assert result.survivors == 0
+
+
+@pytest.mark.parametrize("backend", PROCESS_PARAMS)
+def test_each_scheduled_tick_ran_at_most_once_and_none_went_by_while_a_master_held_it(
+    results: dict[str, BackendResult], backend: str
+) -> None:
+    result = _of(results, backend)
+    verdicts = result.ticks
+    assert len(verdicts) == LOCKS and all(v.ticks > 0 for v in verdicts), "no scheduled run was witnessed"
+    broken = [v for v in result.violations if v.what.startswith("scheduled tick")]
+    assert not broken, "\n\n".join(f"{v.what} ({v.where})\n{v.evidence}" for v in broken)
+    assert sum(len(v.duplicates) + len(v.uncoalesced) + len(v.demoted_writes) for v in verdicts) == 0
