@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,6 +50,7 @@ __all__ = [
 #: One unit of a duration, in seconds.
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: What a duration looks like, for error messages.
 DURATION_FORMS = "a number of seconds or a duration such as 90s, 5m, 1h30m or 1d"
 
@@ -201,7 +202,9 @@ def _cron_step(schedule: Cron, at: float, *, reverse: bool) -> float | None:
     """The cron's first match after ``at``, or with ``reverse`` its last match at or before it."""
     from cronsim import CronSim
 
-    start = datetime.fromtimestamp(at, ZoneInfo(schedule.zone))
+    # Whole microseconds, rounded down: ``fromtimestamp`` rounds to the nearest, which can move an
+    # instant a hair before a tick onto the tick itself.
+    start = (_EPOCH + timedelta(microseconds=math.floor(at * 1_000_000))).astimezone(ZoneInfo(schedule.zone))
     if reverse:  # cronsim's reverse is strictly before its start
         start += timedelta(microseconds=1)
     try:

@@ -222,3 +222,11 @@ def test_skipping_leaves_masters_idle_on_skipped_ticks_only_and_rerun_repeats_cu
     started, idle_on = _simulate(seed, Policy(cut_short="rerun"))
     assert started == sorted(started) and not idle_on
     assert len(started) > len(set(started)), "no cut-short run was run again"
+
+
+def test_an_instant_a_hair_before_a_cron_tick_is_still_before_it() -> None:
+    """``datetime.fromtimestamp`` would round it onto the tick (found by hypothesis)."""
+    hourly, tick = Cron("0 * * * *", "Europe/Paris"), 1_830_297_600.0
+    hair = 1_830_297_599.9999998
+    assert latest_tick(hourly, hair) == tick - 3600
+    assert next_tick(hourly, hair) == tick
