@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
 from gomaster.backends import LockBackend
 from gomaster.core.record import LockRecord, Observation
@@ -86,41 +86,63 @@ class ScheduledTarget:
 
     def __call__(self, leadership: Leadership) -> None:
         """Run ticks until the tenure ends (the worker ends this process then)."""
-        _Runner(self, leadership).run()
+        run_ticks(self, leadership)
 
 
-class _Runner:
-    """One tenure's schedule: read, decide, start, run, record, sleep."""
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """Start ``tick`` now under ``record``; ``offset`` turns the monotonic clock into the backend's."""
+
+    record: LockRecord
+    tick: float
+    offset: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Nap:
+    """Nothing to start: read the ledger again in ``seconds``."""
+
+    seconds: float
+
+
+class _Tenure:
+    """One tenure's schedule, without its I/O: what to do after each read of the ledger. The
+    loops of :class:`ScheduledTarget` (a worker process) and of ``gomaster.aio.every`` (an event
+    loop) drive it."""
 
     def __init__(self, target: ScheduledTarget, leadership: Leadership) -> None:
-        self._target, self._leadership = target, leadership
-        self._timeout = target.timing.renew_deadline
+        self.target, self.leadership = target, leadership
+        self.timeout = target.timing.renew_deadline
         #: When this tenure's own last run ended, on the backend's clock (``due``'s busy_until).
         self._busy_until: float | None = None
         self._skipped: float | None = None
 
-    def run(self) -> None:
-        while True:
-            seen = performed(self._target.backend.observe(self._leadership.name, self._timeout))
-            read_at = time.monotonic()
-            match seen:
-                case Success(Observation(record=LockRecord() as record) as found) if self._ours(record):
-                    self._step(found, record, read_at)
-                case Success(_):
-                    time.sleep(self._target.timing.retry)  # not our lease any more: demotion is coming
-                case Failure(problem):
-                    _log.warning("schedule of %r cannot read its ledger: %s", self._leadership.name, problem)
-                    time.sleep(self._target.timing.retry)
+    def next(self, seen: Result[Observation, object], read_at: float) -> _Start | _Nap:
+        """After a read of the ledger (ended at monotonic ``read_at``): the record and the tick
+        to start now, or how long to wait."""
+        retry = self.target.timing.retry
+        match seen:
+            case Success(Observation(record=LockRecord() as record) as found) if self._ours(record):
+                return self._decide(found, record, read_at)
+            case Success(_):
+                return _Nap(retry)  # not our lease any more: the demotion is on its way
+            case Failure(problem):
+                _log.warning("schedule of %r cannot read its ledger: %s", self.leadership.name, problem)
+        return _Nap(retry)
+
+    def ran(self, start: _Start) -> None:
+        """Note that a run this tenure started has just ended."""
+        self._busy_until = time.monotonic() + start.offset
 
     def _ours(self, record: LockRecord) -> bool:
-        lead = self._leadership
+        lead = self.leadership
         return (record.holder, record.token) == (lead.node_id, lead.token)
 
-    def _step(self, seen: Observation, record: LockRecord, read_at: float) -> None:
-        timing = self._target.timing
+    def _decide(self, seen: Observation, record: LockRecord, read_at: float) -> _Start | _Nap:
+        timing = self.target.timing
         decided = due(
-            self._target.schedule,
-            self._target.policy,
+            self.target.schedule,
+            self.target.policy,
             record.ledger,
             seen.server_now,
             late_after=timing.ttl + timing.heartbeat,
@@ -128,30 +150,40 @@ class _Runner:
         )
         match decided:
             case RunTick(tick=tick):
-                self._run(record, tick, seen.server_now - read_at)
+                return _Start(record, tick, seen.server_now - read_at)
             case WaitUntil(at=at, skipped=skipped):
                 if skipped is not None and skipped != self._skipped:
                     self._skipped = skipped
-                    _log.info("schedule of %r skips the tick of %s", self._leadership.name, _iso(skipped))
+                    _log.info("schedule of %r skips the tick of %s", self.leadership.name, _iso(skipped))
                 nap = min(at - seen.server_now, LONGEST_NAP) - (time.monotonic() - read_at)
-                time.sleep(max(0.0, nap))
+                return _Nap(max(0.0, nap))
 
-    def _run(self, record: LockRecord, tick: float, offset: float) -> None:
-        """Start ``tick`` in the ledger, run the job if that went through, record its end.
-        ``offset`` turns this process's monotonic clock into the backend's."""
-        backend, name = self._target.backend, self._leadership.name
-        started = performed(backend.start_run(record, tick, self._timeout))
-        if started != Success(True):
-            # The ledger or the lease changed since it was read (or the call failed): read again.
-            time.sleep(self._target.timing.retry)
-            return
-        ok = _call(self._target.job, Tick(tick, self._leadership))
-        self._busy_until = time.monotonic() + offset
-        match performed(backend.finish_run(record, tick, ok, self._timeout)):
-            case Success(True):
-                pass
-            case outcome:
-                _log.warning("the end of %r's run of %s went unrecorded: %s", name, _iso(tick), outcome)
+    def unrecorded(self, tick: float, outcome: object) -> None:
+        """Say that the end of ``tick``'s run could not be recorded (the lease went, most likely)."""
+        _log.warning(
+            "the end of %r's run of %s went unrecorded: %s", self.leadership.name, _iso(tick), outcome
+        )
+
+
+def run_ticks(target: ScheduledTarget, leadership: Leadership) -> None:
+    """The worker process's loop: read, decide, start, run, record, sleep; for ever (the worker
+    ends this process with the tenure)."""
+    tenure, backend, name = _Tenure(target, leadership), target.backend, leadership.name
+    while True:
+        seen = performed(backend.observe(name, tenure.timeout))
+        read_at = time.monotonic()
+        match tenure.next(seen, read_at):
+            case _Nap(seconds=seconds):
+                time.sleep(seconds)
+            case _Start(record=record, tick=tick) as start:
+                if performed(backend.start_run(record, tick, tenure.timeout)) != Success(True):
+                    time.sleep(target.timing.retry)  # the ledger or the lease changed: read again
+                    continue
+                ok = _call(target.job, Tick(tick, leadership))
+                tenure.ran(start)
+                finished = performed(backend.finish_run(record, tick, ok, tenure.timeout))
+                if finished != Success(True):
+                    tenure.unrecorded(tick, finished)
 
 
 def _call(job: Job, tick: Tick) -> bool:
