@@ -41,6 +41,7 @@ import multiprocess
 from gomaster.backends import LockBackend, resolve_backend
 from gomaster.core.events import Demoted, Elected
 from gomaster.core.record import LockRecord
+from gomaster.core.schedule import Busy, CutShort, Missed, Policy
 from gomaster.core.timing import Timing
 from gomaster.runtime.console import logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
@@ -62,10 +63,11 @@ from gomaster.runtime.protocol import (
     WorkStopped,
     relog,
 )
+from gomaster.runtime.scheduled import Tick
 from gomaster.runtime.supervise import check_config, watcher
 from gomaster.runtime.supervisor import InApp, Overrun, backoff
 
-__all__ = ["EXIT_OVERRUN", "Demoted", "Elected", "Master", "NewLeader", "Overrun", "supervise"]
+__all__ = ["EXIT_OVERRUN", "Demoted", "Elected", "Master", "NewLeader", "Overrun", "every", "supervise"]
 
 _log = logging.getLogger("gomaster")
 
@@ -508,3 +510,44 @@ async def supervise(
         assert master._gone is not None
         await master._gone.wait()
         raise RuntimeError("the gomaster supervisor process ended unexpectedly")
+
+
+async def every(
+    period: str | float | None = None,
+    job: Callable[[Tick], Awaitable[object]] | None = None,
+    *,
+    cron: str | None = None,
+    tz: str = "UTC",
+    backend: LockBackend | str | None = None,
+    name: str = "default",
+    timing: Timing | None = None,
+    version: str = "",
+    missed: Missed = "latest",
+    cut_short: CutShort = "done",
+    busy: Busy = "wait",
+    overrun: Overrun = "kill",
+) -> None:
+    """:func:`gomaster.every` for an asyncio application: ``job`` (an ``async def`` taking a
+    :class:`gomaster.Tick`) is awaited in this event loop once per tick of the schedule, on
+    whichever node is master of ``name``, each tick's run started on at most one node. The
+    schedule runs as :func:`supervise`'s work, so demotion cancels it and the stop is enforced
+    as for any work here. Runs until cancelled, as :func:`supervise` does."""
+    from gomaster.runtime.every import checked_schedule
+    from gomaster.runtime.scheduled import ScheduledTarget, run_ticks_in_loop
+
+    if job is None:
+        raise TypeError("gomaster.aio.every() needs a job: an async function called with a gomaster.Tick")
+    _check_work(job)  # the same rules as work: an async function, not a coroutine object
+    timing = check_config(name, timing, version)[1]
+    target = ScheduledTarget(
+        job=job,
+        schedule=checked_schedule(period, cron, tz, timing),
+        policy=Policy(missed=missed, cut_short=cut_short, busy=busy),
+        backend=resolve_backend(backend),
+        timing=timing,
+    )
+
+    async def ticks(leadership: Leadership) -> None:
+        await run_ticks_in_loop(target, leadership)
+
+    await supervise(ticks, backend=target.backend, name=name, timing=timing, version=version, overrun=overrun)

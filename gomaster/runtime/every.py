@@ -55,7 +55,7 @@ def every(
             f"every() needs a job, a function called with a gomaster Tick at each tick, not "
             f"{type(job).__name__}{fix}"
         )
-    schedule = _raised(_schedule(period, cron, tz, timing))
+    schedule = checked_schedule(period, cron, tz, timing)
     policy = Policy(missed=missed, cut_short=cut_short, busy=busy)
     store = resolve_backend(backend)
     target = ScheduledTarget(job=job, schedule=schedule, policy=policy, backend=store, timing=timing)
@@ -82,8 +82,9 @@ def _as_schedule(schedule: Schedule) -> Schedule:
     return schedule
 
 
-def _raised(checked: Result[Schedule, str]) -> Schedule:
-    """Where the checked schedule meets the caller: a ``ValueError`` that says what to fix."""
+def checked_schedule(period: str | float | None, cron: str | None, tz: str, timing: Timing) -> Schedule:
+    """The schedule ``every()`` was given, or a ``ValueError`` that says what to fix."""
+    checked = _schedule(period, cron, tz, timing)
     if isinstance(checked, Failure):
         raise ValueError(checked.failure())
     found: Schedule = checked.unwrap()

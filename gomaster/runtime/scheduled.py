@@ -186,6 +186,49 @@ def run_ticks(target: ScheduledTarget, leadership: Leadership) -> None:
                     tenure.unrecorded(tick, finished)
 
 
+async def run_ticks_in_loop(target: ScheduledTarget, leadership: Leadership) -> None:
+    """``gomaster.aio.every``'s loop: :func:`run_ticks` as a task of the application's event loop.
+    The job is awaited in the loop; the backend's calls, which block, run in a thread."""
+    import asyncio
+
+    tenure, backend, name = _Tenure(target, leadership), target.backend, leadership.name
+    while True:
+        seen = performed(await asyncio.to_thread(backend.observe, name, tenure.timeout))
+        read_at = time.monotonic()
+        match tenure.next(seen, read_at):
+            case _Nap(seconds=seconds):
+                await asyncio.sleep(seconds)
+            case _Start(record=record, tick=tick) as start:
+                started = await asyncio.to_thread(backend.start_run, record, tick, tenure.timeout)
+                if performed(started) != Success(True):
+                    await asyncio.sleep(target.timing.retry)
+                    continue
+                ok = await _await(target.job, Tick(tick, leadership))
+                tenure.ran(start)
+                finished = performed(
+                    await asyncio.to_thread(backend.finish_run, record, tick, ok, tenure.timeout)
+                )
+                if finished != Success(True):
+                    tenure.unrecorded(tick, finished)
+
+
+async def _await(job: Job, tick: Tick) -> bool:
+    """Run an async job once in the loop; True when it finished without raising. Cancellation
+    (the end of the tenure) goes through."""
+    name, at = tick.leadership.name, _iso(tick.at)
+    try:
+        outcome = job(tick)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except JobFailedError as failed:
+        _log.warning("scheduled job of %r failed at the tick of %s: %s", name, at, failed)
+        return False
+    except Exception:
+        _log.error("scheduled job of %r failed at the tick of %s:\n%s", name, at, traceback.format_exc())
+        return False
+    return True
+
+
 def _call(job: Job, tick: Tick) -> bool:
     """Run the job once; True when it returned (or its awaitable finished) without raising."""
     name, at = tick.leadership.name, _iso(tick.at)

@@ -260,3 +260,50 @@ def test_with_overrun_warn_the_supervisor_only_logs_and_releases_after_grace(
         time.sleep(0.05)
     time.sleep(TIMING.grace + 1.0)
     assert app.poll() is None, "overrun='warn' must not end the application"
+
+
+def test_every_awaits_the_job_in_this_loop_once_per_tick_and_records_it_in_the_ledger(url: str) -> None:
+    ticks: list[tuple[float, int]] = []
+    loop_of_job: list[asyncio.AbstractEventLoop] = []
+
+    async def job(tick: gomaster.Tick) -> None:
+        loop_of_job.append(asyncio.get_running_loop())
+        ticks.append((tick.at, tick.token))
+        await asyncio.sleep(0)
+
+    async def scenario() -> asyncio.AbstractEventLoop:
+        running = asyncio.ensure_future(
+            gomaster.aio.every(0.5, job, backend=url, name="aio-every", timing=TIMING)
+        )
+        await _until(lambda: len(ticks) >= 4)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, WAIT)
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(scenario())
+    assert set(loop_of_job) == {loop}, "the job ran outside the application's loop"
+    at = [tick for tick, _ in ticks]
+    assert at == [at[0] + 0.5 * k for k in range(len(at))] and {token for _, token in ticks} == {1}
+    record = ok(connect(url).observe("aio-every", 5.0)).record
+    assert record is not None and record.released
+    assert record.ledger.started is not None and record.ledger.started >= at[-1]
+
+
+def test_every_refuses_a_sync_job_or_a_coroutine_object_naming_the_fix(url: str) -> None:
+    def plain(tick: gomaster.Tick) -> None:
+        """Sync: refused."""
+
+    async def job(tick: gomaster.Tick) -> None:
+        """Never awaited here."""
+
+    with pytest.raises(TypeError, match="make it `async def`"):
+        asyncio.run(gomaster.aio.every("5m", plain, backend=url))  # type: ignore[arg-type]
+    made = job(gomaster.Tick(0.0, Leadership(name="x", node_id="n", token=1, since=0.0)))
+    try:
+        with pytest.raises(TypeError, match="not a coroutine object"):
+            asyncio.run(gomaster.aio.every("5m", made, backend=url))  # type: ignore[arg-type]
+    finally:
+        made.close()
+    with pytest.raises(ValueError, match="shorter than the heartbeat"):
+        asyncio.run(gomaster.aio.every("10ms", job, backend=url))
