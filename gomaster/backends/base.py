@@ -116,8 +116,11 @@ class LockBackend(Protocol):
         """
         ...
 
-    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
-        """Record in the lock record's ledger that ``record``'s tenure starts the run of ``tick``.
+    def start_run(
+        self, record: LockRecord, tick: float, timeout: float, schedule: str = ""
+    ) -> IOResult[bool, BackendError]:
+        """Record in the lock record's ledger that ``record``'s tenure starts the run of ``tick``
+        of ``schedule`` (its description, kept with the start for ``gomaster status``).
 
         A compare-and-set, judged on the backend's clock: it writes only while the lease is
         ``record``'s (holder and token) and live, and while the ledger still equals

@@ -143,10 +143,12 @@ class MemoryBackend:
             )
             return IOSuccess(None if repaired is None else repaired.token)
 
-    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+    def start_run(
+        self, record: LockRecord, tick: float, timeout: float, schedule: str = ""
+    ) -> IOResult[bool, BackendError]:
         """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
         with self._store.lock:
-            started = start_run_in(self._store.records, record, tick, self._store.clock())
+            started = start_run_in(self._store.records, record, tick, self._store.clock(), schedule)
             return IOSuccess(self._store.keep(started) is not None)
 
     def finish_run(

@@ -81,14 +81,17 @@ def revoke_in(table: Table, record: LockRecord) -> LockRecord | None:
     return replace(current, holder="")
 
 
-def start_run_in(table: Table, record: LockRecord, tick: float, now: float) -> LockRecord | None:
+def start_run_in(
+    table: Table, record: LockRecord, tick: float, now: float, schedule: str = ""
+) -> LockRecord | None:
     """The start of a scheduled run: the ledger records ``tick`` as started by ``record``'s token,
     only while the lease is ``record``'s and live and the ledger is still ``record.ledger``;
     the new row, or None (no change)."""
     current = table.get(record.name)
     if not _same_lease(current, record) or not current.live_at(now) or current.ledger != record.ledger:
         return None
-    return replace(current, ledger=replace(current.ledger, started=tick, token=record.token))
+    ledger = replace(current.ledger, started=tick, token=record.token, schedule=schedule)
+    return replace(current, ledger=ledger)
 
 
 def finish_run_in(table: Table, record: LockRecord, tick: float, ok: bool, now: float) -> LockRecord | None:

@@ -31,6 +31,9 @@ class Ledger:
     token: int = 0
     finished: float | None = None
     ok: bool = True
+    #: The schedule that started the last run, as :func:`gomaster.core.schedule.describe` wrote
+    #: it ("" when unknown): what ``gomaster status`` computes the next tick from.
+    schedule: str = ""
 
     @property
     def unfinished(self) -> bool:
@@ -57,8 +60,12 @@ def tick_of(millis: int) -> float | None:
 #: The ledger of a name that never ran on a schedule.
 EMPTY_LEDGER = Ledger()
 
-#: The ledger's stored fields, in the order of :meth:`Ledger.stored`.
+#: The ledger's stored numbers, in the order of :meth:`Ledger.stored`.
 LEDGER_FIELDS = ("run_started", "run_token", "run_finished", "run_ok")
+#: The ledger's stored text: the schedule that started the last run (not compared by start_run).
+SCHEDULE_FIELD = "run_schedule"
+#: The longest schedule a ledger stores (``VARCHAR(255)`` on MySQL).
+MAX_SCHEDULE_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +248,9 @@ def _ledger(fields: Mapping[str, object]) -> Ledger:
             raise TypeError(f"{key} {value} is out of range")
     if ok not in (0, 1):
         raise TypeError(f"run_ok is {ok}, not 0 or 1")
-    if (started, token, finished, ok) == (0, 0, 0, 1):
+    schedule = _text(fields, SCHEDULE_FIELD)
+    if (started, token, finished, ok, schedule) == (0, 0, 0, 1, ""):
         return EMPTY_LEDGER
-    return Ledger(started=tick_of(started), token=token, finished=tick_of(finished), ok=bool(ok))
+    return Ledger(
+        started=tick_of(started), token=token, finished=tick_of(finished), ok=bool(ok), schedule=schedule
+    )

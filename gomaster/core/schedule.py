@@ -40,6 +40,8 @@ __all__ = [
     "Schedule",
     "WaitUntil",
     "cron",
+    "describe",
+    "described",
     "due",
     "every",
     "latest_tick",
@@ -173,6 +175,28 @@ def cron(expression: str, zone: str = "UTC") -> Result[Cron, str]:
             "day-of-month month day-of-week, such as '0 3 * * *'"
         )
     return Success(Cron(expression, zone))
+
+
+def describe(schedule: Schedule) -> str:
+    """The schedule as the run ledger stores it, and :func:`described` reads it back:
+    ``every 300000ms`` or ``cron 0 3 * * * Europe/Paris``."""
+    match schedule:
+        case Every():
+            return f"every {schedule.millis}ms"
+        case Cron(expression=expression, zone=zone):
+            return f"cron {' '.join(expression.split())} {zone}"
+
+
+def described(text: str) -> Schedule | None:
+    """The schedule :func:`describe` wrote, or None for anything else (an older record, a hand
+    edit): ``gomaster status`` then shows no next tick."""
+    kind, _, rest = text.partition(" ")
+    if kind == "every":
+        return parse_duration(rest).map(Every).value_or(None)
+    if kind == "cron":
+        expression, _, zone = rest.rpartition(" ")
+        return cron(expression, zone).value_or(None)
+    return None
 
 
 # -- ticks ----------------------------------------------------------------------------------
