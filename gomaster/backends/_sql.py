@@ -48,6 +48,7 @@ from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import (
     LEDGER_FIELDS,
     MAX_TOKEN,
+    SCHEDULE_FIELD,
     LockRecord,
     MalformedRecord,
     Observation,
@@ -57,10 +58,10 @@ from gomaster.core.record import (
 
 LEASE_FIELDS = ("holder", "version", "token", "acquired_at", "renewed_at", "expires_at", "host", "pid")
 #: Every column a step returns: the lease, then the run ledger.
-FIELDS = (*LEASE_FIELDS, *LEDGER_FIELDS)
+FIELDS = (*LEASE_FIELDS, *LEDGER_FIELDS, SCHEDULE_FIELD)
 COLUMNS = ", ".join(LEASE_FIELDS)
-#: What a ledger column holds in a row that never ran on a schedule (see ``Ledger.stored``).
-LEDGER_DEFAULTS = dict(zip(LEDGER_FIELDS, (0, 0, 0, 1), strict=True))
+#: What a ledger column holds in a row that never ran on a schedule (see ``Ledger.stored``), as SQL.
+LEDGER_DEFAULTS = {**dict(zip(LEDGER_FIELDS, ("0", "0", "0", "1"), strict=True)), SCHEDULE_FIELD: "''"}
 _TIMES = frozenset({"acquired_at", "renewed_at", "expires_at"})
 
 Row = Sequence[Any]
@@ -86,6 +87,7 @@ def _shape(
         "host": text,
         "pid": pid,
         **dict.fromkeys(LEDGER_FIELDS, token),
+        SCHEDULE_FIELD: text,
     }
 
 
@@ -141,6 +143,9 @@ class Dialect:
     millis: str
     #: More a stored integer column ``{}`` must satisfy to be kept by ``repair``.
     integer: str = ""
+    #: Where a column's declared type does not bind what it holds (SQLite), what makes
+    #: ``run_schedule`` text; ``repair`` empties it otherwise.
+    text: str = ""
     #: How a missing column is added to the table ``{table}``, declared as ``{column}``.
     add_column: str = "ALTER TABLE {table} ADD COLUMN {column}"
     #: False where writes have no ``RETURNING``: the row is read back by a second statement
@@ -175,6 +180,7 @@ SQLITE = Dialect(
     greatest="MAX",
     millis="CAST({now} * 1000 AS INTEGER)",
     integer="typeof({}) = 'integer' AND ",
+    text="typeof(run_schedule) = 'text'",
     types=_shape("TEXT", "INTEGER", "REAL", "INTEGER"),
     accepted=_shape(("TEXT",), ("INTEGER",), ("REAL",), ("INTEGER",)),
     kind=affinity,
@@ -304,7 +310,7 @@ class Statements:
                     table=self.table, column=self._declared(column, self.dialect.types[column])
                 )
             )
-            for column in LEDGER_FIELDS
+            for column in LEDGER_DEFAULTS
             if column in missing
         ]
 
@@ -447,6 +453,7 @@ class Statements:
             f"run_started = CASE WHEN {started} THEN run_started ELSE {millis} END, "
             f"run_token = CASE WHEN {valid('run_token')} THEN run_token ELSE 0 END, "
             f"run_ok = CASE WHEN {d.integer.format('run_ok')}run_ok IN (0, 1) THEN run_ok ELSE 1 END"
+            + (f", run_schedule = CASE WHEN {d.text} THEN run_schedule ELSE '' END" if d.text else "")
         )
         sql = (
             f"{self.head}UPDATE {self.table} SET token = {d.greatest}({p}, {kept}), holder = '', "
@@ -459,16 +466,17 @@ class Statements:
         """The WHERE of a ledger write: name, holder and token are the caller's, the lease live."""
         return f"{self.held} AND expires_at > {self.now}"
 
-    def start_run(self, record: LockRecord, tick: float) -> Statement:
-        """Record ``tick`` as started by ``record``'s token, while the lease is ours and live and the
-        ledger holds exactly what ``record`` saw."""
+    def start_run(self, record: LockRecord, tick: float, schedule: str = "") -> Statement:
+        """Record ``tick`` of ``schedule`` as started by ``record``'s token, while the lease is ours
+        and live and the ledger holds exactly what ``record`` saw."""
         p = self.p
         sql = (
-            f"{self.head}UPDATE {self.table} SET run_started = {p}, run_token = {p}{self.source} "
+            f"{self.head}UPDATE {self.table} SET run_started = {p}, run_token = {p}, "
+            f"run_schedule = {p}{self.source} "
             f"{self._ours_live()} AND run_started = {p} AND run_token = {p} AND run_finished = {p} "
             f"AND run_ok = {p}"
         )
-        params = (tick_millis(tick), record.token, record.name, record.holder, record.token)
+        params = (tick_millis(tick), record.token, schedule, record.name, record.holder, record.token)
         return self._written(sql, (*params, *record.ledger.stored()), "token", name=record.name)
 
     def finish_run(self, record: LockRecord, tick: float, ok: bool) -> Statement:
@@ -545,7 +553,7 @@ class Statements:
             found = run(self.columns)
         present = {str(row[0]) for row in found}
         if all(column in present for column in LEASE_FIELDS):
-            additions = self.additions([column for column in LEDGER_FIELDS if column not in present])
+            additions = self.additions([column for column in LEDGER_DEFAULTS if column not in present])
             if additions:  # a table of an earlier gomaster: give it the ledger
                 self._try(run, additions, tolerated)
                 found = run(self.columns)
@@ -716,11 +724,12 @@ class SQLBackend(Configured[_S]):
         rows = self._rows("repair", timeout, self._sql.repair(name, hold, token_floor))
         return rows.map(lambda found: int(str(found[0][0])) if found else None)
 
-    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
+    def start_run(
+        self, record: LockRecord, tick: float, timeout: float, schedule: str = ""
+    ) -> IOResult[bool, BackendError]:
         """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
-        return self._rows("start_run", timeout, self._sql.start_run(record, tick)).map(
-            lambda rows: len(rows) == 1
-        )
+        statement = self._sql.start_run(record, tick, schedule)
+        return self._rows("start_run", timeout, statement).map(lambda rows: len(rows) == 1)
 
     def finish_run(
         self, record: LockRecord, tick: float, ok: bool, timeout: float

@@ -637,7 +637,12 @@ def _last_run(status: Status) -> list[str]:
     """The schedule ledger's line, for a name that ever ran on one."""
     if status.last_run is None:
         return []
-    return [f"  last run    {_when(status.last_run)}, token {status.last_run_token}: {status.last_run_state}"]
+    lines = [
+        f"  last run    {_when(status.last_run)}, token {status.last_run_token}: {status.last_run_state}"
+    ]
+    if status.schedule:
+        lines.append(f"  schedule    {printable(status.schedule)}, next tick {_when(status.next_run)}")
+    return lines
 
 
 def _who(status: Status) -> str:

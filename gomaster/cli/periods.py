@@ -29,7 +29,7 @@ from returns.result import Failure, Result, Success
 from gomaster.backends import LockBackend
 from gomaster.core.errors import BackendError
 from gomaster.core.record import EMPTY_LEDGER, LockRecord, MalformedRecord, Observation
-from gomaster.core.schedule import Every, latest_tick
+from gomaster.core.schedule import Every, describe, latest_tick
 from gomaster.runtime._io import performed
 
 _log = logging.getLogger("gomaster")
@@ -85,9 +85,8 @@ def start_period(
             return Failure(done)
         if record is None or (record.holder, record.token) != (node_id, token) or tick is None:
             return Failure(Unsure(f"this node's lease (token {token}) is not the one in the backend"))
-        started: Result[bool, AlreadyRun | Unsure] = performed(backend.start_run(record, tick, timeout)).alt(
-            lambda error: Unsure(str(error))
-        )
+        writing = backend.start_run(record, tick, timeout, describe(period))
+        started: Result[bool, AlreadyRun | Unsure] = performed(writing).alt(lambda error: Unsure(str(error)))
         return started.bind(lambda won: _won(won, tick))
 
     read: Result[Observation, AlreadyRun | Unsure] = performed(backend.observe(name, timeout)).alt(

@@ -27,7 +27,7 @@ from returns.result import Failure, Result, Success
 
 from gomaster.backends import LockBackend
 from gomaster.core.record import LockRecord, Observation
-from gomaster.core.schedule import Policy, RunTick, Schedule, WaitUntil, due
+from gomaster.core.schedule import Policy, RunTick, Schedule, WaitUntil, describe, due
 from gomaster.core.timing import Timing
 from gomaster.runtime._io import performed
 from gomaster.runtime.lease import Leadership
@@ -113,6 +113,8 @@ class _Tenure:
     def __init__(self, target: ScheduledTarget, leadership: Leadership) -> None:
         self.target, self.leadership = target, leadership
         self.timeout = target.timing.renew_deadline
+        #: The schedule as the ledger keeps it beside each start.
+        self.described = describe(target.schedule)
         #: When this tenure's own last run ended, on the backend's clock (``due``'s busy_until).
         self._busy_until: float | None = None
         self._skipped: float | None = None
@@ -176,7 +178,8 @@ def run_ticks(target: ScheduledTarget, leadership: Leadership) -> None:
             case _Nap(seconds=seconds):
                 time.sleep(seconds)
             case _Start(record=record, tick=tick) as start:
-                if performed(backend.start_run(record, tick, tenure.timeout)) != Success(True):
+                started = backend.start_run(record, tick, tenure.timeout, tenure.described)
+                if performed(started) != Success(True):
                     time.sleep(target.timing.retry)  # the ledger or the lease changed: read again
                     continue
                 ok = _call(target.job, Tick(tick, leadership))
@@ -199,8 +202,8 @@ async def run_ticks_in_loop(target: ScheduledTarget, leadership: Leadership) -> 
             case _Nap(seconds=seconds):
                 await asyncio.sleep(seconds)
             case _Start(record=record, tick=tick) as start:
-                started = await asyncio.to_thread(backend.start_run, record, tick, tenure.timeout)
-                if performed(started) != Success(True):
+                writing = asyncio.to_thread(backend.start_run, record, tick, tenure.timeout, tenure.described)
+                if performed(await writing) != Success(True):
                     await asyncio.sleep(target.timing.retry)
                     continue
                 ok = await _await(target.job, Tick(tick, leadership))

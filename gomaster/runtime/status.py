@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal, TypeAlias
 
 from gomaster.core.record import LockRecord
+from gomaster.core.schedule import described, next_tick
 
 #: How a scheduled name's last run stands: none yet, running (or cut short by a failover:
 #: only its own master can tell), or ended well or not.
@@ -39,6 +40,10 @@ class Status:
     last_run: float | None = None
     last_run_token: int = 0
     last_run_state: RunState = "none"
+    #: The schedule that started the last run (``every 300000ms``, ``cron 0 3 * * * UTC``) and
+    #: its next tick after the snapshot, on the backend's clock.
+    schedule: str = ""
+    next_run: float | None = None
     error: str | None = None
 
     @property
@@ -82,7 +87,15 @@ def status_from_record(
         last_run=record.ledger.started,
         last_run_token=record.ledger.token,
         last_run_state=_run_state(record),
+        schedule=record.ledger.schedule,
+        next_run=_next_run(record, server_now),
     )
+
+
+def _next_run(record: LockRecord, server_now: float) -> float | None:
+    """The next tick of the schedule the ledger names, if it names one this version reads."""
+    found = described(record.ledger.schedule)
+    return None if found is None else next_tick(found, server_now)
 
 
 def _run_state(record: LockRecord) -> RunState:

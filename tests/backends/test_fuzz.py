@@ -73,7 +73,7 @@ def test_a_hand_corrupted_sqlite_row_is_a_failure_or_a_record_never_an_exception
     with sqlite3.connect(path) as raw:
         raw.execute("DELETE FROM gomaster_lock")
         raw.execute(
-            "INSERT INTO gomaster_lock VALUES ('x', ?, '', ?, 0, 0, ?, 'h', ?, ?, 0, 0, 1)",
+            "INSERT INTO gomaster_lock VALUES ('x', ?, '', ?, 0, 0, ?, 'h', ?, ?, 0, 0, 1, '')",
             (holder, token, expires, pid, started),
         )
     outcome = result(backend.observe("x", TIMEOUT))

@@ -256,7 +256,7 @@ class _SQLite(Traits):
         raw("UPDATE {t} SET token = 'garbage', expires_at = 'soon' WHERE name = %s", name)
 
     def corrupt_ledger(self, raw: Any, backend: Any, name: str) -> None:
-        raw("UPDATE {t} SET run_started = 'garbage' WHERE name = %s", name)
+        raw("UPDATE {t} SET run_started = 'garbage', run_schedule = 5 WHERE name = %s", name)
 
     def expire_far_away(self, raw: Any, backend: Any, name: str) -> None:
         raw(f"UPDATE {{t}} SET holder = '', expires_at = {FAR_FUTURE} WHERE name = %s", name)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import random
@@ -105,6 +106,18 @@ def test_every_runs_cmd_at_each_tick_on_one_of_two_nodes_with_the_tick_in_its_en
                 node.stderr.close()
     runs = _runs(tmp_path)
     ticks = [tick for _, tick, _ in runs]
+    shown = subprocess.run(
+        [*GOMASTER, "status", "--name", "sweep", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FINISH,
+        check=False,
+    )
+    status = json.loads(shown.stdout)
+    assert status["schedule"] == "every 1000ms" and status["last_run_token"] == 1
+    assert status["last_run"] >= ticks[-1] and status["next_run"] > status["last_run"]
     assert {(name, token) for name, _, token in runs} == {("sweep", 1)}, "one master ran every tick"
     assert ticks == [ticks[0] + k for k in range(len(ticks))], "every tick once, in order, on whole seconds"
     assert ticks[0] == math.floor(ticks[0])

@@ -87,6 +87,7 @@ def test_each_tick_runs_once_across_two_nodes_and_the_new_master_runs_the_tick_d
     record = ok(connect(url).observe(NAME, 5.0)).record
     assert record is not None and record.ledger.started is not None
     assert record.ledger.started >= after[-1], "the ledger lags the runs it saw start"
+    assert record.ledger.schedule == "every 500ms"
 
 
 def test_a_failed_run_is_recorded_failed_and_the_next_tick_still_runs(tmp_path: Path) -> None:
