@@ -30,7 +30,7 @@ from gomaster.backends.postgresql import PostgreSQLBackend
 from gomaster.backends.redis import RedisBackend
 from gomaster.backends.sqlite import DEFAULT_TABLE, SQLiteBackend
 from gomaster.backends.url import BackendURL, parse_url
-from gomaster.core.record import LEDGER_FIELDS, MAX_TOKEN
+from gomaster.core.record import LEDGER_FIELDS, MAX_TOKEN, SCHEDULE_FIELD
 from tests.servers.base import ThrowawayServer
 from tests.servers.mongodb import SecantusServer
 from tests.servers.mysql import MariaDBServer
@@ -209,7 +209,7 @@ class Traits:
 
     def drop_ledger(self, raw: Any, backend: Any) -> None:
         """Take the run ledger's columns out of the lock table, as an earlier gomaster made it."""
-        for column in LEDGER_FIELDS:
+        for column in (*LEDGER_FIELDS, SCHEDULE_FIELD):
             raw(f"ALTER TABLE {{t}} DROP COLUMN {column}")
 
     def expire_now(self, raw: Any, backend: Any, name: str) -> None:
