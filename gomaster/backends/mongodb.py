@@ -12,7 +12,8 @@ date misbehaves on some wire-compatible servers. Records carry them as float epo
 - observe_many: observe's aggregation for many ``_id``; renew_many: one ``update`` of many
   documents, each under its own compare-and-set, then that aggregation (two round trips);
 - start_run and finish_run: an ``update`` of the run ledger's fields (int64 ticks and token,
-  ``run_ok`` 0 or 1), its filter the compare-and-set (our live lease; the ledger as the caller
+  ``run_ok`` 0 or 1; start_run also writes the schedule's text, ``run_schedule``, which the
+  compare leaves out), its filter the compare-and-set (our live lease; the ledger as the caller
   saw it, or its own start). A document written before the ledger lacks them: a missing field
   means "no run yet".
 
@@ -65,6 +66,7 @@ from gomaster.core.record import (
     EMPTY_LEDGER,
     LEDGER_FIELDS,
     MAX_TOKEN,
+    SCHEDULE_FIELD,
     LockRecord,
     MalformedRecord,
     Observation,
@@ -473,8 +475,10 @@ def _whole(value: object, bound: int = MAX_TOKEN) -> Document:
 def _repaired_ledger() -> Document:
     """The ledger as ``repair`` leaves it: each valid field kept, each corrupted one rewritten as
     "the run of now has finished", never a second run of a tick that may have run. Every
-    expression reads the document as it was before the update."""
+    expression reads the document as it was before the update. A schedule that is no text (a
+    hand edit) becomes "" (unknown); text is kept."""
     started, token, finished, ok = (_ledger(field) for field in LEDGER_FIELDS)
+    schedule = f"${SCHEDULE_FIELD}"
     return {
         "run_started": {"$cond": [_whole(started), {"$toLong": started}, _NOW]},
         "run_token": {"$cond": [_whole(token), {"$toLong": token}, Int64(0)]},
@@ -482,6 +486,7 @@ def _repaired_ledger() -> Document:
             "$cond": [{"$and": [_whole(started), _whole(finished)]}, {"$toLong": finished}, _NOW]
         },
         "run_ok": {"$cond": [_whole(ok, bound=2), ok, _LEDGER_DEFAULTS["run_ok"]]},
+        SCHEDULE_FIELD: {"$cond": [{"$eq": [{"$type": schedule}, "string"]}, schedule, {"$literal": ""}]},
     }
 
 
@@ -730,10 +735,15 @@ class MongoBackend(Configured[_Settings]):
         the values it already holds counts: the compare-and-set succeeded)."""
         return self._run(step, timeout, lambda locks: locks.update_one(query, update).matched_count == 1)
 
-    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
-        """Record the start of ``tick``'s run if the lease and the whole ledger are as ``record`` saw them."""
+    def start_run(
+        self, record: LockRecord, tick: float, timeout: float, schedule: str = ""
+    ) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run of ``schedule`` if the lease and the ledger's numbers
+        are as ``record`` saw them. A plain update, not a pipeline: a schedule starting with ``$``
+        is stored as text."""
         seen = dict(zip(LEDGER_FIELDS, record.ledger.stored(), strict=True))
-        started = {"run_started": Int64(tick_millis(tick)), "run_token": Int64(record.token)}
+        started: Document = {"run_started": Int64(tick_millis(tick)), "run_token": Int64(record.token)}
+        started[SCHEDULE_FIELD] = schedule
         return self._update("start_run", _running(record, seen), {"$set": started}, timeout)
 
     def finish_run(

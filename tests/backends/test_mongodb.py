@@ -21,7 +21,7 @@ from gomaster.backends import LockBackend, connect
 from gomaster.backends.mongodb import DEFAULT_COLLECTION, DEFAULT_DATABASE, MongoBackend
 from gomaster.core.decide import Claim
 from gomaster.core.errors import Conflict
-from gomaster.core.record import EMPTY_LEDGER, LockRecord, NodeIdentity, tick_millis
+from gomaster.core.record import EMPTY_LEDGER, LockRecord, MalformedRecord, NodeIdentity, tick_millis
 from tests.helpers import err, identity, ok, result
 from tests.servers.mongodb import SecantusServer
 
@@ -48,6 +48,8 @@ IDLE_WAIT = 3.0
 BUSY_WRITES = 25
 #: A tick the ledger tests record: whole milliseconds, as every schedule's ticks are.
 TICK = 1_764_921_600.125
+#: A schedule's text, as ``describe`` writes it.
+SCHEDULE = "every 300000ms"
 
 Document = dict[str, Any]
 
@@ -150,16 +152,39 @@ def test_ledger_ticks_and_token_are_stored_as_int64_milliseconds(
 def test_repair_judges_each_ledger_field_on_its_own(
     backend: MongoBackend, raw: Collection[Document], lock_name: str
 ) -> None:
-    """A valid started tick stays; a corrupted token, end or outcome is reset (the end to now)."""
+    """A valid started tick and schedule stay; a corrupted token, end or outcome is reset (the end to now)."""
     record = _claim_first(backend, lock_name)
-    assert ok(backend.start_run(record, TICK, TIMEOUT)) is True
+    assert ok(backend.start_run(record, TICK, TIMEOUT, SCHEDULE)) is True
     assert ok(backend.finish_run(record, TICK, True, TIMEOUT)) is True
     raw.update_one({"_id": lock_name}, {"$set": {"run_token": -1, "run_finished": 2.5, "run_ok": True}})
     before = time.time()
     assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
     ledger = _seen(backend, lock_name).ledger
-    assert (ledger.started, ledger.token, ledger.ok) == (TICK, 0, True)
+    assert (ledger.started, ledger.token, ledger.ok, ledger.schedule) == (TICK, 0, True, SCHEDULE)
     assert ledger.finished is not None and abs(ledger.finished - before) < TIMEOUT
+
+
+def test_repair_turns_a_schedule_that_is_no_text_into_an_empty_one(
+    backend: MongoBackend, raw: Collection[Document], lock_name: str
+) -> None:
+    """A hand-edited ``run_schedule`` would leave the record unreadable after repair; it becomes ""."""
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT, SCHEDULE)) is True
+    raw.update_one({"_id": lock_name}, {"$set": {"run_schedule": 300}})
+    assert isinstance(err(backend.observe(lock_name, TIMEOUT)), MalformedRecord)
+    assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
+    ledger = _seen(backend, lock_name).ledger
+    assert (ledger.started, ledger.token, ledger.schedule) == (TICK, record.token, "")
+
+
+def test_a_schedule_starting_with_a_dollar_is_stored_as_text(
+    backend: MongoBackend, raw: Collection[Document], lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT, "$run_token")) is True
+    stored = raw.find_one({"_id": lock_name})
+    assert stored is not None and stored["run_schedule"] == "$run_token"
+    assert _seen(backend, lock_name).ledger.schedule == "$run_token"
 
 
 def test_holder_version_and_host_starting_with_a_dollar_are_stored_as_text(
