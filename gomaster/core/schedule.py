@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from returns.result import Failure, Result, Success
 
-from gomaster.core.record import Ledger
+from gomaster.core.record import MAX_SCHEDULE_LENGTH, Ledger
 
 __all__ = [
     "Busy",
@@ -163,6 +163,9 @@ def cron(expression: str, zone: str = "UTC") -> Result[Cron, str]:
     """A checked :class:`Cron`: the expression parses and the zone is known."""
     from cronsim import CronSim, CronSimError
 
+    longest = MAX_SCHEDULE_LENGTH - len("cron ") - len(zone) - 1
+    if len(expression) > longest:
+        return Failure(f"cron expression is longer than {longest} characters: the run ledger keeps it")
     try:
         tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):

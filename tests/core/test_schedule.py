@@ -230,3 +230,7 @@ def test_an_instant_a_hair_before_a_cron_tick_is_still_before_it() -> None:
     hair = 1_830_297_599.9999998
     assert latest_tick(hourly, hair) == tick - 3600
     assert next_tick(hourly, hair) == tick
+
+
+def test_a_cron_expression_too_long_for_the_ledger_is_refused_saying_so() -> None:
+    assert "longer than" in cron(",".join(["1"] * 200) + " * * * *").failure()
