@@ -4,8 +4,9 @@ Keys of lock ``name`` under prefix ``P``, with ``H`` the hex of the name's UTF-8
 name makes a safe key): ``P:lease:H``, a hash whose times are integer milliseconds of the
 server's ``TIME`` and whose key expires when the lease does (``PEXPIREAT``); ``P:token:H``, the
 token counter, which never expires; ``P:runs:H``, the schedule's run ledger (``LEDGER_FIELDS``
-as integer text), a hash that never expires either, since a claim rewrites the lease and Redis
-drops it; ``P:names``, the set of every ``H`` claimed; and the channel ``P:released:H``.
+as integer text, and ``SCHEDULE_FIELD``, the text of the schedule that started the last run),
+a hash that never expires either, since a claim rewrites the lease and Redis drops it;
+``P:names``, the set of every ``H`` claimed; and the channel ``P:released:H``.
 
 Each step is one Lua script (``EVALSHA``; ``EVAL`` when the server does not know it yet) that
 reads ``TIME`` itself, so it is atomic and one round trip. observe reads lease and counter
@@ -65,6 +66,7 @@ from gomaster.core.record import (
     EMPTY_LEDGER,
     LEDGER_FIELDS,
     MAX_TOKEN,
+    SCHEDULE_FIELD,
     LockRecord,
     MalformedRecord,
     Observation,
@@ -113,10 +115,12 @@ def _lua_strings(values: Sequence[object]) -> str:
     return "{" + ", ".join(f"'{value}'" for value in values) + "}"
 
 
-#: The Python constants the scripts share: the run ledger's fields (``RUNS``), what a missing
-#: one means (``NO_RUNS``, the empty ledger), and the bound of a token or a tick.
+#: The Python constants the scripts share: the run ledger's numbers (``RUNS``), what a missing
+#: one means (``NO_RUNS``, the empty ledger), its text (``SCHEDULE``, "" when missing), every
+#: field a read returns (``READ``: the numbers, then the text), and the bound of a token or a tick.
 _CONSTANTS = f"""
 local RUNS, NO_RUNS = {_lua_strings(LEDGER_FIELDS)}, {_lua_strings(EMPTY_LEDGER.stored())}
+local SCHEDULE, READ = '{SCHEDULE_FIELD}', {_lua_strings((*LEDGER_FIELDS, SCHEDULE_FIELD))}
 local MAX_TOKEN = '{MAX_TOKEN}'"""
 
 #: Helpers of every script. ``register`` and ``write`` take KEYS lease, counter, registry and
@@ -141,10 +145,10 @@ local function highest(...)
 end
 local function whole(s) return canonical(s) and (#s < #MAX_TOKEN or s < MAX_TOKEN) end
 local function kind(key) return redis.call('TYPE', key)['ok'] end
--- The run ledger's values (false where missing), or why they cannot be read: one HMGET, since
--- followers of many names read it on every observe.
+-- The run ledger's values of READ (false where missing), or why they cannot be read: one HMGET,
+-- since followers of many names read it on every observe.
 local function runs_of(key)
-  local values = redis.pcall('HMGET', key, unpack(RUNS))
+  local values = redis.pcall('HMGET', key, unpack(READ))
   if values.err then return 'run ledger ' .. key .. ' holds a ' .. kind(key) .. ', not a hash' end
   return values
 end
@@ -190,8 +194,32 @@ local function ledger_if_ours()
   for i, default in ipairs(NO_RUNS) do runs[i] = runs[i] or default end
   return runs
 end
--- Repair of a run ledger: a field that is no valid value makes it "the run of now, finished"
--- (never a second run of a tick that may have run); a valid field is kept.
+-- Whether s reads as text (UTF-8 as ``_decode`` reads it: Python's 'surrogatepass' lets the
+-- encoded surrogates ED A0..BF through).
+local function readable(s)
+  local i = 1
+  while i <= #s do
+    local c, more, low, high = string.byte(s, i), 0, 0x80, 0xBF
+    if c < 0x80 then more = 0
+    elseif c >= 0xC2 and c <= 0xDF then more = 1
+    elseif c == 0xE0 then more, low = 2, 0xA0
+    elseif c >= 0xE1 and c <= 0xEF then more = 2
+    elseif c == 0xF0 then more, low = 3, 0x90
+    elseif c >= 0xF1 and c <= 0xF3 then more = 3
+    elseif c == 0xF4 then more, high = 3, 0x8F
+    else return false end
+    for j = 1, more do
+      local b = string.byte(s, i + j)
+      if not b or b < low or b > high then return false end
+      low, high = 0x80, 0xBF
+    end
+    i = i + more + 1
+  end
+  return true
+end
+-- Repair of a run ledger: a number that is no valid value makes it "the run of now, finished"
+-- (never a second run of a tick that may have run); a valid one is kept. The schedule is kept
+-- unless it is no text (bytes a hand edit wrote), which becomes "".
 local function mend_runs(key, now)
   local k = kind(key)
   if k == 'none' then return end
@@ -207,6 +235,8 @@ local function mend_runs(key, now)
     RUNS[2], whole(f[2]) and f[2] or NO_RUNS[2],
     RUNS[3], started and whole(f[3]) and f[3] or clock,
     RUNS[4], (f[4] == '0' or f[4] == '1') and f[4] or NO_RUNS[4])
+  local schedule = redis.call('HGET', key, SCHEDULE)
+  if schedule and not readable(schedule) then redis.call('HSET', key, SCHEDULE, '') end
 end
 local function register()
   local k = kind(KEYS[3])
@@ -331,9 +361,10 @@ mend_runs(KEYS[4], now)
 return {'done', token}
 """
 
-#: KEYS: lease, runs. ARGV: holder, token, tick ms, then the ledger the caller saw (``RUNS``).
-#: Records the tick as started by the token while the lease is ours and live and the ledger is
-#: still the one seen; {'done'} when written, {'unchanged'} when refused.
+#: KEYS: lease, runs. ARGV: holder, token, tick ms, the ledger the caller saw (``RUNS``), the
+#: schedule. Records the tick as started by the token, and the schedule, while the lease is ours
+#: and live and the ledger's numbers are still the ones seen (the schedule is not compared);
+#: {'done'} when written, {'unchanged'} when refused.
 _START_RUN = r"""
 local runs, problem = ledger_if_ours()
 if problem then return {'corrupt', problem} end
@@ -341,7 +372,8 @@ if not runs then return {'unchanged'} end
 for i = 1, #RUNS do
   if runs[i] ~= ARGV[3 + i] then return {'unchanged'} end
 end
-redis.call('HSET', KEYS[2], RUNS[1], ARGV[3], RUNS[2], ARGV[2], RUNS[3], runs[3], RUNS[4], runs[4])
+redis.call('HSET', KEYS[2], RUNS[1], ARGV[3], RUNS[2], ARGV[2], RUNS[3], runs[3], RUNS[4], runs[4],
+  SCHEDULE, ARGV[4 + #RUNS])
 return {'done'}
 """
 
@@ -549,16 +581,16 @@ def _parsed(found: dict[object, object]) -> dict[str, object]:
 
 def _ledger_fields(name: str, runs: object) -> Result[dict[str, object], MalformedRecord]:
     """The scripts' ``runs_of`` (the ledger's values, nil where missing, or why the key cannot be
-    read) as ``parse_record`` fields; a missing hash is the empty ledger."""
+    read) as ``parse_record`` fields; a missing hash is the empty ledger. The schedule stays text
+    (bytes that are no UTF-8 stay bytes, for ``parse_record`` to refuse)."""
     match runs:
-        case list(values) if len(values) == len(LEDGER_FIELDS):
-            found = map(_decode, values)
-            return Success(
-                {
-                    key: int(value) if isinstance(value, str) and _LEDGER_VALUE.match(value) else value
-                    for key, value in zip(LEDGER_FIELDS, found, strict=True)
-                }
-            )
+        case [*numbers, schedule] if len(numbers) == len(LEDGER_FIELDS):
+            found = map(_decode, numbers)
+            fields: dict[str, object] = {
+                key: int(value) if isinstance(value, str) and _LEDGER_VALUE.match(value) else value
+                for key, value in zip(LEDGER_FIELDS, found, strict=True)
+            }
+            return Success(fields | {SCHEDULE_FIELD: _decode(schedule)})
         case bytes() | str():
             return Failure(MalformedRecord(name, str(_decode(runs))))
     return Failure(MalformedRecord(name, f"the run ledger came back as {reprlib.repr(runs)}"))
@@ -1072,10 +1104,13 @@ class RedisBackend(Configured[_Settings]):
         args = (self.keys(name).member, str(round(hold * _MS)), str(max(token_floor, 0)))
         return self._script(REPAIR, name, timeout, args, _repaired)
 
-    def start_run(self, record: LockRecord, tick: float, timeout: float) -> IOResult[bool, BackendError]:
-        """Record the start of ``tick``'s run if the lease and the ledger are as ``record`` saw them."""
+    def start_run(
+        self, record: LockRecord, tick: float, timeout: float, schedule: str = ""
+    ) -> IOResult[bool, BackendError]:
+        """Record the start of ``tick``'s run of ``schedule`` if the lease and the ledger's numbers
+        are as ``record`` saw them."""
         seen = (str(value) for value in record.ledger.stored())
-        args = (_encode(record.holder), str(record.token), str(tick_millis(tick)), *seen)
+        args = (_encode(record.holder), str(record.token), str(tick_millis(tick)), *seen, _encode(schedule))
         return self._script(START_RUN, record.name, timeout, args, _changed)
 
     def finish_run(

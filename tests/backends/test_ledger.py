@@ -152,6 +152,26 @@ def test_renewal_release_and_the_next_claim_keep_the_ledger(backend: LockBackend
     assert ok(backend.observe_many([lock_name], TIMEOUT))[lock_name].unwrap().record == again
 
 
+def test_the_schedule_that_started_a_run_is_kept_and_read_back(backend: LockBackend, lock_name: str) -> None:
+    """Stored with the start, kept by every other step, replaced by the next start (even by "")."""
+    record = _acquire(backend, lock_name)
+    assert ok(backend.start_run(record, TICKS[0], TIMEOUT, schedule="every 1000ms")) is True
+    assert _seen(backend, lock_name).ledger.schedule == "every 1000ms"
+    assert ok(backend.finish_run(record, TICKS[0], True, TIMEOUT)) is True
+    ledger = _seen(backend, lock_name).ledger
+    assert (ledger.schedule, ledger.finished, ledger.ok) == ("every 1000ms", TICKS[0], True)
+    assert ok(backend.renew(record, TTL, TIMEOUT)).ledger == ledger
+    assert ok(backend.renew_many([record], TTL, TIMEOUT))[lock_name].unwrap().ledger == ledger
+    assert ok(backend.release(record, TIMEOUT))
+    assert _seen(backend, lock_name).ledger == ledger
+    again = _acquire(backend, lock_name)
+    assert again.ledger == ledger
+    assert ok(backend.observe_many([lock_name], TIMEOUT))[lock_name].unwrap().record == again
+    assert ok(backend.start_run(again, TICKS[1], TIMEOUT, schedule="")) is True
+    ledger = _seen(backend, lock_name).ledger
+    assert (ledger.started, ledger.token, ledger.schedule) == (TICKS[1], again.token, "")
+
+
 def test_a_ledger_seen_before_the_last_start_cannot_start_another_run(
     backend: LockBackend, lock_name: str
 ) -> None:

@@ -159,13 +159,14 @@ def test_the_run_ledger_is_a_hash_that_outlives_the_lease_key_and_a_claim_after_
     assert keys.runs == f"{DEFAULT_PREFIX}:runs:{lock_name.encode().hex()}"
     first = _claim_first(backend, lock_name, ttl=SHORT_TTL)
     assert raw.exists(keys.runs) == 0, "a name that never ran keeps no ledger"
-    assert ok(backend.start_run(first, TICK, TIMEOUT)) is True
+    assert ok(backend.start_run(first, TICK, TIMEOUT, schedule="every 125ms")) is True
     stored = {_text(k): _text(v) for k, v in raw.hgetall(keys.runs).items()}
     assert stored == {
         "run_started": str(round(TICK * MS)),
         "run_token": str(first.token),
         "run_finished": "0",
         "run_ok": "1",
+        "run_schedule": "every 125ms",
     }
     assert raw.ttl(keys.runs) == -1, "the run ledger must never expire"
     time.sleep(SHORT_TTL + 0.05)
@@ -527,6 +528,41 @@ def test_a_run_ledger_of_the_wrong_type_refuses_claims_and_runs_until_repair_cou
     assert abs(int(stored["run_started"]) / MS - time.time()) < 60, stored
     assert (stored["run_token"], stored["run_ok"]) == ("0", "1")
     assert _acquire(backend, lock_name).ledger.unfinished is False
+
+
+def test_a_run_ledger_without_a_schedule_reads_as_none_and_the_next_start_adds_it(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    """A ledger written before schedules were stored."""
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT, schedule="every 125ms"))
+    runs = backend.keys(lock_name).runs
+    raw.hdel(runs, "run_schedule")
+    seen = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert seen is not None and (seen.ledger.started, seen.ledger.schedule) == (TICK, "")
+    assert ok(backend.start_run(seen, TICK + 1, TIMEOUT, schedule="cron 0 3 * * * UTC"))
+    assert raw.hget(runs, "run_schedule") == b"cron 0 3 * * * UTC"
+
+
+def test_a_schedule_that_is_no_text_is_malformed_and_repair_clears_only_it(
+    backend: RedisBackend, raw: redis.Redis, lock_name: str
+) -> None:
+    record = _claim_first(backend, lock_name)
+    assert ok(backend.start_run(record, TICK, TIMEOUT, schedule="every 125ms"))
+    ledger = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert ledger is not None
+    runs = backend.keys(lock_name).runs
+    raw.hset(runs, "run_schedule", b"every \xff")
+    seen = err(backend.observe(lock_name, TIMEOUT))
+    assert isinstance(seen, MalformedRecord) and "run_schedule" in str(seen), seen
+    assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) == record.token
+    assert _acquire(backend, lock_name).ledger == replace(ledger.ledger, schedule="")
+    # Text of every width, an encoded surrogate included (as names may be), survives repair.
+    text = "cron 0 3 * * * Europe/Zürich \u20ac \U0001f600 \ud800"
+    raw.hset(runs, "run_schedule", text.encode("utf-8", "surrogatepass"))
+    assert ok(backend.repair(lock_name, 0.0, 0, TIMEOUT)) is not None
+    after = ok(backend.observe(lock_name, TIMEOUT)).record
+    assert after is not None and after.ledger.schedule == text
 
 
 def test_a_registry_of_the_wrong_type_is_a_failure_of_names(private_redis: RedisServer) -> None:
