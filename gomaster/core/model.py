@@ -88,7 +88,11 @@ def start_run_in(
     only while the lease is ``record``'s and live and the ledger is still ``record.ledger``;
     the new row, or None (no change)."""
     current = table.get(record.name)
-    if not _same_lease(current, record) or not current.live_at(now) or current.ledger != record.ledger:
+    if (
+        not _same_lease(current, record)
+        or not current.live_at(now)
+        or current.ledger.stored() != record.ledger.stored()
+    ):
         return None
     ledger = replace(current.ledger, started=tick, token=record.token, schedule=schedule)
     return replace(current, ledger=ledger)
