@@ -40,6 +40,13 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def _gomaster(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """One ``gomaster`` command to its end."""
+    return subprocess.run(
+        [*GOMASTER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=FINISH, check=False
+    )
+
+
 def _fire(env: dict[str, str], name: str, *options: str, cmd: str = RECORD) -> subprocess.Popen[str]:
     """One node's cron firing the job."""
     command = [*GOMASTER, "run", "--name", name, "--ttl", "1", *options, "--", "sh", "-c", cmd]
@@ -106,15 +113,7 @@ def test_every_runs_cmd_at_each_tick_on_one_of_two_nodes_with_the_tick_in_its_en
                 node.stderr.close()
     runs = _runs(tmp_path)
     ticks = [tick for _, tick, _ in runs]
-    shown = subprocess.run(
-        [*GOMASTER, "status", "--name", "sweep", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=FINISH,
-        check=False,
-    )
+    shown = _gomaster(env, "status", "--name", "sweep", "--json")
     status = json.loads(shown.stdout)
     assert status["schedule"] == "every 1000ms" and status["last_run_token"] == 1
     assert status["last_run"] >= ticks[-1] and status["next_run"] > status["last_run"]
@@ -125,25 +124,9 @@ def test_every_runs_cmd_at_each_tick_on_one_of_two_nodes_with_the_tick_in_its_en
 
 def test_a_node_fired_after_the_period_ran_exits_0_at_once_saying_so(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    done = subprocess.run(
-        [*GOMASTER, "run", "--name", "daily", "--once-per", "1d", "--", "sh", "-c", RECORD],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=FINISH,
-        check=False,
-    )
+    done = _gomaster(env, "run", "--name", "daily", "--once-per", "1d", "--", "sh", "-c", RECORD)
     assert done.returncode == 0, done.stderr
-    again = subprocess.run(
-        [*GOMASTER, "run", "--name", "daily", "--once-per", "1d", "--", "sh", "-c", RECORD],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=FINISH,
-        check=False,
-    )
+    again = _gomaster(env, "run", "--name", "daily", "--once-per", "1d", "--", "sh", "-c", RECORD)
     assert again.returncode == 0, again.stderr
     assert "already ran, under token 1: not running CMD" in again.stderr
     assert "elected" not in again.stderr, "a period seen run needs no election"
@@ -198,15 +181,7 @@ def test_bad_periods_and_a_wait_timeout_without_once_are_usage_errors_naming_the
         ("--every", "100ms"): "shorter than the heartbeat",
     }
     for options, said in cases.items():
-        done = subprocess.run(
-            [*GOMASTER, "run", "--name", "x", *options, "--", "true"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=FINISH,
-            check=False,
-        )
+        done = _gomaster(env, "run", "--name", "x", *options, "--", "true")
         assert done.returncode == 2, (options, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and said in lines[0], (options, done.stderr)
