@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from gomaster.backends import LockBackend, connect
     from gomaster.core.record import LockRecord
     from gomaster.core.timing import Timing
-    from gomaster.runtime.every import every
+    from gomaster.runtime.every import On, every, schedules
     from gomaster.runtime.lease import Leadership
     from gomaster.runtime.master import HookError, Master
     from gomaster.runtime.scheduled import Tick
@@ -36,11 +36,13 @@ _HOMES = {
     "LockBackend": "gomaster.backends",
     "LockRecord": "gomaster.core.record",
     "Master": "gomaster.runtime.master",
+    "On": "gomaster.runtime.every",
     "Status": "gomaster.runtime.status",
     "Tick": "gomaster.runtime.scheduled",
     "Timing": "gomaster.core.timing",
     "connect": "gomaster.backends",
     "every": "gomaster.runtime.every",
+    "schedules": "gomaster.runtime.every",
     "supervise": "gomaster.runtime.supervise",
 }
 
@@ -65,11 +67,13 @@ __all__ = [
     "LockBackend",
     "LockRecord",
     "Master",
+    "On",
     "Status",
     "Tick",
     "Timing",
     "__version__",
     "connect",
     "every",
+    "schedules",
     "supervise",
 ]

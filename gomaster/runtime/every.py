@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from returns.result import Failure, Result
 
@@ -14,6 +15,20 @@ from gomaster.core.schedule import every as checked_every
 from gomaster.core.timing import Timing
 from gomaster.runtime.scheduled import ScheduledTarget, Tick
 from gomaster.runtime.supervise import check_config, supervise
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class On:
+    """One lock name's schedule for :func:`schedules`: ``job`` at each tick of ``period`` or of
+    ``cron`` in ``tz``, with the policies :func:`every` describes."""
+
+    job: Callable[[Tick], object]
+    period: str | float | None = None
+    cron: str | None = None
+    tz: str = "UTC"
+    missed: Missed = "latest"
+    cut_short: CutShort = "done"
+    busy: Busy = "wait"
 
 
 def every(
@@ -47,19 +62,46 @@ def every(
     still ``busy`` (``"wait"`` runs the latest once it ends, ``"skip"`` skips them; never two
     runs of one name at once). Blocks like :func:`gomaster.supervise`, until SIGTERM or SIGINT.
     """
-    chosen = "default" if name is None else name
-    timing = check_config(chosen, timing, version)[1]
     if job is None or not callable(job) or inspect.iscoroutine(job):
         fix = " (pass the function, not the coroutine it returns)" if inspect.iscoroutine(job) else ""
         raise TypeError(
             f"every() needs a job, a function called with a gomaster Tick at each tick, not "
             f"{type(job).__name__}{fix}"
         )
-    schedule = checked_schedule(period, cron, tz, timing)
-    policy = Policy(missed=missed, cut_short=cut_short, busy=busy)
+    on = On(job=job, period=period, cron=cron, tz=tz, missed=missed, cut_short=cut_short, busy=busy)
+    schedules({"default" if name is None else name: on}, backend=backend, timing=timing, version=version)
+
+
+def schedules(
+    jobs: Mapping[str, On],
+    *,
+    backend: LockBackend | str | None = None,
+    timing: Timing | None = None,
+    version: str = "",
+) -> None:
+    """Several schedules in one supervisor process: ``{"sweep": On(period="5m", job=sweep),
+    "report": On(cron="0 3 * * *", tz="Europe/Paris", job=report)}``. Each lock name is an
+    election and a ledger of its own, as with :func:`every`; every schedule is checked before
+    anything starts. Blocks until SIGTERM or SIGINT."""
+    if not jobs:
+        raise ValueError("schedules() needs at least one lock name and its On(...)")
+    checked = check_config(next(iter(jobs)), timing, version)[1]
     store = resolve_backend(backend)
-    target = ScheduledTarget(job=job, schedule=schedule, policy=policy, backend=store, timing=timing)
-    supervise(target, backend=store, name=chosen, timing=timing, version=version)
+    targets = {name: _target(name, on, store, checked) for name, on in jobs.items()}
+    supervise(targets, backend=store, timing=checked, version=version)
+
+
+def _target(name: str, on: object, store: LockBackend, timing: Timing) -> ScheduledTarget:
+    """``name``'s schedule as its target, checked."""
+    if not isinstance(on, On):
+        raise TypeError(f"the schedule of lock name {name!r} must be a gomaster.On, not {type(on).__name__}")
+    return ScheduledTarget(
+        job=on.job,
+        schedule=checked_schedule(on.period, on.cron, on.tz, timing),
+        policy=Policy(missed=on.missed, cut_short=on.cut_short, busy=on.busy),
+        backend=store,
+        timing=timing,
+    )
 
 
 def _schedule(

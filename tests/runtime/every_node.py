@@ -1,7 +1,9 @@
-"""A node running a job on a schedule: ``python -m tests.runtime.every_node URL LOG PERIOD [--fail-first]``.
+"""A node running a job on a schedule:
+``python -m tests.runtime.every_node URL LOG PERIOD [--fail-first] [--two]``.
 
-Its job appends a ``run`` mark with the tick and token to LOG (the witness the tests read), and
-with ``--fail-first`` raises at the first tick it runs.
+Its job appends a ``run`` mark with the tick, token and lock name to LOG (the witness the tests
+read); with ``--fail-first`` it raises at the first tick it runs. With ``--two`` the node carries
+a second name, ``SECOND``, every two periods, in the same supervisor (``gomaster.schedules``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from gomaster import Tick, Timing
 from gomaster.testing import append_mark
 
 NAME = "scheduled"
+SECOND = "second"
 TTL = 1.0
 
 
@@ -23,11 +26,15 @@ def main() -> None:
     ran: list[float] = []
 
     def job(tick: Tick) -> None:
-        append_mark(log, "run", tick=tick.at, token=tick.token, valid=tick.valid())
+        append_mark(log, "run", tick=tick.at, token=tick.token, valid=tick.valid(), lock=tick.leadership.name)
         ran.append(tick.at)
         if fail_first and len(ran) == 1:
             raise RuntimeError("the first run fails on purpose")
 
+    if "--two" in sys.argv:
+        both = {NAME: gomaster.On(period=period, job=job), SECOND: gomaster.On(period=2 * period, job=job)}
+        gomaster.schedules(both, backend=url, timing=Timing.from_ttl(TTL))
+        return
     gomaster.every(period, job, backend=url, name=NAME, timing=Timing.from_ttl(TTL))
 
 

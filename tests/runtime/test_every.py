@@ -19,7 +19,7 @@ from gomaster.backends import connect
 from gomaster.testing import read_marks
 from tests.helpers import ok
 from tests.runtime.cluster import ROOT
-from tests.runtime.every_node import NAME, TTL
+from tests.runtime.every_node import NAME, SECOND, TTL
 
 PERIOD = 0.5
 STARTUP = 15.0
@@ -110,6 +110,24 @@ def test_a_failed_run_is_recorded_failed_and_the_next_tick_still_runs(tmp_path: 
     assert later.ledger.started > first
 
 
+def test_one_node_carries_two_schedules_each_with_its_own_period_and_ledger(tmp_path: Path) -> None:
+    url, log = f"sqlite:///{tmp_path / 'locks.db'}", tmp_path / "runs.jsonl"
+    node = _start(url, log, "--two")
+    try:
+        deadline = time.monotonic() + STARTUP
+        while len([r for r in _runs(log) if r["lock"] == SECOND]) < 3:
+            assert time.monotonic() < deadline, f"too few runs of {SECOND}: {_runs(log)}"
+            time.sleep(0.05)
+    finally:
+        _end(node)
+    runs = _runs(log)
+    for lock, period in ((NAME, PERIOD), (SECOND, 2 * PERIOD)):
+        ticks = [r["tick"] for r in runs if r["lock"] == lock]
+        assert ticks == [ticks[0] + k * period for k in range(len(ticks))], f"{lock}: {ticks}"
+        record = ok(connect(url).observe(lock, 5.0)).record
+        assert record is not None and record.ledger.schedule == f"every {round(period * 1000)}ms"
+
+
 def _job(tick: Tick) -> None:
     """Never run: the calls below are refused first."""
 
@@ -138,6 +156,7 @@ def test_a_coroutine_given_for_the_job_is_refused_naming_the_fix() -> None:
         ((), {"job": _job, "cron": "0 3 * * *", "tz": "Mars/Olympus"}, ValueError, "unknown time zone"),
         (("5m", _job), {"tz": "Europe/Paris"}, ValueError, "tz applies to a cron expression only"),
         (("5m",), {}, TypeError, "every() needs a job"),
+        (("5m", _job), {"name": ""}, ValueError, "lock name must not be empty"),
     ],
 )
 def test_a_bad_schedule_is_refused_before_anything_starts_naming_the_fix(
@@ -146,3 +165,10 @@ def test_a_bad_schedule_is_refused_before_anything_starts_naming_the_fix(
     with pytest.raises(error, match=None) as raised:
         gomaster.every(*args, backend="memory://", timing=Timing.from_ttl(TTL), **keywords)
     assert says in str(raised.value)
+
+
+def test_schedules_refuses_what_is_no_on_and_an_empty_mapping_naming_the_fix() -> None:
+    with pytest.raises(TypeError, match=r"must be a gomaster\.On"):
+        gomaster.schedules({"x": _job}, backend="memory://", timing=Timing.from_ttl(TTL))  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="at least one lock name"):
+        gomaster.schedules({}, backend="memory://")
