@@ -25,8 +25,8 @@ from gomaster.core.decide import Claim, plan_acquire
 from gomaster.core.errors import BackendError
 from gomaster.core.record import MAX_NAME_LENGTH, LockRecord
 from gomaster.core.timing import Timing
+from tests.backends.traits import TRAITS, postgresql_admin
 from tests.backends.traits import parts as parsed_url
-from tests.backends.traits import postgresql_admin
 from tests.helpers import err, identity, ok, waiter
 
 pytestmark = pytest.mark.postgresql
@@ -349,3 +349,24 @@ def test_notice_latency_is_milliseconds(postgresql_url: str, backend: PostgreSQL
         delays.append(outcome[1] - released)
     assert statistics.median(delays) < NOTIFY_LATENCY / 2
     other.close()
+
+
+def test_a_user_who_may_not_alter_an_old_lock_table_is_told_the_statements_that_fix_it(
+    postgresql_url: str,
+) -> None:
+    """The table predates the run ledger and its user has only SELECT, INSERT and UPDATE: the
+    error names the ALTER statements, and they work when its owner runs them."""
+    traits, tag = TRAITS["postgresql"], f"old_{uuid.uuid4().hex[:8]}"
+    with traits.secured(postgresql_url, tag) as (limited, _, _):
+        owned = connect(traits.apart(postgresql_url, tag))
+        with traits.raw(postgresql_url, owned) as raw:
+            traits.drop_ledger(raw, owned)
+        error = str(err(connect(limited).observe("job", TIMEOUT)))
+        assert "lacks the schedule ledger's columns, which this user may not add; run once: " in error
+        statements = error.split("run once: ", 1)[1]
+        assert "ADD COLUMN IF NOT EXISTS run_schedule TEXT NOT NULL DEFAULT ''" in statements
+        with traits.raw(postgresql_url, owned) as raw:
+            for statement in statements.split("; "):
+                raw(statement)
+        assert ok(connect(limited).observe("job", TIMEOUT)).record is None
+        owned.close()
