@@ -62,6 +62,20 @@ def shell_status(code: int | None) -> int:
     return SIGNAL_BASE - code if code < 0 else code
 
 
+def cmd_environment(leadership: Leadership, name: str, extra: dict[str, str]) -> dict[str, str]:
+    """CMD's environment: gomaster run's, with the tenure (and ``extra``) in, the backend's URL
+    (and its password) out."""
+    env = {
+        **os.environ,
+        "GOMASTER_TOKEN": str(leadership.token),
+        "GOMASTER_NODE_ID": leadership.node_id,
+        "GOMASTER_NAME": name,
+        **extra,
+    }
+    env.pop("GOMASTER_BACKEND", None)
+    return env
+
+
 def command_target(
     command: Sequence[str], name: str, gate: Gate | None = None
 ) -> Callable[[Leadership], None]:
@@ -78,14 +92,7 @@ def command_target(
                 case Failure((message, status)):
                     print(f"gomaster run: {name}: {message}", file=sys.stderr, flush=True)
                     os._exit(status)
-        env = {
-            **os.environ,
-            "GOMASTER_TOKEN": str(leadership.token),
-            "GOMASTER_NODE_ID": leadership.node_id,
-            "GOMASTER_NAME": name,
-            **extra,
-        }
-        env.pop("GOMASTER_BACKEND", None)
+        env = cmd_environment(leadership, name, extra)
         for sig in _RESTORED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         close_all_but_standard_fds()
@@ -154,14 +161,7 @@ class CommandJob:
 
     def __call__(self, tick: Tick) -> None:
         """Run CMD to its end (demotion ends it with the schedule's whole process group)."""
-        env = {
-            **os.environ,
-            "GOMASTER_TOKEN": str(tick.token),
-            "GOMASTER_NODE_ID": tick.leadership.node_id,
-            "GOMASTER_NAME": self.name,
-            "GOMASTER_TICK": f"{tick.at:.3f}",
-        }
-        env.pop("GOMASTER_BACKEND", None)
+        env = cmd_environment(tick.leadership, self.name, {"GOMASTER_TICK": f"{tick.at:.3f}"})
         try:
             status = subprocess.run(self.command, env=env, check=False).returncode
         except OSError as exc:
