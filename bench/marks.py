@@ -58,7 +58,9 @@ class MarkTail:
 
 
 def mark_start(log: str, leadership: Leadership) -> None:
-    """A target whose first act is a ``start`` mark; then it idles until it is stopped."""
-    append_mark(Path(log), "start", token=leadership.token)
+    """A target whose first act is to read the clock, for a ``start`` mark it then writes (the
+    writing is the benchmark's, not the runtime's); then it idles until it is stopped."""
+    now = time.monotonic()
+    append_mark(Path(log), "start", at=now, token=leadership.token)
     while True:
         time.sleep(IDLE)

@@ -20,9 +20,11 @@ from pathlib import Path
 MARKS = ("start", "alive", "stop")
 
 
-def append_mark(log: Path, event: str, **fields: object) -> None:
-    """Append one JSON line atomically (a single ``write`` on an ``O_APPEND`` file)."""
-    stamp = {"pid": os.getpid(), "ppid": os.getppid(), "t": time.monotonic(), "wall": time.time()}
+def append_mark(log: Path, event: str, *, at: float | None = None, **fields: object) -> None:
+    """Append one JSON line atomically (a single ``write`` on an ``O_APPEND`` file), stamped
+    ``at`` (a ``CLOCK_MONOTONIC`` time taken earlier) or now."""
+    now = time.monotonic() if at is None else at
+    stamp = {"pid": os.getpid(), "ppid": os.getppid(), "t": now, "wall": time.time()}
     line = json.dumps({"event": event, **fields, **stamp}) + "\n"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
-import dill
 from returns.result import Failure
 
 from gomaster.backends import LockBackend, resolve_backend
@@ -18,6 +17,7 @@ from gomaster.core.timing import Timing
 from gomaster.runtime.console import announce_holder, chain, console_logging, logging_configured
 from gomaster.runtime.elector import HolderChanged, Watched
 from gomaster.runtime.names import STARTED
+from gomaster.runtime.packing import pack
 from gomaster.runtime.supervisor import Job, Supervisor, SupervisorOptions
 from gomaster.runtime.worker import Target
 
@@ -60,7 +60,7 @@ def check_targets(targets: Targets, name: str | None = None) -> list[Target]:
                 f"target {index}{where} is {type(target).__name__}, not a callable taking a Leadership"
             )
         try:
-            dill.dumps(target, recurse=True)
+            pack(target)
         except Exception as exc:
             raise TypeError(
                 f"target {index}{where} ({getattr(target, '__name__', target)!r}) cannot be sent to a "

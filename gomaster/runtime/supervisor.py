@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal, TypeAlias
 
-import dill
 from multiprocess.connection import wait as wait_ready
 
 from gomaster.backends.base import LockBackend
@@ -42,11 +41,13 @@ from gomaster.runtime.clock import boottime
 from gomaster.runtime.elector import Election, Elector, Hold, Watched
 from gomaster.runtime.fds import allow_descriptors, hold_standard_fds
 from gomaster.runtime.lease import SharedLease
+from gomaster.runtime.packing import pack
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.tree import KILL_TREE_TIMEOUT, signal_tree
 from gomaster.runtime.wire import receive, send
 from gomaster.runtime.worker import (
     KILL_NOW_SIGNAL,
+    Assign,
     Target,
     TargetFailed,
     TargetStarted,
@@ -260,12 +261,6 @@ class SupervisorOptions:
     capacity: int | None = None
 
 
-def _packed(target: Target) -> bytes:
-    """``target`` as the bytes a worker loads it from (checked loadable by ``check_targets``)."""
-    packed: bytes = dill.dumps(target, recurse=True)
-    return packed
-
-
 def backoff(failures: int) -> float:
     """Restart delay after ``failures`` failures in a row: 0.1 s doubling to 10 s."""
     return min(BACKOFF_MAX, BACKOFF_FIRST * float(2 ** max(0, failures - 1)))
@@ -370,6 +365,8 @@ class Supervisor:
         )
         self._zygote = Zygote(self._lease, preload)
         self._zygote_started = -math.inf
+        #: A worker forked ahead of need, waiting for whichever slot starts next (``_tend_spare``).
+        self._spare: tuple[ForkedWorker, Any] | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._stopping = False
@@ -391,9 +388,9 @@ class Supervisor:
             if job.labels is not None
             else [getattr(t, "__name__", f"target-{i}") for i, t in enumerate(job.targets)]
         )
-        slots = [_Slot(next(self._slot_index), labels[i], _packed(t)) for i, t in enumerate(job.targets)]
+        slots = [_Slot(next(self._slot_index), labels[i], pack(t)) for i, t in enumerate(job.targets)]
         cleanup = (
-            _Slot(next(self._slot_index), "stop_hook", _packed(job.stop_hook))
+            _Slot(next(self._slot_index), "stop_hook", pack(job.stop_hook))
             if job.stop_hook is not None
             else None
         )
@@ -496,6 +493,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._elector.stop()  # a no-op after a normal stop; after a crash it releases the locks
             self._shutdown_workers()
+            self._drop_spare()
             self._zygote.stop()
             if self._joined:
                 slack = max((lock.timing.renew_deadline for lock in self._locks), default=0.0)
@@ -561,6 +559,8 @@ class Supervisor:
             zygote = self._zygote
             if zygote.conn is not None:
                 waitables += [zygote.conn, zygote.process.sentinel]
+            if self._spare is not None:
+                waitables.append(self._spare[0].sentinel)
             for _lock, _slot, worker in self._workers():
                 waitables += [worker.conn, worker.process.sentinel]
             ready = wait_ready(waitables, timeout=self._next_timer())
@@ -573,6 +573,7 @@ class Supervisor:
                 elif zygote.conn is not None and item == zygote.conn:
                     zygote.on_message()
             self._tend_zygote()
+            self._tend_spare()
             self._read_workers(ready)
             self._drain_queue()
             self._reap()
@@ -603,6 +604,33 @@ class Supervisor:
             self._zygote.stop()
         self._zygote_started = now
         self._zygote.start()
+
+    def _tend_spare(self) -> None:
+        """Keep one worker forked ahead of need while some name runs its work in workers: an
+        election then costs one fork (the target's), not two. A spare that died is replaced."""
+        if self._spare is not None and not self._spare[0].is_alive():
+            self._drop_spare()
+        if self._spare is not None or self._stopping or not self._zygote.ready:
+            return
+        if not any(lock.every_slot() for lock in self._locks):
+            return
+        forked = self._zygote.fork(None)
+        if isinstance(forked, str):
+            _log.warning("cannot fork a spare worker: %s", forked)
+            return
+        self._spare = forked
+
+    def _drop_spare(self) -> None:
+        """End the spare, if any (closing its socket alone would end it too)."""
+        if self._spare is None:
+            return
+        process, conn = self._spare
+        self._spare = None
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(process.sentinel, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            conn.close()
+        process.close()
 
     def _join_election(self) -> None:
         """Start the elector once the zygote is ready (see JOIN_AFTER_AT_MOST)."""
@@ -679,6 +707,7 @@ class Supervisor:
                         lock.app_token, lock.app_stopping_since = elected.token, None
                     for slot in lock.slots:
                         slot.failures, slot.restart_at = 0, 0.0
+                    self._reconcile_lock(lock)  # the work starts first, then the log line
                     _log.info(
                         "elected master of %r with token %d",
                         lock.name,
@@ -847,23 +876,26 @@ class Supervisor:
         """Make the workers match the roles: where master, one per target not done in this
         tenure (at once, or when its restart backoff ends); where follower, none."""
         for lock in self._locks:
-            token, elected = lock.leader_token, lock.elected
-            if self._stopping or token is None or elected is None:
-                for slot in lock.slots:
-                    slot.waiting_since = None
-                continue
-            now = boottime()
+            self._reconcile_lock(lock)
+
+    def _reconcile_lock(self, lock: _Lock) -> None:
+        token, elected = lock.leader_token, lock.elected
+        if self._stopping or token is None or elected is None:
             for slot in lock.slots:
-                if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
-                    slot.waiting_since = None
-                    continue
-                worker = self._fork(lock, slot, elected)
-                if worker is None:
-                    self._starting_late(lock, slot)
-                    continue
                 slot.waiting_since = None
-                worker.token, worker.started_at = token, now
-                slot.worker = worker
+            return
+        now = boottime()
+        for slot in lock.slots:
+            if slot.worker is not None or slot.done_token == token or now < slot.restart_at:
+                slot.waiting_since = None
+                continue
+            worker = self._fork(lock, slot, elected)
+            if worker is None:
+                self._starting_late(lock, slot)
+                continue
+            slot.waiting_since = None
+            worker.token, worker.started_at = token, now
+            slot.worker = worker
 
     def _starting_late(self, lock: _Lock, slot: _Slot) -> None:
         """A target this master cannot start (no zygote): resign once it waited long enough
@@ -936,17 +968,27 @@ class Supervisor:
     ) -> _Worker | None:
         """A worker for ``slot`` from the zygote, starting ``elected``'s tenure at once; None
         while there is no zygote ready."""
-        if not self._zygote.ready:
-            return None
         spec = WorkerSpec(
             index=slot.index,
             label=slot.label,
-            supervisor_pid=os.getpid(),
             grace=lock.timing.grace,
             log_level=self._options.log_level,
             watch_deadline=watch_deadline,
             lease=lock.position,
         )
+        if self._spare is not None:
+            process, conn = self._spare
+            self._spare = None
+            try:
+                send(conn, Assign(spec, slot.target, elected))
+            except OSError:  # it died since the loop last looked: fork one as below
+                with contextlib.suppress(OSError):
+                    conn.close()
+                process.close()
+            else:
+                return _Worker(process=process, conn=conn)
+        if not self._zygote.ready:
+            return None
         forked = self._zygote.fork(spec, slot.target, elected)
         if isinstance(forked, str):
             _log.warning("cannot start a worker for %s: %s", slot.label, forked)

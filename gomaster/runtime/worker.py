@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import pickle
 import resource
 import select
 import signal
@@ -27,14 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
 
-import dill
-from multiprocess.connection import Connection
-
 from gomaster.core.events import Demoted, Elected, Shutdown
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.packing import unpack
 from gomaster.runtime.tree import become_subreaper, die_with_parent, kill_tree, reap, signal_tree
-from gomaster.runtime.wire import receive, send
+from gomaster.runtime.wire import Channel, packed, receive, send
 
 Target: TypeAlias = Callable[[Leadership], object]
 
@@ -55,6 +54,10 @@ EXIT_ORPHANED = 71
 #: the target wrote into it too); the worker then stops relaying rather than buffer without end.
 RELAY_FRAME_MAX = 64 * 1024 * 1024
 _READ_CHUNK = 65536
+#: The C function behind ``signal.signal``. The public wrapper turns the handler it replaces into
+#: an enum, which for a Python handler means raising and catching a ValueError whose message
+#: formats that handler: in the target's process, just forked, 0.2 ms of every start.
+_set_handler: Callable[[int, int], object] = getattr(signal.signal, "__wrapped__", signal.signal)
 
 
 # ---- messages from a worker to its supervisor -------------------------------------------
@@ -104,17 +107,27 @@ FromWorker: TypeAlias = WorkerLog | WorkerReady | TargetStarted | TargetFailed |
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """Everything a worker needs but its target (which travels apart, see the zygote).
-    ``supervisor_pid`` is the parent whose death ends the worker: the zygote fills it in."""
+    """Everything a worker needs of its slot but the target (which travels apart, see the
+    zygote)."""
 
     index: int
     label: str
-    supervisor_pid: int
     grace: float
     log_level: int = logging.INFO
     watch_deadline: bool = True
     #: Which name's cell of the supervisor's :class:`SharedLease` this worker's tenure reads.
     lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """A tenure for a spare worker (one forked before anyone knew which name it would serve):
+    its slot, that slot's packed target (a target the zygote preloaded is taken from the
+    zygote's copy instead) and the ``Elected`` it starts with."""
+
+    spec: WorkerSpec
+    target: bytes
+    elected: Elected
 
 
 class _PipeLogHandler(logging.Handler):
@@ -162,11 +175,13 @@ class _Frames:
         return whole
 
 
-def _log_to(sender: Callable[[FromWorker], None], level: int) -> None:
-    """Route this process's log records to the supervisor, through ``sender``, from ``level`` up."""
+def _log_to(handler: logging.Handler, level: int) -> None:
+    """Route this process's log records to ``handler`` (up to the supervisor), from ``level`` up.
+    A level already set is left alone: setting one clears every logger's cache."""
     root = logging.getLogger()
-    root.handlers[:] = [_PipeLogHandler(sender)]
-    root.setLevel(level)
+    root.handlers[:] = [handler]
+    if root.level != level:
+        root.setLevel(level)
 
 
 def exit_code(status: int | None) -> int:
@@ -195,14 +210,21 @@ def _exit_like(status: int | None) -> NoReturn:
 
 
 class _Keeper:
-    """The worker's one loop: waits for its tenure, forks the target, and ends the tree."""
+    """The worker's one loop: waits for its tenure, forks the target, and ends the tree.
 
-    def __init__(self, conn: Any, spec: WorkerSpec, lease: SharedLease, work: Target | bytes) -> None:
+    ``parent`` is the zygote, whose death ends the worker. ``leases`` is the supervisor's whole
+    shared lease and ``loaded`` the targets the zygote preloaded: a spare learns which slot it
+    serves only when assigned (:meth:`wait_assigned`)."""
+
+    def __init__(self, conn: Any, parent: int, leases: SharedLease, loaded: dict[int, Target]) -> None:
         self._conn = conn
-        self._spec = spec
-        #: The target, as dill bytes until its own process loads it (or loaded: preloaded).
-        self._work = work
-        self._lease = lease
+        self._parent = parent
+        self._leases = leases
+        self._loaded = loaded
+        self._spec = WorkerSpec(index=-1, label="", grace=0.0)
+        #: The target, as packed bytes until its own process loads it (or loaded: preloaded).
+        self._work: Target | bytes = b""
+        self._lease = leases
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -218,14 +240,20 @@ class _Keeper:
     # -- setup and plumbing ---------------------------------------------------------------
 
     def arm(self) -> None:
-        """Route signals to the loop, and die with the supervisor (checked after arming)."""
+        """Route signals to the loop, and die with the zygote (checked after arming)."""
         signal.set_wakeup_fd(self._wake_w)
         for sig in (signal.SIGTERM, DEATH_SIGNAL, KILL_NOW_SIGNAL):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         die_with_parent(DEATH_SIGNAL)
-        if os.getppid() != self._spec.supervisor_pid:
+        if os.getppid() != self._parent:
             self._orphaned()
+
+    def assign(self, spec: WorkerSpec, target: bytes) -> None:
+        """Serve ``spec``'s slot with ``target`` (the zygote's preloaded copy when it has one)."""
+        self._spec = spec
+        self._lease = self._leases.at(spec.lease)
+        self._work = self._loaded.get(spec.index, target)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals.add(signum)
@@ -262,8 +290,19 @@ class _Keeper:
 
     # -- before the tenure ----------------------------------------------------------------
 
-    def wait_elected(self) -> Elected | None:
-        """Sleep on the pipe until elected; None when told to stop first."""
+    def rehearse(self) -> None:
+        """Run, once and for nothing, what an assignment runs before the target's fork: reading
+        an ``Assign`` and framing ``TargetStarted``. A fork shares the zygote's pages until one
+        side writes, so the first run of any code copies every page its objects live on, about a
+        tenth of a millisecond per hundred: a spare pays for that while it waits, not while
+        the election waits for it."""
+        elected = Elected(name="", node_id="", token=0, since=0.0, deadline=0.0)
+        pickle.loads(pickle.dumps(Assign(self._spec, b"", elected), protocol=pickle.HIGHEST_PROTOCOL))
+        packed(TargetStarted(0))
+
+    def wait_assigned(self) -> Elected | None:
+        """Sleep on the socket until this worker has a tenure: an ``Assign`` (a spare), or an
+        ``Elected`` for the slot it was forked for; None when told to stop first."""
         while True:
             ready = self._wait(None)
             if DEATH_SIGNAL in self._signals:
@@ -272,6 +311,9 @@ class _Keeper:
                 return None
             if self._conn.fileno() in ready:
                 match self._receive():
+                    case Assign(spec=spec, target=target, elected=elected):
+                        self.assign(spec, target)
+                        return elected
                     case Elected() as elected:
                         return elected
                     case Demoted() | Shutdown():
@@ -284,20 +326,27 @@ class _Keeper:
     def run_tenure(self, elected: Elected) -> NoReturn:
         """Fork the target, then keep its tree until the tenure ends; exits as the target did.
 
-        The fork comes first: the keeper's own setup (its log handler) then runs beside the
-        target's start on another core, not before it."""
+        What the target's process needs is made here, before the fork (its log handler, its
+        ``TargetStarted`` message): a process just forked pays for every page it first writes,
+        and the target waits for all of it. The keeper's own setup runs after the fork, beside
+        the target's start on another core."""
         self._token = elected.token
         relay_r, relay_w = os.pipe()
         keeper = os.getpid()
+        relay = Channel(relay_w)
+        handler = _PipeLogHandler(functools.partial(send, relay))
+        started = packed(TargetStarted(elected.token))
+        if logging.getLogger().level != self._spec.log_level:
+            logging.getLogger().setLevel(self._spec.log_level)
         try:
             child = os.fork()
         except OSError as exc:
             self.send(TargetFailed(elected.token, f"cannot fork the target: {exc}"))
             self.leave(None)
         if child == 0:
-            self._run_target(elected, keeper, relay_r, relay_w)
-        _log_to(self.send, self._spec.log_level)
-        os.close(relay_w)
+            self._run_target(elected, keeper, relay_r, relay, handler, started)
+        _log_to(_PipeLogHandler(self.send), self._spec.log_level)
+        relay.close()
         os.set_blocking(relay_r, False)
         self._relay = relay_r
         self._target = child
@@ -373,8 +422,18 @@ class _Keeper:
                 with contextlib.suppress(OSError):
                     self._conn.send_bytes(frame)
 
-    def _run_target(self, elected: Elected, keeper: int, relay_r: int, relay_w: int) -> NoReturn:
-        """In the forked child: become the target's process and run it; never returns."""
+    def _run_target(
+        self,
+        elected: Elected,
+        keeper: int,
+        relay_r: int,
+        relay: Channel,
+        handler: logging.Handler,
+        started: bytes,
+    ) -> NoReturn:
+        """In the forked child: become the target's process and run it; never returns. The
+        keeper made ``relay`` (to it), the log ``handler`` and ``started`` (the framed
+        ``TargetStarted``) before the fork."""
         code = EXIT_TARGET_RAISED
         try:
             die_with_parent(signal.SIGKILL)
@@ -384,19 +443,18 @@ class _Keeper:
             # Default SIGTERM ends the target unless it installs its own handler; SIGINT, ignored
             # while idle, is restored because ignored signals stay ignored across exec.
             for sig in (signal.SIGTERM, signal.SIGINT, DEATH_SIGNAL, KILL_NOW_SIGNAL):
-                signal.signal(sig, signal.SIG_DFL)
+                _set_handler(sig, signal.SIG_DFL)
             for fd in (relay_r, self._wake_r, self._wake_w):
                 os.close(fd)
             self._conn.close()
-            relay = Connection(relay_w, readable=False)
-            _log_to(functools.partial(send, relay), self._spec.log_level)
+            _log_to(handler, self._spec.log_level)
             leadership = Leadership(elected.name, elected.node_id, elected.token, elected.since, self._lease)
             try:
-                work = dill.loads(self._work) if isinstance(self._work, bytes) else self._work
+                work = unpack(self._work) if isinstance(self._work, bytes) else self._work
             except Exception:
                 send(relay, TargetFailed(elected.token, f"cannot load the target:\n{traceback.format_exc()}"))
             else:
-                send(relay, TargetStarted(elected.token))
+                relay.write(started)
                 try:
                     running = work(leadership)
                     if isinstance(running, Awaitable):
@@ -444,25 +502,38 @@ def _drive(awaitable: Awaitable[object]) -> None:
 
 
 def forked_worker_main(
-    conn: Any, spec: WorkerSpec, lease: SharedLease, target: bytes | Target, elected: Elected | None = None
+    conn: Any,
+    parent: int,
+    leases: SharedLease,
+    loaded: dict[int, Target],
+    spec: WorkerSpec | None,
+    target: bytes = b"",
+    elected: Elected | None = None,
 ) -> NoReturn:
-    """Entry point of a worker forked by the zygote; with ``elected`` its tenure starts at once.
-    Never returns.
+    """Entry point of a worker the zygote (``parent``) forked for ``spec``'s slot; with
+    ``elected`` its tenure starts at once, else it says :class:`WorkerReady` and waits for one.
+    Without ``spec`` it is a spare: it waits in silence for an :class:`Assign` (the supervisor
+    keeps one ready, so that an election pays for one fork rather than two). Never returns.
 
-    Its target comes as dill bytes (or loaded already, when the zygote preloads it) and is
-    loaded only in the target's own process, once forked: what the target imports, and what
-    that import starts, never enters the keeper, which stays as small as the zygote left it.
-    A target that cannot be loaded fails like one that raised, its traceback reported.
+    Its target comes packed (or loaded already, when the zygote preloads it) and is loaded only
+    in the target's own process, once forked: what the target imports, and what that import
+    starts, never enters the keeper, which stays as small as the zygote left it. A target that
+    cannot be loaded fails like one that raised, its traceback reported.
     """
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     become_subreaper()
-    keeper = _Keeper(conn, spec, lease.at(spec.lease), target)
+    keeper = _Keeper(conn, parent, leases, loaded)
     keeper.arm()
+    if spec is not None:
+        keeper.assign(spec, target)
     if elected is None:
-        with contextlib.suppress(OSError, ValueError):
-            keeper.send(WorkerReady())
-        elected = keeper.wait_elected()
+        if spec is not None:
+            with contextlib.suppress(OSError, ValueError):
+                keeper.send(WorkerReady())
+        else:
+            keeper.rehearse()
+        elected = keeper.wait_assigned()
     if elected is None:
         keeper.leave(0)
     keeper.run_tenure(elected)

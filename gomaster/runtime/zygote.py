@@ -37,8 +37,6 @@ it, and the supervisor restarts their targets on the new one while it is still m
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import gc
 import json
 import math
 import os
@@ -48,49 +46,19 @@ import signal
 import socket
 import subprocess
 import sys
-import traceback
-from dataclasses import dataclass
 from typing import Any
 
-import dill
 from multiprocess.connection import Connection
-from multiprocess.connection import wait as wait_ready
-from multiprocess.reduction import recvfds, sendfds
 from multiprocess.util import _args_from_interpreter_flags as interpreter_flags
 
 from gomaster.core.events import Elected
-from gomaster.runtime.fds import hold_standard_fds
 from gomaster.runtime.lease import SharedLease
-from gomaster.runtime.tree import die_with_parent
-from gomaster.runtime.wire import receive, send
-from gomaster.runtime.worker import EXIT_ORPHANED, WorkerSpec, forked_worker_main
+from gomaster.runtime.wire import receive, receive_descriptors, send
+from gomaster.runtime.worker import WorkerSpec
+from gomaster.runtime.zygote_main import Fork, Forked, ZygoteBoot, ZygoteReady
 
 #: A fork request gets this long for its answer before the zygote counts as frozen.
 FORK_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class ZygoteReady:
-    """The zygote has booted and forks on request."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fork:
-    """Fork a worker for ``spec``; its target is ``target``, as dill bytes (unless preloaded, the
-    target's process loads them). ``elected``, when
-    given, is the tenure the worker starts at once (else it waits for one on its socket)."""
-
-    spec: WorkerSpec
-    target: bytes
-    elected: Elected | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Forked:
-    """A worker was forked (its socket and pidfd follow), or ``error`` says why not."""
-
-    pid: int
-    error: str = ""
 
 
 class ForkedWorker:
@@ -165,24 +133,11 @@ class ZygoteProcess:
             os.close(self.sentinel)
 
 
-@dataclass(frozen=True, slots=True)
-class ZygoteBoot:
-    """What a starting zygote reads from the descriptor named on its command line."""
-
-    supervisor_pid: int
-    #: How many names' cells the lease holds (its memfd is passed as a descriptor).
-    lease_names: int
-    #: Slot -> dill bytes of each target to load at boot (``preload``); empty: none.
-    preload: dict[int, bytes]
-    #: The supervisor's ``sys.argv``, which a target may read, as a spawned process would.
-    argv: list[str]
-
-
 #: The zygote's command: a fresh interpreter given the supervisor's ``sys.path`` (so a target
 #: finds the modules it names) that imports this module by name, never as ``__main__``.
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from gomaster.runtime.zygote import main; main(sys.argv[2:])"
+    "from gomaster.runtime.zygote_main import main; main(sys.argv[2:])"
 )
 
 
@@ -261,10 +216,10 @@ class Zygote:
         return self.process is not None and self.process.is_alive()
 
     def fork(
-        self, spec: WorkerSpec, target: bytes, elected: Elected | None = None
+        self, spec: WorkerSpec | None, target: bytes = b"", elected: Elected | None = None
     ) -> tuple[ForkedWorker, Any] | str:
         """A new worker and the supervisor's end of its socket, or why there is none (the zygote
-        is then stopped: the caller starts another)."""
+        is then stopped: the caller starts another). Without ``spec``, a spare (see ``Fork``)."""
         if not self.ready:
             return "the zygote is not ready"
         try:
@@ -277,8 +232,7 @@ class Zygote:
                 raise OSError(f"unexpected answer {answer!r}")
             if answer.error:
                 return f"the zygote could not fork: {answer.error}"
-            with socket.socket(fileno=os.dup(self.conn.fileno())) as raw:
-                end, pidfd = recvfds(raw, 2)
+            end, pidfd = receive_descriptors(self.conn, 2)
         except (EOFError, OSError, RuntimeError) as exc:
             self.stop()
             return f"the zygote is gone: {type(exc).__name__}: {exc}"
@@ -297,104 +251,3 @@ class Zygote:
         self.process, self.conn, self.ready = None, None, False
 
 
-def _reap() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-
-
-def _fork(conn: Any, request: Fork, lease: SharedLease, loaded: dict[int, Any], own: tuple[int, ...]) -> None:
-    """Fork one worker and hand its socket and pidfd to the supervisor; ``own`` are the
-    zygote's descriptors, which the worker closes."""
-    spec = dataclasses.replace(request.spec, supervisor_pid=os.getpid())
-    ours, theirs = socket.socketpair()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        ours.close()
-        theirs.close()
-        send(conn, Forked(0, f"{type(exc).__name__}: {exc}"))
-        return
-    if pid == 0:  # pragma: no cover - the worker; it never returns
-        try:
-            conn.close()
-            ours.close()
-            signal.set_wakeup_fd(-1)
-            for fd in own:
-                os.close(fd)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the heap stays frozen: pages stay shared
-            target = loaded.get(spec.index, request.target)
-            forked_worker_main(Connection(theirs.detach()), spec, lease, target, request.elected)
-        except BaseException:
-            # A worker that fails before it can report over its socket says why on stderr,
-            # which it shares with the supervisor, rather than dying in silence.
-            with contextlib.suppress(Exception):
-                sys.stderr.write(f"gomaster worker {os.getpid()} failed to start:\n{traceback.format_exc()}")
-                sys.stderr.flush()
-        finally:
-            os._exit(EXIT_ORPHANED)
-    theirs.close()
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, pid)
-    pidfd = os.pidfd_open(pid)
-    try:
-        send(conn, Forked(pid))
-        with socket.socket(fileno=os.dup(conn.fileno())) as raw:
-            sendfds(raw, [ours.fileno(), pidfd])
-    finally:
-        ours.close()
-        os.close(pidfd)
-
-
-def main(argv: list[str]) -> None:
-    """Entry point of the zygote process (see ``_BOOT``): ``argv`` names the descriptors of its
-    :class:`ZygoteBoot`, of its socket to the supervisor and of the lease's memory."""
-    hold_standard_fds()
-    boot_fd, conn_fd, lease_fd = (int(word) for word in argv)
-    with open(boot_fd, "rb") as source:
-        boot: ZygoteBoot = pickle.load(source)
-    # First of all, end with the supervisor: it may have died while this interpreter started.
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != boot.supervisor_pid:
-        os._exit(EXIT_ORPHANED)
-    lease = SharedLease.attach(lease_fd, boot.lease_names)
-    os.close(lease_fd)
-    os.set_inheritable(conn_fd, False)
-    sys.argv[:] = boot.argv
-    with contextlib.suppress(OSError):  # as in a spawned process: stdin is not the target's to read
-        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - kept open for ever
-    zygote_main(Connection(conn_fd), lease, boot.preload)
-
-
-def zygote_main(conn: Any, lease: SharedLease, preload: dict[int, bytes]) -> None:
-    """The zygote's loop, once booted: ``preload`` maps a slot to the target to load now rather
-    than in each target's process. Never returns."""
-    # A signal to the supervisor's process group (Ctrl-C, a service manager) is the supervisor's
-    # to act on: the zygote ends with it. Workers inherit the ignoring until they arm.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    loaded = {index: dill.loads(target) for index, target in preload.items()}
-    wake_r, wake_w = os.pipe()
-    for end in (wake_r, wake_w):
-        os.set_blocking(end, False)
-    signal.set_wakeup_fd(wake_w)  # a child's exit wakes the loop: it sleeps until then
-    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
-    gc.collect()
-    gc.freeze()
-    send(conn, ZygoteReady())
-    while True:
-        ready = wait_ready([conn, wake_r])
-        with contextlib.suppress(OSError):
-            os.read(wake_r, 4096)
-        _reap()
-        try:
-            request = receive(conn) if conn in ready else None
-        except (EOFError, OSError):
-            break
-        if isinstance(request, Fork):
-            try:
-                _fork(conn, request, lease, loaded, (wake_r, wake_w))
-            except OSError:
-                break
-    sys.stdout.flush()
-    os._exit(0)

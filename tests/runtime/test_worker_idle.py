@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dill
 import pytest
 
 from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
+from gomaster.runtime.packing import pack
 from gomaster.runtime.worker import TargetFailed, TargetStarted, WorkerExit, WorkerReady, WorkerSpec
 from gomaster.runtime.zygote import ForkedWorker, Zygote
 from tests.helpers import wait_until
@@ -62,8 +62,8 @@ class _Node:
         self.forked: list[ForkedWorker] = []
 
     def fork(self, target: Any = _write_then_wait) -> tuple[ForkedWorker, Any]:
-        spec = WorkerSpec(index=0, label="t", supervisor_pid=os.getpid(), grace=0.2)
-        made = self.zygote.fork(spec, dill.dumps(target, recurse=True))
+        spec = WorkerSpec(index=0, label="t", grace=0.2)
+        made = self.zygote.fork(spec, pack(target))
         assert not isinstance(made, str), made
         self.forked.append(made[0])
         return made
@@ -161,7 +161,7 @@ def test_a_targets_module_is_imported_by_each_targets_process_not_by_the_zygote_
     monkeypatch.setenv("GOMASTER_TEST_IMPORTS", str(imports))
     from tests.runtime import imported_once  # this process's import is not counted
 
-    packed = dill.dumps(imported_once.work, recurse=True)
+    packed = pack(imported_once.work)
     made = _Node(tmp_path / "mark", {0: packed} if preload else None)
     try:
         forked = [made.fork(imported_once.work) for _ in range(2)]

@@ -53,7 +53,9 @@ def _command(pid: int) -> str:
         return line.read().replace(b"\0", b" ").decode(errors="replace")
 
 
-def test_a_follower_keeps_only_its_zygote_and_a_masters_worker_is_forked_by_it(cluster: Cluster) -> None:
+def test_a_follower_keeps_only_its_zygote_and_one_spare_worker_and_a_masters_worker_is_forked_by_it(
+    cluster: Cluster,
+) -> None:
     cluster.start("--node", "a")
     first = _start(cluster, 1)
     cluster.start("--node", "b")
@@ -63,8 +65,12 @@ def test_a_follower_keeps_only_its_zygote_and_a_masters_worker_is_forked_by_it(c
     keeper = first["ppid"]
     zygote = _parent(keeper)
     assert _parent(zygote) == master, "the worker's parent is not the master's zygote"
-    kept = _tree(follower)
-    assert len(kept) <= 2, f"a follower runs {len(kept)} processes, not only its supervisor and zygote"
+    kept = _tree(follower) - {follower}
+    zygotes = [pid for pid in kept if _parent(pid) == follower]
+    assert len(zygotes) == 1, f"a follower runs {len(zygotes)} processes of its own, not one zygote"
+    spares = kept - set(zygotes)
+    assert len(spares) == 1, f"a follower keeps {len(spares)} workers ready, not one spare"
+    assert _parent(spares.pop()) == zygotes[0], "the spare was not forked by the zygote"
 
 
 def test_a_killed_target_restarts_at_once_from_the_same_zygote(cluster: Cluster) -> None:
