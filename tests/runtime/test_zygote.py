@@ -147,3 +147,33 @@ def test_a_master_whose_zygote_never_comes_back_hands_the_lock_over(cluster: Clu
             kill_quietly(pid, signal.SIGCONT)
     assert len(frozen) >= 2, "node a never replaced its frozen zygote"
     assert taken and taken[0]["node"] == "b", f"node b did not take over within {limit:.1f} s"
+
+
+def _spare_of(supervisor: int, other_than: set[int]) -> int:
+    """The one worker the node keeps ready below its zygote, once it is not one of ``other_than``."""
+    deadline = time.monotonic() + STARTUP
+    while time.monotonic() < deadline:
+        zygotes = children(supervisor)
+        spares = {pid for zygote in zygotes for pid in children(zygote)} - other_than
+        if len(zygotes) == 1 and len(spares) == 1:
+            return spares.pop()
+        time.sleep(0.02)
+    raise AssertionError(f"no single new spare below {supervisor}'s zygote within {STARTUP} s")
+
+
+def test_a_killed_spare_is_replaced_and_the_next_election_runs_its_work_on_the_spare(
+    cluster: Cluster,
+) -> None:
+    cluster.start("--node", "a")
+    first = _start(cluster, 1)
+    cluster.start("--node", "b")
+    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    follower = cluster.supervisor_of("b")
+    spare = _spare_of(follower, set())
+    os.kill(spare, signal.SIGKILL)
+    replacement = _spare_of(follower, {spare})
+    os.kill(cluster.supervisor_of("a"), signal.SIGKILL)
+    again = _start(cluster, 2, other_than=first["pid"])
+    assert again["node"] == "b"
+    assert again["ppid"] == replacement, "the work did not run on the spare the node kept ready"
+    _spare_of(follower, {spare, replacement})  # and another spare takes its place
