@@ -157,8 +157,9 @@ def supervise(
     next tenure. ``metrics`` (see :mod:`gomaster.metrics`; one object serves every name) and
     ``on_new_leader`` (called on the elector thread with the record whenever the holder this node
     sees changes, on masters and followers alike) are optional observers. Workers are forked
-    from a zygote process when this node is elected, in a few milliseconds, so a follower keeps
-    no worker waiting; ``spare_workers`` is accepted for compatibility and has no effect. Each
+    from a zygote process, which keeps one spare worker ready so that an election waits for a
+    single fork; ``spare_workers=False`` keeps none (one process fewer per node, one fork more,
+    about a millisecond, per election). Each
     worker loads its target when it starts, so what loading imports stays in that worker;
     ``preload=True`` loads the targets once in the zygote instead, for targets slow to load (a
     large application): each start is then a fork, and the node joins the elections only once
@@ -174,8 +175,7 @@ def supervise(
         store = resolve_backend(backend)
         me = new_identity(version)
         announce = announce_holder(me.node_id)
-        del spare_workers  # workers fork from the zygote: there are no spares to keep
-        options = SupervisorOptions(max_failures=max_failures, preload=preload)
+        options = SupervisorOptions(max_failures=max_failures, preload=preload, spare=spare_workers)
         with STARTED.held(store.url, list(jobs)):
             Supervisor(
                 store,

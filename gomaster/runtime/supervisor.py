@@ -256,6 +256,8 @@ class SupervisorOptions:
     #: joins only once they are loaded and each start is a fork; else each worker loads its own.
     #: Names added later (:meth:`Supervisor.add`) are not preloaded.
     preload: bool = False
+    #: Keep one worker forked ahead of need, so that an election waits for one fork, not two.
+    spare: bool = True
     #: How many lock names the supervisor may carry at once, counting those added later; the
     #: names it starts with when None. Each costs a cell of shared memory (16 bytes).
     capacity: int | None = None
@@ -610,7 +612,7 @@ class Supervisor:
         election then costs one fork (the target's), not two. A spare that died is replaced."""
         if self._spare is not None and not self._spare[0].is_alive():
             self._drop_spare()
-        if self._spare is not None or self._stopping or not self._zygote.ready:
+        if self._spare is not None or self._stopping or not self._zygote.ready or not self._options.spare:
             return
         if not any(lock.every_slot() for lock in self._locks):
             return

@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--node", default="")
     parser.add_argument("--names", default="", help="several lock names (comma-separated) in one supervisor")
     parser.add_argument("--crash", default="", help="with --names: the name whose work exits 3 at once")
+    parser.add_argument("--no-spare", action="store_true", help="supervise(spare_workers=False)")
     args = parser.parse_args()
     node = args.node or str(os.getpid())
     append_mark(args.log, "node", node=node, supervisor=os.getpid())
@@ -68,13 +69,14 @@ def main() -> None:
             lock: make_target(args.log, "exit" if lock == args.crash else args.mode, args.child, node)
             for lock in args.names.split(",")
         }
-        gomaster.supervise(jobs, backend=args.backend, timing=timing)
+        gomaster.supervise(jobs, backend=args.backend, timing=timing, spare_workers=not args.no_spare)
     else:
         gomaster.supervise(
             make_target(args.log, args.mode, args.child, node),
             backend=args.backend,
             name=args.name,
             timing=timing,
+            spare_workers=not args.no_spare,
         )
     append_mark(args.log, "exit", node=node)
     sys.exit(0)

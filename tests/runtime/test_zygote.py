@@ -177,3 +177,21 @@ def test_a_killed_spare_is_replaced_and_the_next_election_runs_its_work_on_the_s
     assert again["node"] == "b"
     assert again["ppid"] == replacement, "the work did not run on the spare the node kept ready"
     _spare_of(follower, {spare, replacement})  # and another spare takes its place
+
+
+def test_without_a_spare_a_follower_is_two_processes_and_an_election_forks_its_worker(
+    cluster: Cluster,
+) -> None:
+    cluster.start("--node", "a", "--no-spare")
+    first = _start(cluster, 1)
+    cluster.start("--node", "b", "--no-spare")
+    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    time.sleep(1.0)  # b has joined and follows
+    follower = cluster.supervisor_of("b")
+    assert len(_tree(follower)) == 2, "a follower told to keep no spare keeps one"
+    before = _tree(follower)
+    os.kill(cluster.supervisor_of("a"), signal.SIGKILL)
+    again = _start(cluster, 2, other_than=first["pid"])
+    assert again["node"] == "b"
+    assert again["ppid"] not in before, "the work ran on a worker forked before the election"
+    assert _parent(_parent(again["ppid"])) == follower
