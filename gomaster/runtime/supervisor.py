@@ -369,6 +369,8 @@ class Supervisor:
         self._zygote_started = -math.inf
         #: A worker forked ahead of need, waiting for whichever slot starts next (``_tend_spare``).
         self._spare: tuple[ForkedWorker, Any] | None = None
+        #: After a spare could not be forked, the next try waits until then (no retry storm).
+        self._spare_after = -math.inf
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._stopping = False
@@ -614,11 +616,12 @@ class Supervisor:
             self._drop_spare()
         if self._spare is not None or self._stopping or not self._zygote.ready or not self._options.spare:
             return
-        if not any(lock.every_slot() for lock in self._locks):
+        if boottime() < self._spare_after or not any(lock.every_slot() for lock in self._locks):
             return
         forked = self._zygote.fork(None)
         if isinstance(forked, str):
             _log.warning("cannot fork a spare worker: %s", forked)
+            self._spare_after = boottime() + ZYGOTE_RESTART_EVERY
             return
         self._spare = forked
 
