@@ -41,7 +41,7 @@ from gomaster.runtime.clock import boottime
 from gomaster.runtime.elector import Election, Elector, Hold, Watched
 from gomaster.runtime.fds import allow_descriptors, hold_standard_fds
 from gomaster.runtime.lease import SharedLease
-from gomaster.runtime.packing import pack
+from gomaster.runtime.packing import modules_for, pack
 from gomaster.runtime.status import Status, status_from_record
 from gomaster.runtime.tree import KILL_TREE_TIMEOUT, signal_tree
 from gomaster.runtime.wire import receive, send
@@ -365,7 +365,8 @@ class Supervisor:
             if self._options.preload
             else {}
         )
-        self._zygote = Zygote(self._lease, preload)
+        packed = [slot.target for lock in self._locks for slot in lock.every_slot()]
+        self._zygote = Zygote(self._lease, preload, modules_for(packed))
         self._zygote_started = -math.inf
         #: A worker forked ahead of need, waiting for whichever slot starts next (``_tend_spare``).
         self._spare: tuple[ForkedWorker, Any] | None = None

@@ -164,9 +164,13 @@ def _boot_file(boot: ZygoteBoot) -> int:
 class Zygote:
     """The supervisor's handle on its zygote process: start it, fork from it, replace it."""
 
-    def __init__(self, lease: SharedLease, preload: dict[int, bytes] | None = None) -> None:
+    def __init__(
+        self, lease: SharedLease, preload: dict[int, bytes] | None = None, modules: tuple[str, ...] = ()
+    ) -> None:
+        """``preload``: slot -> packed target to load at boot; ``modules``: to import at boot."""
         self._lease = lease
         self._preload = preload or {}
+        self._modules = modules
         #: Typed loosely for the supervisor's loop, which reads it whenever ``conn`` is set.
         self.process: Any = None
         self.conn: Any = None
@@ -179,7 +183,9 @@ class Zygote:
         loads, never the supervisor's main module. It is ``ready`` once :meth:`on_message` saw
         it say so; when it cannot be started, it is not ``alive`` and ``error`` says why."""
         ours, theirs = socket.socketpair()
-        boot = _boot_file(ZygoteBoot(os.getpid(), self._lease.size, self._preload, list(sys.argv)))
+        boot = _boot_file(
+            ZygoteBoot(os.getpid(), self._lease.size, self._preload, list(sys.argv), self._modules)
+        )
         passed = (boot, theirs.fileno(), self._lease.fileno())
         command = [sys.executable, *interpreter_flags(), "-c", _BOOT, json.dumps(_search_path())]
         try:

@@ -4,14 +4,15 @@ is the supervisor's handle on it, and says what the zygote is for).
 Everything imported here is in every worker and every target's process, since they are forks
 of it: a larger process takes longer to fork and runs more at-fork hooks. So this module, and
 what it imports, keeps to the standard library's light modules and the runtime's own small
-ones: no ``multiprocess`` and no ``dill`` (a target that travels by value imports ``dill`` in
-its own process, see :mod:`gomaster.runtime.packing`), no ``subprocess``.
+ones: no ``multiprocess``, no ``subprocess``, and ``dill`` only when a target travels by value
+(see :mod:`gomaster.runtime.packing`): it is then imported once at boot, not at every start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import os
 import pickle
 import select
@@ -67,6 +68,8 @@ class ZygoteBoot:
     preload: dict[int, bytes]
     #: The supervisor's ``sys.argv``, which a target may read, as a spawned process would.
     argv: list[str]
+    #: Modules to import at boot because loading the targets needs them (``packing.modules_for``).
+    modules: tuple[str, ...] = ()
 
 
 
@@ -135,6 +138,8 @@ def main(argv: list[str]) -> None:
     sys.argv[:] = boot.argv
     with contextlib.suppress(OSError):  # as in a spawned process: stdin is not the target's to read
         sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - kept open for ever
+    for module in boot.modules:
+        importlib.import_module(module)
     zygote_main(Channel(conn_fd), lease, boot.preload)
 
 

@@ -20,10 +20,11 @@ import pytest
 from gomaster.core.events import Elected
 from gomaster.runtime.clock import boottime
 from gomaster.runtime.lease import Leadership, SharedLease
-from gomaster.runtime.packing import pack
+from gomaster.runtime.packing import modules_for, pack
 from gomaster.runtime.worker import TargetFailed, TargetStarted, WorkerExit, WorkerReady, WorkerSpec
 from gomaster.runtime.zygote import ForkedWorker, Zygote
 from tests.helpers import wait_until
+from tests.runtime import dill_probe
 
 #: A thread that polls every 20 ms switches context about 50 times a second.
 IDLE_SWITCHES_AT_MOST = 10
@@ -51,10 +52,12 @@ def _switches(pid: int) -> int:
 class _Node:
     """This process as a supervisor: a zygote, and the workers it forked."""
 
-    def __init__(self, mark: Path, preload: dict[int, bytes] | None = None) -> None:
+    def __init__(
+        self, mark: Path, preload: dict[int, bytes] | None = None, modules: tuple[str, ...] = ()
+    ) -> None:
         os.environ["GOMASTER_TEST_MARK"] = str(mark)
         self.lease = SharedLease()
-        self.zygote = Zygote(self.lease, preload)
+        self.zygote = Zygote(self.lease, preload, modules)
         self.zygote.start()
         assert self.zygote.conn.poll(BOOT), "the zygote did not boot"
         self.zygote.on_message()
@@ -213,3 +216,22 @@ def test_a_target_that_cannot_be_loaded_is_reported_with_its_traceback_and_its_w
     assert "no such application" in failures[0].error, failures[0].error
     assert not any(isinstance(m, TargetStarted) for m in said), "a target that never ran was said to start"
     assert said[-1] == WorkerExit(1), said
+
+
+@pytest.mark.parametrize("by_value", [False, True], ids=["by-reference", "by-value"])
+def test_the_zygote_imports_dill_at_boot_only_when_a_target_travels_by_value(
+    tmp_path: Path, by_value: bool
+) -> None:
+    targets = [pack(dill_probe.say_whether_dill_is_loaded)]
+    if by_value:
+        targets.append(pack(lambda leadership: None))
+    assert modules_for(targets) == (("dill",) if by_value else ())
+    made = _Node(tmp_path / "mark", modules=modules_for(targets))
+    try:
+        worker, conn = made.fork(dill_probe.say_whether_dill_is_loaded)
+        assert conn.poll(BOOT) and isinstance(conn.recv(), WorkerReady)
+        _elect(made, conn, 1)
+        assert worker.join(BOOT)
+        assert (tmp_path / "mark").read_text() == str(by_value), "what the target's process inherited"
+    finally:
+        made.close()
