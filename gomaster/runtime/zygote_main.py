@@ -64,7 +64,7 @@ class ZygoteBoot:
     supervisor_pid: int
     #: How many names' cells the lease holds (its memfd is passed as a descriptor).
     lease_names: int
-    #: Slot -> dill bytes of each target to load at boot (``preload``); empty: none.
+    #: Slot -> packed target to load at boot (``preload``); empty: none.
     preload: dict[int, bytes]
     #: The supervisor's ``sys.argv``, which a target may read, as a spawned process would.
     argv: list[str]

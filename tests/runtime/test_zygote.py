@@ -53,15 +53,22 @@ def _command(pid: int) -> str:
         return line.read().replace(b"\0", b" ").decode(errors="replace")
 
 
+def _master_and_follower(cluster: Cluster, *extra: str) -> tuple[dict[str, Any], int]:
+    """Node a becomes master (its first start is returned), then node b joins and follows (its
+    supervisor's PID is returned); ``extra`` goes to both nodes' command lines."""
+    cluster.start("--node", "a", *extra)
+    first = _start(cluster, 1)
+    cluster.start("--node", "b", *extra)
+    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    return first, cluster.supervisor_of("b")
+
+
 def test_a_follower_keeps_only_its_zygote_and_one_spare_worker_and_a_masters_worker_is_forked_by_it(
     cluster: Cluster,
 ) -> None:
-    cluster.start("--node", "a")
-    first = _start(cluster, 1)
-    cluster.start("--node", "b")
-    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    first, follower = _master_and_follower(cluster)
     time.sleep(1.0)  # b has joined and follows
-    master, follower = cluster.supervisor_of("a"), cluster.supervisor_of("b")
+    master = cluster.supervisor_of("a")
     keeper = first["ppid"]
     zygote = _parent(keeper)
     assert _parent(zygote) == master, "the worker's parent is not the master's zygote"
@@ -164,11 +171,7 @@ def _spare_of(supervisor: int, other_than: set[int]) -> int:
 def test_a_killed_spare_is_replaced_and_the_next_election_runs_its_work_on_the_spare(
     cluster: Cluster,
 ) -> None:
-    cluster.start("--node", "a")
-    first = _start(cluster, 1)
-    cluster.start("--node", "b")
-    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
-    follower = cluster.supervisor_of("b")
+    first, follower = _master_and_follower(cluster)
     spare = _spare_of(follower, set())
     os.kill(spare, signal.SIGKILL)
     replacement = _spare_of(follower, {spare})
@@ -182,12 +185,8 @@ def test_a_killed_spare_is_replaced_and_the_next_election_runs_its_work_on_the_s
 def test_without_a_spare_a_follower_is_two_processes_and_an_election_forks_its_worker(
     cluster: Cluster,
 ) -> None:
-    cluster.start("--node", "a", "--no-spare")
-    first = _start(cluster, 1)
-    cluster.start("--node", "b", "--no-spare")
-    cluster.wait_for("node b", lambda ev: any(e["event"] == "node" and e["node"] == "b" for e in ev), STARTUP)
+    first, follower = _master_and_follower(cluster, "--no-spare")
     time.sleep(1.0)  # b has joined and follows
-    follower = cluster.supervisor_of("b")
     assert len(_tree(follower)) == 2, "a follower told to keep no spare keeps one"
     before = _tree(follower)
     os.kill(cluster.supervisor_of("a"), signal.SIGKILL)
