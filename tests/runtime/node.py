@@ -23,12 +23,21 @@ from gomaster.testing import append_mark
 MARK_INTERVAL = 0.02
 
 
+def _zygote() -> int:
+    """The parent of this target's worker: the zygote that forked it, recorded at the start
+    because the worker is gone soon after a target that exits."""
+    with open(f"/proc/{os.getppid()}/stat") as stat:
+        return int(stat.read().rsplit(") ", 1)[-1].split()[1])
+
+
 def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leadership], None]:
     """The master work, with a failure mode chosen by the test; its marks carry the lock name."""
 
     def work(leadership: Leadership) -> None:
         lock = leadership.name
-        append_mark(log, "start", token=leadership.token, node=node, valid=leadership.valid(), lock=lock)
+        append_mark(
+            log, "start", token=leadership.token, node=node, valid=leadership.valid(), lock=lock, zygote=_zygote()
+        )
         if child:
             sub = subprocess.Popen(["sleep", "1000"])
             append_mark(log, "child", token=leadership.token, node=node, child=sub.pid)
