@@ -35,9 +35,8 @@ def make_target(log: Path, mode: str, child: bool, node: str) -> Callable[[Leade
 
     def work(leadership: Leadership) -> None:
         lock = leadership.name
-        append_mark(
-            log, "start", token=leadership.token, node=node, valid=leadership.valid(), lock=lock, zygote=_zygote()
-        )
+        valid, zygote = leadership.valid(), _zygote()
+        append_mark(log, "start", token=leadership.token, node=node, valid=valid, lock=lock, zygote=zygote)
         if child:
             sub = subprocess.Popen(["sleep", "1000"])
             append_mark(log, "child", token=leadership.token, node=node, child=sub.pid)
