@@ -520,14 +520,14 @@ def _runtime_section(results: Results, goals: list[Goal]) -> str:
     out.append(
         "The forked path is: the elector thread enqueues the event and writes a wake-up byte; the "
         "supervisor's main loop (blocked in `multiprocess.connection.wait`) wakes, drains the "
-        "queue, asks the zygote for a worker (the zygote forks it and passes its socket and "
-        "pidfd back), the `Elected` travelling with the request; the worker sets itself up "
-        "(process group, subreaper, signals) and forks the target's process, which loads the "
-        "target (unless preloaded), reports `TargetStarted` and calls it, while the worker keeps "
-        "its process tree. Two forks and two process wake-ups are on the path: on this machine a "
-        "bare Python fork takes about 1.3 ms to the child's first line, and waking a sleeping "
-        "process and forking one child about 3.3 ms at p50, so the p50 follows the machine's "
-        "fork and scheduling costs rather than the code."
+        "queue and sends the `Elected`, with the slot and its packed target, to the spare worker "
+        "the zygote forked ahead of need (a new spare is forked afterwards); the spare wakes and "
+        "forks the target's process, which resets its signals, loads the target (unless "
+        "preloaded), reports `TargetStarted` and calls it, while the worker keeps its process "
+        "tree. One fork and two process wake-ups are on the path: on this machine a bare Python "
+        "`os.fork()` takes about 1.3 ms to the child's first line (0.6 ms through libc's "
+        "`fork()`, without the interpreter's after-fork work) and a wake-up 0.2-0.3 ms, so the "
+        "p50 follows the machine's fork and scheduling costs rather than the code."
     )
     out.append("")
     out.append(_load(results, "runtime"))
