@@ -46,7 +46,7 @@ from gomaster.backends import _settings as read
 from gomaster.backends._session import Fault, Session, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
-from gomaster.backends.url import BackendURL
+from gomaster.backends.url import BackendURL, host_list
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -195,6 +195,9 @@ class _Settings:
     scheme: str = "mysql"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: Every host of a list (``mysql://u@h1:3306,h2:3306/db``), of which the backend uses the
+    #: one that accepts writes; empty for one host (``host`` and ``port``, the list's first).
+    hosts: tuple[tuple[str, int], ...] = ()
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     database: str = DEFAULT_DATABASE
@@ -213,9 +216,8 @@ class _Settings:
 
     @property
     def where(self) -> str:
-        """``host:port`` for messages (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """``host:port`` for messages (IPv6 hosts in brackets), each host of a list."""
+        return ",".join(_where(host, port) for host, port in self.hosts or ((self.host, self.port),))
 
     @property
     def redacted_url(self) -> str:
@@ -228,6 +230,20 @@ class _Settings:
 
     def secrets(self) -> tuple[str, ...]:
         return read.secrets_of(self.password, self.tls.key_password if self.tls else None)
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _hosts(given: object, port: object) -> tuple[tuple[str, int], ...]:
+    """A list of hosts (``h1:3306,h2``; a host without a port gets ``port``), or () for one."""
+    if not isinstance(given, str) or "," not in given:
+        return ()
+    pairs = host_list(given)
+    if any(not host for host, _ in pairs):
+        raise SettingError(f"host list {given!r} has an empty host: write h1:3306,h2:3306")
+    return tuple((host, read.port(number or port or DEFAULT_PORT)) for host, number in pairs)
 
 
 _GO_DSN = re.compile(
@@ -300,10 +316,13 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         driver.append((key, reader(key, value)))
     tls, tls_off = _tls(dict(driver))
     user, password = parts["user"], parts["password"]
+    hosts = _hosts(parts["host"], parts["port"])
+    first_host, first_port = hosts[0] if hosts else (parts["host"] or DEFAULT_HOST, parts["port"])
     return _Settings(
         scheme=url.scheme if url.scheme in _SCHEMES else "mysql",
-        host=read.text("host", parts["host"] or DEFAULT_HOST),
-        port=read.port(parts["port"] or DEFAULT_PORT),
+        host=read.text("host", first_host),
+        port=read.port(first_port or DEFAULT_PORT),
+        hosts=hosts,
         user=None if user is None else read.text("user", user),
         password=None if password is None else read.text("password", password),
         database=database,
@@ -588,8 +607,11 @@ class _Driver:
         kind = type(exc).__name__ if code is None else f"{type(exc).__name__} {code}"
         return kinds.get(code, Fault("other", f"{kind}: {cause}"))
 
-    def _connect(self, deadline: float, database: str | None) -> _Connection:
+    def _connect(
+        self, deadline: float, database: str | None, server: tuple[str, int] | None = None
+    ) -> _Connection:
         settings, tls = self.settings, self.settings.tls
+        host, port = server or (settings.host, settings.port)
         options: dict[str, object] = {"charset": "utf8mb4"}
         options.update((key, value) for key, value in settings.options if key not in TLS_OPTIONS)
         if tls is not None:
@@ -597,8 +619,8 @@ class _Driver:
         elif settings.tls_off:
             options["ssl_disabled"] = True
         conn = _Connection(
-            host=settings.host,
-            port=settings.port,
+            host=host,
+            port=port,
             user=settings.user,
             password=settings.password or "",
             database=database,
@@ -616,16 +638,83 @@ class _Driver:
         conn.keeps_late = True
         return conn
 
+    def _primary(self, deadline: float) -> _Connection:
+        """Of a list of hosts, a connection (with no database yet) to the one that accepts
+        writes. Each host gets an equal share of what is left of the time, so one that does not
+        answer cannot take it all. None writable, or more than one (a split brain of the
+        database: an old primary back and writable beside the promoted replica), raise: a lease
+        claimed on one is unknown to the other, so the step fails, saying what each host said."""
+        writable: list[_Connection] = []
+        said: list[str] = []
+        hosts = self.settings.hosts
+        try:
+            for left, server in zip(range(len(hosts), 0, -1), hosts, strict=True):
+                now = time.monotonic()
+                conn, word = self._ask(server, now + max(deadline - now, 0.0) / left)
+                said.append(word)
+                if conn is not None:
+                    writable.append(conn)
+        except BaseException:
+            for conn in writable:
+                conn.goodbye()
+            raise
+        if len(writable) == 1:
+            writable[0].begin_call(deadline)  # the rest of the connect has all the time left
+            return writable[0]
+        for conn in writable:
+            conn.goodbye()
+        if writable:
+            raise SetupError(
+                f"more than one listed host accepts writes ({'; '.join(said)}): a split brain of the "
+                "database, so no lease is claimed or renewed on any of them; set read_only=1 on "
+                "each that is not the primary"
+            )
+        raise SetupError(
+            f"none of the listed hosts accepts writes ({'; '.join(said)}): promote a replica "
+            "(SET GLOBAL read_only=0) or list the primary"
+        )
+
+    def _ask(self, server: tuple[str, int], until: float) -> tuple[_Connection | None, str]:
+        """Whether ``server`` accepts writes (``@@global.read_only`` is 0): a connection to it
+        when it does, and what it said, for messages."""
+        where = _where(*server)
+        try:
+            conn = self._connect(until, None, server)
+        except self.errors as exc:
+            return None, f"{where} {self.classify(exc).cause or type(exc).__name__}"
+        try:
+            rows = _execute(conn, Statement("SELECT @@global.read_only"))
+        except BaseException as exc:
+            conn.goodbye()
+            if isinstance(exc, self.errors):
+                return None, f"{where} {self.classify(exc).cause or type(exc).__name__}"
+            raise
+        if rows and not rows[0][0]:
+            return conn, f"{where} writable"
+        conn.goodbye()
+        return None, f"{where} read-only"
+
     def _open_once(self, deadline: float) -> _Connection:
         """A new connection to the database (created first if asked and missing), with the lock
-        table created if absent and checked, once per process."""
+        table created if absent and checked, once per process. Of a list of hosts, the one that
+        accepts writes (``_primary``)."""
         database = self.settings.database
-        try:
-            conn, create = self._connect(deadline, database), False
-        except pymysql.OperationalError as exc:
-            if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
-                raise
-            conn, create = self._connect(deadline, None), True
+        if self.settings.hosts:
+            conn, create = self._primary(deadline), False
+            try:
+                conn.select_db(database)
+            except pymysql.OperationalError as exc:
+                if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
+                    conn.goodbye()
+                    raise
+                create = True
+        else:
+            try:
+                conn, create = self._connect(deadline, database), False
+            except pymysql.OperationalError as exc:
+                if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
+                    raise
+                conn, create = self._connect(deadline, None), True
         try:
             if create:
                 _execute(conn, Statement(f"CREATE DATABASE IF NOT EXISTS `{database}`"))

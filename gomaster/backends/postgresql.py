@@ -42,7 +42,7 @@ from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
-from gomaster.backends.url import BackendURL
+from gomaster.backends.url import BackendURL, host_list
 from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "PostgreSQLBackend", "channel_for", "from_url", "schema"]
@@ -162,14 +162,8 @@ class _Settings:
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
     """``h1:5432,h2:5433`` (a URL's host list) as libpq's ``host`` and ``port`` lists."""
-    hosts, ports = [], []
-    for part in netloc_hosts.split(","):
-        host, colon, port = part.rpartition(":") if not part.endswith("]") else (part, "", "")
-        if not colon:
-            host, port = part, ""
-        hosts.append(host.strip("[]"))
-        ports.append(port or str(DEFAULT_PORT))
-    return ",".join(hosts), ",".join(ports)
+    pairs = host_list(netloc_hosts)
+    return ",".join(host for host, _ in pairs), ",".join(port or str(DEFAULT_PORT) for _, port in pairs)
 
 
 def _parse_dsn(dsn: str | None) -> BackendURL:

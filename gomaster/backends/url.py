@@ -93,6 +93,18 @@ def _port_problem(hosts: str) -> str:
     return problem if text.isascii() and text.isdigit() else f"{problem}; {_ENCODE}"
 
 
+def host_list(hosts: str) -> tuple[tuple[str, str], ...]:
+    """``h1:5432,h2,[::1]:5433`` (a URL's list of hosts) as (host, port text) pairs, IPv6 hosts
+    without their brackets and ``""`` where no port is given."""
+    found = []
+    for part in hosts.split(","):
+        host, colon, port = part.rpartition(":") if not part.endswith("]") else (part, "", "")
+        if not colon:
+            host, port = part, ""
+        found.append((host.strip("[]"), port))
+    return tuple(found)
+
+
 def parse_url(url: str) -> Result[BackendURL, str]:
     """Split a backend URL into its parts, or say what is wrong with it (never echoing a password)."""
     if not isinstance(url, str) or "://" not in url:

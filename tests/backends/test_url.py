@@ -6,7 +6,7 @@ import pytest
 from returns.result import Failure, Success
 
 from gomaster.backends import connect, parse_backend
-from gomaster.backends.url import parse_url, redact
+from gomaster.backends.url import host_list, parse_url, redact
 
 
 def test_the_password_is_redacted_everywhere() -> None:
@@ -102,3 +102,12 @@ def test_an_unencoded_password_is_not_echoed_by_a_parse_error() -> None:
     with pytest.raises(ValueError, match="percent-encode") as caught:
         connect("mysql://root:p4ss/w0rd@db/x")
     assert "p4ss" not in str(caught.value) and "w0rd" not in str(caught.value)
+
+
+def test_a_list_of_hosts_splits_into_hosts_and_ports_with_ipv6_unbracketed() -> None:
+    assert host_list("db1:3306,db2,[::1]:3307,[fe80::1]") == (
+        ("db1", "3306"),
+        ("db2", ""),
+        ("::1", "3307"),
+        ("fe80::1", ""),
+    )

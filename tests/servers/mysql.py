@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import pymysql
 import pytest
 
-from tests.servers.base import CONNECT_TIMEOUT, ThrowawayServer
+from tests.servers.base import CONNECT_TIMEOUT, START_TIMEOUT, ThrowawayServer
 
 ENV_URL = "GOMASTER_TEST_MYSQL_URL"
 TEST_DATABASE = "gomaster_test"
@@ -77,6 +77,48 @@ class MariaDBServer(ThrowawayServer):
         pymysql.connect(
             host="127.0.0.1", port=self.port, user="root", connect_timeout=CONNECT_TIMEOUT
         ).close()
+
+    def admin(self, *statements: str) -> list[tuple[object, ...]]:
+        """Run ``statements`` as root (autocommit); the rows of the last."""
+        conn = pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", connect_timeout=5, autocommit=True
+        )
+        try:
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                return list(cursor.fetchall())
+        finally:
+            conn.close()
+
+
+#: Options that let a server be a primary or a replica: a binary log with global transaction IDs.
+REPLICATION = ("--log-bin", "--binlog-format=ROW", "--log-slave-updates=1")
+
+
+class MariaDBReplica(MariaDBServer):
+    """A replica of ``primary`` (which must run with ``REPLICATION`` and a server id of its own),
+    read-only as replicas are; :meth:`promote` makes it the primary, as an operator would."""
+
+    name = "mariadb-replica"
+
+    def __init__(self, primary: MariaDBServer, *, server_id: int = 2, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(extra_args=(*REPLICATION, f"--server-id={server_id}", "--read-only", *extra_args))
+        self.primary = primary
+
+    def start(self, timeout: float = START_TIMEOUT) -> MariaDBReplica:
+        """Start, then replicate from the primary from the start of its log."""
+        super().start(timeout)
+        self.admin(
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.primary.port}, "
+            "MASTER_USER='root', MASTER_USE_GTID=slave_pos",
+            "START SLAVE",
+        )
+        return self
+
+    def promote(self) -> None:
+        """Stop replicating and accept writes."""
+        self.admin("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
 
 
 @pytest.fixture(scope="session")
