@@ -43,6 +43,7 @@ _SCHEMES: dict[str, tuple[str, str | None]] = {
     "postgres": ("gomaster.backends.postgresql", "postgresql"),
     "redis": ("gomaster.backends.redis", "redis"),
     "rediss": ("gomaster.backends.redis", "redis"),
+    "redis+sentinel": ("gomaster.backends.redis", "redis"),
 }
 
 _log = logging.getLogger("gomaster")

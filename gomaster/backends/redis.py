@@ -59,7 +59,7 @@ from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
 from gomaster.backends.base import Observations, Renewals, lost_unless_read
-from gomaster.backends.url import BackendURL
+from gomaster.backends.url import BackendURL, host_list
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import (
@@ -84,7 +84,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: ``first_token`` values: new names start at 1, or at the server clock in milliseconds.
 FIRST_TOKEN_ONE = "1"
 FIRST_TOKEN_CLOCK = "clock"
-SCHEMES = ("redis", "rediss")
+SENTINEL = "redis+sentinel"
+SCHEMES = ("redis", "rediss", SENTINEL)
+#: The port of a Sentinel listed without one.
+DEFAULT_SENTINEL_PORT = 26379
 MAX_PREFIX_LENGTH = 100
 #: How late a name that one thread begins to wait for while another reads is subscribed (the
 #: reader cannot be woken, so it wakes this often). A supervisor has one listener thread for
@@ -466,12 +469,18 @@ class _Settings:
     socket_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     socket_timeout: float | None = None
     options: tuple[tuple[str, object], ...] = field(default=(), repr=False)
+    #: Sentinels to ask for the primary of ``service`` (``redis+sentinel://``); empty: none,
+    #: the server is ``host`` and ``port``.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     @property
     def where(self) -> str:
-        """``host:port`` for messages (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """``host:port`` for messages (IPv6 hosts in brackets); with Sentinel, the service and
+        its sentinels."""
+        if self.sentinels:
+            return f"{self.service!r} via Sentinel {','.join(_where(*each) for each in self.sentinels)}"
+        return _where(self.host, self.port)
 
     def secrets(self) -> tuple[str, ...]:
         return read.secrets_of(self.password, *(str(v) for k, v in self.options if k in _SECRET_OPTIONS))
@@ -480,15 +489,40 @@ class _Settings:
     def redacted_url(self) -> str:
         tail = read.shown([*read.changed(self, OWN_OPTIONS), *self.options], _SECRET_OPTIONS.__contains__)
         auth = read.credentials(self.username, self.password)
+        if self.sentinels:
+            hosts = ",".join(_where(*each) for each in self.sentinels)
+            return f"{SENTINEL}://{auth}{hosts}/{self.service}/{self.db}{tail}"
         return f"{'rediss' if self.tls else 'redis'}://{auth}{self.where}/{self.db}{tail}"
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _sentinel_parts(url: BackendURL) -> tuple[tuple[tuple[str, int], ...], str, str | None]:
+    """The sentinels, the service name and the database number (or None) of a
+    ``redis+sentinel://h1:26379,h2:26379/service[/db]`` URL."""
+    given = url.host if url.port is None else f"{url.host}:{url.port}"
+    pairs = host_list(given or "")
+    if any(not host for host, _ in pairs):
+        raise SettingError(f"sentinel list {given!r} has an empty host: write h1:26379,h2:26379")
+    sentinels = tuple((host, read.port(port or DEFAULT_SENTINEL_PORT)) for host, port in pairs)
+    service, _, db = url.path.removeprefix("/").partition("/")
+    if not service:
+        raise SettingError(
+            "a Sentinel URL names the service after the sentinels, e.g. redis+sentinel://h1:26379,h2:26379/mymaster"
+        )
+    return sentinels, service, db or None
 
 
 def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
     """A URL with keyword overrides as checked settings, or ``SettingError``. The database number
     is the URL's path or the ``db`` keyword, never a query parameter."""
     refuse(dict(url.query), _MANAGED)
-    path = url.path.removeprefix("/") or None
-    found = dict(host=url.host, port=url.port, db=path, username=url.username, password=url.password)
+    sentinels, service, path = _sentinel_parts(url) if url.scheme == SENTINEL else ((), "", None)
+    path = path if sentinels else url.path.removeprefix("/") or None
+    host, port = (None, None) if sentinels else (url.host, url.port)
+    found = dict(host=host, port=port, db=path, username=url.username, password=url.password)
     parts, options = merge(url, given, found)
     own = {key: options.pop(key) for key in OWN_OPTIONS if key in options}
     refuse(options, _MANAGED)
@@ -524,6 +558,8 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         ),
         socket_timeout=None if timeout is None else read.seconds("socket_timeout", timeout),
         options=tuple(driver),
+        sentinels=sentinels,
+        service=service,
     )
 
 
@@ -705,6 +741,10 @@ class _Unreachable(redis.ConnectionError):
     """No connection could be made at all (redis-py's message; the OSError is its cause)."""
 
 
+class _NoPrimaryError(RedisError):
+    """The sentinels name no primary for the service, or the server they name is not one."""
+
+
 class _Redis:
     """redis-py for a :class:`Session`. With ``listens`` it is the pub/sub side (a ``Listener``
     too), where replies waiting on an idle connection are messages, not the server's goodbye."""
@@ -718,12 +758,64 @@ class _Redis:
 
     def open(self, deadline: float) -> _Wire:
         """Connect (with AUTH and SELECT) before ``deadline``; the first command connection of a
-        process also checks the server's configuration."""
+        process also checks the server's configuration. With Sentinel, to the primary the
+        sentinels name, once it says it is one."""
+        settings = self.settings
+        host, port = self._primary(deadline) if settings.sentinels else (settings.host, settings.port)
+        conn = self._connect(host, port, deadline)
+        if settings.sentinels and not self.listens:
+            try:
+                _check_role(conn, _where(host, port), settings.service)
+            except BaseException:
+                self.close(conn)
+                raise
+        if not self.listens and self.checked_in != os.getpid():
+            try:
+                _check_configuration(conn, settings)
+            except BaseException:
+                self.close(conn)
+                raise
+            self.checked_in = os.getpid()
+        return conn
+
+    def _primary(self, deadline: float) -> tuple[str, int]:
+        """The primary of the service as the first sentinel that knows it says; each sentinel
+        gets an equal share of what is left of the time."""
+        settings, said = self.settings, []
+        sentinels = settings.sentinels
+        for left, (host, port) in zip(range(len(sentinels), 0, -1), sentinels, strict=True):
+            share = max(deadline - time.monotonic(), 0.0) / left
+            sentinel: _Wire = redis.Connection(  # type: ignore[no-untyped-call]
+                host=host,
+                port=port,
+                socket_timeout=max(share, 0.001),
+                socket_connect_timeout=max(share, 0.001),
+                retry=Retry(NoBackoff(), 0),
+                protocol=2,
+            )
+            try:
+                sentinel.connect()
+                answer = _call(sentinel, "SENTINEL", "get-master-addr-by-name", settings.service)
+            except (RedisError, OSError) as exc:
+                said.append(f"{_where(host, port)} {' '.join(str(exc).split()) or type(exc).__name__}")
+                continue
+            finally:
+                self.close(sentinel)
+            match answer:
+                case [bytes(primary), bytes(number)] if number.isdigit():
+                    return primary.decode(), int(number)
+            said.append(f"{_where(host, port)} names none")
+        raise _NoPrimaryError(
+            f"no sentinel names a primary for service {settings.service!r} ({'; '.join(said)}): "
+            "check the service name and that the sentinels monitor it"
+        )
+
+    def _connect(self, host: str, port: int, deadline: float) -> _Wire:
         settings = self.settings
         options: dict[str, Any] = dict(settings.options)
         conn: _Wire = (redis.SSLConnection if settings.tls else redis.Connection)(
-            host=settings.host,
-            port=settings.port,
+            host=host,
+            port=port,
             db=settings.db,
             username=settings.username,
             password=settings.password,
@@ -739,13 +831,6 @@ class _Redis:
             raise
         except redis.ConnectionError as exc:
             raise _Unreachable(str(exc)) from exc.__cause__
-        if not self.listens and self.checked_in != os.getpid():
-            try:
-                _check_configuration(conn, settings)
-            except BaseException:
-                self.close(conn)
-                raise
-            self.checked_in = os.getpid()
         return conn
 
     def usable(self, conn: _Wire) -> bool:
@@ -779,6 +864,8 @@ class _Redis:
                 return Fault("login", cause)
             case ReadOnlyError():
                 return Fault("read_only", cause)
+            case _NoPrimaryError():
+                return Fault("setup", cause)
             case _Unreachable() if isinstance(exc.__cause__, socket.gaierror):
                 return Fault("unresolved", cause, self.settings.host)
             case _Unreachable() if isinstance(exc.__cause__, ssl.SSLError):
@@ -809,6 +896,21 @@ class _Redis:
                 case [b"message", bytes(channel), _]:
                     heard.append(channel.decode())
         return heard
+
+
+def _check_role(conn: _Wire, where: str, service: str) -> None:
+    """Raise unless the server is a primary: a sentinel's answer can be stale for the moments
+    of a failover, and a step on a replica would only be refused anyway."""
+    match _call(conn, "ROLE"):
+        case [b"master", *_]:
+            return
+        case [bytes(role), *_]:
+            raise _NoPrimaryError(
+                f"the sentinels name {where} as the primary of {service!r}, but it is a {role.decode()}"
+            )
+    raise _NoPrimaryError(
+        f"the sentinels name {where} as the primary of {service!r}, and ROLE says nothing of it"
+    )
 
 
 def _check_configuration(conn: _Wire, settings: _Settings) -> None:
@@ -1147,10 +1249,16 @@ class RedisBackend(Configured[_Settings]):
 
 
 def from_url(url: BackendURL) -> Result[RedisBackend, str]:
-    """``redis://[user][:password]@host:port/db?prefix=gomaster&<options>``, ``rediss://`` for TLS
-    (the options: docs/backends/redis.md)."""
+    """``redis://[user][:password]@host:port/db?prefix=gomaster&<options>``, ``rediss://`` for TLS,
+    ``redis+sentinel://s1:26379,s2:26379/service[/db]`` for the primary Sentinel names (the
+    options: docs/backends/redis.md)."""
     if url.scheme not in SCHEMES:
-        return Failure(f"a Redis URL starts with redis:// or rediss://, not {url.scheme}://")
-    if "," in (url.host or ""):
-        return Failure("a Redis URL names one server, e.g. redis://localhost:6379/0")
+        return Failure(
+            f"a Redis URL starts with redis://, rediss:// or redis+sentinel://, not {url.scheme}://"
+        )
+    if "," in (url.host or "") and url.scheme != SENTINEL:
+        return Failure(
+            "a Redis URL names one server, e.g. redis://localhost:6379/0; for a primary that "
+            "Sentinel fails over, name the sentinels: redis+sentinel://h1:26379,h2:26379/mymaster"
+        )
     return checked(lambda: RedisBackend._of(_settings(url, {})))

@@ -79,6 +79,54 @@ class RedisServer(ThrowawayServer):
             client.close()
 
 
+class RedisSentinel(ThrowawayServer):
+    """One ``redis-server --sentinel`` watching ``primary`` as service ``service``, with a
+    quorum of ``quorum``, and quick to act (down after ``down_after`` ms). Each has its own
+    config file, which Sentinel rewrites."""
+
+    name = "redis-sentinel"
+    not_ready = (redis.RedisError, OSError)
+
+    def __init__(
+        self, primary: RedisServer, *, service: str = "m", quorum: int = 2, down_after: int = 500
+    ) -> None:
+        super().__init__()
+        self.primary, self.service, self.quorum, self.down_after = primary, service, quorum, down_after
+        self.config = self.base / "sentinel.conf"
+
+    def prepare(self) -> None:
+        if self.config.exists():
+            return
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.base}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after}\n"
+            f"sentinel failover-timeout {self.service} 2000\n"
+        )
+
+    def command(self) -> list[str]:
+        return ["redis-server", str(self.config), "--sentinel", "--daemonize", "no"]
+
+    def primary_address(self) -> tuple[str, int] | None:
+        """The primary this sentinel names for its service now."""
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=CONNECT_TIMEOUT)
+        try:
+            found = client.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        match found:  # redis-py parses the reply into (host, port) by the command's name
+            case [bytes() | str() as host, bytes() | str() | int() as port]:
+                return host.decode() if isinstance(host, bytes) else host, int(port)
+        return None
+
+    def ping(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=CONNECT_TIMEOUT)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The Redis server for the whole run: ``$GOMASTER_TEST_REDIS_URL``, or one started here."""
