@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -40,6 +40,7 @@ TEST_DATABASE = "gomaster_test"
 _HBA = """\
 local all all trust
 host all {superuser} 127.0.0.1/32 trust
+host replication {superuser} 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
 """
@@ -84,8 +85,10 @@ class PostgreSQLServer(ThrowawayServer):
     #: PostgreSQL refuses to run as root.
     run_as = "postgres"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, settings: Sequence[str] = ()) -> None:
         super().__init__(port=port)
+        #: Server settings (``name=value``) on top of the defaults, which they override.
+        self.settings = tuple(settings)
         self.bin = server_binaries()
         self.datadir = self.base / "data"
         self.base.chmod(0o755)
@@ -123,12 +126,56 @@ class PostgreSQLServer(ThrowawayServer):
         self.give_to_server_user(hba)
 
     def command(self) -> list[str]:
-        settings = [arg for setting in _SERVER_SETTINGS for arg in ("-c", setting)]
+        settings = [arg for setting in (*_SERVER_SETTINGS, *self.settings) for arg in ("-c", setting)]
         where = ["-D", str(self.datadir), "-p", str(self.port), "-k", str(self.base)]
         return [str(self.bin / "postgres"), *where, *settings]
 
     def ping(self) -> None:
         self.admin().close()
+
+
+class PostgreSQLStandby(PostgreSQLServer):
+    """A streaming standby of ``primary``, copied from it by ``pg_basebackup`` at first start.
+    It reports to the primary as ``name``, so ``synchronous_standby_names`` can name it."""
+
+    name = "postgresql-standby"
+
+    def __init__(self, primary: PostgreSQLServer, *, name: str = "s1", settings: Sequence[str] = ()) -> None:
+        super().__init__(settings=settings)
+        self.primary = primary
+        self.application_name = name
+
+    def prepare(self) -> None:
+        if self.datadir.exists():
+            return
+        source = f"host=127.0.0.1 port={self.primary.port} user={SUPERUSER}"
+        source += f" application_name={self.application_name}"
+        self.setup(
+            str(self.bin / "pg_basebackup"),
+            *("-d", source, "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync"),
+        )
+
+    def promote(self) -> None:
+        """Make this standby a primary and return once it accepts writes."""
+        with self.admin() as conn:
+            conn.execute("SELECT pg_promote(wait => true)")
+
+    def has_database(self, name: str = TEST_DATABASE) -> bool:
+        """Whether ``name`` exists here yet (a standby replays what the primary committed)."""
+        with self.admin() as conn:
+            return (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+            )
+
+    def streaming(self) -> bool:
+        """Whether the primary sees this standby streaming (and, when named, as synchronous)."""
+        with self.primary.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication"
+                " WHERE application_name = %s AND state = 'streaming'",
+                (self.application_name,),
+            ).fetchone()
+        return row is not None and row[0] == 1
 
 
 def create_database(server: PostgreSQLServer, name: str = TEST_DATABASE) -> None:
