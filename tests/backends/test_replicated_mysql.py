@@ -8,28 +8,16 @@ is what an operator or a tool does: the primary dies (SIGKILL), the replica is p
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from returns.io import IOResult
-from returns.result import Failure, Success
 
-from gomaster.backends import LockBackend, connect
+from gomaster.backends import connect
 from gomaster.backends.mysql import DEFAULT_TABLE
-from gomaster.core.decide import Claim, plan_acquire
-from gomaster.core.errors import BackendError, Lost
-from gomaster.core.record import LockRecord, NodeIdentity
-from gomaster.core.timing import Timing
-from tests.helpers import identity, ok, result
+from gomaster.core.decide import Claim
+from tests.backends.failover import TIMEOUT, TTL, acquire, error_of, renew_through, wait_for
+from tests.helpers import identity
 from tests.servers.mysql import REPLICATION, TEST_DATABASE, MariaDBReplica, MariaDBServer
-
-#: Long enough that the lease outlives the failover: these tests are about where steps go.
-TTL = 30.0
-TIMEOUT = 2.0
-#: How long the holder keeps retrying its renewal after the promotion.
-FOLLOW_WITHIN = 10.0
-REPLICATED_WITHIN = 10.0
 
 
 @pytest.fixture
@@ -40,15 +28,8 @@ def pair() -> Iterator[tuple[MariaDBServer, MariaDBReplica]]:
         MariaDBReplica(primary, server_id=2) as replica,
     ):
         primary.admin(f"CREATE DATABASE `{TEST_DATABASE}`")
-        _wait_for(lambda: bool(replica.admin(f"SHOW DATABASES LIKE '{TEST_DATABASE}'")), "the database")
+        wait_for(lambda: bool(replica.admin(f"SHOW DATABASES LIKE '{TEST_DATABASE}'")), "the database")
         yield primary, replica
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + REPLICATED_WITHIN
-    while not condition():
-        assert time.monotonic() < deadline, f"the replica never got {what}"
-        time.sleep(0.05)
 
 
 def _url(*servers: MariaDBServer) -> str:
@@ -65,27 +46,11 @@ def _holder_on(server: MariaDBServer, name: str) -> str | None:
     return holder.decode() if isinstance(holder, bytes) else None
 
 
-def _acquire(backend: LockBackend, name: str, me: NodeIdentity) -> LockRecord:
-    planned = plan_acquire(ok(backend.observe(name, TIMEOUT)), name, me, Timing.from_ttl(TTL))
-    assert isinstance(planned, Success), f"{name} is held already: {planned}"
-    plan = planned.unwrap()
-    return ok(
-        backend.claim(Claim(name=name, node=me, token=plan.token, expected=plan.expected, ttl=TTL), TIMEOUT)
-    )
-
-
 def _failover(primary: MariaDBServer, replica: MariaDBReplica, name: str, holder: str) -> None:
     """Once the replica has ``name``'s record, kill the primary and promote the replica."""
-    _wait_for(lambda: _holder_on(replica, name) == holder, f"{name}'s record")
+    wait_for(lambda: _holder_on(replica, name) == holder, f"{name}'s record on the replica")
     primary.kill()
     replica.promote()
-
-
-def _error_of(step: IOResult[object, object]) -> str:
-    failed = result(step)
-    assert isinstance(failed, Failure), f"the step succeeded: {failed}"
-    assert isinstance(failed.failure(), BackendError)
-    return str(failed.failure())
 
 
 def test_a_host_list_settles_on_the_host_that_accepts_writes_wherever_it_is_listed(
@@ -95,7 +60,7 @@ def test_a_host_list_settles_on_the_host_that_accepts_writes_wherever_it_is_list
     me = identity()
     backend = connect(_url(replica, primary))  # the read-only replica first
     try:
-        _acquire(backend, "where", me)
+        acquire(backend, "where", me)
         assert _holder_on(primary, "where") == me.node_id
     finally:
         backend.close()
@@ -108,20 +73,9 @@ def test_the_lease_follows_the_primary_to_a_promoted_replica_with_its_holder_and
     me = identity()
     backend = connect(_url(primary, replica))
     try:
-        held = _acquire(backend, "failover", me)
+        held = acquire(backend, "failover", me)
         _failover(primary, replica, "failover", me.node_id)
-        errors: list[str] = []
-        deadline = time.monotonic() + FOLLOW_WITHIN
-        while True:
-            match result(backend.renew(held, TTL, TIMEOUT)):
-                case Success(renewed):
-                    break
-                case Failure(Lost() as lost):
-                    raise AssertionError(f"the holder lost its lease in the failover: {lost}")
-                case Failure(error):
-                    errors.append(str(error))
-            assert time.monotonic() < deadline, f"no renewal on the promoted replica: {errors[-3:]}"
-            time.sleep(0.2)
+        renewed, _failed_tries = renew_through(backend, held)
         assert (renewed.holder, renewed.token) == (me.node_id, held.token)
     finally:
         backend.close()
@@ -136,7 +90,7 @@ def test_with_no_host_accepting_writes_every_step_fails_and_says_so(
     try:
         claim = Claim.first("nowhere", identity(), TTL)
         for step in (backend.observe("nowhere", TIMEOUT), backend.claim(claim, TIMEOUT)):
-            text = _error_of(step)
+            text = error_of(step)
             assert "none of the listed hosts accepts writes" in text
             assert f"127.0.0.1:{replica.port} read-only" in text
         assert _holder_on(replica, "nowhere") is None
@@ -154,7 +108,7 @@ def test_an_old_primary_back_and_writable_beside_the_promoted_one_stops_every_cl
     holder = connect(_url(primary, replica))
     newcomer = connect(_url(primary, replica))
     try:
-        held = _acquire(holder, "split", me)
+        held = acquire(holder, "split", me)
         _failover(primary, replica, "split", me.node_id)
         primary.start()  # comes back writable, with the record as it was when it died
         claim = Claim.first("other", rival, TTL)
@@ -163,7 +117,7 @@ def test_an_old_primary_back_and_writable_beside_the_promoted_one_stops_every_cl
             newcomer.observe("split", TIMEOUT),
             newcomer.claim(claim, TIMEOUT),
         ):
-            text = _error_of(step)
+            text = error_of(step)
             assert "more than one listed host accepts writes" in text
             for server in (primary, replica):
                 assert f"127.0.0.1:{server.port} writable" in text
