@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
 
+from gomaster.backends._durability import UnconfirmedError
 from gomaster.backends._settings import Settings
 from gomaster.backends.url import scrub
 from gomaster.core.errors import BackendError
@@ -59,6 +60,7 @@ Kind = Literal[
     "lost",
     "setup",
     "late",
+    "unconfirmed",
     "other",
 ]
 
@@ -80,6 +82,7 @@ WORDING: Mapping[Kind, str] = {
     "lost": "lost the connection to {where} during {step}: {cause}",
     "setup": "{cause}",
     "late": "{step} did not finish within {timeout:.3f} s (the server has not answered yet)",
+    "unconfirmed": "{step} counted as failed: {where} wrote it without confirming a replica has it ({cause})",
     "other": "{step} failed on {where}: {cause}",
 }
 
@@ -190,6 +193,9 @@ class Session(Generic[_C]):
         self.deadline = deadline
         try:
             return Success(work(self._connection(deadline)))
+        except UnconfirmedError as exc:
+            # The connection is in order: the server answered in full.
+            return Failure(self.error(Fault("unconfirmed", str(exc), keep=True), step, timeout))
         except driver.errors as exc:
             fault = driver.classify(exc)
             if fault.kind in _MAYBE_LATE and time.monotonic() >= deadline:

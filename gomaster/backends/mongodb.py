@@ -54,6 +54,7 @@ from pymongo.uri_parser import split_options
 from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import _durability as durability
 from gomaster.backends import _settings as read
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, Kind, Session, seconds_left, session_for
@@ -283,13 +284,22 @@ class _Driver:
     errors: tuple[type[BaseException], ...] = (PyMongoError, BSONError, UnicodeEncodeError)
     #: Whether an error keeps the link.
     keep = True
+    #: Whether opening says what a failover can lose (the steps' driver does, not the listener).
+    reports = True
 
     def __init__(self, settings: _Settings, client: _Client) -> None:
         self.settings = settings
         self.client = client
+        #: What a failover can lose, said once per process.
+        self.report = durability.Report()
 
     def open(self, deadline: float) -> _Link:
         client = self.client.get()
+        chosen = {key.lower(): value for key, value in self.settings.options}
+        if self.reports:
+            self.report.see(
+                durability.mongodb(f"MongoDB at {self.settings.where}", str(chosen.get("w", "majority")))
+            )
         locks = client[self.settings.lock_database][self.settings.collection]
         return _Link(client, locks.with_options(read_preference=ReadPreference.PRIMARY))
 
@@ -326,6 +336,7 @@ class _ChangeStream(_Driver):
 
     notifies = True
     keep = False
+    reports = False
 
     def close(self, link: _Link) -> None:
         if link.stream is not None:

@@ -42,7 +42,9 @@ from pymysql.constants import CLIENT, COMMAND, CR, ER
 from pymysql.protocol import MysqlPacket
 from returns.result import Failure, Result
 
+from gomaster.backends import _durability as durability
 from gomaster.backends import _settings as read
+from gomaster.backends._primary import RESURVEY, only_writable
 from gomaster.backends._session import Fault, Session, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
@@ -356,6 +358,8 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     #: deadline passing there leaves the stream whole (a socket timeout inside PyMySQL's
     #: buffered reader would break it for good).
     keeps_late: bool = False
+    #: When the hosts of a list are to be asked again which accepts writes (monotonic).
+    resurvey_at: float = math.inf
     #: When the statement whose reply is still owed was sent (monotonic), or None.
     owed_since: float | None = None
     _sent_at: float = 0.0
@@ -505,6 +509,20 @@ def _execute(conn: _Connection, statement: Statement) -> list[Row]:
     return rows if matched == 1 or not statement.read_back else []
 
 
+#: How often a primary with semi-synchronous replication on is asked whether it still is.
+SEMI_SYNC_WATCH = 5.0
+#: The replication settings a failover depends on (MariaDB's names, and MySQL 8's).
+_REPLICATION_VARIABLES = (
+    "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('rpl_semi_sync_master_enabled', "
+    "'rpl_semi_sync_master_wait_point', 'rpl_semi_sync_master_timeout', 'rpl_semi_sync_source_enabled', "
+    "'rpl_semi_sync_source_wait_point', 'rpl_semi_sync_source_timeout')"
+)
+_REPLICATION_STATUS = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', "
+    "'Rpl_semi_sync_source_status', 'Slaves_connected')"
+)
+
+
 class _Driver:
     """How the session opens, checks, arms, closes and judges this backend's PyMySQL connections."""
 
@@ -515,12 +533,23 @@ class _Driver:
     def __init__(self, settings: _Settings, statements: Statements) -> None:
         self.settings = settings
         self.statements = statements
+        #: What a failover can lose: said once, and again when it changes (a forked child that
+        #: sees what its parent saw says nothing).
+        self.report = durability.Report()
+        #: The replication variables and status last read.
+        self.replication: dict[str, str] = {}
+        #: When to read ``Rpl_semi_sync_master_status`` again (``time.monotonic()``); never
+        #: while semi-synchronous replication is off.
+        self.watch_at = math.inf
         self._fresh()
 
     def _fresh(self) -> None:
         """This process's state: nothing is known yet in a new process."""
         self.pid = os.getpid()
         self.connected_once = False
+        #: The server whose replication settings were read in this process: a reconnect to the
+        #: same one skips them (the watch below still sees a fallback).
+        self.surveyed: tuple[str, int] | None = None
         #: The table was made or checked in this process: a reconnect skips those round trips,
         #: which through a 100 ms delay would take most of a one-second lease's deadline.
         self.table_ready = False
@@ -549,6 +578,10 @@ class _Driver:
                 return conn
 
     def usable(self, conn: _Connection) -> bool:
+        """False when the connection is dead, or chosen from a list of hosts and due for another
+        survey (an old primary may be back beside the new one)."""
+        if time.monotonic() >= conn.resurvey_at:
+            return False
         conn.begin_call(self.session.deadline)
         return conn.ready(self.settings.late_reply_wait)
 
@@ -640,39 +673,18 @@ class _Driver:
 
     def _primary(self, deadline: float) -> _Connection:
         """Of a list of hosts, a connection (with no database yet) to the one that accepts
-        writes. Each host gets an equal share of what is left of the time, so one that does not
-        answer cannot take it all. None writable, or more than one (a split brain of the
-        database: an old primary back and writable beside the promoted replica), raise: a lease
-        claimed on one is unknown to the other, so the step fails, saying what each host said."""
-        writable: list[_Connection] = []
-        said: list[str] = []
-        hosts = self.settings.hosts
-        try:
-            for left, server in zip(range(len(hosts), 0, -1), hosts, strict=True):
-                now = time.monotonic()
-                conn, word = self._ask(server, now + max(deadline - now, 0.0) / left)
-                said.append(word)
-                if conn is not None:
-                    writable.append(conn)
-        except BaseException:
-            for conn in writable:
-                conn.goodbye()
-            raise
-        if len(writable) == 1:
-            writable[0].begin_call(deadline)  # the rest of the connect has all the time left
-            return writable[0]
-        for conn in writable:
-            conn.goodbye()
-        if writable:
-            raise SetupError(
-                f"more than one listed host accepts writes ({'; '.join(said)}): a split brain of the "
-                "database, so no lease is claimed or renewed on any of them; set read_only=1 on "
-                "each that is not the primary"
-            )
-        raise SetupError(
-            f"none of the listed hosts accepts writes ({'; '.join(said)}): promote a replica "
-            "(SET GLOBAL read_only=0) or list the primary"
+        writes (:func:`only_writable`)."""
+        conn = only_writable(
+            self.settings.hosts,
+            deadline,
+            self._ask,
+            _Connection.goodbye,
+            promote="promote a replica (SET GLOBAL read_only=0) or list the primary",
+            demote="set read_only=1 on each that is not the primary",
         )
+        conn.begin_call(deadline)  # the rest of the connect has all the time left
+        conn.resurvey_at = time.monotonic() + RESURVEY
+        return conn
 
     def _ask(self, server: tuple[str, int], until: float) -> tuple[_Connection | None, str]:
         """Whether ``server`` accepts writes (``@@global.read_only`` is 0): a connection to it
@@ -693,6 +705,35 @@ class _Driver:
             return conn, f"{where} writable"
         conn.goodbye()
         return None, f"{where} read-only"
+
+    def survey(self, conn: _Connection) -> None:
+        """Read the server's replication settings and report what a failover can lose."""
+        rows = _execute(conn, Statement(_REPLICATION_VARIABLES)) + _execute(
+            conn, Statement(_REPLICATION_STATUS)
+        )
+        self.replication = {str(name).lower(): str(value) for name, value in rows}
+        self.surveyed = conn.host, conn.port
+        self._judge(conn)
+
+    def watch(self, conn: _Connection) -> None:
+        """Read ``Rpl_semi_sync_master_status`` again when it is due, and report a fallback to
+        asynchronous replication (or its end): MariaDB falls back without a word to clients."""
+        if time.monotonic() < self.watch_at:
+            return
+        rows = _execute(conn, Statement(_REPLICATION_STATUS))
+        self.replication |= {str(name).lower(): str(value) for name, value in rows}
+        self._judge(conn)
+
+    def _judge(self, conn: _Connection) -> None:
+        found = self.replication
+        self.report.see(
+            durability.mysql(f"MySQL at {_where(conn.host, conn.port)}", found, len(self.settings.hosts) or 1)
+        )
+        enabled = "ON" in (
+            found.get("rpl_semi_sync_master_enabled"),
+            found.get("rpl_semi_sync_source_enabled"),
+        )
+        self.watch_at = time.monotonic() + SEMI_SYNC_WATCH if enabled else math.inf
 
     def _open_once(self, deadline: float) -> _Connection:
         """A new connection to the database (created first if asked and missing), with the lock
@@ -724,6 +765,8 @@ class _Driver:
                 denied = ER.TABLEACCESS_DENIED_ERROR
                 self.statements.prepare(partial(_execute, conn), lambda exc: _error_number(exc) == denied)
                 self.table_ready = True
+            if self.surveyed != (conn.host, conn.port):
+                self.survey(conn)
         except BaseException:
             conn.goodbye()
             raise
@@ -769,15 +812,18 @@ class MySQLBackend(ServerBackend[_Settings]):
     def _start(self) -> None:
         settings = self._settings
         self._sql = Statements(MYSQL, settings.table, label=f"`{settings.database}`.`{settings.table}`")
-        driver = _Driver(settings, self._sql)
-        self._session = driver.session = session_for(driver, settings)
+        self._driver = _Driver(settings, self._sql)
+        self._session = self._driver.session = session_for(self._driver, settings)
 
     @property
     def _conn(self) -> _Connection | None:
         """This process's connection, if it has one."""
         return self._session.conn
 
-    _execute = staticmethod(_execute)
+    def _execute(self, conn: _Connection, statement: Statement) -> list[Row]:
+        """``statement``'s rows, after a look at semi-synchronous replication when one is due."""
+        self._driver.watch(conn)
+        return _execute(conn, statement)
 
 
 def from_url(url: BackendURL) -> Result[MySQLBackend, str]:

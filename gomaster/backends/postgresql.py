@@ -37,8 +37,11 @@ from psycopg.rows import TupleRow
 from returns.io import IOResult
 from returns.result import Failure, Result
 
+from gomaster.backends import _durability as durability
 from gomaster.backends import _settings as read
+from gomaster.backends._durability import UnconfirmedError
 from gomaster.backends._notices import Notices
+from gomaster.backends._primary import RESURVEY, only_writable
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
@@ -59,11 +62,21 @@ APPLICATION_NAME = "gomaster"
 CHANNEL_PREFIX = "gomaster_"
 #: Hex digits of the hash in a channel name: 192 bits, and 57 bytes in all (the limit is 63).
 CHANNEL_HEX = 48
+#: The share of a step's time left that the server's statement_timeout allows.
+_SERVER_SHARE = 0.9
 #: How often psycopg's wait loop wakes to let KeyboardInterrupt through.
 _WAIT_INTERVAL = 0.1
 _MS = 1000
 _MAX_NAME_BYTES = 63
 _SCHEMES = ("postgresql", "postgres")
+#: Whether a server accepts writes: neither a standby nor read-only by default.
+_WRITABLE = "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
+#: What a failover of this server can lose depends on these (``pg_stat_replication`` lists
+#: the standbys streaming from it to any user, with their details only to privileged ones).
+_REPLICATION = (
+    "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names'), "
+    "(SELECT count(*) FROM pg_stat_replication)"
+)
 #: SQLSTATEs the backend explains in words.
 _QUERY_CANCELED = "57014"
 _INSUFFICIENT_PRIVILEGE = "42501"
@@ -135,11 +148,16 @@ class _Settings:
     options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
-    def where(self) -> str:
-        """``host:port`` for messages (each host of a list; IPv6 hosts in brackets)."""
+    def servers(self) -> tuple[tuple[str, str], ...]:
+        """Each listed host with its port (libpq repeats a lone port for every host)."""
         hosts, ports = self.host.split(","), self.port.split(",")
         ports += [ports[-1]] * (len(hosts) - len(ports))
-        return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in zip(hosts, ports, strict=False))
+        return tuple(zip(hosts, ports, strict=False))
+
+    @property
+    def where(self) -> str:
+        """``host:port`` for messages (each host of a list; IPv6 hosts in brackets)."""
+        return ",".join(_where(host, port) for host, port in self.servers)
 
     @property
     def redacted_url(self) -> str:
@@ -152,12 +170,20 @@ class _Settings:
         """The password and every password-like option's value."""
         return read.secrets_of(self.password, *(value for key, value in self.options if _secret(key)))
 
-    def conninfo(self) -> str:
-        """The libpq connection string (with the password: never shown to anyone)."""
+    def conninfo(self, server: tuple[str, str] | None = None) -> str:
+        """The libpq connection string (with the password: never shown to anyone); to ``server``
+        alone when given, whatever it is (the caller asks it whether it accepts writes)."""
         options = {"application_name": APPLICATION_NAME, **_KEEPALIVES, **dict(self.options)}
-        server = dict(host=self.host, port=self.port, dbname=self.database, client_encoding="UTF8")
+        host, port = server or (self.host, self.port)
+        if server is not None:
+            options["target_session_attrs"] = "any"
+        server_options = dict(host=host, port=port, dbname=self.database, client_encoding="UTF8")
         # make_conninfo leaves out the parameters that are None.
-        return make_conninfo("", **options, **server, user=self.user, password=self.password)
+        return make_conninfo("", **options, **server_options, user=self.user, password=self.password)
+
+
+def _where(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
@@ -246,6 +272,16 @@ class _Connection(psycopg.Connection[TupleRow]):
     any lost connection. This override is the backend's only use of psycopg's internals."""
 
     deadline: float = math.inf
+    #: When the hosts of a list are to be asked again which accepts writes (monotonic).
+    resurvey_at: float = math.inf
+    #: The server's WARNINGs during the statement in progress (see ``_rows``).
+    warnings: list[str]
+
+    def heard(self, notice: psycopg.errors.Diagnostic) -> None:
+        """Keep a WARNING the server sent (psycopg's notice handler): a commit whose wait for a
+        synchronous standby was cancelled says so only this way, in the server's language."""
+        if notice.severity_nonlocalized == "WARNING":
+            self.warnings.append(" ".join(filter(None, (notice.message_primary, notice.message_detail))))
 
     def wait(self, gen: PQGen[_RV], interval: float = _WAIT_INTERVAL, timeout: float | None = None) -> _RV:
         """psycopg's wait, never past ``deadline``."""
@@ -259,9 +295,12 @@ class _Connection(psycopg.Connection[TupleRow]):
         return bool(poller.poll(0))
 
     def statement_timeout_ms(self, cap: float | None) -> int:
-        """Milliseconds the server may spend on the next statement: what is left of the deadline and
-        ``cap``, at least 1 (0 would mean no limit) and at most a day."""
-        return max(1, math.floor(seconds_left(self.deadline, cap) * _MS))
+        """Milliseconds the server may spend on the next statement: ``_SERVER_SHARE`` of what is
+        left of the deadline, at most ``cap``, at least 1 (0 would mean no limit) and at most a
+        day. The rest is for the server's answer to arrive before the client gives up: a
+        cancelled wait for a synchronous standby is told only in that answer."""
+        left = seconds_left(self.deadline) * _SERVER_SHARE
+        return max(1, math.floor((left if cap is None else min(left, cap)) * _MS))
 
 
 class _ConnectError(OSError):
@@ -293,6 +332,8 @@ def _connect(conninfo: str, deadline: float, capped: bool) -> _Connection:
         pgconn.nonblocking = 1
         conn = _Connection(pgconn)
         conn.autocommit = True
+        conn.warnings = []
+        conn.add_notice_handler(conn.heard)
         return conn
     except BaseException:
         pgconn.finish()
@@ -301,12 +342,20 @@ def _connect(conninfo: str, deadline: float, capped: bool) -> _Connection:
 
 def _rows(conn: _Connection, statement: Statement, cap: float | None) -> list[Row]:
     """Run ``statement`` as one autocommit statement in one round trip, with the server's
-    ``statement_timeout`` set to what is left of the call, and return its rows."""
+    ``statement_timeout`` set to what is left of the call, and return its rows. A WARNING with
+    them fails the call (``UnconfirmedError``): the one a cancelled wait for a synchronous standby
+    sends comes with a commit that the standby may lack, and no other is expected here."""
     prefix = f"SET LOCAL statement_timeout = {conn.statement_timeout_ms(cap)}; "
+    conn.warnings.clear()
     with ClientCursor(conn) as cursor:
         cursor.execute(prefix + statement.sql, statement.params)
         cursor.nextset()
-        return list(cursor.fetchall()) if cursor.pgresult is not None and cursor.pgresult.ntuples else []
+        rows: list[Row] = (
+            list(cursor.fetchall()) if cursor.pgresult is not None and cursor.pgresult.ntuples else []
+        )
+    if conn.warnings:
+        raise UnconfirmedError(f"the server warned: {'; '.join(conn.warnings)}")
+    return rows
 
 
 def _create_refused(exc: Exception) -> bool:
@@ -321,22 +370,78 @@ class _Driver:
     def __init__(self, settings: _Settings, tables: Statements | None) -> None:
         self.settings = settings
         self.tables = tables
+        #: What a failover can lose, said once per process and when it changes.
+        self.report = durability.Report()
 
     def open(self, deadline: float) -> _Connection:
+        """A connection to the server, or of a list of hosts to the one that accepts writes
+        (every host is asked: :func:`only_writable`); for the steps, with the table ready and
+        what a failover can lose reported."""
         settings = self.settings
         cap = time.monotonic() + settings.connect_timeout
-        conn = _connect(settings.conninfo(), min(deadline, cap), cap < deadline)
+        if len(settings.servers) > 1:
+            conn = only_writable(
+                settings.servers,
+                min(deadline, cap),
+                partial(self._ask, capped=cap < deadline),
+                _Connection.close,
+                promote="promote a standby (pg_promote()) or list the primary",
+                demote="stop each that is not the primary, or make it a standby of the primary",
+            )
+        else:
+            conn = _connect(settings.conninfo(), min(deadline, cap), cap < deadline)
         conn.deadline = deadline
         if self.tables is not None:
+            if len(settings.servers) > 1:
+                conn.resurvey_at = time.monotonic() + RESURVEY  # a listener keeps its connection
             try:
                 self.tables.prepare(partial(_rows, conn, cap=settings.statement_timeout), _create_refused)
+                self.report.see(self._durability(conn))
             except BaseException:
                 conn.close()
                 raise
         return conn
 
+    def _ask(self, server: tuple[str, str], until: float, *, capped: bool) -> tuple[_Connection | None, str]:
+        """Whether ``server`` accepts writes (neither in recovery nor read-only): a connection to
+        it when it does, and what it said, for messages."""
+        where = _where(*server)
+        try:
+            conn = _connect(self.settings.conninfo(server), until, capped)
+        except self.errors as exc:
+            return None, f"{where} {self.classify(exc).cause or 'did not answer in time'}"
+        conn.deadline = until
+        try:
+            found = _rows(conn, Statement(_WRITABLE), self.settings.statement_timeout)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, self.errors):
+                return None, f"{where} {self.classify(exc).cause or type(exc).__name__}"
+            raise
+        match found:
+            case [(False, "off")]:
+                return conn, f"{where} writable"
+            case [(True, _)]:
+                word = "a standby (in recovery)"
+            case _:
+                word = "read-only (default_transaction_read_only)"
+        conn.close()
+        return None, f"{where} {word}"
+
+    def _durability(self, conn: _Connection) -> durability.Durability:
+        """What a failover of the server ``conn`` reached can lose, by its settings."""
+        [(commit, names, standbys)] = _rows(conn, Statement(_REPLICATION), self.settings.statement_timeout)
+        where = f"PostgreSQL at {_where(conn.info.host, str(conn.info.port))}"
+        return durability.postgresql(
+            where, str(commit), str(names), int(str(standbys)), len(self.settings.servers)
+        )
+
     def usable(self, conn: _Connection) -> bool:
-        return not conn.closed and (self.tables is None or not conn.closed_by_server())
+        """False when the connection is closed, or chosen from a list of hosts and due for
+        another survey (an old primary may be back beside the new one)."""
+        if conn.closed or time.monotonic() >= conn.resurvey_at:
+            return False
+        return self.tables is None or not conn.closed_by_server()
 
     def arm(self, conn: _Connection, deadline: float) -> None:
         conn.deadline = deadline

@@ -54,7 +54,9 @@ from redis.retry import Retry
 from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 
+from gomaster.backends import _durability as durability
 from gomaster.backends import _settings as read
+from gomaster.backends._durability import UnconfirmedError
 from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
@@ -400,15 +402,18 @@ class _Script:
     keys: tuple[str, ...]
     text: str
     sha: str
+    #: Whether it may write (so ``wait_replicas`` waits for the replicas after it).
+    writes: bool
 
     @classmethod
-    def of(cls, step: str, body: str, *keys: str) -> _Script:
+    def of(cls, step: str, body: str, *keys: str, writes: bool = True) -> _Script:
         source = _CONSTANTS + _PREAMBLE + body
-        return cls(step, keys, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        return cls(step, keys, source, sha, writes)
 
 
-OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter", "runs")
-OBSERVE_MANY = _Script.of("observe_many", _OBSERVE_MANY)
+OBSERVE = _Script.of("observe", _OBSERVE, "lease", "counter", "runs", writes=False)
+OBSERVE_MANY = _Script.of("observe_many", _OBSERVE_MANY, writes=False)
 CLAIM = _Script.of("claim", _CLAIM, "lease", "counter", "registry", "runs")
 RENEW = _Script.of("renew", _RENEW, "lease", "runs")
 RENEW_MANY = _Script.of("renew_many", _RENEW_MANY)
@@ -439,7 +444,7 @@ TLS_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "ssl_check_hostname": read.flag,
 }
 #: gomaster's own query parameters (fields of ``_Settings`` of the same names).
-OWN_OPTIONS = ("prefix", "first_token", "socket_connect_timeout", "socket_timeout")
+OWN_OPTIONS = ("prefix", "first_token", "socket_connect_timeout", "socket_timeout", "wait_replicas")
 #: redis-py options this backend decides itself, and why.
 _MANAGED = {
     "db": "give the database number as the URL's path, e.g. redis://host:6379/2",
@@ -452,6 +457,10 @@ _MANAGED = {
     "single_connection_client": "each process uses one command connection already",
 }
 _SECRET_OPTIONS = ("ssl_password",)
+#: More replicas than anyone runs: a larger ``wait_replicas`` is a typo.
+_MAX_WAIT_REPLICAS = 100
+#: The part of a write step's time left that its ``WAIT`` may take: the rest is for the reply.
+_WAIT_SHARE = 0.8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -473,6 +482,8 @@ class _Settings:
     #: the server is ``host`` and ``port``.
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str = ""
+    #: Replicas that must confirm each write step (``WAIT``); 0: none.
+    wait_replicas: int = 0
 
     @property
     def where(self) -> str:
@@ -560,6 +571,7 @@ def _settings(url: BackendURL, given: Mapping[str, object]) -> _Settings:
         options=tuple(driver),
         sentinels=sentinels,
         service=service,
+        wait_replicas=read.whole("wait_replicas", own.get("wait_replicas", 0), _MAX_WAIT_REPLICAS),
     )
 
 
@@ -729,6 +741,25 @@ def _call(conn: _Wire, *args: object) -> Any:
     return conn.read_response()
 
 
+def _waited(conn: _Wire, command: tuple[object, ...], replicas: int, deadline: float) -> Any:
+    """``command``'s reply, in one round trip; with ``replicas``, sent together with ``WAIT``
+    (which cannot run inside a script) and raising ``UnconfirmedError`` when fewer replicas
+    than that confirm within most of the time left. ``WAIT`` 0 would wait forever: never sent."""
+    if not replicas:
+        return _call(conn, *command)
+    wait = max(1, int((deadline - time.monotonic()) * _WAIT_SHARE * _MS))
+    conn.send_packed_command(conn.pack_commands([command, ("WAIT", replicas, wait)]))
+    try:
+        reply = conn.read_response()
+    except ResponseError:
+        conn.read_response()  # WAIT's answer: the connection stays in step for a retry
+        raise
+    confirmed = conn.read_response()
+    if not isinstance(confirmed, int) or confirmed < replicas:
+        raise UnconfirmedError(f"WAIT {replicas}: {confirmed} replica(s) confirmed within {wait} ms")
+    return reply
+
+
 def _interrupt(conn: _Wire) -> None:
     """Wake a thread blocked reading ``conn`` (it then sees the connection closed)."""
     sock = _socket(conn)
@@ -771,7 +802,7 @@ class _Redis:
                 raise
         if not self.listens and self.checked_in != os.getpid():
             try:
-                _check_configuration(conn, settings)
+                _check_configuration(conn, settings, _where(host, port))
             except BaseException:
                 self.close(conn)
                 raise
@@ -913,18 +944,33 @@ def _check_role(conn: _Wire, where: str, service: str) -> None:
     )
 
 
-def _check_configuration(conn: _Wire, settings: _Settings) -> None:
-    """Warn when the server can lose or roll back counters, or evict leases. Where ``CONFIG`` is
-    renamed, disabled or denied by ACL, nothing is said; connection errors fail the call."""
-    keys = ("appendonly", "save", "maxmemory-policy")
-    conn.send_packed_command(conn.pack_commands([("CONFIG", "GET", key) for key in keys]))
+def _check_configuration(conn: _Wire, settings: _Settings, where: str) -> None:
+    """Warn when the server can lose or roll back counters, or evict leases, and say what a
+    failover can lose (:mod:`gomaster.backends._durability`). Where ``CONFIG`` is renamed,
+    disabled or denied by ACL, nothing is said of it; connection errors fail the call."""
+    keys = ("appendonly", "save", "maxmemory-policy", "min-replicas-to-write")
+    commands: list[tuple[object, ...]] = [("CONFIG", "GET", key) for key in keys]
+    conn.send_packed_command(conn.pack_commands([*commands, ("INFO", "replication")]))
     found: dict[str, str] = {}
     for key in keys:
         with contextlib.suppress(ResponseError):
             match conn.read_response():
                 case [_, bytes(value)]:
                     found[key] = value.decode("utf-8", "replace")
-    appendonly, save, policy = (found.get(key) for key in keys)
+    info: object = b""
+    with contextlib.suppress(ResponseError):  # INFO renamed or denied: replicas unknown, taken as none
+        info = conn.read_response()
+    replicas = re.search(rb"^connected_slaves:(\d+)", info if isinstance(info, bytes) else b"", re.M)
+    durability.Report().see(
+        durability.redis(
+            f"Redis at {where}",
+            int(replicas[1]) if replicas else 0,
+            int(found.get("min-replicas-to-write") or 0),
+            settings.wait_replicas,
+            bool(settings.sentinels),
+        )
+    )
+    appendonly, save, policy = (found.get(key) for key in keys[:3])
     counters = (
         "restarts token counters from the server clock"
         if settings.first_token == FIRST_TOKEN_CLOCK
@@ -1040,11 +1086,14 @@ class RedisBackend(Configured[_Settings]):
         """``script``'s raw reply, in one round trip (``EVAL`` only when the server does not know
         it yet)."""
 
+        wait = self._settings.wait_replicas if script.writes else 0
+        deadline = time.monotonic() + timeout
+
         def run(conn: _Wire) -> object:
             try:
-                return _call(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+                return _waited(conn, ("EVALSHA", script.sha, len(keys), *keys, *args), wait, deadline)
             except NoScriptError:
-                return _call(conn, "EVAL", script.text, len(keys), *keys, *args)
+                return _waited(conn, ("EVAL", script.text, len(keys), *keys, *args), wait, deadline)
 
         return self._session.run(script.step, timeout, run)
 
