@@ -8,6 +8,7 @@ is what an operator or a tool does: the primary dies (SIGKILL), the replica is p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -132,3 +133,59 @@ def test_a_host_list_is_shown_whole_and_a_host_without_a_port_gets_the_default()
     assert backend.url == "mysql://root:***@db1:3307,db2:3306/app"
     with pytest.raises(ValueError, match="empty host"):
         connect("mysql://root@db1,,db2/app")
+
+
+#: Semi-synchronous replication as docs/replicated.md advises, with a short fallback timeout.
+SEMI_SYNC = (
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-timeout=500",
+)
+
+
+def test_a_fallback_from_semi_synchronous_to_asynchronous_replication_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MariaDB stops waiting for replicas after ``rpl_semi_sync_master_timeout`` and tells no
+    client: the backend watches ``Rpl_semi_sync_master_status`` and warns."""
+    with (
+        MariaDBServer(extra_args=(*REPLICATION, "--server-id=1", *SEMI_SYNC)) as primary,
+        MariaDBReplica(primary, server_id=2, extra_args=("--rpl-semi-sync-slave-enabled=ON",)) as replica,
+    ):
+        primary.admin(f"CREATE DATABASE `{TEST_DATABASE}`")
+        wait_for(lambda: _semi_sync_status(primary) == "ON", "semi-synchronous replication on")
+        where = f"MySQL at 127.0.0.1:{primary.port}"
+        backend = connect(_url(primary, replica))
+        try:
+            with caplog.at_level(logging.INFO, logger="gomaster"):
+                held = acquire(backend, "semi", identity())
+                assert [(r.levelno, r.getMessage()) for r in caplog.records if where in r.getMessage()] == [
+                    (
+                        logging.INFO,
+                        f"{where}: semi-synchronous replication is on (AFTER_SYNC); it falls back to "
+                        "asynchronous when no replica answers within rpl_semi_sync_master_timeout=500 ms, "
+                        "which is reported; a failover to a replica that confirmed loses no lease write it "
+                        "acknowledged",
+                    )
+                ]
+                caplog.clear()
+                replica.kill()
+
+                def warned() -> bool:
+                    backend.renew(held, TTL, TIMEOUT)  # the first waits out the 500 ms, then commits
+                    return any(r.levelno == logging.WARNING for r in caplog.records)
+
+                wait_for(warned, "the fallback reported")
+        finally:
+            backend.close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        f"{where}: semi-synchronous replication has fallen back to asynchronous "
+        "(Rpl_semi_sync_master_status OFF: no replica acknowledged within rpl_semi_sync_master_timeout=500 "
+        "ms); a failover can lose lease writes it acknowledged"
+    ), warning
+
+
+def _semi_sync_status(server: MariaDBServer) -> object:
+    rows = server.admin("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
+    return rows[0][1] if rows else None

@@ -7,13 +7,14 @@ act: a primary silent for 0.5 s is down, and they promote the replica about 2 s 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from gomaster.backends import connect
-from tests.backends.failover import TIMEOUT, acquire, error_of, renew_through, wait_for
-from tests.helpers import identity
+from tests.backends.failover import TIMEOUT, TTL, acquire, error_of, renew_through, wait_for
+from tests.helpers import identity, ok
 from tests.servers.redis import RedisSentinel, RedisServer
 
 SERVICE = "m"
@@ -72,7 +73,11 @@ def test_the_lease_follows_the_primary_sentinel_promotes_with_its_holder_and_tok
         renewed, errors = renew_through(backend, held)
         assert (renewed.holder, renewed.token) == (me.node_id, held.token)
         promoted = ("127.0.0.1", replicated.replica.port)
-        assert all(sentinel.primary_address() == promoted for sentinel in replicated.sentinels)
+        # The renewal went to the first sentinel that named it; the others may learn a moment later.
+        wait_for(
+            lambda: all(sentinel.primary_address() == promoted for sentinel in replicated.sentinels),
+            "every sentinel naming the promoted replica",
+        )
         assert errors, "the renewal never failed: the primary was not failed over under it"
     finally:
         backend.close()
@@ -95,3 +100,73 @@ def test_a_sentinel_url_lists_its_sentinels_service_and_database() -> None:
         connect("redis+sentinel://s1:26379,s2:26379")
     with pytest.raises(ValueError, match="redis\\+sentinel://h1:26379"):
         connect("redis://s1:6379,s2:6379/0")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and one replica, linked."""
+    with (
+        RedisServer() as primary,
+        RedisServer(args=("--replicaof", "127.0.0.1", str(primary.port))) as replica,
+    ):
+        wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", "the link")
+        yield primary, replica
+
+
+def test_with_wait_replicas_a_write_no_replica_confirms_counts_as_failed(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    """``WAIT`` goes in the same round trip as the step's script; a renewal the replica did not
+    confirm is written on the primary but must not count as renewed."""
+    primary, replica = pair
+    backend = connect(primary.url(wait_replicas="1"))
+    try:
+        held = acquire(backend, "waited", identity())
+        replica.kill()
+        error = error_of(backend.renew(held, TTL, TIMEOUT))
+        assert "renew counted as failed" in error and "WAIT 1: 0 replica(s) confirmed" in error, error
+        assert ok(backend.observe("waited", TIMEOUT)).record is not None, "a read needs no replica"
+    finally:
+        backend.close()
+
+
+def test_the_backend_says_at_start_what_a_failover_can_lose_and_when_wait_asks_for_too_many(
+    pair: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, _replica = pair
+    where = f"Redis at 127.0.0.1:{primary.port}"
+    said: list[tuple[int, str]] = []
+    for wait in ("0", "1", "2"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="gomaster"):
+            backend = connect(primary.url(wait_replicas=wait))
+            try:
+                ok(backend.observe("any", TIMEOUT))
+            finally:
+                backend.close()
+        said += [(r.levelno, r.getMessage()) for r in caplog.records if f"{where}:" in r.getMessage()]
+    assert said == [
+        (
+            logging.WARNING,
+            f"{where}: 1 replica(s) copy it asynchronously and lease writes do not wait for them; a "
+            "failover can lose lease writes it acknowledged: two masters at once, or one fencing token "
+            "handed out twice (set wait_replicas=1 and min-replicas-to-write 1)",
+        ),
+        (
+            logging.INFO,
+            f"{where}: each lease write waits for 1 of 1 connected replica(s) (WAIT; min-replicas-to-write "
+            "0); a failover to a replica that confirmed loses no lease write it acknowledged, if it kept "
+            "the write (WAIT confirms receipt, not a write to disk)",
+        ),
+        (
+            logging.WARNING,
+            f"{where}: each lease write waits for 2 of 1 connected replica(s) (WAIT; min-replicas-to-write "
+            "0); every write step fails until 2 replica(s) are connected",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("wait", ["-1", "two", "101"])
+def test_a_wait_replicas_that_is_not_a_small_whole_number_is_refused_at_start(wait: str) -> None:
+    with pytest.raises(ValueError, match=f"wait_replicas '{wait}' must be a whole number from 0 to 100"):
+        connect(f"redis://127.0.0.1:6379/0?wait_replicas={wait}")
