@@ -105,8 +105,9 @@ ALL_KINDS = (
     *SERVER_KINDS,
     "lock_backend",
 )
-#: Faults whose liveness clock starts when they clear (every node lost the backend).
-CLEARING_KINDS = frozenset({*SERVER_KINDS, "lock_backend"})
+#: Faults whose liveness clock starts when they clear (every node lost the backend; for a
+#: failover, when the promoted replica takes writes: tests/chaos/failover.py).
+CLEARING_KINDS = frozenset({*SERVER_KINDS, "lock_backend", "failover", "handover_failover"})
 SERVER_BACKENDS = ("mysql", "mongodb", "postgresql", "redis")
 BACKENDS = ("sqlite", *SERVER_BACKENDS)
 

@@ -14,10 +14,12 @@ takes (see SERVERS.md), with nothing that reads the system's MySQL configuration
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlencode
 
 import pymysql
+import pymysql.cursors
 import pytest
 
 from tests.servers.base import CONNECT_TIMEOUT, START_TIMEOUT, ThrowawayServer
@@ -92,6 +94,8 @@ class MariaDBServer(ThrowawayServer):
             conn.close()
 
 
+#: How long a replica may take to apply what it received before it is promoted.
+PROMOTE_WITHIN = 30.0
 #: Options that let a server be a primary or a replica: a binary log with global transaction IDs.
 REPLICATION = ("--log-bin", "--binlog-format=ROW", "--log-slave-updates=1")
 
@@ -102,23 +106,58 @@ class MariaDBReplica(MariaDBServer):
 
     name = "mariadb-replica"
 
-    def __init__(self, primary: MariaDBServer, *, server_id: int = 2, extra_args: Sequence[str] = ()) -> None:
-        super().__init__(extra_args=(*REPLICATION, f"--server-id={server_id}", "--read-only", *extra_args))
+    def __init__(
+        self,
+        primary: MariaDBServer,
+        *,
+        server_id: int = 2,
+        extra_args: Sequence[str] = (),
+        port: int | None = None,
+        through: int | None = None,
+    ) -> None:
+        super().__init__(
+            port, extra_args=(*REPLICATION, f"--server-id={server_id}", "--read-only", *extra_args)
+        )
         self.primary = primary
+        #: The port it replicates through (a proxy's), the primary's own by default.
+        self.through = through or primary.port
 
     def start(self, timeout: float = START_TIMEOUT) -> MariaDBReplica:
         """Start, then replicate from the primary from the start of its log."""
         super().start(timeout)
         self.admin(
-            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.primary.port}, "
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.through}, "
             "MASTER_USER='root', MASTER_USE_GTID=slave_pos",
             "START SLAVE",
         )
         return self
 
-    def promote(self) -> None:
-        """Stop replicating and accept writes."""
+    def promote(self, within: float = PROMOTE_WITHIN) -> None:
+        """Apply every event already received, then stop replicating and accept writes, as a
+        careful operator does: ``RESET SLAVE ALL`` deletes the relay log, and with it any event
+        received (and, with semi-sync, acknowledged to the primary) but not yet applied."""
+        self.admin("STOP SLAVE IO_THREAD")
+        deadline = time.monotonic() + within
+        while not self.caught_up():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not apply its relay log within {within} s")
+            time.sleep(0.02)
         self.admin("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
+
+    def caught_up(self) -> bool:
+        """Whether every transaction received from the primary has been applied here."""
+        conn = pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", connect_timeout=5, autocommit=True
+        )
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute("SHOW SLAVE STATUS")
+                status = cursor.fetchone()
+                cursor.execute("SELECT @@global.gtid_slave_pos AS applied")
+                applied = cursor.fetchone()
+        finally:
+            conn.close()
+        return status is None or applied is None or status["Gtid_IO_Pos"] == applied["applied"]
 
 
 @pytest.fixture(scope="session")

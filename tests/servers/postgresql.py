@@ -140,19 +140,29 @@ class PostgreSQLStandby(PostgreSQLServer):
 
     name = "postgresql-standby"
 
-    def __init__(self, primary: PostgreSQLServer, *, name: str = "s1", settings: Sequence[str] = ()) -> None:
-        super().__init__(settings=settings)
+    def __init__(
+        self,
+        primary: PostgreSQLServer,
+        *,
+        name: str = "s1",
+        settings: Sequence[str] = (),
+        port: int | None = None,
+        through: int | None = None,
+    ) -> None:
+        super().__init__(port, settings=settings)
         self.primary = primary
         self.application_name = name
+        #: The port it replicates through (a proxy's), the primary's own by default.
+        self.through = through or primary.port
 
     def prepare(self) -> None:
         if self.datadir.exists():
             return
-        source = f"host=127.0.0.1 port={self.primary.port} user={SUPERUSER}"
+        source = f"host=127.0.0.1 port={self.through} user={SUPERUSER}"
         source += f" application_name={self.application_name}"
         self.setup(
             str(self.bin / "pg_basebackup"),
-            *("-d", source, "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync"),
+            *("-d", source, "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"),
         )
 
     def promote(self) -> None:
