@@ -294,6 +294,15 @@ def report(results: list[BackendResult], loads: list[LoadSampler], command: str,
             if plan.every
             else []
         ),
+        "## Failover of replicated stores",
+        "",
+        "`make chaos-replicated BACKEND=postgresql|mysql|redis` fails the primary of a replicated store "
+        "over under a running election, 100 times with synchronous replication settings and 50 with "
+        "asynchronous ones (tests/chaos/failover.py). Its figures, and the time each run took, are on "
+        "pages of their own that it writes: [PostgreSQL](failover/postgresql.md), "
+        "[MySQL/MariaDB](failover/mysql.md), [Redis](failover/redis.md); "
+        "[Replicated backends](replicated.md) sums them up.",
+        "",
         "## Violations",
         "",
     ]
