@@ -48,7 +48,7 @@ from gomaster.backends._primary import RESURVEY, only_writable
 from gomaster.backends._session import Fault, Session, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import MYSQL, Row, ServerBackend, SetupError, Statement, Statements
-from gomaster.backends.url import BackendURL, host_list
+from gomaster.backends.url import BackendURL, host_list, host_port
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "MySQLBackend", "from_url"]
 
@@ -219,7 +219,7 @@ class _Settings:
     @property
     def where(self) -> str:
         """``host:port`` for messages (IPv6 hosts in brackets), each host of a list."""
-        return ",".join(_where(host, port) for host, port in self.hosts or ((self.host, self.port),))
+        return ",".join(host_port(host, port) for host, port in self.hosts or ((self.host, self.port),))
 
     @property
     def redacted_url(self) -> str:
@@ -232,10 +232,6 @@ class _Settings:
 
     def secrets(self) -> tuple[str, ...]:
         return read.secrets_of(self.password, self.tls.key_password if self.tls else None)
-
-
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _hosts(given: object, port: object) -> tuple[tuple[str, int], ...]:
@@ -689,7 +685,7 @@ class _Driver:
     def _ask(self, server: tuple[str, int], until: float) -> tuple[_Connection | None, str]:
         """Whether ``server`` accepts writes (``@@global.read_only`` is 0): a connection to it
         when it does, and what it said, for messages."""
-        where = _where(*server)
+        where = host_port(*server)
         try:
             conn = self._connect(until, None, server)
         except self.errors as exc:
@@ -727,13 +723,19 @@ class _Driver:
     def _judge(self, conn: _Connection) -> None:
         found = self.replication
         self.report.see(
-            durability.mysql(f"MySQL at {_where(conn.host, conn.port)}", found, len(self.settings.hosts) or 1)
+            durability.mysql(
+                f"MySQL at {host_port(conn.host, conn.port)}", found, len(self.settings.hosts) or 1
+            )
         )
         enabled = "ON" in (
             found.get("rpl_semi_sync_master_enabled"),
             found.get("rpl_semi_sync_source_enabled"),
         )
         self.watch_at = time.monotonic() + SEMI_SYNC_WATCH if enabled else math.inf
+
+    def _creatable(self, exc: pymysql.OperationalError) -> bool:
+        """Whether ``exc`` says the database is missing and the settings ask to create it."""
+        return _error_number(exc) == ER.BAD_DB_ERROR and self.settings.create_db
 
     def _open_once(self, deadline: float) -> _Connection:
         """A new connection to the database (created first if asked and missing), with the lock
@@ -745,7 +747,7 @@ class _Driver:
             try:
                 conn.select_db(database)
             except pymysql.OperationalError as exc:
-                if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
+                if not self._creatable(exc):
                     conn.goodbye()
                     raise
                 create = True
@@ -753,7 +755,7 @@ class _Driver:
             try:
                 conn, create = self._connect(deadline, database), False
             except pymysql.OperationalError as exc:
-                if _error_number(exc) != ER.BAD_DB_ERROR or not self.settings.create_db:
+                if not self._creatable(exc):
                     raise
                 conn, create = self._connect(deadline, None), True
         try:

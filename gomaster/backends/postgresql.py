@@ -45,7 +45,7 @@ from gomaster.backends._primary import RESURVEY, only_writable
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import SettingError, checked, credentials, merge, or_raise, refuse, shown
 from gomaster.backends._sql import POSTGRESQL, Row, ServerBackend, SetupError, Statement, Statements
-from gomaster.backends.url import BackendURL, host_list
+from gomaster.backends.url import BackendURL, host_list, host_port
 from gomaster.core.errors import BackendError
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TABLE", "PostgreSQLBackend", "channel_for", "from_url", "schema"]
@@ -157,7 +157,7 @@ class _Settings:
     @property
     def where(self) -> str:
         """``host:port`` for messages (each host of a list; IPv6 hosts in brackets)."""
-        return ",".join(_where(host, port) for host, port in self.servers)
+        return ",".join(host_port(host, port) for host, port in self.servers)
 
     @property
     def redacted_url(self) -> str:
@@ -180,10 +180,6 @@ class _Settings:
         server_options = dict(host=host, port=port, dbname=self.database, client_encoding="UTF8")
         # make_conninfo leaves out the parameters that are None.
         return make_conninfo("", **options, **server_options, user=self.user, password=self.password)
-
-
-def _where(host: str, port: str) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _split_hosts(netloc_hosts: str) -> tuple[str, str]:
@@ -405,7 +401,7 @@ class _Driver:
     def _ask(self, server: tuple[str, str], until: float, *, capped: bool) -> tuple[_Connection | None, str]:
         """Whether ``server`` accepts writes (neither in recovery nor read-only): a connection to
         it when it does, and what it said, for messages."""
-        where = _where(*server)
+        where = host_port(*server)
         try:
             conn = _connect(self.settings.conninfo(server), until, capped)
         except self.errors as exc:
@@ -431,7 +427,7 @@ class _Driver:
     def _durability(self, conn: _Connection) -> durability.Durability:
         """What a failover of the server ``conn`` reached can lose, by its settings."""
         [(commit, names, standbys)] = _rows(conn, Statement(_REPLICATION), self.settings.statement_timeout)
-        where = f"PostgreSQL at {_where(conn.info.host, str(conn.info.port))}"
+        where = f"PostgreSQL at {host_port(conn.info.host, str(conn.info.port))}"
         return durability.postgresql(
             where, str(commit), str(names), int(str(standbys)), len(self.settings.servers)
         )

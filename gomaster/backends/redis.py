@@ -61,7 +61,7 @@ from gomaster.backends._notices import Notices
 from gomaster.backends._session import Fault, seconds_left, session_for
 from gomaster.backends._settings import Configured, SettingError, checked, merge, or_raise, refuse
 from gomaster.backends.base import Observations, Renewals, lost_unless_read
-from gomaster.backends.url import BackendURL, host_list
+from gomaster.backends.url import BackendURL, host_list, host_port
 from gomaster.core.decide import Claim
 from gomaster.core.errors import BackendError, Conflict, Lost
 from gomaster.core.record import (
@@ -490,8 +490,8 @@ class _Settings:
         """``host:port`` for messages (IPv6 hosts in brackets); with Sentinel, the service and
         its sentinels."""
         if self.sentinels:
-            return f"{self.service!r} via Sentinel {','.join(_where(*each) for each in self.sentinels)}"
-        return _where(self.host, self.port)
+            return f"{self.service!r} via Sentinel {','.join(host_port(*each) for each in self.sentinels)}"
+        return host_port(self.host, self.port)
 
     def secrets(self) -> tuple[str, ...]:
         return read.secrets_of(self.password, *(str(v) for k, v in self.options if k in _SECRET_OPTIONS))
@@ -501,19 +501,16 @@ class _Settings:
         tail = read.shown([*read.changed(self, OWN_OPTIONS), *self.options], _SECRET_OPTIONS.__contains__)
         auth = read.credentials(self.username, self.password)
         if self.sentinels:
-            hosts = ",".join(_where(*each) for each in self.sentinels)
+            hosts = ",".join(host_port(*each) for each in self.sentinels)
             return f"{SENTINEL}://{auth}{hosts}/{self.service}/{self.db}{tail}"
         return f"{'rediss' if self.tls else 'redis'}://{auth}{self.where}/{self.db}{tail}"
-
-
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _sentinel_parts(url: BackendURL) -> tuple[tuple[tuple[str, int], ...], str, str | None]:
     """The sentinels, the service name and the database number (or None) of a
     ``redis+sentinel://h1:26379,h2:26379/service[/db]`` URL."""
-    given = url.host if url.port is None else f"{url.host}:{url.port}"
+    host = url.host or ""
+    given = host if "," in host else host_port(host, url.port)  # one IPv6 sentinel: [::1]
     pairs = host_list(given or "")
     if any(not host for host, _ in pairs):
         raise SettingError(f"sentinel list {given!r} has an empty host: write h1:26379,h2:26379")
@@ -796,13 +793,13 @@ class _Redis:
         conn = self._connect(host, port, deadline)
         if settings.sentinels and not self.listens:
             try:
-                _check_role(conn, _where(host, port), settings.service)
+                _check_role(conn, host_port(host, port), settings.service)
             except BaseException:
                 self.close(conn)
                 raise
         if not self.listens and self.checked_in != os.getpid():
             try:
-                _check_configuration(conn, settings, _where(host, port))
+                _check_configuration(conn, settings, host_port(host, port))
             except BaseException:
                 self.close(conn)
                 raise
@@ -828,14 +825,14 @@ class _Redis:
                 sentinel.connect()
                 answer = _call(sentinel, "SENTINEL", "get-master-addr-by-name", settings.service)
             except (RedisError, OSError) as exc:
-                said.append(f"{_where(host, port)} {' '.join(str(exc).split()) or type(exc).__name__}")
+                said.append(f"{host_port(host, port)} {' '.join(str(exc).split()) or type(exc).__name__}")
                 continue
             finally:
                 self.close(sentinel)
             match answer:
                 case [bytes(primary), bytes(number)] if number.isdigit():
                     return primary.decode(), int(number)
-            said.append(f"{_where(host, port)} names none")
+            said.append(f"{host_port(host, port)} names none")
         raise _NoPrimaryError(
             f"no sentinel names a primary for service {settings.service!r} ({'; '.join(said)}): "
             "check the service name and that the sentinels monitor it"

@@ -93,6 +93,12 @@ def _port_problem(hosts: str) -> str:
     return problem if text.isascii() and text.isdigit() else f"{problem}; {_ENCODE}"
 
 
+def host_port(host: str, port: int | str | None = None) -> str:
+    """``host:port`` as a URL writes it: an IPv6 host in brackets, no ``:`` without a port."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None or port == "" else f"{shown}:{port}"
+
+
 def host_list(hosts: str) -> tuple[tuple[str, str], ...]:
     """``h1:5432,h2,[::1]:5433`` (a URL's list of hosts) as (host, port text) pairs, IPv6 hosts
     without their brackets and ``""`` where no port is given."""

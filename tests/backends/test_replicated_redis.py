@@ -100,6 +100,9 @@ def test_a_sentinel_url_lists_its_sentinels_service_and_database() -> None:
         connect("redis+sentinel://s1:26379,s2:26379")
     with pytest.raises(ValueError, match="redis\\+sentinel://h1:26379"):
         connect("redis://s1:6379,s2:6379/0")
+    # One IPv6 sentinel, with and without its port (the default port once read as a host part).
+    assert connect("redis+sentinel://[::1]/m").url == "redis+sentinel://[::1]:26379/m/0"
+    assert connect("redis+sentinel://[::1]:26380/m").url == "redis+sentinel://[::1]:26380/m/0"
 
 
 @pytest.fixture
