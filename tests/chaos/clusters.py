@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from tests.chaos.proxy import FaultProxy, ProxyHub, delayed
+from tests.servers.base import ThrowawayServer
 from tests.servers.mysql import REPLICATION, TEST_DATABASE, MariaDBReplica, MariaDBServer
 from tests.servers.postgresql import PostgreSQLServer, PostgreSQLStandby, create_database
 from tests.servers.redis import RedisSentinel, RedisServer
@@ -35,6 +36,8 @@ MODES = ("sync", "async")
 #: How long a promotion or a rebuilt replica may take before the round fails.
 SETTLE_WITHIN = 60.0
 _POLL = 0.02
+_S = TypeVar("_S", bound=ThrowawayServer)
+
 #: The service name the sentinels watch.
 SERVICE = "m"
 #: Seconds each way on the replication link by default.
@@ -103,33 +106,90 @@ def _until(condition: Callable[[], object], what: str) -> None:
         time.sleep(_POLL)
 
 
+class _Pair(Generic[_S]):
+    """What every cluster does alike: the round's kill, swap, rebuild and tear-down. A subclass
+    starts its servers, says how a replica is made (``_replica_of``, started), how to wait for it
+    (``_settle``) and how it is promoted (``_promote``)."""
+
+    writable_before_rebuild = True
+
+    def __init__(self, sync: bool, link: _Link, primary: _S) -> None:
+        self.sync, self.link, self.primary = sync, link, primary
+        self.replica: _S | None = None
+        self.dead: _S | None = None
+        #: Servers beside the pair (sentinels), stopped with it.
+        self.others: list[ThrowawayServer] = []
+        self.url = ""
+
+    def _begin(self, url: Callable[[], str]) -> None:
+        """The first replica, settled, then the nodes' URL; everything stopped on failure."""
+        try:
+            self.replica = self._replica_of(self.primary, None)
+            self._settle()
+            self.url = url()
+        except BaseException:
+            self.close()
+            raise
+
+    def _replica_of(self, primary: _S, port: int | None) -> _S:
+        raise NotImplementedError
+
+    def _settle(self) -> None:
+        raise NotImplementedError
+
+    def _promote(self, replica: _S) -> None:
+        raise NotImplementedError
+
+    def _hosts(self, scheme_user: str, tail: str) -> str:
+        replica = self.replica
+        assert replica is not None
+        return f"{scheme_user}@127.0.0.1:{self.primary.port},127.0.0.1:{replica.port}{tail}"
+
+    def kill_primary(self) -> None:
+        self.link.close()
+        self.primary.kill()
+
+    def promote(self) -> None:
+        replica, self.replica = self.replica, None
+        assert replica is not None
+        self._promote(replica)
+        self.primary, self.dead = replica, self.primary
+
+    def rebuild(self) -> None:
+        dead = self.dead
+        assert dead is not None
+        dead.cleanup()
+        self.replica = self._replica_of(self.primary, dead.port)
+        self._settle()
+
+    def close(self) -> None:
+        self.link.close()
+        for server in (*self.others, self.primary, self.replica, self.dead):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.cleanup()
+
+
 #: The test servers' default is ``synchronous_commit=off`` (speed); here commits wait for their
 #: own flush, and in sync mode for the standby's (a session's setting is what counts).
 COMMIT = ("synchronous_commit=on",)
 
 
-class PostgreSQLCluster:
+class PostgreSQLCluster(_Pair[PostgreSQLServer]):
     """A primary and a streaming standby from ``pg_basebackup``; promoted by ``pg_promote``."""
 
-    writable_before_rebuild = True
-
     def __init__(self, sync: bool, link: _Link) -> None:
-        self.sync, self.link = sync, link
-        self.primary = PostgreSQLServer(settings=COMMIT).start()
+        super().__init__(sync, link, PostgreSQLServer(settings=COMMIT).start())
         try:
             create_database(self.primary)
-            self.standby: PostgreSQLStandby | None = self._standby(None)
-            self._settle()
         except BaseException:
             self.close()
             raise
-        assert self.standby is not None
-        hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.standby.port}"
-        self.url = f"postgresql://postgres@{hosts}/gomaster_test?connect_timeout=2"
+        self._begin(lambda: self._hosts("postgresql://postgres", "/gomaster_test?connect_timeout=2"))
 
-    def _standby(self, port: int | None) -> PostgreSQLStandby:
-        through = self.link.to(self.primary.port)
-        return PostgreSQLStandby(self.primary, name="s1", port=port, through=through, settings=COMMIT).start()
+    def _replica_of(self, primary: PostgreSQLServer, port: int | None) -> PostgreSQLServer:
+        through = self.link.to(primary.port)
+        return PostgreSQLStandby(primary, name="s1", port=port, through=through, settings=COMMIT).start()
 
     def _set_standby_names(self, server: PostgreSQLServer, names: str) -> None:
         with server.admin() as conn:
@@ -137,8 +197,8 @@ class PostgreSQLCluster:
             conn.execute("SELECT pg_reload_conf()")
 
     def _settle(self) -> None:
-        standby = self.standby
-        assert standby is not None
+        standby = self.replica
+        assert isinstance(standby, PostgreSQLStandby)
         _until(standby.streaming, "the standby streaming")
         if self.sync:
             self._set_standby_names(self.primary, "s1")
@@ -149,71 +209,40 @@ class PostgreSQLCluster:
             row = conn.execute("SELECT sync_state FROM pg_stat_replication").fetchone()
         return None if row is None else row[0]
 
-    def kill_primary(self) -> None:
-        self.link.close()
-        self.primary.kill()
-
-    def promote(self) -> None:
-        standby, self.standby = self.standby, None
-        assert standby is not None
-        standby.promote()
+    def _promote(self, replica: PostgreSQLServer) -> None:
+        assert isinstance(replica, PostgreSQLStandby)
+        replica.promote()
         # Its configuration came from the old primary: it would wait for a standby it lacks.
-        self._set_standby_names(standby, "")
-        self.primary, self.dead = standby, self.primary
-
-    def rebuild(self) -> None:
-        dead = self.dead
-        dead.cleanup()
-        self.standby = self._standby(dead.port)
-        self._settle()
-
-    def close(self) -> None:
-        self.link.close()
-        for server in (self.primary, self.standby, getattr(self, "dead", None)):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.cleanup()
+        self._set_standby_names(replica, "")
 
 
-class MariaDBCluster:
+class MariaDBCluster(_Pair[MariaDBServer]):
     """A primary and a GTID replica; promoted by the harness once the relay log is applied."""
 
-    writable_before_rebuild = True
-
     def __init__(self, sync: bool, link: _Link) -> None:
-        self.sync, self.link = sync, link
         # Both roles can wait and be waited for; the harness turns the primary's wait on.
-        self.common = (
-            ("--rpl-semi-sync-slave-enabled=ON", "--rpl-semi-sync-master-wait-point=AFTER_SYNC")
-            if sync
-            else ()
-        )
+        semi_sync = ("--rpl-semi-sync-slave-enabled=ON", "--rpl-semi-sync-master-wait-point=AFTER_SYNC")
+        self.common = semi_sync if sync else ()
         self.server_ids = iter(range(1, 1_000_000))
-        self.primary = MariaDBServer(
-            extra_args=(*REPLICATION, f"--server-id={next(self.server_ids)}", *self.common)
-        )
-        self.replica: MariaDBReplica | None = None
+        first = MariaDBServer(extra_args=(*REPLICATION, f"--server-id={next(self.server_ids)}", *self.common))
+        super().__init__(sync, link, first.start())
         try:
-            self.primary.start()
             self.primary.admin(f"CREATE DATABASE `{TEST_DATABASE}`")
-            self.replica = self._replica_of(self.primary, None).start()
-            self._settle()
         except BaseException:
             self.close()
             raise
-        assert self.replica is not None
-        hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.replica.port}"
-        self.url = f"mysql://root@{hosts}/{TEST_DATABASE}?connect_timeout=2"
+        self._begin(lambda: self._hosts("mysql://root", f"/{TEST_DATABASE}?connect_timeout=2"))
 
-    def _replica_of(self, primary: MariaDBServer, port: int | None) -> MariaDBReplica:
+    def _replica_of(self, primary: MariaDBServer, port: int | None) -> MariaDBServer:
         through = self.link.to(primary.port)
+        server_id = next(self.server_ids)
         return MariaDBReplica(
-            primary, server_id=next(self.server_ids), extra_args=self.common, port=port, through=through
-        )
+            primary, server_id=server_id, extra_args=self.common, port=port, through=through
+        ).start()
 
     def _settle(self) -> None:
         replica = self.replica
-        assert replica is not None
+        assert isinstance(replica, MariaDBReplica)
         _until(lambda: bool(replica.admin(f"SHOW DATABASES LIKE '{TEST_DATABASE}'")), "the replica")
         _until(replica.caught_up, "the replica catching up")
         if self.sync:
@@ -225,93 +254,51 @@ class MariaDBCluster:
                 "semi-synchronous replication",
             )
 
-    def kill_primary(self) -> None:
-        self.link.close()
-        self.primary.kill()
-
-    def promote(self) -> None:
-        replica, self.replica = self.replica, None
-        assert replica is not None
+    def _promote(self, replica: MariaDBServer) -> None:
+        assert isinstance(replica, MariaDBReplica)
         replica.promote()
-        self.primary, self.dead = replica, self.primary
-
-    def rebuild(self) -> None:
-        dead = self.dead
-        dead.cleanup()
-        self.replica = self._replica_of(self.primary, dead.port).start()
-        self._settle()
-
-    def close(self) -> None:
-        self.link.close()
-        for server in (self.primary, self.replica, getattr(self, "dead", None)):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.cleanup()
 
 
-class RedisCluster:
+class RedisCluster(_Pair[RedisServer]):
     """A primary, a replica and three sentinels, which promote the replica."""
 
     def __init__(self, sync: bool, link: _Link) -> None:
-        self.sync, self.link = sync, link
         # Sync: a primary without a replica refuses writes, and each step WAITs for one.
         sync_args = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10") if sync else ()
         # A new replica's full copy starts at once, not after the default 5 s wait for others.
         self.common = ("--repl-diskless-sync-delay", "0", *sync_args)
+        super().__init__(sync, link, RedisServer(args=self.common).start())
         self.writable_before_rebuild = not sync
-        self.primary = RedisServer(args=self.common).start()
-        self.replica: RedisServer | None = None
-        self.sentinels: list[RedisSentinel] = []
-        try:
-            self.replica = self._replica_of(self.primary, None).start()
-            self._settle()
-            self.sentinels = [RedisSentinel(self.primary, service=SERVICE) for _ in range(3)]
-            for sentinel in self.sentinels:
-                sentinel.start()
-        except BaseException:
-            self.close()
-            raise
-        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        self.url = f"redis+sentinel://{hosts}/{SERVICE}/0" + ("?wait_replicas=1" if sync else "")
+        self._begin(self._sentinels)
+
+    def _sentinels(self) -> str:
+        """Start three sentinels watching the primary; the nodes' URL names them."""
+        self.others = [RedisSentinel(self.primary, service=SERVICE) for _ in range(3)]
+        for sentinel in self.others:
+            sentinel.start()
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.others)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0" + ("?wait_replicas=1" if self.sync else "")
 
     def _replica_of(self, primary: RedisServer, port: int | None) -> RedisServer:
         through = self.link.to(primary.port)
-        return RedisServer(port=port, args=(*self.common, "--replicaof", "127.0.0.1", str(through)))
+        return RedisServer(port=port, args=(*self.common, "--replicaof", "127.0.0.1", str(through))).start()
 
     def _settle(self) -> None:
         replica = self.replica
         assert replica is not None
         _until(lambda: replica.client().info("replication")["master_link_status"] == "up", "the link")
 
-    def kill_primary(self) -> None:
-        self.link.close()
-        self.primary.kill()
-
-    def promote(self) -> None:
-        replica, self.replica = self.replica, None
-        assert replica is not None
+    def _promote(self, replica: RedisServer) -> None:
+        """Sentinel does it: wait until most sentinels name the replica and it says it is a primary."""
         wanted = ("127.0.0.1", replica.port)
+        sentinels = [s for s in self.others if isinstance(s, RedisSentinel)]
         _until(
             lambda: (
-                sum(s.primary_address() == wanted for s in self.sentinels) >= 2
+                sum(s.primary_address() == wanted for s in sentinels) >= 2
                 and replica.client().info("replication")["role"] == "master"
             ),
             "Sentinel promoting the replica",
         )
-        self.primary, self.dead = replica, self.primary
-
-    def rebuild(self) -> None:
-        dead = self.dead
-        dead.cleanup()
-        self.replica = self._replica_of(self.primary, dead.port).start()
-        self._settle()
-
-    def close(self) -> None:
-        self.link.close()
-        for server in (*self.sentinels, self.primary, self.replica, getattr(self, "dead", None)):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.cleanup()
 
 
 def start_cluster(backend: str, mode: str, hub: ProxyHub, lag: float = LAG) -> Cluster:

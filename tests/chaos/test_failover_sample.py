@@ -44,6 +44,14 @@ def test_synchronous_replication_keeps_one_master_and_rising_tokens_through_fail
         assert found.repeated == [], f"{lock}: a token was handed out twice: {found.repeated}"
 
 
+def test_synchronous_replication_keeps_every_scheduled_tick_to_one_run_through_failovers(
+    sample: FailoverResult,
+) -> None:
+    assert sum(v.ticks for v in sample.group.ticks.values()) > 0, "no scheduled tick ran"
+    assert sample.ticks("duplicates") == 0, "a tick ran twice: the failover lost its start"
+    assert sample.ticks("demoted_writes") == 0, "a demoted master started a tick"
+
+
 def test_the_judge_tells_a_repeated_token_apart_from_one_tenure() -> None:
     """Two start marks of one token, by two nodes, are two tenures; at work together, an overlap
     that fencing cannot resolve (the newer token is not higher)."""
