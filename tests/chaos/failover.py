@@ -360,7 +360,10 @@ def report(results: list[FailoverResult], command: str) -> str:
                 lines.append(f"- {result.mode}, {lock}: token {token} handed out to more than one tenure")
         for violation in [*result.harness_errors, *result.group.violations][:6]:
             quoted += 1
-            lines.append(f"- {result.mode}: {violation.what} ({violation.where})")
+            last = violation.evidence.strip().splitlines()[-1:] if violation.what == "harness error" else []
+            lines.append(
+                f"- {result.mode}: {violation.what} ({violation.where}){''.join(f': {e}' for e in last)}"
+            )
     if not quoted:
         lines.append("Nothing.")
     return "\n".join(lines).rstrip() + "\n"
