@@ -40,6 +40,10 @@ _S = TypeVar("_S", bound=ThrowawayServer)
 
 #: The service name the sentinels watch.
 SERVICE = "m"
+#: The sentinels' down-after-milliseconds. Sentinel pings each instance once a second, so with
+#: 500 ms (the tests' quick setting) a primary it has just switched to can look down before its
+#: first reply, and it fails over a second time, to the replica the harness has just rebuilt.
+DOWN_AFTER = 2000
 #: Seconds each way on the replication link by default.
 LAG = 0.05
 
@@ -273,7 +277,7 @@ class RedisCluster(_Pair[RedisServer]):
 
     def _sentinels(self) -> str:
         """Start three sentinels watching the primary; the nodes' URL names them."""
-        self.others = [RedisSentinel(self.primary, service=SERVICE) for _ in range(3)]
+        self.others = [RedisSentinel(self.primary, service=SERVICE, down_after=DOWN_AFTER) for _ in range(3)]
         for sentinel in self.others:
             sentinel.start()
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.others)
